@@ -1,0 +1,1 @@
+"""otel-audit: audit events as OpenTelemetry log records."""

@@ -1,0 +1,290 @@
+"""Build the stored Elasticsearch document of a validated audit event.
+
+The document uses ECS names where ECS has one and ``audit.*`` for the rest; the mapping
+from wire attributes to stored fields comes from the schema. Call :func:`build_document`
+only for records that :func:`otel_audit.validate.validate` accepted.
+
+The document never changes after it is written: its RFC 8785 canonical JSON is the leaf
+of the integrity chain. So every value in it is JSON-exact: integers beyond 2**53 and
+non-finite floats are stored as strings, bytes as base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import math
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from otel_audit.record import LogRecordData
+from otel_audit.schema import Schema, load_schema
+
+__all__ = [
+    "EVENTS_INDEX_PREFIX",
+    "build_document",
+    "content_hash",
+    "derive_event_id",
+    "event_index",
+    "format_ns",
+]
+
+EVENTS_INDEX_PREFIX = "audit-events-"
+_MAX_SAFE_INT = 2**53 - 1
+
+
+def format_ns(ts_ns: int) -> str:
+    """RFC 3339 UTC with nanoseconds, as Elasticsearch ``date_nanos`` accepts it."""
+    secs, nanos = divmod(ts_ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+
+
+def event_index(ts_ns: int, prefix: str = EVENTS_INDEX_PREFIX) -> str:
+    """The daily index chosen by the event's own timestamp, so retries land in the same one."""
+    return prefix + time.strftime("%Y.%m.%d", time.gmtime(ts_ns // 1_000_000_000))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(type(value).__name__)
+
+
+def content_hash(record: LogRecordData) -> str:
+    """SHA-256 hex of what the emitter sent (nothing the receiver adds).
+
+    Two deliveries of the same record give the same hash; a create conflict whose stored
+    hash differs is a different record claiming the same event id.
+    """
+    wire = record.as_wire_dict()
+    try:
+        data = orjson.dumps(wire, option=orjson.OPT_SORT_KEYS, default=_json_default)
+    except (TypeError, orjson.JSONEncodeError):
+        # Values orjson refuses (ints beyond 64 bits, odd types): a slower, total encoding.
+        data = json.dumps(wire, sort_keys=True, default=repr, ensure_ascii=False).encode(
+            "utf-8", "surrogatepass"
+        )
+    return hashlib.sha256(data).hexdigest()
+
+
+def derive_event_id(content_sha256_hex: str) -> str:
+    """A deterministic UUID (version 8) for records that came without ``audit.event.id``."""
+    raw = bytearray(bytes.fromhex(content_sha256_hex)[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x80
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+class _Cutter:
+    """Applies the schema's size limits, remembering which stored fields were cut."""
+
+    __slots__ = ("cut", "marker", "schema")
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.marker = schema.truncation_marker
+        self.cut: list[str] = []
+
+    def text(self, value: str, limit: int, stored: str) -> str:
+        if len(value) * 4 <= limit:  # cannot exceed the limit even at 4 bytes per char
+            return value
+        data = value.encode("utf-8", "surrogatepass")
+        if len(data) <= limit:
+            return value
+        keep = max(0, limit - len(self.marker.encode("utf-8")))
+        self.cut.append(stored)
+        return data[:keep].decode("utf-8", "ignore") + self.marker
+
+    def free(self, value: Any, stored: str) -> Any:
+        """Make a free-form attribute value JSON-exact and bounded."""
+        if isinstance(value, str):
+            return self.text(value, self.schema.limits.max_text_bytes, stored)
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int):
+            return value if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else str(value)
+        if isinstance(value, float):
+            if math.isfinite(value):
+                return value
+            return str(value)
+        if isinstance(value, bytes):
+            return base64.b64encode(value).decode("ascii")
+        if isinstance(value, dict):
+            return {str(k): self.free(v, f"{stored}.{k}") for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.free(v, stored) for v in value]
+        return str(value)
+
+
+def _put(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = doc
+    for part in path[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        node = nxt
+    node[path[-1]] = value
+
+
+def _body_text(body: Any, cutter: _Cutter, limit: int) -> str | None:
+    if body is None or body == "":
+        return None
+    if isinstance(body, str):
+        text = body
+    elif isinstance(body, bytes):
+        text = base64.b64encode(body).decode("ascii")
+    else:
+        try:
+            text = orjson.dumps(body, default=_json_default).decode("utf-8")
+        except (TypeError, orjson.JSONEncodeError):
+            text = json.dumps(body, default=repr, ensure_ascii=False)
+    return cutter.text(text, limit, "message")
+
+
+def build_document(
+    record: LogRecordData,
+    *,
+    received_ns: int,
+    event_id: str | None = None,
+    content_sha256: str | None = None,
+    schema: Schema | None = None,
+) -> dict[str, Any]:
+    """The stored document for a validated record.
+
+    ``event_id`` defaults to the record's ``audit.event.id`` or, when absent, an id derived
+    from ``content_sha256`` (computed here when not given).
+    """
+    schema = schema or load_schema()
+    attrs = record.attributes
+    resource = record.resource
+    cutter = _Cutter(schema)
+    sha = content_sha256 or content_hash(record)
+    emitted_id = attrs.get("audit.event.id")
+    if event_id is None:
+        event_id = emitted_id.lower() if isinstance(emitted_id, str) and emitted_id else None
+    id_source = "emitter" if emitted_id else "derived"
+    if event_id is None:
+        event_id = derive_event_id(sha)
+
+    flags: list[str] = []
+    ts = record.time_unix_nano
+    if not ts:
+        ts = record.observed_time_unix_nano
+        flags.append("no_event_time")
+
+    category = attrs["audit.category"]
+    outcome = attrs["audit.outcome"]
+    doc: dict[str, Any] = {
+        "@timestamp": format_ns(ts),
+        "event": {
+            "id": event_id,
+            "kind": "event",
+            "category": list(schema.ecs_category.get(category, ())),
+            "outcome": schema.ecs_outcome.get(outcome, "unknown"),
+            "dataset": "otel_audit.events",
+            "ingested": format_ns(received_ns),
+        },
+        "audit": {
+            "schema_version": schema.version,
+            "event_id_source": id_source,
+            "content_hash": sha,
+        },
+    }
+    if record.observed_time_unix_nano:
+        doc["event"]["created"] = format_ns(record.observed_time_unix_nano)
+
+    untrusted: list[str] = []
+    for f in schema.fields:
+        if f.attribute == "audit.event.id":
+            continue
+        value = attrs.get(f.attribute)
+        if not isinstance(value, str) or value == "":
+            continue
+        if f.oversize == "truncate":
+            value = cutter.text(value, f.max_bytes, f.stored)
+        _put(doc, f.stored_path, value)
+        if f.client_supplied:
+            untrusted.append(f.stored)
+        for ip_field in f.ip_copy:
+            ip = _as_ip(value)
+            if ip is not None:
+                _put(doc, tuple(ip_field.split(".")), ip)
+
+    related_users = [v for v in (attrs.get("audit.actor.id"), attrs.get("audit.actor.name")) if v]
+    related: dict[str, Any] = {"user": sorted(set(related_users))}
+    client_ip = doc.get("client", {}).get("ip")
+    if client_ip:
+        related["ip"] = [client_ip]
+    doc["related"] = related
+
+    extra = {
+        k: cutter.free(v, f"audit.extra.{k}")
+        for k, v in attrs.items()
+        if k not in schema.by_attribute
+    }
+    if extra:
+        doc["audit"]["extra"] = extra
+
+    for rf in schema.resource_fields:
+        rv = resource.get(rf.attribute)
+        if rf.attribute == "deployment.environment.name" and rv is None:
+            rv = resource.get("deployment.environment")
+        if isinstance(rv, str) and rv:
+            _put(doc, tuple(rf.stored.split(".")), rv)
+    origin = {
+        k: cutter.free(v, f"audit.origin.resource.{k}")
+        for k, v in resource.items()
+        if k not in schema.resource_by_attribute
+    }
+    if origin:
+        doc["audit"]["origin"] = {"resource": origin}
+
+    if record.trace_id:
+        doc["trace"] = {"id": record.trace_id}
+        if record.span_id:
+            doc["span"] = {"id": record.span_id}
+        if record.flags:
+            doc["audit"]["trace_flags"] = int(record.flags) & 0xFF
+    else:
+        flags.append("no_trace")
+    if "correlation_id" not in doc["audit"] and record.trace_id:
+        doc["audit"]["correlation_id"] = record.trace_id
+
+    if record.severity_text:
+        doc["log"] = {"level": cutter.text(record.severity_text, 64, "log.level")}
+    message = _body_text(record.body, cutter, schema.limits.max_body_bytes)
+    if message is not None:
+        doc["message"] = message
+    if record.event_name:
+        doc["audit"]["event_name"] = cutter.text(record.event_name, 256, "audit.event_name")
+    if record.scope_name or record.scope_version:
+        doc["audit"]["scope"] = {
+            "name": cutter.text(record.scope_name, 256, "audit.scope.name"),
+            "version": cutter.text(record.scope_version, 256, "audit.scope.version"),
+        }
+
+    skew_ns = received_ns - ts
+    if abs(skew_ns) > schema.limits.max_clock_skew_s * 1_000_000_000:
+        flags.append("clock_skew")
+        doc["audit"]["clock_skew_ms"] = skew_ns // 1_000_000
+    if untrusted:
+        doc["audit"]["untrusted"] = untrusted
+    if cutter.cut:
+        doc["audit"]["truncated"] = cutter.cut
+    if flags:
+        doc["audit"]["flags"] = flags
+    return doc
+
+
+def _as_ip(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value.strip("[]")))
+    except ValueError:
+        return None

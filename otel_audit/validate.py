@@ -1,0 +1,299 @@
+"""Validate one log record against the audit schema.
+
+:func:`validate` returns every violation of a record, each naming the field and the rule it
+breaks. It never raises, whatever the record holds: values of the wrong type, huge values,
+control characters, cyclic or absurdly deep structures, missing resource attributes.
+
+Rules (the ``rule`` of a :class:`Violation`):
+
+``not_audit_event``   the record has no ``audit.action``: it is not an audit event
+``required``          a required attribute is missing or empty
+``type``              a schema attribute is not a string
+``enum``              a value is not one of the allowed values
+``pattern``           a value does not have the required form
+``max_bytes``         an identifier is longer than its limit (identifiers are never cut)
+``control_chars``     an identifier contains control characters
+``attribute_key``     an attribute key is empty, too long, or contains control characters
+``too_many``          more attributes or array items than the schema allows
+``max_depth``         an attribute value is nested deeper than the schema allows
+``time``              the event time is absurd (before the schema's min_time or too far ahead)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, NamedTuple
+
+from otel_audit.record import LogRecordData
+from otel_audit.schema import AttributeField, Schema, load_schema
+
+__all__ = ["Violation", "is_audit_event", "summarize", "validate"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_KEY_BAD = re.compile(r"[\x00-\x1f\x7f]|^\.|\.$|\.\.")
+
+
+class Violation(NamedTuple):
+    """One broken rule: the field it concerns, the rule's name, and words for people."""
+
+    field: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+def is_audit_event(record: LogRecordData, schema: Schema | None = None) -> bool:
+    """True when the record carries the marker attribute (``audit.action``)."""
+    schema = schema or load_schema()
+    attrs = record.attributes
+    return isinstance(attrs, dict) and schema.marker_attribute in attrs
+
+
+def summarize(violations: list[Violation], limit: int = 3) -> str:
+    """A short message naming the first ``limit`` violations, for OTLP error messages."""
+    head = "; ".join(str(v) for v in violations[:limit])
+    more = len(violations) - limit
+    return f"{head} (+{more} more)" if more > 0 else head
+
+
+def _utf8_len(value: str) -> int:
+    # Fast path: ASCII length equals byte length; encode only when needed.
+    if value.isascii():
+        return len(value)
+    return len(value.encode("utf-8", "surrogatepass"))
+
+
+def _check_string_field(
+    f: AttributeField, value: Any, out: list[Violation], schema: Schema
+) -> str | None:
+    if not isinstance(value, str):
+        out.append(Violation(f.attribute, "type", f"must be a string, got {type(value).__name__}"))
+        return None
+    if value == "" or value.isspace():
+        if f.required in ("always", "resource_categories", "derived"):
+            out.append(Violation(f.attribute, "required", "must not be empty"))
+        return None
+    if f.enum:
+        if value not in f.enum:
+            shown = value[:64] + ("..." if len(value) > 64 else "")
+            out.append(
+                Violation(
+                    f.attribute,
+                    "enum",
+                    f"{shown!r} is not one of {', '.join(f.enum)}",
+                )
+            )
+        return value
+    if f.oversize == "reject":
+        size = _utf8_len(value)
+        if size > f.max_bytes:
+            out.append(Violation(f.attribute, "max_bytes", f"is {size} bytes, limit {f.max_bytes}"))
+            return None
+        if f.type == "keyword" and _CONTROL.search(value):
+            out.append(
+                Violation(f.attribute, "control_chars", "must not contain control characters")
+            )
+            return None
+    if f.pattern is not None and not f.pattern.fullmatch(value):
+        shown = value[:64] + ("..." if len(value) > 64 else "")
+        out.append(
+            Violation(f.attribute, "pattern", f"{shown!r} does not match {f.pattern.pattern}")
+        )
+    return value
+
+
+def _check_key(key: Any, where: str, out: list[Violation], schema: Schema) -> bool:
+    if not isinstance(key, str):
+        out.append(Violation(where, "attribute_key", "attribute keys must be strings"))
+        return False
+    if key == "" or _utf8_len(key) > schema.limits.max_attribute_key_bytes or _KEY_BAD.search(key):
+        shown = repr(key[:64])
+        out.append(
+            Violation(
+                where + (f".{key[:64]}" if key else ""),
+                "attribute_key",
+                f"key {shown} must be 1..{schema.limits.max_attribute_key_bytes} bytes without "
+                "control characters, leading/trailing dots or empty segments",
+            )
+        )
+        return False
+    return True
+
+
+def _check_value(value: Any, where: str, depth: int, out: list[Violation], schema: Schema) -> None:
+    """Walk a free-form attribute value iteratively-bounded: depth, item counts and keys."""
+    limits = schema.limits
+    if depth > limits.max_value_depth:
+        out.append(
+            Violation(where, "max_depth", f"nested deeper than {limits.max_value_depth} levels")
+        )
+        return
+    if isinstance(value, dict):
+        if len(value) > limits.max_array_items:
+            out.append(
+                Violation(where, "too_many", f"{len(value)} keys, limit {limits.max_array_items}")
+            )
+            return
+        for k, v in value.items():
+            if _check_key(k, where, out, schema):
+                _check_value(v, f"{where}.{k}", depth + 1, out, schema)
+            if len(out) > 50:
+                return
+    elif isinstance(value, (list, tuple)):
+        if len(value) > limits.max_array_items:
+            out.append(
+                Violation(where, "too_many", f"{len(value)} items, limit {limits.max_array_items}")
+            )
+            return
+        for item in value:
+            _check_value(item, where, depth + 1, out, schema)
+            if len(out) > 50:
+                return
+    elif value is None or isinstance(value, (str, bool, int, float, bytes)):
+        return
+    else:
+        out.append(Violation(where, "type", f"unsupported value type {type(value).__name__}"))
+
+
+def validate(
+    record: LogRecordData, *, now_ns: int | None = None, schema: Schema | None = None
+) -> list[Violation]:
+    """Return every violation of ``record`` against the schema (empty when valid)."""
+    try:
+        return _validate(record, now_ns, schema or load_schema())
+    except RecursionError:
+        return [Violation("attributes", "max_depth", "value nesting is too deep to inspect")]
+    except Exception as exc:  # never raise into a caller on hostile input
+        return [Violation("record", "type", f"could not inspect record: {type(exc).__name__}")]
+
+
+def _validate(record: LogRecordData, now_ns: int | None, schema: Schema) -> list[Violation]:
+    out: list[Violation] = []
+    attrs = record.attributes
+    if not isinstance(attrs, dict):
+        return [Violation("attributes", "type", "attributes must be a mapping")]
+    marker = schema.marker_attribute
+    if marker not in attrs:
+        out.append(
+            Violation(
+                marker,
+                "not_audit_event",
+                f"record has no {marker} attribute: it is not an audit event",
+            )
+        )
+        return out
+    limits = schema.limits
+    if len(attrs) > limits.max_attributes:
+        out.append(
+            Violation(
+                "attributes", "too_many", f"{len(attrs)} attributes, limit {limits.max_attributes}"
+            )
+        )
+        return out
+
+    known = schema.by_attribute
+    values: dict[str, str | None] = {}
+    for f in schema.fields:
+        if f.attribute in attrs:
+            values[f.attribute] = _check_string_field(f, attrs[f.attribute], out, schema)
+        elif f.required == "always":
+            out.append(Violation(f.attribute, "required", "is required"))
+
+    category = values.get("audit.category")
+    if category in schema.resource_required_categories:
+        for name in ("audit.resource.type", "audit.resource.id"):
+            if name not in attrs:
+                out.append(Violation(name, "required", f"is required for category {category}"))
+
+    for key, value in attrs.items():
+        if key in known:
+            continue
+        if _check_key(key, "attributes", out, schema):
+            _check_value(value, key, 1, out, schema)
+        if len(out) > 50:
+            break
+
+    resource = record.resource
+    if not isinstance(resource, dict):
+        out.append(Violation("resource", "type", "resource attributes must be a mapping"))
+    else:
+        if len(resource) > limits.max_resource_attributes:
+            out.append(
+                Violation(
+                    "resource",
+                    "too_many",
+                    f"{len(resource)} resource attributes, limit {limits.max_resource_attributes}",
+                )
+            )
+        for rf in schema.resource_fields:
+            rv = resource.get(rf.attribute)
+            if rv is None:
+                if rf.required == "always":
+                    out.append(
+                        Violation(
+                            f"resource.{rf.attribute}", "required", "resource attribute is required"
+                        )
+                    )
+                continue
+            if not isinstance(rv, str):
+                out.append(
+                    Violation(
+                        f"resource.{rf.attribute}",
+                        "type",
+                        f"must be a string, got {type(rv).__name__}",
+                    )
+                )
+            elif rf.required == "always" and (rv == "" or rv.isspace()):
+                out.append(Violation(f"resource.{rf.attribute}", "required", "must not be empty"))
+            elif _utf8_len(rv) > rf.max_bytes:
+                out.append(
+                    Violation(
+                        f"resource.{rf.attribute}",
+                        "max_bytes",
+                        f"is {_utf8_len(rv)} bytes, limit {rf.max_bytes}",
+                    )
+                )
+            elif _CONTROL.search(rv):
+                out.append(
+                    Violation(
+                        f"resource.{rf.attribute}",
+                        "control_chars",
+                        "must not contain control characters",
+                    )
+                )
+        for key, value in resource.items():
+            if key in schema.resource_by_attribute:
+                continue
+            if _check_key(key, "resource", out, schema):
+                _check_value(value, f"resource.{key}", 1, out, schema)
+
+    _check_time(record, now_ns, out, schema)
+    return out
+
+
+def _check_time(
+    record: LogRecordData, now_ns: int | None, out: list[Violation], schema: Schema
+) -> None:
+    ts = record.time_unix_nano or record.observed_time_unix_nano
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        out.append(Violation("time_unix_nano", "type", "must be an integer"))
+        return
+    if ts == 0:
+        out.append(Violation("time_unix_nano", "required", "record has no time"))
+        return
+    limits = schema.limits
+    if ts < limits.min_time_unix_nano:
+        out.append(Violation("time_unix_nano", "time", "event time is before 2000-01-01"))
+        return
+    now = time.time_ns() if now_ns is None else now_ns
+    if ts > now + limits.max_future_s * 1_000_000_000:
+        out.append(
+            Violation(
+                "time_unix_nano",
+                "time",
+                f"event time is more than {limits.max_future_s} s in the future",
+            )
+        )
