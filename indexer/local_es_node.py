@@ -201,6 +201,7 @@ def prepare_node_dir(
     )
     layout.console_log.touch()
     if user is not None:
+        _chown_tree(layout.root, user.pw_uid, user.pw_gid)
         for path in (es_home, layout.root):
             blocked = _blocked_ancestor(path, user)
             if blocked is not None:
@@ -209,7 +210,6 @@ def prepare_node_dir(
                     "not traversable for it; use a directory outside private homes "
                     "(OTEL_AUDIT_CACHE_DIR / OTEL_AUDIT_LOCAL_ES_DATA)"
                 )
-        _chown_tree(layout.root, user.pw_uid, user.pw_gid)
     return layout
 
 
