@@ -35,8 +35,14 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(scope="session")
 def es_url() -> Iterator[str]:
-    """URL of a healthy Elasticsearch; started here (and stopped after) when not running."""
+    """URL of a healthy Elasticsearch; started here (and stopped after) when not running.
+
+    A non-loopback OTEL_AUDIT_ES_URL is someone's own cluster: used as is, never started.
+    """
     node = LocalElasticsearch()
+    if not node.config.is_loopback:
+        yield node.url
+        return
     started = node.ensure_started()
     try:
         yield node.url
