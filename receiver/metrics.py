@@ -1,0 +1,162 @@
+"""The receiver's Prometheus metrics: one registry, every metric object defined here.
+
+Every component of the receiver process imports its metrics from this module, so that
+names, labels and help texts stay in one place and ``/metrics`` shows them all.
+
+Who increments what:
+
+- The OTLP servers: ``REQUESTS``, ``REQUEST_DURATION``, ``INFLIGHT_BYTES``,
+  ``RECORDS_RECEIVED`` and ``RECORDS_ACCEPTED`` (from the consumer's
+  :class:`~receiver.pipeline.IngestResult`; consumers must not count accepted records
+  themselves, or they would be counted twice).
+- ``RECORDS_REJECTED``: whoever rejects the record, with its reason. The servers use
+  ``reason="invalid_id"`` for records whose trace or span id has the wrong length; the
+  ingest pipeline uses the validator's rule name (``required``, ``enum`` ...) or its own
+  words (``conflict``).
+- The ingest pipeline: ``RECORDS_SPOOLED``, ``SPOOL_DEPTH_BYTES``, ``SPOOL_DEPTH_RECORDS``,
+  ``BULK_DURATION``, ``BULK_DOCS``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import (
+    gc_collector as _gc,
+)
+from prometheus_client import (
+    platform_collector as _platform,
+)
+from prometheus_client import (
+    process_collector as _process,
+)
+
+__all__ = [
+    "BULK_DOCS",
+    "BULK_DURATION",
+    "CONTENT_TYPE",
+    "INFLIGHT_BYTES",
+    "RECORDS_ACCEPTED",
+    "RECORDS_RECEIVED",
+    "RECORDS_REJECTED",
+    "RECORDS_SPOOLED",
+    "REGISTRY",
+    "REQUESTS",
+    "REQUEST_DURATION",
+    "SPOOL_DEPTH_BYTES",
+    "SPOOL_DEPTH_RECORDS",
+    "render",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+"""The receiver's own registry (not the library default, so tests can import freely)."""
+
+_process.ProcessCollector(registry=REGISTRY)
+_platform.PlatformCollector(registry=REGISTRY)
+_gc.GCCollector(registry=REGISTRY)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_NS = "otel_audit_receiver"
+
+# Latency buckets from 1 ms to 30 s: an export waits for a durable write.
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+REQUESTS = Counter(
+    "requests",
+    "OTLP export requests answered, by transport, signal and answer code.",
+    ["transport", "signal", "code"],
+    namespace=_NS,
+    registry=REGISTRY,
+)
+REQUEST_DURATION = Histogram(
+    "request_duration_seconds",
+    "Time from a request's arrival to its answer.",
+    ["transport", "signal"],
+    namespace=_NS,
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+INFLIGHT_BYTES = Gauge(
+    "inflight_bytes",
+    "Request bytes (decompressed) currently held by requests being processed.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+RECORDS_RECEIVED = Counter(
+    "records_received",
+    "Log records or spans decoded from export requests.",
+    ["signal"],
+    namespace=_NS,
+    registry=REGISTRY,
+)
+RECORDS_ACCEPTED = Counter(
+    "records_accepted",
+    "Records made durable and acknowledged (logs) or stored (traces).",
+    ["signal"],
+    namespace=_NS,
+    registry=REGISTRY,
+)
+RECORDS_REJECTED = Counter(
+    "records_rejected",
+    "Records rejected in partial_success, by reason.",
+    ["signal", "reason"],
+    namespace=_NS,
+    registry=REGISTRY,
+)
+RECORDS_SPOOLED = Counter(
+    "records_spooled",
+    "Records written to the local spool because Elasticsearch could not take them.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+SPOOL_DEPTH_BYTES = Gauge(
+    "spool_depth_bytes",
+    "Bytes waiting in the local spool.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+SPOOL_DEPTH_RECORDS = Gauge(
+    "spool_depth_records",
+    "Records waiting in the local spool.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+BULK_DURATION = Histogram(
+    "bulk_duration_seconds",
+    "Duration of one Elasticsearch bulk request.",
+    namespace=_NS,
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+BULK_DOCS = Histogram(
+    "bulk_docs",
+    "Documents per Elasticsearch bulk request.",
+    namespace=_NS,
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+    registry=REGISTRY,
+)
+
+
+def render() -> bytes:
+    """The registry in the Prometheus text format (what ``/metrics`` serves)."""
+    return generate_latest(REGISTRY)
