@@ -16,6 +16,8 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "otel_audit.schema_cli",
     "indexer.local_es_cli",
+    "otel_audit.integrity_cli",
+    "demo.cli",
 )
 
 

@@ -1,0 +1,1 @@
+"""Demo services and the `make run` orchestration."""

@@ -1,0 +1,199 @@
+"""``make run``: the whole pipeline on this machine, in the foreground.
+
+1. starts the local Elasticsearch (or reuses the one at ``OTEL_AUDIT_ES_URL``),
+2. installs the index templates,
+3. starts the receiver (``otel-audit serve``) on the default ports,
+4. runs three demo services that send a burst of checkouts through the real OTel SDK
+   (nested spans across services, a few deliberate schema violations),
+5. prints what arrived: counts by service, action and outcome, and the rejected records
+   with their reasons,
+6. keeps serving until Ctrl-C, then stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from demo.services import TrafficReport, start_demo_services
+
+__all__ = ["run_demo", "send_traffic"]
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def state_dir() -> Path:
+    """Where ``make run`` keeps the receiver's spool, keys and checkpoints."""
+    base = os.environ.get("OTEL_AUDIT_STATE_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "otel-audit" / "demo"
+
+
+def send_traffic(
+    endpoint: str,
+    *,
+    protocol: str = "grpc",
+    checkouts: int = 40,
+    with_violations: bool = True,
+    ordinary_logs: bool = False,
+) -> TrafficReport:
+    """Run the demo services and send ``checkouts`` checkouts through them."""
+    with start_demo_services(endpoint, protocol, ordinary_logs=ordinary_logs) as cluster:
+        for n in range(checkouts):
+            cluster.checkout(n, with_violations=with_violations and n % 15 == 3)
+    return cluster.report
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the receiver exited with code {proc.returncode} while starting")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the receiver was not ready at {url} after {timeout_s:.0f} s")
+
+
+def _table(title: str, rows: Iterable[tuple[Any, ...]], headers: tuple[str, ...]) -> None:
+    rows = list(rows)
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(str(c))) for w, c in zip(widths, row, strict=True)]
+    _say(f"\n{title}")
+    _say("  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in rows:
+        _say("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def print_arrivals(es: Any, report: TrafficReport, since: str, timeout_s: float = 30.0) -> int:
+    """Wait until the sent events are searchable, then print what arrived; returns #stored."""
+    ids = report.event_ids
+    deadline = time.monotonic() + timeout_s
+    stored = 0
+    while time.monotonic() < deadline:
+        es.indices.refresh(index="audit-*", ignore_unavailable=True, allow_no_indices=True)
+        stored = es.count(index="audit-events-*", query={"terms": {"event.id": ids}})["count"]
+        if stored >= len(ids):
+            break
+        time.sleep(0.5)
+    aggs = es.search(
+        index="audit-events-*",
+        size=0,
+        query={"terms": {"event.id": ids}},
+        aggs={
+            "combo": {
+                "multi_terms": {
+                    "terms": [
+                        {"field": "service.name"},
+                        {"field": "event.action"},
+                        {"field": "audit.outcome"},
+                    ],
+                    "size": 100,
+                }
+            },
+            "traces": {"cardinality": {"field": "trace.id"}},
+        },
+    )["aggregations"]
+    _table(
+        f"Stored audit events: {stored} of {len(ids)} valid events sent "
+        f"({aggs['traces']['value']} traces)",
+        ((*b["key"], b["doc_count"]) for b in aggs["combo"]["buckets"]),
+        ("service", "action", "outcome", "count"),
+    )
+    rejected = es.search(
+        index="audit-rejected-*",
+        size=50,
+        query={"range": {"@timestamp": {"gte": since}}},
+        sort=[{"@timestamp": "asc"}],
+        ignore_unavailable=True,
+    )["hits"]["hits"]
+    _say(f"\nRejected records (dead-letter index audit-rejected-*): {len(rejected)}")
+    for hit in rejected:
+        src = hit["_source"]
+        reasons = src.get("reasons") or []
+        text = "; ".join(
+            f"{r.get('field')}: {r.get('message')}" if isinstance(r, dict) else str(r)
+            for r in reasons
+        )
+        service = (src.get("service") or {}).get("name", "?")
+        _say(f"  - {service}: {text}")
+    return int(stored)
+
+
+def run_demo(checkouts: int = 40, keep_serving: bool = True) -> int:
+    """The ``make run`` job; returns the process exit code."""
+    from elasticsearch import Elasticsearch
+
+    from indexer.local_es import LocalElasticsearch
+    from indexer.templates import install_templates
+
+    es_url = os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
+    node = LocalElasticsearch(url=es_url)
+    _say(f"== Elasticsearch at {es_url}")
+    started_es = node.ensure_started()
+    receiver: subprocess.Popen[bytes] | None = None
+    try:
+        es = Elasticsearch(es_url, request_timeout=30)
+        _say("== installing index templates: " + ", ".join(install_templates(es)))
+        state = state_dir()
+        state.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.setdefault("OTEL_AUDIT_ES_URL", es_url)
+        env.setdefault("OTEL_AUDIT_SPOOL_DIR", str(state / "spool"))
+        env.setdefault("OTEL_AUDIT_STATE_DIR", str(state))
+        _say("== starting the receiver: otel-audit serve (gRPC 127.0.0.1:4317, HTTP :4318)")
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "otel_audit.cli", "serve"],
+            env=env,
+            stdout=open(state / "receiver.log", "ab"),  # noqa: SIM115 - lives with the child
+            stderr=subprocess.STDOUT,
+        )
+        _wait_ready("http://127.0.0.1:4318/readyz", receiver)
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+        _say(f"== sending {checkouts} checkouts from storefront -> billing -> inventory")
+        report = send_traffic("127.0.0.1:4317", checkouts=checkouts)
+        _say(
+            f"   sent {len(report.event_ids)} valid and {len(report.invalid_event_ids)} "
+            f"deliberately invalid audit events in {len(report.trace_ids)} traces"
+        )
+        stored = print_arrivals(es, report, since)
+        if not keep_serving:
+            return 0 if stored == len(report.event_ids) else 1
+        _say(
+            "\nThe receiver keeps serving. Point your services at it:\n"
+            "  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 (gRPC) or "
+            "http://127.0.0.1:4318 (HTTP)\n"
+            f"  receiver log: {state / 'receiver.log'}\n"
+            "Ctrl-C stops everything this command started."
+        )
+        receiver.wait()
+        return 0
+    except KeyboardInterrupt:
+        _say("\n== stopping")
+        return 0
+    finally:
+        if receiver is not None and receiver.poll() is None:
+            receiver.send_signal(signal.SIGTERM)
+            try:
+                receiver.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                receiver.kill()
+        if started_es:
+            node.stop()
+            _say("== stopped the local Elasticsearch this command started")
