@@ -3,7 +3,8 @@
 Services import :func:`audit_event` (or an :class:`AuditLogger` bound to their own
 ``LoggerProvider``); tests use :mod:`otel_audit.testing`. The schema, the validator and the
 document builder live in :mod:`otel_audit.schema`, :mod:`otel_audit.validate` and
-:mod:`otel_audit.document`.
+:mod:`otel_audit.document` (the function ``validate`` is deliberately not re-exported here:
+it would shadow the module of the same name).
 """
 
 from otel_audit.emit import (
@@ -20,7 +21,7 @@ from otel_audit.emit import (
     reset_emit_stats,
 )
 from otel_audit.record import LogRecordData
-from otel_audit.validate import Violation, validate
+from otel_audit.validate import Violation
 
 __all__ = [
     "ActorType",
@@ -37,7 +38,6 @@ __all__ = [
     "is_strict",
     "new_event_id",
     "reset_emit_stats",
-    "validate",
 ]
 
 __version__ = "0.1.0"

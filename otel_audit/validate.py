@@ -17,6 +17,10 @@ Rules (the ``rule`` of a :class:`Violation`):
 ``too_many``          more attributes or array items than the schema allows
 ``max_depth``         an attribute value is nested deeper than the schema allows
 ``time``              the event time is absurd (before the schema's min_time or too far ahead)
+``encoding``          a string is not valid Unicode (a lone surrogate): it cannot be stored
+
+The body is free-form, but its nesting, sizes, value types and encoding are checked like
+those of extra attributes, so a valid record always has a storable document.
 """
 
 from __future__ import annotations
@@ -66,6 +70,17 @@ def _utf8_len(value: str) -> int:
     return len(value.encode("utf-8", "surrogatepass"))
 
 
+def _bad_unicode(value: str) -> bool:
+    """True when ``value`` holds lone surrogates (possible from JSON escapes like \\ud800)."""
+    if value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _check_string_field(
     f: AttributeField, value: Any, out: list[Violation], schema: Schema
 ) -> str | None:
@@ -73,8 +88,12 @@ def _check_string_field(
         out.append(Violation(f.attribute, "type", f"must be a string, got {type(value).__name__}"))
         return None
     if value == "" or value.isspace():
-        if f.required in ("always", "resource_categories", "derived"):
+        # resource_categories fields are judged against the category in _validate.
+        if f.required in ("always", "derived"):
             out.append(Violation(f.attribute, "required", "must not be empty"))
+        return None
+    if _bad_unicode(value):
+        out.append(Violation(f.attribute, "encoding", "is not valid Unicode (lone surrogate)"))
         return None
     if f.enum:
         if value not in f.enum:
@@ -109,6 +128,9 @@ def _check_key(key: Any, where: str, out: list[Violation], schema: Schema) -> bo
     if not isinstance(key, str):
         out.append(Violation(where, "attribute_key", "attribute keys must be strings"))
         return False
+    if _bad_unicode(key):
+        out.append(Violation(where, "encoding", "attribute key is not valid Unicode"))
+        return False
     if key == "" or _utf8_len(key) > schema.limits.max_attribute_key_bytes or _KEY_BAD.search(key):
         shown = repr(key[:64])
         out.append(
@@ -124,9 +146,16 @@ def _check_key(key: Any, where: str, out: list[Violation], schema: Schema) -> bo
 
 
 def _check_value(value: Any, where: str, depth: int, out: list[Violation], schema: Schema) -> None:
-    """Walk a free-form attribute value iteratively-bounded: depth, item counts and keys."""
+    """Walk a free-form value, bounded: depth, item counts, keys, types and encoding.
+
+    ``depth`` counts containers: a scalar inside max_value_depth nested containers is fine.
+    """
     limits = schema.limits
-    if depth > limits.max_value_depth:
+    if isinstance(value, str):
+        if _bad_unicode(value):
+            out.append(Violation(where, "encoding", "is not valid Unicode (lone surrogate)"))
+        return
+    if isinstance(value, (dict, list, tuple)) and depth > limits.max_value_depth:
         out.append(
             Violation(where, "max_depth", f"nested deeper than {limits.max_value_depth} levels")
         )
@@ -152,7 +181,7 @@ def _check_value(value: Any, where: str, depth: int, out: list[Violation], schem
             _check_value(item, where, depth + 1, out, schema)
             if len(out) > 50:
                 return
-    elif value is None or isinstance(value, (str, bool, int, float, bytes)):
+    elif value is None or isinstance(value, (bool, int, float, bytes)):
         return
     else:
         out.append(Violation(where, "type", f"unsupported value type {type(value).__name__}"))
@@ -205,7 +234,8 @@ def _validate(record: LogRecordData, now_ns: int | None, schema: Schema) -> list
     category = values.get("audit.category")
     if category in schema.resource_required_categories:
         for name in ("audit.resource.type", "audit.resource.id"):
-            if name not in attrs:
+            given = attrs.get(name)
+            if given is None or (isinstance(given, str) and (given == "" or given.isspace())):
                 out.append(Violation(name, "required", f"is required for category {category}"))
 
     for key, value in attrs.items():
@@ -264,12 +294,18 @@ def _validate(record: LogRecordData, now_ns: int | None, schema: Schema) -> list
                         "must not contain control characters",
                     )
                 )
+            elif _bad_unicode(rv):
+                out.append(
+                    Violation(f"resource.{rf.attribute}", "encoding", "is not valid Unicode")
+                )
         for key, value in resource.items():
             if key in schema.resource_by_attribute:
                 continue
             if _check_key(key, "resource", out, schema):
                 _check_value(value, f"resource.{key}", 1, out, schema)
 
+    if record.body is not None:
+        _check_value(record.body, "body", 1, out, schema)
     _check_time(record, now_ns, out, schema)
     return out
 
