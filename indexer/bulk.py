@@ -1,0 +1,319 @@
+"""Write documents to Elasticsearch with ``_bulk``: create-only, per-item outcomes, own retries.
+
+Every write is ``op_type=create`` with a deterministic ``_id``, so writing the same item
+twice is harmless: the second write answers 409 and the stored content hash tells a retry
+(same content: already stored) from a conflict (another record claiming the same id).
+
+Per item::
+
+    201                         CREATED
+    409, stored hash == ours    DUPLICATE   (already stored: a retry or a spool replay)
+    409, stored hash != ours    CONFLICT    (never overwritten; the caller dead-letters it)
+    409, item without a hash    DUPLICATE   (dead-letter documents: same _id, same content)
+    429 / 5xx                   retried with exponential backoff and jitter, bounded;
+                                UNAVAILABLE when the bound is reached
+    other 4xx (mapping ...)     MAPPING     (the caller dead-letters it, never drops it)
+
+A whole request that fails (connection refused or reset, timeout, 5xx on ``_bulk``
+itself) leaves every unresolved item UNAVAILABLE: the caller spools them. The writer never
+raises for Elasticsearch trouble; it only reports.
+
+Bodies are serialized once with orjson (cached on the item for retries) and sent as
+pre-encoded NDJSON bytes, which the client forwards untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout, TransportError
+from elasticsearch import AsyncElasticsearch
+from elasticsearch import exceptions as es_exc
+
+from otel_audit.record import LogRecordData
+
+__all__ = [
+    "BulkItem",
+    "BulkSettings",
+    "BulkWriter",
+    "ItemResult",
+    "ItemStatus",
+]
+
+_log = logging.getLogger(__name__)
+_HASH_FIELD = "audit.content_hash"
+
+# Only what the outcome needs: big responses parse faster without _index/_version/_shards.
+_FILTER_PATH = (
+    "errors,items.*.status,items.*.error.type,items.*.error.reason,"
+    "items.*.error.caused_by.type,items.*.error.caused_by.reason"
+)
+
+
+class ItemStatus(enum.Enum):
+    """The final outcome of one item of a write."""
+
+    CREATED = "created"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    MAPPING = "mapping"
+    UNAVAILABLE = "unavailable"
+    SPOOLED = "spooled"
+    """Not written by the writer: the caller fsynced it into its spool instead."""
+
+    @property
+    def stored(self) -> bool:
+        """The document is stored in Elasticsearch (now or by an earlier write)."""
+        return self is ItemStatus.CREATED or self is ItemStatus.DUPLICATE
+
+
+class ItemResult(NamedTuple):
+    """Outcome of one item; ``detail`` says why for CONFLICT, MAPPING and UNAVAILABLE."""
+
+    status: ItemStatus
+    detail: str = ""
+    stored_hash: str | None = None
+    """For CONFLICT: the content hash of the document already stored under the id."""
+
+
+@dataclass(slots=True, eq=False)
+class BulkItem:
+    """One document to create.
+
+    ``content_hash`` is compared with the stored one on 409; items without it (dead-letter
+    documents, whose id is derived from their content) treat every 409 as already stored.
+    ``record`` is the decoded record the document came from, kept in memory only so a
+    conflict or mapping error can be dead-lettered with the original.
+    """
+
+    index: str
+    doc_id: str
+    document: dict[str, Any]
+    content_hash: str | None = None
+    record: LogRecordData | None = None
+    _encoded: bytes | None = field(default=None, repr=False)
+
+    def encoded(self) -> bytes:
+        """The two NDJSON lines (action + source) of this item, serialized once."""
+        if self._encoded is None:
+            action = orjson.dumps({"create": {"_index": self.index, "_id": self.doc_id}})
+            self._encoded = action + b"\n" + orjson.dumps(self.document) + b"\n"
+        return self._encoded
+
+
+@dataclass(frozen=True, slots=True)
+class BulkSettings:
+    """Limits of one write; time values in seconds."""
+
+    max_docs: int = 2000
+    """Items per ``_bulk`` request; larger writes are split."""
+    max_bytes: int = 8 * 1024 * 1024
+    """Body bytes per ``_bulk`` request (one item may exceed it alone)."""
+    timeout_s: float = 10.0
+    """One ``_bulk`` request slower than this counts as Elasticsearch being unavailable."""
+    max_attempts: int = 5
+    """Attempts per item for 429 / 5xx answers before it is reported UNAVAILABLE."""
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_docs", "max_bytes", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"bulk {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("timeout_s", "backoff_initial_s", "backoff_max_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"bulk {name} must be > 0, got {getattr(self, name)}")
+
+
+class _WholeRequestFailed(Exception):
+    """The ``_bulk`` request as a whole did not get per-item answers."""
+
+
+def _is_retryable_status(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+class BulkWriter:
+    """Creates documents through ``_bulk`` and reports one :class:`ItemResult` per item."""
+
+    def __init__(
+        self,
+        es: AsyncElasticsearch,
+        settings: BulkSettings | None = None,
+        *,
+        observe: Callable[[float, int], None] | None = None,
+    ) -> None:
+        """``observe(duration_s, docs)`` is called after every ``_bulk`` round trip."""
+        self._es = es
+        self.settings = settings or BulkSettings()
+        self._observe = observe
+
+    async def write(self, items: Sequence[BulkItem]) -> list[ItemResult]:
+        """Create ``items``; the results are in the same order. Never raises for ES errors."""
+        results: list[ItemResult | None] = [None] * len(items)
+        for chunk in self._chunks(range(len(items)), items):
+            await self._write_chunk(items, chunk, results)
+        return [
+            r if r is not None else ItemResult(ItemStatus.UNAVAILABLE, "no answer") for r in results
+        ]
+
+    def _chunks(self, positions: range, items: Sequence[BulkItem]) -> list[list[int]]:
+        chunks: list[list[int]] = []
+        current: list[int] = []
+        size = 0
+        s = self.settings
+        for pos in positions:
+            n = len(items[pos].encoded())
+            if current and (len(current) >= s.max_docs or size + n > s.max_bytes):
+                chunks.append(current)
+                current, size = [], 0
+            current.append(pos)
+            size += n
+        if current:
+            chunks.append(current)
+        return chunks
+
+    async def _write_chunk(
+        self, items: Sequence[BulkItem], chunk: list[int], results: list[ItemResult | None]
+    ) -> None:
+        s = self.settings
+        pending = chunk
+        conflicts: list[int] = []
+        deadline = time.monotonic() + s.timeout_s * s.max_attempts
+        for attempt in range(1, s.max_attempts + 1):
+            try:
+                answers = await self._send(items, pending)
+            except _WholeRequestFailed as exc:
+                for pos in pending:
+                    results[pos] = ItemResult(ItemStatus.UNAVAILABLE, str(exc))
+                break
+            retry: list[int] = []
+            last_reason = ""
+            for pos, answer in zip(pending, answers, strict=True):
+                status = int(answer.get("status", 0))
+                if status in (200, 201):
+                    results[pos] = ItemResult(ItemStatus.CREATED)
+                elif status == 409:
+                    conflicts.append(pos)
+                elif _is_retryable_status(status):
+                    retry.append(pos)
+                    last_reason = _reason(answer, status)
+                else:
+                    results[pos] = ItemResult(ItemStatus.MAPPING, _reason(answer, status))
+            if not retry:
+                break
+            if attempt == s.max_attempts or time.monotonic() >= deadline:
+                for pos in retry:
+                    results[pos] = ItemResult(
+                        ItemStatus.UNAVAILABLE,
+                        f"still failing after {attempt} attempts: {last_reason}",
+                    )
+                break
+            await asyncio.sleep(self._backoff_s(attempt))
+            pending = retry
+        if conflicts:
+            await self._resolve_conflicts(items, conflicts, results)
+
+    def _backoff_s(self, attempt: int) -> float:
+        s = self.settings
+        ceiling = min(s.backoff_max_s, s.backoff_initial_s * (2 ** (attempt - 1)))
+        # Full jitter: concurrent writers that failed together do not retry together.
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def _send(self, items: Sequence[BulkItem], positions: list[int]) -> list[dict[str, Any]]:
+        body = b"".join(items[pos].encoded() for pos in positions)
+        began = time.monotonic()
+        try:
+            response = await asyncio.wait_for(
+                self._es.bulk(
+                    operations=body,  # type: ignore[arg-type]  # pre-encoded NDJSON passes through
+                    filter_path=_FILTER_PATH,
+                ),
+                timeout=self.settings.timeout_s,
+            )
+        except (TimeoutError, ConnectionTimeout) as exc:
+            raise _WholeRequestFailed(
+                f"_bulk took longer than {self.settings.timeout_s:g} s"
+            ) from exc
+        except (TransportConnectionError, OSError) as exc:
+            raise _WholeRequestFailed(f"Elasticsearch unreachable: {exc}") from exc
+        except es_exc.ApiError as exc:
+            raise _WholeRequestFailed(f"_bulk failed with HTTP {exc.meta.status}: {exc}") from exc
+        except TransportError as exc:
+            raise _WholeRequestFailed(f"_bulk failed: {exc}") from exc
+        finally:
+            if self._observe is not None:
+                self._observe(time.monotonic() - began, len(positions))
+        body_items = response.body.get("items") if hasattr(response, "body") else None
+        if not isinstance(body_items, list) or len(body_items) != len(positions):
+            raise _WholeRequestFailed("_bulk answer does not have one item per document")
+        return [next(iter(entry.values())) for entry in body_items]
+
+    async def _resolve_conflicts(
+        self, items: Sequence[BulkItem], positions: list[int], results: list[ItemResult | None]
+    ) -> None:
+        hashed = [pos for pos in positions if items[pos].content_hash is not None]
+        for pos in positions:
+            if items[pos].content_hash is None:
+                results[pos] = ItemResult(ItemStatus.DUPLICATE)
+        if not hashed:
+            return
+        docs = [
+            {
+                "_index": items[pos].index,
+                "_id": items[pos].doc_id,
+                "_source": ["audit.content_hash"],
+            }
+            for pos in hashed
+        ]
+        try:
+            response = await asyncio.wait_for(
+                self._es.mget(docs=docs), timeout=self.settings.timeout_s
+            )
+        except (TimeoutError, TransportError, OSError) as exc:
+            for pos in hashed:
+                results[pos] = ItemResult(
+                    ItemStatus.UNAVAILABLE, f"could not read the stored document: {exc}"
+                )
+            return
+        found = response.body.get("docs", [])
+        for pos, doc in zip(hashed, found, strict=False):
+            ours = items[pos].content_hash
+            stored = (doc.get("_source") or {}).get("audit", {}).get("content_hash")
+            if not doc.get("found"):
+                # 409 but gone: cannot happen for append-only indices; report, do not guess.
+                results[pos] = ItemResult(
+                    ItemStatus.UNAVAILABLE, "409 on create but the stored document is not found"
+                )
+            elif stored == ours:
+                results[pos] = ItemResult(ItemStatus.DUPLICATE)
+            else:
+                results[pos] = ItemResult(
+                    ItemStatus.CONFLICT,
+                    f"event id {items[pos].doc_id} is already stored with different content "
+                    f"(stored content_hash {stored}, this record {ours})",
+                    stored_hash=stored if isinstance(stored, str) else None,
+                )
+
+
+def _reason(answer: dict[str, Any], status: int) -> str:
+    error = answer.get("error")
+    if isinstance(error, dict):
+        kind = error.get("type", "error")
+        reason = str(error.get("reason", ""))[:500]
+        cause = error.get("caused_by")
+        if isinstance(cause, dict):
+            reason += (
+                f" (caused by {cause.get('type', 'error')}: {str(cause.get('reason', ''))[:300]})"
+            )
+        return f"HTTP {status} {kind}: {reason}"
+    return f"HTTP {status}"
