@@ -144,7 +144,7 @@ def registered_templates(
 
 
 # Modules that register templates of their own when imported.
-TEMPLATE_OWNERS: tuple[str, ...] = ()
+TEMPLATE_OWNERS: tuple[str, ...] = ("indexer.deadletter",)
 
 
 def _import_owners() -> None:
