@@ -144,7 +144,10 @@ def registered_templates(
 
 
 # Modules that register templates of their own when imported.
-TEMPLATE_OWNERS: tuple[str, ...] = ("indexer.deadletter",)
+TEMPLATE_OWNERS: tuple[str, ...] = (
+    "receiver.spans",
+    "indexer.deadletter",
+)
 
 
 def _import_owners() -> None:
