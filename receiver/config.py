@@ -42,7 +42,7 @@ __all__ = [
 
 ENV_PREFIX = "OTEL_AUDIT_"
 
-SECTION_MODULES: tuple[str, ...] = ()
+SECTION_MODULES: tuple[str, ...] = ("indexer.query_config",)
 """Modules imported before loading, each calling :func:`register_section` for its section."""
 
 _MIB = 1024 * 1024
