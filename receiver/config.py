@@ -35,6 +35,7 @@ __all__ = [
     "SECTION_MODULES",
     "ConfigError",
     "ReceiverConfig",
+    "config_as_dict",
     "load_config",
     "parse_endpoint",
     "register_section",
@@ -42,7 +43,7 @@ __all__ = [
 
 ENV_PREFIX = "OTEL_AUDIT_"
 
-SECTION_MODULES: tuple[str, ...] = ("indexer.query_config",)
+SECTION_MODULES: tuple[str, ...] = ("indexer.query_config", "receiver.spans")
 """Modules imported before loading, each calling :func:`register_section` for its section."""
 
 _MIB = 1024 * 1024
@@ -88,11 +89,12 @@ class ReceiverConfig:
     query_api_endpoint: str = "127.0.0.1:8080"
     """Listen address of the query API."""
     consumer: str = "ingest"
-    """Where log records go: ``ingest`` (Elasticsearch), ``null`` (validate, build, discard;
-    for benchmarks) or ``package.module:factory`` called with this config."""
+    """Where log records go: ``ingest`` (Elasticsearch), ``null_sink`` (validate, build,
+    discard; for benchmarks), ``discard`` or ``package.module:factory`` (called with this
+    config)."""
     spans_consumer: str = "default"
     """Where spans go: ``default`` (the span store when installed), ``none`` (trace service
-    off), ``null`` or ``package.module:factory``."""
+    off), ``null_sink``, ``discard`` or ``package.module:factory``."""
     sections: Mapping[str, Any] = field(default_factory=dict, compare=False)
     """Registered nested sections by name (always present, defaults when not configured)."""
     source: str = "defaults"

@@ -1,0 +1,244 @@
+"""Assemble the receiver: consumers, the gRPC and HTTP servers, and their lifecycle.
+
+``start()`` starts the consumer (its optional ``start()``), then binds the listeners.
+``shutdown(timeout_s)`` is idempotent: it stops accepting requests (new RPCs are refused,
+the listening sockets close, requests on kept-alive connections get a retryable 503),
+waits for the requests in progress to finish, then calls the consumer's optional
+``shutdown(timeout_s)`` so that it flushes, all within ``timeout_s``. :func:`serve` runs
+until SIGTERM or SIGINT and returns the process exit code (0 after a clean shutdown).
+
+The consumer comes from ``config.consumer``: ``ingest`` (``receiver.ingest.build_consumer``,
+imported lazily), ``null_sink``/``discard`` (:mod:`receiver.null_sink`) or
+``package.module:factory``. Spans go to ``config.spans_consumer`` likewise (``default`` is
+``receiver.spans.build_spans_consumer`` when present; ``none`` turns traces off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import signal
+import time
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from receiver.config import ReceiverConfig, parse_endpoint
+from receiver.export import ExportHandler, SpansSink, optional_method
+from receiver.grpc_server import build_grpc_server
+from receiver.http_server import build_admin_app, build_otlp_app
+from receiver.inflight import ByteBudget
+from receiver.pipeline import LogsConsumer
+
+__all__ = ["ReceiverServer", "build_logs_consumer", "build_spans_consumer", "serve"]
+
+log = logging.getLogger("otel_audit.receiver")
+
+_LOGS_FACTORIES = {
+    "ingest": "receiver.ingest:build_consumer",
+    "null_sink": "receiver.null_sink:build_null_sink",
+    "discard": "receiver.null_sink:build_discard_sink",
+}
+_SPANS_FACTORIES = {
+    "default": "receiver.spans:build_spans_consumer",
+    "null_sink": "receiver.null_sink:build_null_sink",
+    "discard": "receiver.null_sink:build_discard_sink",
+}
+
+
+def _load_factory(spec: str, key: str) -> Any:
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{key}: {spec!r} is not a known name or package.module:factory")
+    module = importlib.import_module(module_name)
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"{key}: {module_name} has no callable {attr}")
+    return factory
+
+
+def build_logs_consumer(config: ReceiverConfig) -> LogsConsumer:
+    """The log records consumer named by ``config.consumer``."""
+    spec = _LOGS_FACTORIES.get(config.consumer, config.consumer)
+    consumer: LogsConsumer = _load_factory(spec, "consumer")(config)
+    return consumer
+
+
+def build_spans_consumer(config: ReceiverConfig, logs_consumer: Any = None) -> SpansSink | None:
+    """The spans consumer named by ``config.spans_consumer`` (None: traces off)."""
+    name = config.spans_consumer
+    if name == "none":
+        return None
+    if name == "default":
+        try:
+            factory = _load_factory(_SPANS_FACTORIES["default"], "spans_consumer")
+        except (ImportError, ValueError) as exc:
+            # The trace service is optional: logs are what the receiver must take.
+            log.warning("trace service off: no span store", extra={"error": str(exc)})
+            return None
+        sink: SpansSink = factory(config)
+        return sink
+    if name in ("null_sink", "discard") and hasattr(logs_consumer, "consume_spans"):
+        return logs_consumer  # type: ignore[no-any-return]
+    spec = _SPANS_FACTORIES.get(name, name)
+    sink = _load_factory(spec, "spans_consumer")(config)
+    return sink
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _grpc_address(endpoint: str) -> str:
+    host, port = parse_endpoint(endpoint)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+class ReceiverServer:
+    """The OTLP servers around one logs consumer (and an optional spans consumer)."""
+
+    def __init__(
+        self,
+        config: ReceiverConfig,
+        logs_consumer: LogsConsumer,
+        spans_consumer: SpansSink | None = None,
+    ) -> None:
+        self.config = config
+        self.logs_consumer = logs_consumer
+        self.spans_consumer = spans_consumer
+        self.budget = ByteBudget(config.max_inflight_bytes, config.overload_retry_after_s)
+        self.handler = ExportHandler(logs_consumer, spans_consumer, self.budget)
+        self.grpc_port = 0
+        self.http_port = 0
+        self.admin_port = 0
+        self._grpc: grpc.aio.Server | None = None
+        self._runners: list[web.AppRunner] = []
+        self._started = False
+        self._shutdown_task: asyncio.Task[None] | None = None
+
+    def ready(self) -> bool:
+        """Ready for traffic: started, not draining, and the consumer says it can store."""
+        if not self._started or self.handler.draining:
+            return False
+        probe = optional_method(self.logs_consumer, "ready")
+        if probe is None:
+            return True
+        try:
+            return bool(probe())
+        except Exception:
+            log.exception("consumer readiness probe failed")
+            return False
+
+    async def start(self) -> None:
+        """Start the consumers, then listen."""
+        config = self.config
+        for consumer in {id(c): c for c in (self.logs_consumer, self.spans_consumer) if c}.values():
+            starter = optional_method(consumer, "start")
+            if starter is not None:
+                await _maybe_await(starter())
+        traces = self.spans_consumer is not None
+        self._grpc = build_grpc_server(
+            self.handler, max_request_bytes=config.max_request_bytes, traces=traces
+        )
+        self.grpc_port = self._grpc.add_insecure_port(_grpc_address(config.grpc_endpoint))
+        await self._grpc.start()
+
+        app = build_otlp_app(
+            self.handler,
+            max_request_bytes=config.max_request_bytes,
+            ready=self.ready,
+            traces=traces,
+        )
+        self.http_port = await self._serve_app(app, config.http_endpoint)
+        if config.admin_endpoint:
+            self.admin_port = await self._serve_app(
+                build_admin_app(self.ready), config.admin_endpoint
+            )
+        self._started = True
+        log.info(
+            "receiver listening",
+            extra={
+                "grpc": f"{config.grpc_endpoint.rpartition(':')[0]}:{self.grpc_port}",
+                "http": f"{config.http_endpoint.rpartition(':')[0]}:{self.http_port}",
+                "admin_port": self.admin_port or None,
+                "traces": traces,
+                "consumer": config.consumer,
+            },
+        )
+
+    async def _serve_app(self, app: web.Application, endpoint: str) -> int:
+        host, port = parse_endpoint(endpoint)
+        runner = web.AppRunner(
+            app,
+            auto_decompress=False,  # decompressed by read_body, within max_request_bytes
+            access_log=None,
+            shutdown_timeout=self.config.shutdown_timeout_s,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runners.append(runner)
+        return int(site.port)
+
+    async def shutdown(self, timeout_s: float | None = None) -> None:
+        """Stop listening, drain in-flight requests, flush the consumer (idempotent)."""
+        if self._shutdown_task is None:
+            budget = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
+            self._shutdown_task = asyncio.ensure_future(self._shutdown(budget))
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        self.handler.draining = True
+        log.info("receiver shutting down", extra={"in_flight": self.handler.active})
+        grpc_stop = asyncio.ensure_future(self._grpc.stop(grace=timeout_s)) if self._grpc else None
+        http_stops = [asyncio.ensure_future(r.cleanup()) for r in self._runners]
+        drained = await self.handler.wait_idle(deadline - time.monotonic())
+        if not drained:
+            log.warning(
+                "shutdown timeout: requests still in progress",
+                extra={"in_flight": self.handler.active},
+            )
+        pending = [t for t in (grpc_stop, *http_stops) if t is not None]
+        if pending:
+            _done, not_done = await asyncio.wait(
+                pending, timeout=max(0.1, deadline - time.monotonic())
+            )
+            for task in not_done:
+                task.cancel()
+        for consumer in {id(c): c for c in (self.logs_consumer, self.spans_consumer) if c}.values():
+            stopper = optional_method(consumer, "shutdown")
+            if stopper is not None:
+                try:
+                    await _maybe_await(stopper(max(0.1, deadline - time.monotonic())))
+                except Exception:
+                    log.exception("consumer shutdown failed")
+        self._started = False
+        log.info("receiver stopped", extra={"drained": drained})
+
+
+async def serve(config: ReceiverConfig) -> int:
+    """Run the receiver until SIGTERM/SIGINT; the process exit code."""
+    logs_consumer = build_logs_consumer(config)
+    spans_consumer = build_spans_consumer(config, logs_consumer)
+    server = ReceiverServer(config, logs_consumer, spans_consumer)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except Exception:
+        log.exception("receiver failed to start")
+        await server.shutdown(min(5.0, config.shutdown_timeout_s))
+        return 1
+    await stop.wait()
+    await server.shutdown(config.shutdown_timeout_s)
+    return 0
