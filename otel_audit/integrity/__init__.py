@@ -1,0 +1,148 @@
+"""Tamper-evidence primitives: Merkle trees, canonical JSON, keys, checkpoints, proofs.
+
+Pure Python, no Elasticsearch: the receiver's sealer builds on these, and so does a
+verifier that holds nothing but the public key.
+
+- :mod:`.merkle`: RFC 9162 hashing, inclusion/consistency proofs, :class:`CompactRange`
+- :mod:`.canonical`: RFC 8785 canonical JSON and the leaf hash of an event document
+- :mod:`.keys`: Ed25519 key files, key ids, keyrings, sign/verify
+- :mod:`.checkpoint`: the signed, hash-chained checkpoint format
+- :mod:`.bundle`: offline inclusion proof bundles and their verification
+- :mod:`.errors`: ``IntegrityError`` and its kinds
+"""
+
+from otel_audit.integrity.bundle import (
+    BUNDLE_FORMAT,
+    BundleVerification,
+    ProofBundle,
+    Reason,
+    ReasonCode,
+    load_bundle_json,
+    make_bundle,
+    verify_bundle,
+)
+from otel_audit.integrity.canonical import (
+    DEFAULT_EXCLUDE,
+    MAX_SAFE_INTEGER,
+    canonical_json,
+    canonical_json_reference,
+    document_for_hashing,
+    fast_path_applies,
+    leaf_hash_of_document,
+)
+from otel_audit.integrity.checkpoint import (
+    CHECKPOINT_FORMAT,
+    GENESIS_HASH,
+    Checkpoint,
+    CheckpointStatus,
+    chain_link_problems,
+    decode_hash,
+    encode_hash,
+    make_checkpoint,
+    sign_checkpoint,
+    verify_checkpoint,
+)
+from otel_audit.integrity.errors import (
+    CanonicalizationError,
+    CheckpointFormatError,
+    IntegrityError,
+    KeyFormatError,
+    ProofError,
+)
+from otel_audit.integrity.keys import (
+    PRIVATE_KEY_ENV,
+    PRIVATE_KEY_FILENAME,
+    PUBLIC_KEY_FILENAME,
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+    KeyFiles,
+    Keyring,
+    generate_private_key,
+    key_id,
+    load_private_key,
+    load_private_key_from_env,
+    load_public_key,
+    parse_private_key,
+    parse_public_key,
+    public_key_bytes,
+    sign,
+    verify_signature,
+    write_key_pair,
+)
+from otel_audit.integrity.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    MAX_TREE_SIZE,
+    CompactRange,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    root_from_inclusion_proof,
+    root_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "CHECKPOINT_FORMAT",
+    "DEFAULT_EXCLUDE",
+    "EMPTY_ROOT",
+    "GENESIS_HASH",
+    "HASH_SIZE",
+    "MAX_SAFE_INTEGER",
+    "MAX_TREE_SIZE",
+    "PRIVATE_KEY_ENV",
+    "PRIVATE_KEY_FILENAME",
+    "PUBLIC_KEY_FILENAME",
+    "BundleVerification",
+    "CanonicalizationError",
+    "Checkpoint",
+    "CheckpointFormatError",
+    "CheckpointStatus",
+    "CompactRange",
+    "Ed25519PrivateKey",
+    "Ed25519PublicKey",
+    "IntegrityError",
+    "KeyFiles",
+    "KeyFormatError",
+    "Keyring",
+    "ProofBundle",
+    "ProofError",
+    "Reason",
+    "ReasonCode",
+    "canonical_json",
+    "canonical_json_reference",
+    "chain_link_problems",
+    "consistency_proof",
+    "decode_hash",
+    "document_for_hashing",
+    "encode_hash",
+    "fast_path_applies",
+    "generate_private_key",
+    "inclusion_proof",
+    "key_id",
+    "leaf_hash",
+    "leaf_hash_of_document",
+    "load_bundle_json",
+    "load_private_key",
+    "load_private_key_from_env",
+    "load_public_key",
+    "make_bundle",
+    "make_checkpoint",
+    "node_hash",
+    "parse_private_key",
+    "parse_public_key",
+    "public_key_bytes",
+    "root_from_inclusion_proof",
+    "root_hash",
+    "sign",
+    "sign_checkpoint",
+    "verify_bundle",
+    "verify_checkpoint",
+    "verify_consistency",
+    "verify_inclusion",
+    "verify_signature",
+    "write_key_pair",
+]
