@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint unit run bench docs clean
+.PHONY: install test lint unit run bench docs clean collector
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(PY) -m otel_audit.cli schema docs --write
+
+# The OpenTelemetry Collector (otelcol-audit), built with ocb from the Go module proxy and
+# cached under ~/.cache/otel-audit/collector (OTEL_AUDIT_CACHE_DIR); prints the binary path.
+collector:
+	bash scripts/build-collector.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

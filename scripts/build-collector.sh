@@ -81,6 +81,8 @@ if [[ $force -eq 0 && -x "$binary" ]]; then
 fi
 
 export GOMODCACHE="$cache_root/gomodcache"
+# Writable module files, so the cache can be removed with a plain rm -rf.
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-modcacherw"
 export GOCACHE="$cache_root/gocache"
 export GOBIN="$cache_root/tools/builder-$ocb_version"
 ocb="$GOBIN/builder"
@@ -98,12 +100,19 @@ cp "$manifest" "$work/builder-config.yaml"
 build_log="$cache_root/last-build.log"
 
 log "building $dist_name (Collector release $ocb_version, $go_version) into $build_dir"
-log "first builds download and compile ~300 modules: several minutes on 2 cores; log: $build_log"
-# The builder prints a line per stage; stream it so a long build visibly progresses.
-if ! (cd "$work" && "$ocb" --config=builder-config.yaml) 2>&1 | tee "$build_log" \
-      | sed -u 's/^/  [ocb] /' >&2; then
-  :
+if [[ ! -d "$GOCACHE" || -z "$(ls -A "$GOCACHE" 2>/dev/null)" ]]; then
+  log "first build: downloads and compiles ~300 Go modules (2-3 minutes on 2 cores, ~1.5 GB of cache)"
 fi
+# The builder prints a line per stage but is silent while compiling: a heartbeat shows the
+# build is alive.
+# Its sleep must not hold stderr (a reader waits for EOF) nor the lock (fd 9) once we exit.
+( while sleep 20 >/dev/null 2>&1 9>&-; do log "still building ($(( SECONDS - started )) s)"; done ) &
+heartbeat=$!
+trap 'rm -rf "$work"; kill "$heartbeat" 2>/dev/null || true' EXIT
+# Success is judged by the binary below, not by the pipeline's status.
+(cd "$work" && "$ocb" --config=builder-config.yaml) 2>&1 | tee "$build_log" \
+  | sed -u 's/^/  [ocb] /' >&2 || true
+kill "$heartbeat" 2>/dev/null || true
 built="$work/otelcol-audit-build/$dist_name"
 if [[ ! -x "$built" ]]; then
   tail -n 30 "$build_log" >&2 || true
@@ -116,4 +125,11 @@ cp "$manifest" "$build_dir/builder-config.yaml"
 cp "$built" "$binary.tmp.$$"
 mv -f "$binary.tmp.$$" "$binary"
 log "built $binary in $(( SECONDS - started )) s ($("$binary" --version 2>/dev/null || echo 'version unknown'))"
+
+# Keep the three newest builds; older manifests' binaries are only dead weight (43 MB each).
+find "$cache_root" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9a-f]\{16\}' -printf '%T@ %p\n' \
+  | sort -rn | tail -n +4 | cut -d' ' -f2- | while read -r old; do
+      log "removing old build $old"
+      rm -rf "$old"
+    done
 echo "$binary"
