@@ -1,0 +1,77 @@
+"""``otel-audit templates install|show``: the Elasticsearch index templates.
+
+``install`` creates or updates every registered template (events, and whatever other
+modules register: dead letters, spans, ...) on the cluster at ``--url`` (default
+OTEL_AUDIT_ES_URL). Run it before the receiver writes its first event, so new daily
+indices get the mapping. ``show`` prints the templates without touching a cluster.
+
+Exit codes: 0 ok, 1 failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from indexer.templates import install_templates, registered_templates
+
+__all__ = ["register"]
+
+ENV_ES_URL = "OTEL_AUDIT_ES_URL"
+DEFAULT_ES_URL = "http://127.0.0.1:9200"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``templates`` command to the top-level parser."""
+    parser = subparsers.add_parser(
+        "templates",
+        help="install or show the Elasticsearch index templates",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="templates_action", metavar="ACTION", required=True)
+    install = actions.add_parser("install", help="create or update every index template")
+    install.add_argument("--url", help=f"Elasticsearch URL (default ${ENV_ES_URL})")
+    install.add_argument("--json", action="store_true", help="print the result as JSON")
+    install.set_defaults(handler=_install)
+    show = actions.add_parser("show", help="print the index templates")
+    show.add_argument("--json", action="store_true", help="print the full bodies as JSON")
+    show.set_defaults(handler=_show)
+
+
+def _install(args: argparse.Namespace) -> int:
+    from elasticsearch import Elasticsearch
+    from elasticsearch import exceptions as es_exceptions
+
+    url = args.url or os.environ.get(ENV_ES_URL) or DEFAULT_ES_URL
+    client = Elasticsearch(url, request_timeout=30)
+    try:
+        names = install_templates(client)
+    except (es_exceptions.ApiError, es_exceptions.TransportError) as exc:
+        message = f"installing templates at {url} failed: {exc}"
+        if args.json:
+            sys.stdout.write(json.dumps({"ok": False, "error": message}) + "\n")
+        sys.stderr.write(f"otel-audit templates: {message}\n")
+        return 1
+    finally:
+        client.close()
+    if args.json:
+        sys.stdout.write(json.dumps({"ok": True, "url": url, "installed": names}) + "\n")
+    else:
+        for name in names:
+            sys.stdout.write(f"installed {name}\n")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    templates = registered_templates()
+    if args.json:
+        sys.stdout.write(json.dumps(templates, indent=2, sort_keys=True) + "\n")
+        return 0
+    for name, body in templates.items():
+        patterns = ", ".join(body.get("index_patterns", []))
+        sys.stdout.write(f"{name}: {patterns}\n")
+    return 0
