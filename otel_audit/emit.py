@@ -282,6 +282,23 @@ def _current_ids(context: Context | None) -> tuple[str, str]:
     return f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
 
 
+def _check_default_service_name(resource: Mapping[str, Any]) -> None:
+    # The SDK fills in "unknown_service:..." when the application never named itself: valid
+    # on the wire, useless for origination, so say it once.
+    name = resource.get("service.name")
+    if (
+        isinstance(name, str)
+        and name.startswith("unknown_service")
+        and _first_time(("unknown_service",))
+    ):
+        _log.warning(
+            "the LoggerProvider's resource has the default service.name %r: set "
+            "OTEL_SERVICE_NAME or the service.name resource attribute so audit events name "
+            "their origin",
+            name,
+        )
+
+
 # Set by otel_audit.testing.capture_audit_events to route the global helper to a capture.
 _provider_override: Any = None
 
@@ -418,6 +435,8 @@ class AuditLogger:
                 raise AuditValidationError(violations)
             _report_invalid(action_value, violations)
 
+        if resource is not None:
+            _check_default_service_name(resource)
         if resource is None and _logs_compat.is_noop_provider(provider):
             _count("unconfigured")
             if _first_time(("unconfigured",)):
