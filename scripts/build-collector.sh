@@ -101,7 +101,7 @@ build_log="$cache_root/last-build.log"
 
 log "building $dist_name (Collector release $ocb_version, $go_version) into $build_dir"
 if [[ ! -d "$GOCACHE" || -z "$(ls -A "$GOCACHE" 2>/dev/null)" ]]; then
-  log "first build: downloads and compiles ~300 Go modules (2-3 minutes on 2 cores, ~1.5 GB of cache)"
+  log "first build: downloads and compiles ~300 Go modules (2.5-5 minutes on 2 cores, ~1.5 GB of cache)"
 fi
 # The builder prints a line per stage but is silent while compiling: a heartbeat shows the
 # build is alive.
@@ -115,14 +115,13 @@ trap 'rm -rf "$work"; kill "$heartbeat" 2>/dev/null || true' EXIT
 kill "$heartbeat" 2>/dev/null || true
 built="$work/otelcol-audit-build/$dist_name"
 if [[ ! -x "$built" ]]; then
-  tail -n 30 "$build_log" >&2 || true
   die "the Collector Builder failed (full log: $build_log); a module version that is not published, a mix of Collector releases in $manifest, or an unreachable GOPROXY are the usual causes"
 fi
 
 mkdir -p "$build_dir"
 cp "$manifest" "$build_dir/builder-config.yaml"
 # Rename within one directory so a reader never sees a partial binary.
-cp "$built" "$binary.tmp.$$"
+mv -f "$built" "$binary.tmp.$$"
 mv -f "$binary.tmp.$$" "$binary"
 log "built $binary in $(( SECONDS - started )) s ($("$binary" --version 2>/dev/null || echo 'version unknown'))"
 
