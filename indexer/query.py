@@ -168,7 +168,7 @@ _RELATIVE = re.compile(r"^now(?:(?P<sign>[-+])(?P<n>[0-9]{1,9})(?P<unit>[smhdw])
 _RFC3339 = re.compile(
     r"^(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})"
     r"(?:[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.(?P<frac>[0-9]{1,9}))?"
-    r"(?P<tz>[Zz]|[+-][0-9]{2}:[0-9]{2}))?$"
+    r"(?P<tz>[Zz]|[+-][0-9]{2}:[0-9]{2})?)?$"
 )
 
 
@@ -256,7 +256,9 @@ class EventFilter:
             must.append(
                 {
                     "simple_query_string": {
-                        "query": self.q,
+                        # A lone "*" is special-cased to match everything by Elasticsearch;
+                        # as a phrase it is the literal character like any other.
+                        "query": '"*"' if self.q == "*" else self.q,
                         "fields": list(TEXT_FIELDS),
                         # Whitespace splits words and quotes make phrases; + - | * ~ ( )
                         # and the rest are plain characters, never operators.

@@ -46,8 +46,10 @@ class Principal:
     roles: frozenset[str]
 
     def has_role(self, role: str) -> bool:
-        """``admin`` implies every other role."""
-        return role in self.roles or "admin" in self.roles
+        """``admin`` implies every other role, ``reader`` implies ``stats``."""
+        if role in self.roles or "admin" in self.roles:
+            return True
+        return role == "stats" and "reader" in self.roles
 
 
 class AuthError(Exception):

@@ -23,6 +23,7 @@ import orjson
 from indexer.templates import TemplateSettings, register_template
 from otel_audit.document import format_ns
 from otel_audit.schema import Schema
+from receiver.errors import Unavailable
 from receiver.span_record import SpanData
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "SpansConfig",
     "SpansConsumer",
     "build_span_document",
+    "build_spans_consumer",
     "span_index",
     "spans_template",
 ]
@@ -262,11 +264,33 @@ class SpansConsumer:
     ``es`` is an ``elasticsearch.AsyncElasticsearch`` client.
     """
 
-    def __init__(self, es: Any, config: SpansConfig | None = None) -> None:
+    def __init__(
+        self, es: Any, config: SpansConfig | None = None, *, close_client: bool = False
+    ) -> None:
         self._es = es
         self.config = config or SpansConfig()
+        self._close_client = close_client
+        self._closed = False
         self.stored = 0
         self.failed = 0
+
+    async def start(self) -> None:
+        """Install the spans template; a node that is down now is not fatal here."""
+        try:
+            await self.ensure_template()
+        except Exception as exc:
+            _log.warning("spans template not installed yet", extra={"error": repr(exc)[:300]})
+
+    async def force_flush(self) -> None:
+        """Nothing is buffered: every call writes before it returns."""
+
+    async def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Close the client when this consumer made it (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._close_client:
+            await self._es.close()
 
     async def ensure_template(self, settings: TemplateSettings | None = None) -> None:
         """Install the spans template with this config's retention (idempotent)."""
@@ -278,8 +302,9 @@ class SpansConsumer:
     async def consume_spans(self, spans: list[SpanData]) -> int:
         """Store ``spans``; returns how many are now stored (new or already there).
 
-        Spans without a trace or span id are skipped. A failed write is logged and
-        counted; it never fails the export, since spans only add context.
+        Spans without a trace or span id are skipped. Spans Elasticsearch refuses one by
+        one are logged and counted as rejected; when Elasticsearch does not answer at all
+        the export fails with :class:`~receiver.errors.Unavailable` so the client retries.
         """
         if not self.config.enabled or not spans:
             return 0
@@ -305,7 +330,8 @@ class SpansConsumer:
         except Exception as exc:
             self.failed += count
             _log.warning("span write failed", extra={"spans": count, "error": repr(exc)})
-            return 0
+            # The exporter keeps the batch and retries: the trace view needs these spans.
+            raise Unavailable("the span store is unavailable", retry_after_s=2.0) from exc
         ok = 0
         first_error: Any = None
         for item in resp.get("items", []):
@@ -323,3 +349,24 @@ class SpansConsumer:
                 extra={"spans": count, "stored": ok, "error": str(first_error)[:500]},
             )
         return ok
+
+
+def build_spans_consumer(config: Any) -> SpansConsumer:
+    """The span store for the receiver's configuration (its ``es_url`` and ``spans``)."""
+    from elasticsearch import AsyncElasticsearch
+
+    sections = getattr(config, "sections", {}) or {}
+    spans_config = sections.get("spans")
+    if not isinstance(spans_config, SpansConfig):
+        spans_config = SpansConfig()
+    es = AsyncElasticsearch(config.es_url, request_timeout=10, max_retries=0)
+    return SpansConsumer(es, spans_config, close_client=True)
+
+
+def _register_section() -> None:
+    from receiver.config import register_section
+
+    register_section("spans", SpansConfig)
+
+
+_register_section()
