@@ -437,7 +437,7 @@ def decode_cursor(token: str) -> Cursor:
         raise bad
     if (
         not isinstance(after, list)
-        or len(after) != 2
+        or not 2 <= len(after) <= 3  # a point in time adds its _shard_doc tiebreak
         or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in after)
     ):
         raise bad

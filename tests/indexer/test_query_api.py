@@ -207,7 +207,7 @@ def test_auth_refusals_and_every_query_is_audited(
             status, body, headers = await api.get("/events", role="stats")
             assert status == 403 and 'error="insufficient_scope"' in headers["WWW-Authenticate"]
             status, body, _ = await api.get("/traces/" + TRACE, role="stats")
-            assert status == 403
+            assert status == 403 and body["error"]["code"] == "forbidden"
             # The stats role may see counts; reader may do everything.
             status, stats, _ = await api.get("/stats", role="stats")
             assert status == 200 and stats["total"] == len(docs)
