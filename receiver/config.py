@@ -43,7 +43,11 @@ __all__ = [
 
 ENV_PREFIX = "OTEL_AUDIT_"
 
-SECTION_MODULES: tuple[str, ...] = ("indexer.query_config", "receiver.spans")
+SECTION_MODULES: tuple[str, ...] = (
+    "indexer.query_config",
+    "receiver.spans",
+    "receiver.integrity_config",
+)
 """Modules imported before loading, each calling :func:`register_section` for its section."""
 
 _MIB = 1024 * 1024
@@ -97,7 +101,7 @@ class ReceiverConfig:
     off), ``null_sink``, ``discard`` or ``package.module:factory``."""
     sections: Mapping[str, Any] = field(default_factory=dict, compare=False)
     """Registered nested sections by name (always present, defaults when not configured)."""
-    source: str = "defaults"
+    source: str = field(default="defaults", compare=False)
     """Where the configuration came from, for messages."""
 
     def section(self, name: str, cls: type[T]) -> T:
@@ -355,8 +359,7 @@ def load_config(
 
     config = dataclasses.replace(
         base,
-        **env_top,
-        **extra,
+        **{**env_top, **extra},
         sections=types.MappingProxyType(built_sections),
         source=source,
     )
