@@ -250,15 +250,15 @@ class Keyring:
         return kid
 
     def get(self, kid: str) -> Ed25519PublicKey | None:
-        """The public key with id ``kid``, or ``None``."""
-        return self._keys.get(kid)
+        """The public key with id ``kid``, or ``None`` (also for a non-string id)."""
+        return self._keys.get(kid) if isinstance(kid, str) else None
 
     def key_ids(self) -> list[str]:
         """Ids of every key in the ring, sorted."""
         return sorted(self._keys)
 
     def __contains__(self, kid: object) -> bool:
-        return kid in self._keys
+        return isinstance(kid, str) and kid in self._keys
 
     def __len__(self) -> int:
         return len(self._keys)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -267,3 +268,21 @@ def test_hostile_fields_never_raise(field: str, sub: str | None, value: Any) -> 
     result = verify_bundle(bundle, ring)
     assert not result.ok
     assert result.reasons
+
+
+def test_directly_built_bundle_with_wrong_types_never_raises(
+    docs: list[dict[str, Any]], signing_key: Ed25519PrivateKey, ring: Keyring
+) -> None:
+    good = ProofBundle.from_json_dict(make_signed_bundle(docs, 1, signing_key))
+    cp = good.checkpoint
+    odd: list[Any] = [
+        dataclasses.replace(good, audit_path=("AAAA",)),  # type: ignore[arg-type]
+        dataclasses.replace(good, leaf_index="1"),  # type: ignore[arg-type]
+        dataclasses.replace(good, event={"b": b"bytes"}),
+        dataclasses.replace(good, checkpoint=dataclasses.replace(cp, key_id=["x"])),  # type: ignore[arg-type]
+        dataclasses.replace(good, checkpoint=dataclasses.replace(cp, root_hash="r")),  # type: ignore[arg-type]
+        dataclasses.replace(good, checkpoint=dataclasses.replace(cp, signature=None)),  # type: ignore[arg-type]
+    ]
+    for bundle in odd:
+        result = verify_bundle(bundle, ring)
+        assert not result.ok and result.reasons
