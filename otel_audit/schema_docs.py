@@ -147,7 +147,9 @@ def render(schema: Schema | None = None) -> str:
         )
     add("")
     for f in schema.fields:
-        extra = " Client-supplied: marked untrusted." if f.client_supplied else ""
+        extra = ""
+        if f.client_supplied and "untrusted" not in f.description:
+            extra = " Client-supplied: marked untrusted."
         example = f" Example: `{f.example}`." if f.example else ""
         add(f"- `{f.attribute}`: {f.description}{extra}{example}")
     add("")
