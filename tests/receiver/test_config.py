@@ -77,7 +77,7 @@ def test_bad_files_name_the_key_and_the_file(name: str, words: str) -> None:
 
 
 def test_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.yaml: cannot read"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read"):
         load_config(tmp_path / "nope.yaml", env={})
 
 
