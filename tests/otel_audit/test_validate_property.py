@@ -184,7 +184,7 @@ def mostly_valid_records(draw: st.DrawFn) -> LogRecordData:
 records = st.one_of(hostile_records, mostly_valid_records())
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(records)
 def test_validate_never_raises_and_valid_records_store(record: LogRecordData) -> None:
     violations = validate(record, now_ns=NOW)
