@@ -348,31 +348,40 @@ async def _find_span(es: AsyncElasticsearch, cfg: QueryConfig, trace_id: str, sp
     return hits[0]["_source"] if hits else None
 
 
-# Field names a sealed block may use to list its members: looked up together so the
-# answer does not depend on which layout the sealer writes.
-BLOCK_MEMBER_FIELDS = ("event_ids", "events.id", "leaves.event_id")
-
-
 async def _find_block(es: AsyncElasticsearch, cfg: QueryConfig, event_id: str) -> Any:
-    """The sealed block holding ``event_id``, or None (no blocks index yet, not sealed yet)."""
+    """The sealed block holding ``event_id`` and the event's leaf index in its chain, or
+    None (no blocks index yet, or not sealed yet)."""
     try:
         resp = await es.search(
             index=cfg.blocks_index,
-            query={
-                "bool": {
-                    "should": [{"term": {f: event_id}} for f in BLOCK_MEMBER_FIELDS],
-                    "minimum_should_match": 1,
-                }
-            },
+            query={"term": {"event_ids": event_id}},
             size=1,
-            source_excludes=[*BLOCK_MEMBER_FIELDS, "leaf_hashes", "leaves"],
+            source_includes=[
+                "chain_id",
+                "sequence",
+                "first_leaf",
+                "tree_size",
+                "leaf_count",
+                "root_hash",
+                "block_hash",
+                "prev_block_hash",
+                "key_id",
+                "sealed_at",
+                "time_range",
+                "event_ids",
+            ],
         )
-    except (NotFoundError, ApiError):
+    except ApiError:
         return None
     hits = resp["hits"]["hits"]
     if not hits:
         return None
-    return {"id": hits[0]["_id"], "index": hits[0]["_index"], **hits[0]["_source"]}
+    src = dict(hits[0]["_source"])
+    ids = src.pop("event_ids", [])
+    block: dict[str, Any] = {"id": hits[0]["_id"], **src}
+    if event_id in ids and isinstance(src.get("first_leaf"), int):
+        block["leaf_index"] = src["first_leaf"] + ids.index(event_id)
+    return block
 
 
 async def _trace(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "indexer.templates_cli",
     "indexer.kibana_cli",
     "receiver.serve_cli",
+    "indexer.query_cli",
     "demo.cli",
 )
 

@@ -235,10 +235,15 @@ async def serve(config: ReceiverConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
+        # The query API records each query through the same consumer, in process.
+        from indexer.query_api import start_query_api
+
+        query_api = await start_query_api(config, logs_consumer)
     except Exception:
         log.exception("receiver failed to start")
         await server.shutdown(min(5.0, config.shutdown_timeout_s))
         return 1
     await stop.wait()
+    await query_api.cleanup()
     await server.shutdown(config.shutdown_timeout_s)
     return 0

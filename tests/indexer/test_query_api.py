@@ -269,3 +269,38 @@ def test_stats_counts(clean_es: Elasticsearch, es_url: str, tmp_path: Path) -> N
             assert {r["type"] for r in body["top_resources"]} == {"invoice"}
 
     _run(scenario())
+
+
+def test_event_shows_its_sealed_block(clean_es: Elasticsearch, es_url: str, tmp_path: Path) -> None:
+    docs = _dataset(clean_es)
+    target = docs[4]["event"]["id"]
+    ids = [d["event"]["id"] for d in docs[2:6]]
+    clean_es.index(
+        index="audit-blocks",
+        id="chain-a:00000000000000000003",
+        document={
+            "chain_id": "chain-a",
+            "sequence": 3,
+            "kind": "block",
+            "first_leaf": 40,
+            "tree_size": 44,
+            "leaf_count": 4,
+            "root_hash": "cm9vdA==",
+            "event_ids": ids,
+            "leaf_hashes": ["aA=="] * 4,
+        },
+        refresh=True,
+    )
+
+    async def scenario() -> None:
+        async with Api(es_url, tmp_path, audit_queries=False) as api:
+            status, body, _ = await api.get(f"/events/{target}")
+            assert status == 200, body
+            block = body["block"]
+            assert block["id"] == "chain-a:00000000000000000003"
+            assert block["leaf_index"] == 42 and block["tree_size"] == 44
+            assert "leaf_hashes" not in block and "event_ids" not in block
+            status, body, _ = await api.get(f"/events/{docs[0]['event']['id']}")
+            assert status == 200 and body["block"] is None
+
+    _run(scenario())
