@@ -12,6 +12,7 @@ non-finite floats are stored as strings, bytes as base64.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 import json
@@ -41,7 +42,13 @@ _MAX_SAFE_INT = 2**53 - 1
 def format_ns(ts_ns: int) -> str:
     """RFC 3339 UTC with nanoseconds, as Elasticsearch ``date_nanos`` accepts it."""
     secs, nanos = divmod(ts_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+    return _format_secs(secs) + f".{nanos:09d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_secs(secs: int) -> str:
+    # Events of one batch share their seconds: strftime once per second, not per field.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
 
 
 def event_index(ts_ns: int, prefix: str = EVENTS_INDEX_PREFIX) -> str:
@@ -209,13 +216,13 @@ def build_document(
             continue
         if f.oversize == "truncate":
             value = cutter.text(value, f.max_bytes, f.stored)
-        _put(doc, f.stored_path, value)
+        _put(doc, _path(f.stored), value)
         if f.client_supplied:
             untrusted.append(f.stored)
+        ip = _as_ip(value) if f.ip_copy else None
         for ip_field in f.ip_copy:
-            ip = _as_ip(value)
             if ip is not None:
-                _put(doc, tuple(ip_field.split(".")), ip)
+                _put(doc, _path(ip_field), ip)
 
     related_users = [v for v in (attrs.get("audit.actor.id"), attrs.get("audit.actor.name")) if v]
     related: dict[str, Any] = {"user": sorted(set(related_users))}
@@ -237,7 +244,7 @@ def build_document(
         if rf.attribute == "deployment.environment.name" and rv is None:
             rv = resource.get("deployment.environment")
         if isinstance(rv, str) and rv:
-            _put(doc, tuple(rf.stored.split(".")), rv)
+            _put(doc, _path(rf.stored), rv)
     origin = {
         k: cutter.free(v, f"audit.origin.resource.{k}")
         for k, v in resource.items()
@@ -283,6 +290,12 @@ def build_document(
     return doc
 
 
+@functools.lru_cache(maxsize=4096)
+def _path(stored: str) -> tuple[str, ...]:
+    return tuple(stored.split("."))
+
+
+@functools.lru_cache(maxsize=4096)
 def _as_ip(value: str) -> str | None:
     try:
         return str(ipaddress.ip_address(value.strip("[]")))
