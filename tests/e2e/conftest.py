@@ -1,0 +1,175 @@
+"""Fixtures for the end-to-end tests: the real ``otel-audit serve`` as a subprocess.
+
+``start_receiver()`` runs the receiver the way an operator does (command line, a YAML file
+for what only YAML can hold, ``OTEL_AUDIT_*`` variables for the rest) on free local
+ports, with its spool, integrity state, checkpoints and signing key under ``tmp_path``.
+The returned :class:`ReceiverProcess` can be stopped with SIGTERM and started again on
+the same ports and directories, which is how the outage test takes the receiver away
+from under the Collector. The Collector fixtures come from ``tests/collector/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from indexer.query_auth import hash_token
+from otel_audit.integrity.keys import generate_private_key, write_key_pair
+from receiver.collector_build import free_port
+
+# The Collector fixtures live beside the Collector tests; the e2e tests use the same ones.
+from tests.collector.conftest import collector_binary, start_collector  # noqa: F401
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ReceiverProcess:
+    """One ``otel-audit serve`` subprocess with fixed ports and directories."""
+
+    work_dir: Path
+    es_url: str
+    reader_token: str = field(default_factory=lambda: "e2e_" + secrets.token_urlsafe(24))
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    query_port: int = field(default_factory=free_port)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def grpc_endpoint(self) -> str:
+        """``host:port`` of the receiver's OTLP gRPC server (the Collector's target)."""
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def query_url(self) -> str:
+        """Base URL of the query API."""
+        return f"http://127.0.0.1:{self.query_port}"
+
+    @property
+    def log_path(self) -> Path:
+        """The receiver's JSON log (stdout and stderr)."""
+        return self.work_dir / "receiver.log"
+
+    def _write_files(self) -> Path:
+        """The signing key (once) and the YAML file; returns the config path."""
+        keys = self.work_dir / "keys"
+        if not (keys / "signing-key.pem").exists():
+            write_key_pair(generate_private_key(), keys)
+        config = self.work_dir / "receiver.yaml"
+        # Tokens are a list of mappings, which the environment cannot express.
+        query = {"tokens": [{"subject": "e2e-auditor", "sha256": hash_token(self.reader_token)}]}
+        config.write_text(yaml.safe_dump({"query": query}), encoding="utf-8")
+        return config
+
+    def environment(self) -> dict[str, str]:
+        """Every setting the test cares about, as the operator would set it."""
+        return {
+            **os.environ,
+            "OTEL_AUDIT_ES_URL": self.es_url,
+            "OTEL_AUDIT_GRPC_ENDPOINT": self.grpc_endpoint,
+            "OTEL_AUDIT_HTTP_ENDPOINT": f"127.0.0.1:{self.http_port}",
+            "OTEL_AUDIT_QUERY_API_ENDPOINT": f"127.0.0.1:{self.query_port}",
+            "OTEL_AUDIT_SPOOL_DIR": str(self.work_dir / "spool"),
+            "OTEL_AUDIT_SHUTDOWN_TIMEOUT_S": "10",
+            "OTEL_AUDIT_LOG_LEVEL": "info",
+            "OTEL_AUDIT_INTEGRITY__KEY_FILE": str(self.work_dir / "keys" / "signing-key.pem"),
+            "OTEL_AUDIT_INTEGRITY__GENERATE_DEV_KEY": "false",
+            "OTEL_AUDIT_INTEGRITY__STATE_DIR": str(self.work_dir / "integrity"),
+            "OTEL_AUDIT_INTEGRITY__CHECKPOINT_DIR": str(self.work_dir / "checkpoints"),
+            "OTEL_AUDIT_INTEGRITY__BLOCK_MAX_INTERVAL_MS": "200",
+        }
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start ``otel-audit serve`` and return once it is ready and its query API answers."""
+        if self._proc is not None:
+            raise RuntimeError("this receiver is already running")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_files()
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "otel_audit.cli", "serve", "--config", str(config)],
+                cwd=_REPO_ROOT,
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout_s
+        urls = (
+            f"http://127.0.0.1:{self.http_port}/readyz",
+            f"{self.query_url}/api/v1/healthz",
+        )
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                self._proc = None
+                raise RuntimeError(f"otel-audit serve exited with {code}:\n{self.log_tail()}")
+            if all(_answers_200(url) for url in urls):
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"otel-audit serve not ready after {timeout_s:.0f} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.2)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM and wait (SIGKILL after ``timeout_s``); the exit code, None if not running."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The last ``lines`` lines of the receiver's log."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return "(no log written)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+StartReceiver = Callable[[], ReceiverProcess]
+
+
+@pytest.fixture
+def start_receiver(es_url: str, tmp_path: Path) -> Iterator[StartReceiver]:
+    """Factory: ``start_receiver()`` runs one ``otel-audit serve``; stopped at teardown."""
+    started: list[ReceiverProcess] = []
+
+    def start() -> ReceiverProcess:
+        receiver = ReceiverProcess(work_dir=tmp_path / f"receiver-{len(started)}", es_url=es_url)
+        started.append(receiver)
+        receiver.start()
+        return receiver
+
+    yield start
+    for receiver in started:
+        receiver.stop()
