@@ -3,12 +3,13 @@
 ::
 
     ReceiverError
-    ├── PermanentError          the request itself is bad; retrying cannot help
-    │   ├── InvalidRequest      undecodable body, wrong content type ... -> INVALID_ARGUMENT / 400
-    │   └── RequestTooLarge     over max_request_bytes                 -> 413 (gRPC RESOURCE_EXHAUSTED, no RetryInfo)
-    └── RetryableError          try again later (carries retry_after_s)
-        ├── Overloaded          in-flight limit reached                -> RESOURCE_EXHAUSTED + RetryInfo / 429
-        └── Unavailable         store down and spool full, shutting down -> UNAVAILABLE + RetryInfo / 503
+    ├── PermanentError       the request itself is bad; retrying cannot help
+    │   ├── InvalidRequest   undecodable body, wrong content type -> INVALID_ARGUMENT / 400
+    │   └── RequestTooLarge  over max_request_bytes -> 413 / RESOURCE_EXHAUSTED without RetryInfo
+    └── RetryableError       try again later (carries retry_after_s)
+        ├── Overloaded       in-flight limit reached -> RESOURCE_EXHAUSTED + RetryInfo / 429
+        └── Unavailable      store down and spool full, or shutting down
+                             -> UNAVAILABLE + RetryInfo / 503
 
 Partial rejection of records is not an error: it is an OK answer with partial_success.
 """
