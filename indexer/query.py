@@ -426,7 +426,7 @@ def decode_cursor(token: str) -> Cursor:
     if not token or len(token) > 16_384:
         raise bad
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
         data = orjson.loads(raw)
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         raise bad from None
