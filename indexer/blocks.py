@@ -1,0 +1,248 @@
+"""The ``audit-blocks`` index: one record per signed checkpoint of a chain.
+
+A *block* record seals a run of stored events; a *heartbeat* record signs the same tree
+size again with a new time, proving nothing was written meanwhile. Both carry the signed
+checkpoint (``otel_audit.integrity.checkpoint``), whose ``previous_hash`` chains it to
+the chain's previous record and whose root covers every event of the chain so far.
+
+Besides the signed checkpoint a record holds what a verifier needs to check events
+without any other state, none of it trusted on its own:
+
+- ``leaf_hashes`` and ``event_ids``/``event_indices`` in leaf order: where each sealed
+  event lives and what it hashed to. ``frontier`` (the compact range of the chain before
+  this block) plus ``leaf_hashes`` must recompute to the signed root, and the frontier
+  must recompute to the previous checkpoint's root; a record edited in Elasticsearch
+  fails one of the two.
+- ``time_range`` (event ``@timestamp`` min/max) to pick blocks for a time-range verify.
+
+Document ``_id`` is ``<chain id>:<sequence, 20 digits>`` written with ``op_type=create``,
+so a block is never overwritten and a retry after a crash answers 409.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from indexer.templates import TemplateSettings, register_template
+from otel_audit.integrity import (
+    Checkpoint,
+    CheckpointFormatError,
+    CompactRange,
+    ProofError,
+    decode_hash,
+    encode_hash,
+)
+from otel_audit.schema import Schema
+
+__all__ = [
+    "BLOCKS_INDEX",
+    "KIND_BLOCK",
+    "KIND_HEARTBEAT",
+    "BlockRecord",
+    "block_doc_id",
+    "blocks_template",
+    "merge_time_range",
+]
+
+BLOCKS_INDEX = "audit-blocks"
+KIND_BLOCK = "block"
+KIND_HEARTBEAT = "heartbeat"
+
+_NOT_INDEXED = {"type": "keyword", "index": False, "doc_values": False}
+
+
+def block_doc_id(chain_id: str, sequence: int) -> str:
+    """The ``_id`` of a chain's record ``sequence``; sorts in sequence order."""
+    return f"{chain_id}:{sequence:020d}"
+
+
+def blocks_template(schema: Schema, settings: TemplateSettings) -> dict[str, Any]:
+    """Composable index template for ``audit-blocks``."""
+    return {
+        "index_patterns": [BLOCKS_INDEX],
+        "priority": 200,
+        "_meta": {"description": "otel-audit signed Merkle blocks and heartbeats"},
+        "template": {
+            "settings": {
+                "index": {
+                    "number_of_shards": 1,
+                    "number_of_replicas": settings.number_of_replicas,
+                    "translog": {"durability": "request"},
+                }
+            },
+            "mappings": {
+                "dynamic": "strict",
+                "properties": {
+                    "chain_id": {"type": "keyword"},
+                    "sequence": {"type": "long"},
+                    "kind": {"type": "keyword"},
+                    "first_leaf": {"type": "long"},
+                    "tree_size": {"type": "long"},
+                    "leaf_count": {"type": "long"},
+                    "root_hash": {"type": "keyword"},
+                    "block_hash": {"type": "keyword"},
+                    "prev_block_hash": {"type": "keyword"},
+                    "key_id": {"type": "keyword"},
+                    "sealed_at": {"type": "date", "format": "epoch_millis"},
+                    "time_range": {
+                        "properties": {
+                            "gte": {"type": "date_nanos"},
+                            "lte": {"type": "date_nanos"},
+                        }
+                    },
+                    # Indexed: `prove` and the sealer's duplicate check find a block by id.
+                    "event_ids": {"type": "keyword"},
+                    "event_indices": _NOT_INDEXED,
+                    "leaf_hashes": _NOT_INDEXED,
+                    "frontier": _NOT_INDEXED,
+                    "checkpoint": {"type": "object", "enabled": False},
+                },
+            },
+        },
+    }
+
+
+register_template("blocks", blocks_template)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    """One ``audit-blocks`` document, parsed. Hashes are raw bytes."""
+
+    kind: str
+    checkpoint: Checkpoint
+    first_leaf: int
+    event_ids: tuple[str, ...]
+    event_indices: tuple[str, ...]
+    leaf_hashes: tuple[bytes, ...]
+    frontier: tuple[bytes, ...]
+    time_range: tuple[str, str] | None = None
+
+    @property
+    def chain_id(self) -> str:
+        """The chain (receiver instance) this record belongs to."""
+        return self.checkpoint.origin
+
+    @property
+    def sequence(self) -> int:
+        """Position of this record in its chain."""
+        return self.checkpoint.sequence
+
+    @property
+    def doc_id(self) -> str:
+        """Elasticsearch ``_id`` of the record."""
+        return block_doc_id(self.chain_id, self.sequence)
+
+    def frontier_range(self) -> CompactRange:
+        """The chain's compact range before this block; raises ProofError if malformed."""
+        return CompactRange.from_state(self.first_leaf, self.frontier)
+
+    def to_document(self) -> dict[str, Any]:
+        """The Elasticsearch document."""
+        cp = self.checkpoint
+        doc: dict[str, Any] = {
+            "chain_id": cp.origin,
+            "sequence": cp.sequence,
+            "kind": self.kind,
+            "first_leaf": self.first_leaf,
+            "tree_size": cp.tree_size,
+            "leaf_count": len(self.leaf_hashes),
+            "root_hash": encode_hash(cp.root_hash),
+            "block_hash": encode_hash(cp.digest()),
+            "prev_block_hash": encode_hash(cp.previous_hash),
+            "key_id": cp.key_id,
+            "sealed_at": cp.timestamp_ms,
+            "event_ids": list(self.event_ids),
+            "event_indices": list(self.event_indices),
+            "leaf_hashes": [encode_hash(h) for h in self.leaf_hashes],
+            "frontier": [encode_hash(h) for h in self.frontier],
+            "checkpoint": cp.to_json_dict(),
+        }
+        if self.time_range is not None:
+            doc["time_range"] = {"gte": self.time_range[0], "lte": self.time_range[1]}
+        return doc
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> BlockRecord:
+        """Parse a stored record; raises :class:`CheckpointFormatError` naming the problem.
+
+        Only the signed checkpoint is authoritative; the other fields are checked against
+        it by the verifier.
+        """
+        try:
+            cp = Checkpoint.from_json_dict(doc.get("checkpoint"))
+            ids = _str_list(doc.get("event_ids", []), "event_ids")
+            indices = _str_list(doc.get("event_indices", []), "event_indices")
+            hashes = tuple(
+                decode_hash(h, f"leaf_hashes[{i}]")
+                for i, h in enumerate(doc.get("leaf_hashes", []))
+            )
+            frontier = tuple(
+                decode_hash(h, f"frontier[{i}]") for i, h in enumerate(doc.get("frontier", []))
+            )
+            first_leaf = doc.get("first_leaf")
+            if type(first_leaf) is not int or first_leaf < 0:
+                raise CheckpointFormatError("first_leaf must be a non-negative integer")
+            if not len(ids) == len(indices) == len(hashes):
+                raise CheckpointFormatError(
+                    f"{len(ids)} event ids, {len(indices)} indices and {len(hashes)} leaf hashes"
+                )
+            kind = doc.get("kind")
+            if kind not in (KIND_BLOCK, KIND_HEARTBEAT):
+                raise CheckpointFormatError(f"kind {kind!r} is not block or heartbeat")
+            tr = doc.get("time_range")
+            time_range = (str(tr["gte"]), str(tr["lte"])) if isinstance(tr, Mapping) else None
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise CheckpointFormatError(f"block record is malformed: {exc}") from exc
+        return cls(
+            kind=str(kind),
+            checkpoint=cp,
+            first_leaf=first_leaf,
+            event_ids=ids,
+            event_indices=indices,
+            leaf_hashes=hashes,
+            frontier=frontier,
+            time_range=time_range,
+        )
+
+    def seal_problems(self, previous: Checkpoint | None) -> list[str]:
+        """Why the unsigned fields disagree with the signed checkpoint(s); empty if they agree.
+
+        ``previous`` is the chain's previous checkpoint when known: the frontier must then
+        recompute to its root.
+        """
+        problems: list[str] = []
+        cp = self.checkpoint
+        if self.first_leaf + len(self.leaf_hashes) != cp.tree_size:
+            problems.append(
+                f"first_leaf {self.first_leaf} + {len(self.leaf_hashes)} leaves "
+                f"!= signed tree size {cp.tree_size}"
+            )
+            return problems
+        try:
+            cr = self.frontier_range()
+        except ProofError as exc:
+            return [f"frontier is malformed: {exc}"]
+        if previous is not None and (
+            previous.tree_size != self.first_leaf or cr.root() != previous.root_hash
+        ):
+            problems.append("frontier does not match the previous checkpoint's root")
+        cr.extend(self.leaf_hashes)
+        if cr.root() != cp.root_hash:
+            problems.append("leaf hashes do not recompute to the signed root")
+        return problems
+
+
+def _str_list(value: object, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CheckpointFormatError(f"{name} must be a list of strings")
+    return tuple(value)
+
+
+def merge_time_range(timestamps: Sequence[str]) -> tuple[str, str] | None:
+    """Min and max of RFC 3339 UTC timestamps of one format (they sort as text)."""
+    if not timestamps:
+        return None
+    return min(timestamps), max(timestamps)
