@@ -147,6 +147,7 @@ def registered_templates(
 TEMPLATE_OWNERS: tuple[str, ...] = (
     "receiver.spans",
     "indexer.deadletter",
+    "indexer.blocks",
 )
 
 

@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "otel_audit.schema_cli",
     "indexer.local_es_cli",
     "otel_audit.integrity_cli",
+    "indexer.integrity_cli",
     "indexer.templates_cli",
     "indexer.kibana_cli",
     "receiver.serve_cli",
