@@ -8,7 +8,9 @@ and the service-side library never imports server dependencies.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -46,6 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = handler(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``otel-audit ... | head``): not an error worth a traceback.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
+        return 141
     return int(rc or 0)
 
 
