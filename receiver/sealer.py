@@ -272,6 +272,8 @@ class Sealer:
             ends = await asyncio.to_thread(self._journal.append, fresh)
             if not self._pending:
                 self._oldest_pending_at = time.monotonic()
+                # The loop may be asleep until the next heartbeat; this block's clock starts now.
+                self._wakeup.set()
             for e, end in zip(fresh, ends, strict=True):
                 self._pending.append((e, end))
                 self._pending_ids.add(e.event_id)
