@@ -130,16 +130,6 @@ class _Cutter:
         return str(value)
 
 
-def _put(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    node = doc
-    for part in path[:-1]:
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        node = nxt
-    node[path[-1]] = value
-
-
 def _body_text(body: Any, cutter: _Cutter, limit: int) -> str | None:
     if body is None or body == "":
         return None
@@ -153,6 +143,78 @@ def _body_text(body: Any, cutter: _Cutter, limit: int) -> str | None:
         except (TypeError, orjson.JSONEncodeError):
             text = json.dumps(body, default=repr, ensure_ascii=False)
     return cutter.text(text, limit, "message")
+
+
+class _Plan:
+    """The schema's field mapping turned into insertion steps, computed once per schema."""
+
+    __slots__ = ("extra_limit", "fields", "known", "resource_fields", "resource_known")
+
+    def __init__(self, schema: Schema) -> None:
+        # (attribute, parent keys, leaf key, cut limit or 0, stored, untrusted, ip copies)
+        self.fields = tuple(
+            (
+                f.attribute,
+                f.stored_path[:-1],
+                f.stored_path[-1],
+                f.max_bytes if f.oversize == "truncate" else 0,
+                f.stored,
+                f.client_supplied,
+                tuple((p[:-1], p[-1]) for p in (_path(ip) for ip in f.ip_copy)),
+            )
+            for f in schema.fields
+            if f.attribute != "audit.event.id"
+        )
+        self.resource_fields = tuple(
+            (rf.attribute, _path(rf.stored)[:-1], _path(rf.stored)[-1])
+            for rf in schema.resource_fields
+        )
+        self.known = schema.by_attribute
+        self.resource_known = schema.resource_by_attribute
+        self.extra_limit = schema.limits.max_text_bytes
+
+
+@functools.cache
+def _plan(schema: Schema) -> _Plan:
+    return _Plan(schema)
+
+
+def _parent(doc: dict[str, Any], parents: tuple[str, ...]) -> dict[str, Any]:
+    node = doc
+    for part in parents:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        node = nxt
+    return node
+
+
+_last_ingested: list[tuple[int, str]] = [(-1, "")]
+
+
+def _format_ingested(received_ns: int) -> str:
+    # Every document of a batch shares its receive time: format it once.
+    last = _last_ingested[0]
+    if last[0] == received_ns:
+        return last[1]
+    text = format_ns(received_ns)
+    _last_ingested[0] = (received_ns, text)
+    return text
+
+
+def _free_values(
+    values: dict[str, Any], known: dict[str, Any], cutter: _Cutter, prefix: str, limit: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        if k in known:
+            continue
+        # Short strings cannot exceed the limit: skip the general walk for the common case.
+        if type(v) is str and len(v) * 4 <= limit:
+            out[k] = v
+        else:
+            out[k] = cutter.free(v, f"{prefix}{k}")
+    return out
 
 
 def build_document(
@@ -169,6 +231,7 @@ def build_document(
     from ``content_sha256`` (computed here when not given).
     """
     schema = schema or load_schema()
+    plan = _plan(schema)
     attrs = record.attributes
     resource = record.resource
     cutter = _Cutter(schema)
@@ -188,41 +251,38 @@ def build_document(
 
     category = attrs["audit.category"]
     outcome = attrs["audit.outcome"]
-    doc: dict[str, Any] = {
-        "@timestamp": format_ns(ts),
-        "event": {
-            "id": event_id,
-            "kind": "event",
-            "category": list(schema.ecs_category.get(category, ())),
-            "outcome": schema.ecs_outcome.get(outcome, "unknown"),
-            "dataset": "otel_audit.events",
-            "ingested": format_ns(received_ns),
-        },
-        "audit": {
-            "schema_version": schema.version,
-            "event_id_source": id_source,
-            "content_hash": sha,
-        },
+    event: dict[str, Any] = {
+        "id": event_id,
+        "kind": "event",
+        "category": list(schema.ecs_category.get(category, ())),
+        "outcome": schema.ecs_outcome.get(outcome, "unknown"),
+        "dataset": "otel_audit.events",
+        "ingested": _format_ingested(received_ns),
     }
+    audit: dict[str, Any] = {
+        "schema_version": schema.version,
+        "event_id_source": id_source,
+        "content_hash": sha,
+    }
+    doc: dict[str, Any] = {"@timestamp": format_ns(ts), "event": event, "audit": audit}
     if record.observed_time_unix_nano:
-        doc["event"]["created"] = format_ns(record.observed_time_unix_nano)
+        event["created"] = format_ns(record.observed_time_unix_nano)
 
     untrusted: list[str] = []
-    for f in schema.fields:
-        if f.attribute == "audit.event.id":
-            continue
-        value = attrs.get(f.attribute)
+    for attribute, parents, leaf, cut_limit, stored, client_supplied, ip_copy in plan.fields:
+        value = attrs.get(attribute)
         if not isinstance(value, str) or value == "":
             continue
-        if f.oversize == "truncate":
-            value = cutter.text(value, f.max_bytes, f.stored)
-        _put(doc, _path(f.stored), value)
-        if f.client_supplied:
-            untrusted.append(f.stored)
-        ip = _as_ip(value) if f.ip_copy else None
-        for ip_field in f.ip_copy:
+        if cut_limit and len(value) * 4 > cut_limit:
+            value = cutter.text(value, cut_limit, stored)
+        _parent(doc, parents)[leaf] = value
+        if client_supplied:
+            untrusted.append(stored)
+        if ip_copy:
+            ip = _as_ip(value)
             if ip is not None:
-                _put(doc, _path(ip_field), ip)
+                for ip_parents, ip_leaf in ip_copy:
+                    _parent(doc, ip_parents)[ip_leaf] = ip
 
     related_users = [v for v in (attrs.get("audit.actor.id"), attrs.get("audit.actor.name")) if v]
     related: dict[str, Any] = {"user": sorted(set(related_users))}
@@ -231,38 +291,32 @@ def build_document(
         related["ip"] = [client_ip]
     doc["related"] = related
 
-    extra = {
-        k: cutter.free(v, f"audit.extra.{k}")
-        for k, v in attrs.items()
-        if k not in schema.by_attribute
-    }
+    extra = _free_values(attrs, plan.known, cutter, "audit.extra.", plan.extra_limit)
     if extra:
-        doc["audit"]["extra"] = extra
+        audit["extra"] = extra
 
-    for rf in schema.resource_fields:
-        rv = resource.get(rf.attribute)
-        if rf.attribute == "deployment.environment.name" and rv is None:
+    for attribute, parents, leaf in plan.resource_fields:
+        rv = resource.get(attribute)
+        if attribute == "deployment.environment.name" and rv is None:
             rv = resource.get("deployment.environment")
         if isinstance(rv, str) and rv:
-            _put(doc, _path(rf.stored), rv)
-    origin = {
-        k: cutter.free(v, f"audit.origin.resource.{k}")
-        for k, v in resource.items()
-        if k not in schema.resource_by_attribute
-    }
+            _parent(doc, parents)[leaf] = rv
+    origin = _free_values(
+        resource, plan.resource_known, cutter, "audit.origin.resource.", plan.extra_limit
+    )
     if origin:
-        doc["audit"]["origin"] = {"resource": origin}
+        audit["origin"] = {"resource": origin}
 
     if record.trace_id:
         doc["trace"] = {"id": record.trace_id}
         if record.span_id:
             doc["span"] = {"id": record.span_id}
         if record.flags:
-            doc["audit"]["trace_flags"] = int(record.flags) & 0xFF
+            audit["trace_flags"] = int(record.flags) & 0xFF
     else:
         flags.append("no_trace")
-    if "correlation_id" not in doc["audit"] and record.trace_id:
-        doc["audit"]["correlation_id"] = record.trace_id
+    if "correlation_id" not in audit and record.trace_id:
+        audit["correlation_id"] = record.trace_id
 
     if record.severity_text:
         doc["log"] = {"level": cutter.text(record.severity_text, 64, "log.level")}
@@ -270,9 +324,9 @@ def build_document(
     if message is not None:
         doc["message"] = message
     if record.event_name:
-        doc["audit"]["event_name"] = cutter.text(record.event_name, 256, "audit.event_name")
+        audit["event_name"] = cutter.text(record.event_name, 256, "audit.event_name")
     if record.scope_name or record.scope_version:
-        doc["audit"]["scope"] = {
+        audit["scope"] = {
             "name": cutter.text(record.scope_name, 256, "audit.scope.name"),
             "version": cutter.text(record.scope_version, 256, "audit.scope.version"),
         }
@@ -280,13 +334,13 @@ def build_document(
     skew_ns = received_ns - ts
     if abs(skew_ns) > schema.limits.max_clock_skew_s * 1_000_000_000:
         flags.append("clock_skew")
-        doc["audit"]["clock_skew_ms"] = skew_ns // 1_000_000
+        audit["clock_skew_ms"] = skew_ns // 1_000_000
     if untrusted:
-        doc["audit"]["untrusted"] = untrusted
+        audit["untrusted"] = untrusted
     if cutter.cut:
-        doc["audit"]["truncated"] = cutter.cut
+        audit["truncated"] = cutter.cut
     if flags:
-        doc["audit"]["flags"] = flags
+        audit["flags"] = flags
     return doc
 
 

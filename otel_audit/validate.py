@@ -25,6 +25,7 @@ those of extra attributes, so a valid record always has a storable document.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from typing import Any, NamedTuple
@@ -192,7 +193,10 @@ def validate(
 ) -> list[Violation]:
     """Return every violation of ``record`` against the schema (empty when valid)."""
     try:
-        return _validate(record, now_ns, schema or load_schema())
+        schema = schema or load_schema()
+        if _plain_valid(record, now_ns, schema):
+            return []
+        return _validate(record, now_ns, schema)
     except RecursionError:
         return [Violation("attributes", "max_depth", "value nesting is too deep to inspect")]
     except Exception as exc:  # never raise into a caller on hostile input
@@ -333,3 +337,162 @@ def _check_time(
                 f"event time is more than {limits.max_future_s} s in the future",
             )
         )
+
+
+# --- fast path ---------------------------------------------------------------------------
+#
+# Nearly every record is valid and plain: ASCII strings, scalar extras, known keys. For
+# those, _plain_valid proves validity with cheap str methods (for ASCII text,
+# isprintable() is exactly "no control characters" and the length is the byte size).
+# Anything it is unsure of returns False, and _validate, the reference, then decides and
+# words the violations, so both paths always agree.
+
+_SCALARS = frozenset({int, float, bool, bytes, type(None)})
+_good_keys: set[str] = set()
+_GOOD_KEYS_MAX = 4096
+_ok_resource: list[dict[str, Any]] = []
+"""The last resource found valid (a copy): the records of a batch share their resource."""
+
+
+class _Plan(NamedTuple):
+    fields: tuple[tuple[str, bool, frozenset[str], int, bool, Any], ...]
+    """(attribute, required always, enum, max_bytes or -1 when cut instead, keyword, pattern)"""
+    known: dict[str, Any]
+    resource_categories: frozenset[str]
+    resource_fields: tuple[tuple[str, bool, int], ...]
+    resource_known: dict[str, Any]
+
+
+@functools.cache
+def _plan(schema: Schema) -> _Plan:
+    return _Plan(
+        fields=tuple(
+            (
+                f.attribute,
+                f.required == "always",
+                frozenset(f.enum),
+                f.max_bytes if f.oversize == "reject" else -1,
+                f.type == "keyword",
+                f.pattern,
+            )
+            for f in schema.fields
+        ),
+        known=schema.by_attribute,
+        resource_categories=schema.resource_required_categories,
+        resource_fields=tuple(
+            (rf.attribute, rf.required == "always", rf.max_bytes) for rf in schema.resource_fields
+        ),
+        resource_known=schema.resource_by_attribute,
+    )
+
+
+def _plain_key(key: Any, max_bytes: int) -> bool:
+    if key in _good_keys:
+        return True
+    if (
+        type(key) is not str
+        or not key.isascii()
+        or not 0 < len(key) <= max_bytes
+        or not key.isprintable()
+        or key[0] == "."
+        or key[-1] == "."
+        or ".." in key
+    ):
+        return False
+    if len(_good_keys) >= _GOOD_KEYS_MAX:
+        _good_keys.clear()
+    _good_keys.add(key)
+    return True
+
+
+def _plain_extras(values: dict[str, Any], known: dict[str, Any], schema: Schema) -> bool:
+    """True when the keys and values ``known`` does not name are certainly valid."""
+    max_key = schema.limits.max_attribute_key_bytes
+    for key, value in values.items():
+        if key in known:
+            continue
+        if not _plain_key(key, max_key):
+            return False
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():
+                return False
+        elif kind not in _SCALARS:
+            scratch: list[Violation] = []
+            _check_value(value, key, 1, scratch, schema)
+            if scratch:
+                return False
+    return True
+
+
+def _plain_valid(record: LogRecordData, now_ns: int | None, schema: Schema) -> bool:
+    """True only when ``record`` is certainly valid; False means "ask _validate"."""
+    attrs = record.attributes
+    if type(attrs) is not dict or len(attrs) > schema.limits.max_attributes:
+        return False
+    plan = _plan(schema)
+    for attribute, always, enum, max_bytes, keyword, pattern in plan.fields:
+        value = attrs.get(attribute)
+        if value is None:
+            if always or attribute in attrs:
+                return False
+            continue
+        if type(value) is not str:
+            return False
+        if enum:
+            if value not in enum:
+                return False
+            continue
+        if not value or not value.isascii() or value.isspace():
+            return False
+        if max_bytes >= 0 and (len(value) > max_bytes or (keyword and not value.isprintable())):
+            return False
+        if pattern is not None and not pattern.fullmatch(value):
+            return False
+    if attrs["audit.category"] in plan.resource_categories and (
+        "audit.resource.type" not in attrs or "audit.resource.id" not in attrs
+    ):
+        return False
+    if not _plain_extras(attrs, plan.known, schema):
+        return False
+
+    resource = record.resource
+    if not (type(resource) is dict and _ok_resource and _ok_resource[0] == resource):
+        if type(resource) is not dict or len(resource) > schema.limits.max_resource_attributes:
+            return False
+        for attribute, always, max_bytes in plan.resource_fields:
+            rv = resource.get(attribute)
+            if rv is None:
+                if always or attribute in resource:
+                    return False
+                continue
+            if (
+                type(rv) is not str
+                or not rv.isascii()
+                or len(rv) > max_bytes
+                or not rv.isprintable()
+                or (always and (not rv or rv.isspace()))
+            ):
+                return False
+        if not _plain_extras(resource, plan.resource_known, schema):
+            return False
+        # Only flat resources are remembered: a nested value could change under the copy.
+        if all(type(v) is str or type(v) in _SCALARS for v in resource.values()):
+            _ok_resource[:] = [dict(resource)]
+
+    body = record.body
+    if body is not None:
+        if type(body) is str:
+            if not body.isascii():
+                return False
+        elif type(body) not in _SCALARS:
+            scratch: list[Violation] = []
+            _check_value(body, "body", 1, scratch, schema)
+            if scratch:
+                return False
+
+    ts = record.time_unix_nano or record.observed_time_unix_nano
+    if type(ts) is not int or ts < schema.limits.min_time_unix_nano:
+        return False
+    now = time.time_ns() if now_ns is None else now_ns
+    return bool(ts <= now + schema.limits.max_future_s * 1_000_000_000)
