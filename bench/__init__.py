@@ -1,0 +1,1 @@
+"""Benchmarks of otel-audit; ``python -m bench`` runs them all and prints one report."""
