@@ -151,11 +151,13 @@ class _Plan:
     __slots__ = ("extra_limit", "fields", "known", "resource_fields", "resource_known")
 
     def __init__(self, schema: Schema) -> None:
-        # (attribute, parent keys, leaf key, cut limit or 0, stored, untrusted, ip copies)
+        # (attribute, top key, deeper parent keys, leaf key, cut limit or 0, stored,
+        #  untrusted, ip copies); the top key is "" for a field stored at the top level.
         self.fields = tuple(
             (
                 f.attribute,
-                f.stored_path[:-1],
+                f.stored_path[0] if len(f.stored_path) > 1 else "",
+                f.stored_path[1:-1],
                 f.stored_path[-1],
                 f.max_bytes if f.oversize == "truncate" else 0,
                 f.stored,
@@ -269,13 +271,21 @@ def build_document(
         event["created"] = format_ns(record.observed_time_unix_nano)
 
     untrusted: list[str] = []
-    for attribute, parents, leaf, cut_limit, stored, client_supplied, ip_copy in plan.fields:
+    for attribute, top, deeper, leaf, cut_limit, stored, client_supplied, ip_copy in plan.fields:
         value = attrs.get(attribute)
         if not isinstance(value, str) or value == "":
             continue
         if cut_limit and len(value) * 4 > cut_limit:
             value = cutter.text(value, cut_limit, stored)
-        _parent(doc, parents)[leaf] = value
+        if top:
+            node = doc.get(top)
+            if node is None:
+                node = doc[top] = {}
+        else:
+            node = doc
+        if deeper:
+            node = _parent(node, deeper)
+        node[leaf] = value
         if client_supplied:
             untrusted.append(stored)
         if ip_copy:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,26 @@ MAX_ANY_DEPTH = 32
 
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+
+_RECORD_FIELDS = (
+    "attributes",
+    "resource",
+    "time_unix_nano",
+    "observed_time_unix_nano",
+    "severity_number",
+    "severity_text",
+    "body",
+    "trace_id",
+    "span_id",
+    "flags",
+    "event_name",
+    "scope_name",
+    "scope_version",
+    "dropped_attributes_count",
+)
+if tuple(f.name for f in dataclasses.fields(LogRecordData)) != _RECORD_FIELDS:
+    # The protobuf decoder builds records positionally, in this order.
+    raise ImportError("LogRecordData's fields changed: update receiver.decode._RECORD_FIELDS")
 
 
 @dataclass(slots=True)
@@ -151,21 +172,24 @@ def decode_logs_protobuf(body: bytes) -> DecodedLogs:
                     sid = span_id.hex()
                 else:
                     sid = ""
+                body = lr.body
+                text = body.string_value
+                # Positional (see _RECORD_FIELDS): keyword arguments cost twice as much here.
                 record = LogRecordData(
-                    attributes=pb_attributes(lr.attributes),
-                    resource=resource,
-                    time_unix_nano=lr.time_unix_nano,
-                    observed_time_unix_nano=lr.observed_time_unix_nano,
-                    severity_number=lr.severity_number,
-                    severity_text=lr.severity_text,
-                    body=any_value_from_pb(lr.body) if lr.HasField("body") else None,
-                    trace_id=tid,
-                    span_id=sid,
-                    flags=lr.flags,
-                    event_name=lr.event_name,
-                    scope_name=scope_name,
-                    scope_version=scope_version,
-                    dropped_attributes_count=lr.dropped_attributes_count,
+                    pb_attributes(lr.attributes),
+                    resource,
+                    lr.time_unix_nano,
+                    lr.observed_time_unix_nano,
+                    lr.severity_number,
+                    lr.severity_text,
+                    text if text else any_value_from_pb(body) if lr.HasField("body") else None,
+                    tid,
+                    sid,
+                    lr.flags,
+                    lr.event_name,
+                    scope_name,
+                    scope_version,
+                    lr.dropped_attributes_count,
                 )
                 if bad:
                     out.rejected.append(record)
