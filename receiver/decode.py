@@ -172,8 +172,8 @@ def decode_logs_protobuf(body: bytes) -> DecodedLogs:
                     sid = span_id.hex()
                 else:
                     sid = ""
-                body = lr.body
-                text = body.string_value
+                value = lr.body
+                text = value.string_value
                 # Positional (see _RECORD_FIELDS): keyword arguments cost twice as much here.
                 record = LogRecordData(
                     pb_attributes(lr.attributes),
@@ -182,7 +182,7 @@ def decode_logs_protobuf(body: bytes) -> DecodedLogs:
                     lr.observed_time_unix_nano,
                     lr.severity_number,
                     lr.severity_text,
-                    text if text else any_value_from_pb(body) if lr.HasField("body") else None,
+                    text if text else any_value_from_pb(value) if lr.HasField("body") else None,
                     tid,
                     sid,
                     lr.flags,
