@@ -219,6 +219,40 @@ def _free_values(
     return out
 
 
+_Placed = tuple[tuple[tuple[str, ...], str, str], ...]
+_last_resource: list[tuple[tuple[tuple[str, Any], ...], _Placed, dict[str, Any]]] = []
+"""The items of the last all-string resource with its stored values: a batch shares one."""
+
+
+def _resource_part(
+    resource: dict[str, Any], plan: _Plan, cutter: _Cutter
+) -> tuple[_Placed, dict[str, Any]]:
+    """(parent keys, leaf key, value) of each stored resource field, and the other values."""
+    items = tuple(resource.items())
+    if _last_resource:
+        seen, placed, origin = _last_resource[0]
+        # Ordered items of str values: equal means the same stored values in the same order.
+        if seen == items:
+            return placed, origin
+    placements = []
+    for attribute, parents, leaf in plan.resource_fields:
+        rv = resource.get(attribute)
+        if attribute == "deployment.environment.name" and rv is None:
+            rv = resource.get("deployment.environment")
+        if isinstance(rv, str) and rv:
+            placements.append((parents, leaf, rv))
+    cuts = len(cutter.cut)
+    origin = _free_values(
+        resource, plan.resource_known, cutter, "audit.origin.resource.", plan.extra_limit
+    )
+    # Only an all-string resource with nothing cut is remembered: other values compare
+    # equal across types (1 == True) or could change under the copy, and every document
+    # must record its own cuts.
+    if len(cutter.cut) == cuts and all(type(v) is str for _, v in items):
+        _last_resource[:] = [(items, tuple(placements), origin)]
+    return tuple(placements), origin
+
+
 def build_document(
     record: LogRecordData,
     *,
@@ -305,17 +339,11 @@ def build_document(
     if extra:
         audit["extra"] = extra
 
-    for attribute, parents, leaf in plan.resource_fields:
-        rv = resource.get(attribute)
-        if attribute == "deployment.environment.name" and rv is None:
-            rv = resource.get("deployment.environment")
-        if isinstance(rv, str) and rv:
-            _parent(doc, parents)[leaf] = rv
-    origin = _free_values(
-        resource, plan.resource_known, cutter, "audit.origin.resource.", plan.extra_limit
-    )
+    placed, origin = _resource_part(resource, plan, cutter)
+    for parents, leaf, rv in placed:
+        _parent(doc, parents)[leaf] = rv
     if origin:
-        audit["origin"] = {"resource": origin}
+        audit["origin"] = {"resource": dict(origin)}
 
     if record.trace_id:
         doc["trace"] = {"id": record.trace_id}
