@@ -61,7 +61,7 @@ from otel_audit.validate import Violation, summarize, validate
 from receiver import metrics
 from receiver.errors import Unavailable
 from receiver.pipeline import IngestResult
-from receiver.spool import Frame, Spool
+from receiver.spool import Frame, Spool, SpoolFull
 
 __all__ = [
     "IngestConsumer",
@@ -86,6 +86,8 @@ class StoredEvent(NamedTuple):
     index_name: str
     event_id: str
     document: dict[str, Any]
+    created: bool = True
+    """False when this write found it already stored (409, same content)."""
 
 
 class Sealer(Protocol):
@@ -222,6 +224,7 @@ class IngestConsumer:
         self._spool_mode = False
         self._replay_wakeup = asyncio.Event()
         self._spool_items = 0
+        self._spool_refused = False
         self._flush_now = False
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -240,6 +243,9 @@ class IngestConsumer:
             self._enter_spool_mode()
         self._update_spool_gauges()
         await self._ensure_templates()
+        sealer_start = getattr(self._sealer, "start", None)
+        if sealer_start is not None:
+            await sealer_start()
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="ingest-flush"),
             asyncio.create_task(self._replay_loop(), name="ingest-replay"),
@@ -257,7 +263,8 @@ class IngestConsumer:
             return False
         if any(t.done() for t in self._tasks):
             return False
-        return not self._spool_mode or self._spool.used_bytes < self._spool.max_bytes
+        # Unready while the spool refuses batches; room freed by the replay clears it.
+        return not (self._spool_mode and self._spool_refused)
 
     @property
     def spooling(self) -> bool:
@@ -311,6 +318,9 @@ class IngestConsumer:
                     task.cancel()
                 await asyncio.gather(*self._tasks, *self._inflight, return_exceptions=True)
                 await asyncio.to_thread(self._spool.close)
+                sealer_stop = getattr(self._sealer, "shutdown", None)
+                if sealer_stop is not None:
+                    await sealer_stop(timeout_s)
             if self._close_client:
                 await self._es.close()
         finally:
@@ -597,7 +607,12 @@ class IngestConsumer:
 
     async def _append_to_spool(self, items: list[BulkItem]) -> None:
         payload = _encode_spool(items)
-        await asyncio.to_thread(self._spool.append, payload)
+        try:
+            await asyncio.to_thread(self._spool.append, payload)
+        except SpoolFull:
+            self._spool_refused = True
+            raise
+        self._spool_refused = False
         self._spool_items += len(items)
         metrics.RECORDS_SPOOLED.inc(len(items))
         self._update_spool_gauges()
@@ -614,7 +629,7 @@ class IngestConsumer:
         if self._sealer is None:
             return
         stored = [
-            StoredEvent(it.index, it.doc_id, it.document)
+            StoredEvent(it.index, it.doc_id, it.document, r.status is ItemStatus.CREATED)
             for it, r in zip(items, results, strict=True)
             if it.content_hash is not None and r.status.stored
         ]
@@ -643,7 +658,13 @@ class IngestConsumer:
                         self._replay_wakeup.clear()
                         _log.info("spool drained; writing to Elasticsearch directly again")
                 continue
-            if await self._replay(frames, backoff_s):
+            try:
+                replayed = await self._replay(frames, backoff_s)
+            except Exception:
+                # Keep the frames (never drop them) and keep trying; the log says why.
+                _log.exception("spool replay failed; retrying")
+                replayed = False
+            if replayed:
                 backoff_s = 0.1
             else:
                 await asyncio.to_thread(self._spool.rewind)
@@ -701,6 +722,7 @@ class IngestConsumer:
                         )
         await self._seal(items, results)
         await asyncio.to_thread(self._spool.commit, frames)
+        self._spool_refused = False
         self._spool_items = max(0, self._spool_items - len(items))
         self._update_spool_gauges()
         return True
@@ -791,4 +813,8 @@ def build_consumer(config: Any, *, sealer: Sealer | None = None) -> IngestConsum
     spool = Spool(
         settings.spool_dir, settings.spool_max_bytes, retry_after_s=settings.retry_after_s
     )
+    if sealer is None:
+        from receiver.sealer import build_sealer
+
+        sealer = build_sealer(config, es)
     return IngestConsumer(es, spool, settings, sealer=sealer, close_client=True)

@@ -342,44 +342,52 @@ class Spool:
     # -- reading ---------------------------------------------------------------
 
     def read(self, max_frames: int = 1 << 30, max_bytes: int = 1 << 62) -> list[Frame]:
-        """Up to ``max_frames`` frames (at least one if any) after the read cursor."""
+        """Up to ``max_frames`` frames (at least one if any) after the read cursor.
+
+        Stops early once ``max_bytes`` of payload are gathered.
+        """
         out: list[Frame] = []
         total = 0
-        while len(out) < max_frames:
-            with self._lock:
-                pos = self._read
-                seqs = [s for s in self._sizes if s >= pos.segment]
-                if not seqs:
-                    break
-                seq = seqs[0]
-                if seq != pos.segment:
-                    pos = SpoolPosition(seq, 0)
-                size = self._sizes[seq]
-                has_next = len(seqs) > 1
-            if pos.offset >= size:
-                if not has_next:
-                    break
+        fh = None
+        fh_seq = -1
+        try:
+            while len(out) < max_frames and (not out or total < max_bytes):
                 with self._lock:
-                    self._read = SpoolPosition(seqs[1], 0)
-                continue
-            with (self.directory / _segment_name(seq)).open("rb") as fh:
+                    pos = self._read
+                    seqs = [s for s in self._sizes if s >= pos.segment]
+                    if not seqs:
+                        break
+                    seq = seqs[0]
+                    if seq != pos.segment:
+                        pos = SpoolPosition(seq, 0)
+                    size = self._sizes[seq]
+                    has_next = len(seqs) > 1
+                if pos.offset >= size:
+                    if not has_next:
+                        break
+                    with self._lock:
+                        self._read = SpoolPosition(seqs[1], 0)
+                    continue
+                if fh_seq != seq:
+                    if fh is not None:
+                        fh.close()
+                    fh = (self.directory / _segment_name(seq)).open("rb")
+                    fh_seq = seq
+                assert fh is not None
                 fh.seek(pos.offset)
-                data = fh.read(size - pos.offset)
-            offset = 0
-            while offset < len(data) and len(out) < max_frames:
-                payload = self._frame_at(data, offset)
-                if payload is None:
-                    raise RuntimeError(
-                        f"spool segment {seq} is corrupt at offset {pos.offset + offset}"
-                    )
-                if out and total + len(payload) > max_bytes:
-                    max_frames = len(out)
-                    break
-                offset += _HEADER.size + len(payload)
-                total += len(payload)
-                out.append(Frame(payload, SpoolPosition(seq, pos.offset + offset)))
-            with self._lock:
-                self._read = SpoolPosition(seq, pos.offset + offset)
+                header = fh.read(_HEADER.size)
+                length = _HEADER.unpack(header)[1] if len(header) == _HEADER.size else -1
+                payload = fh.read(length) if length >= 0 else b""
+                if self._frame_at(header + payload, 0) is None:
+                    raise RuntimeError(f"spool segment {seq} is corrupt at offset {pos.offset}")
+                end = SpoolPosition(seq, pos.offset + _HEADER.size + length)
+                out.append(Frame(payload, end))
+                total += length
+                with self._lock:
+                    self._read = end
+        finally:
+            if fh is not None:
+                fh.close()
         return out
 
     def rewind(self) -> None:

@@ -71,14 +71,18 @@ def make_consumer(es_url: str, tmp_path: Path) -> ConsumerFactory:
         **kw: Any,
     ) -> IngestConsumer:
         settings = IngestSettings(
-            es_url=es_url,
             spool_dir=str(spool_dir or tmp_path / "spool"),
-            **{"bulk_flush_interval_ms": 2.0, **kw},
+            **{"es_url": es_url, "bulk_flush_interval_ms": 2.0, **kw},
         )
         es = client or AsyncElasticsearch(
-            es_url, request_timeout=settings.bulk_timeout_s, retry_on_timeout=False, max_retries=0
+            settings.es_url,
+            request_timeout=settings.bulk_timeout_s,
+            retry_on_timeout=False,
+            max_retries=0,
         )
-        spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+        spool = Spool(
+            settings.spool_dir, settings.spool_max_bytes, retry_after_s=settings.retry_after_s
+        )
         return IngestConsumer(es, spool, settings, sealer=sealer, close_client=True)
 
     return build
