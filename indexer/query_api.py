@@ -31,7 +31,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -77,6 +77,7 @@ _TASKS_KEY: web.AppKey[_Tasks] = web.AppKey("tasks", _Tasks)
 _EVENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TRACE_ID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 _TOP_MAX = 100
+_T = TypeVar("_T")
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -178,6 +179,30 @@ async def _audit(
         raise _AuditFailed(repr(exc)) from exc
 
 
+async def _audited(
+    request: web.Request,
+    principal: Principal,
+    action: str,
+    resource_id: str,
+    details: dict[str, Any],
+    work: Awaitable[_T],
+) -> _T:
+    """Run ``work`` while the access is recorded; answer only when both are done.
+
+    Recording in parallel keeps the durable audit write off the query's critical path,
+    and the answer still waits for it (fail closed). The record says the access was
+    granted, which it was even when the search itself then fails.
+    """
+    record = asyncio.ensure_future(_audit(request, principal, action, resource_id, details))
+    try:
+        result = await work
+    except BaseException:
+        await asyncio.gather(record, return_exceptions=True)
+        raise
+    await record
+    return result
+
+
 def _background(app: web.Application, coro: Awaitable[Any]) -> None:
     task = asyncio.ensure_future(coro)
     running = app[_TASKS_KEY].running
@@ -215,72 +240,63 @@ async def _events(request: web.Request) -> web.Response:
     else:
         flt = parse_event_filter(list(query.items()), extra_allowed=("limit", "cursor"))
 
-    keep_alive = f"{cfg.pit_keep_alive_s}s"
-    if cursor is None:
-        try:
-            pit = await es.open_point_in_time(index=cfg.events_index, keep_alive=keep_alive)
-        except NotFoundError:
-            # No event index yet: an empty log, not an error.
-            await _audit(
-                request,
-                principal,
-                "audit_log.search",
-                cfg.events_index,
-                _details(flt, limit, 0, True),
-            )
-            return _json({"events": [], "count": 0, "next_cursor": None})
-        pit_id = str(pit["id"])
-    else:
-        pit_id = cursor.pit_id
+    details = _details(flt, limit, cursor is None)
 
-    body: dict[str, Any] = {
-        "size": limit + 1,
-        "query": flt.query(),
-        "sort": events_sort(),
-        "pit": {"id": pit_id, "keep_alive": keep_alive},
-        "track_total_hits": False,
-    }
-    if cursor is not None:
-        body["search_after"] = cursor.search_after
-    try:
-        resp = await es.search(**body)
-    except ApiError as exc:
+    async def run() -> web.Response:
+        keep_alive = f"{cfg.pit_keep_alive_s}s"
         if cursor is None:
+            try:
+                pit = await es.open_point_in_time(index=cfg.events_index, keep_alive=keep_alive)
+            except NotFoundError:
+                # No event index yet: an empty log, not an error.
+                return _json({"events": [], "count": 0, "next_cursor": None})
+            pit_id = str(pit["id"])
+        else:
+            pit_id = cursor.pit_id
+
+        body: dict[str, Any] = {
+            "size": limit + 1,
+            "query": flt.query(),
+            "sort": events_sort(),
+            "pit": {"id": pit_id, "keep_alive": keep_alive},
+            "track_total_hits": False,
+        }
+        if cursor is not None:
+            body["search_after"] = cursor.search_after
+        try:
+            resp = await es.search(**body)
+        except ApiError as exc:
+            if cursor is None:
+                raise
+            if exc.status_code == 404:
+                raise QueryError(
+                    "cursor",
+                    f"expired (cursors live {cfg.pit_keep_alive_s} s after their last page); "
+                    "start again without a cursor",
+                    status=410,
+                ) from None
+            if 400 <= exc.status_code < 500:
+                raise QueryError("cursor", "not a cursor returned by this API") from None
             raise
-        if exc.status_code == 404:
-            raise QueryError(
-                "cursor",
-                f"expired (cursors live {cfg.pit_keep_alive_s} s after their last page); "
-                "start again without a cursor",
-                status=410,
-            ) from None
-        if 400 <= exc.status_code < 500:
-            raise QueryError("cursor", "not a cursor returned by this API") from None
-        raise
-    hits = resp["hits"]["hits"]
-    new_pit = str(resp.get("pit_id") or pit_id)
-    page = hits[:limit]
-    next_cursor = None
-    if len(hits) > limit:
-        next_cursor = encode_cursor(
-            Cursor(pit_id=new_pit, search_after=list(page[-1]["sort"]), filters=flt.canonical())
+        hits = resp["hits"]["hits"]
+        new_pit = str(resp.get("pit_id") or pit_id)
+        page = hits[:limit]
+        next_cursor = None
+        if len(hits) > limit:
+            next_cursor = encode_cursor(
+                Cursor(pit_id=new_pit, search_after=list(page[-1]["sort"]), filters=flt.canonical())
+            )
+        else:
+            _background(request.app, _close_pit(es, new_pit))
+        return _json(
+            {"events": [h["_source"] for h in page], "count": len(page), "next_cursor": next_cursor}
         )
-    else:
-        _background(request.app, _close_pit(es, new_pit))
-    await _audit(
-        request,
-        principal,
-        "audit_log.search",
-        cfg.events_index,
-        _details(flt, limit, len(page), cursor is None),
-    )
-    return _json(
-        {"events": [h["_source"] for h in page], "count": len(page), "next_cursor": next_cursor}
-    )
+
+    return await _audited(request, principal, "audit_log.search", cfg.events_index, details, run())
 
 
-def _details(flt: EventFilter, limit: int, returned: int, first: bool) -> dict[str, Any]:
-    return {"filters": flt.canonical(), "limit": limit, "returned": returned, "first_page": first}
+def _details(flt: EventFilter, limit: int, first: bool) -> dict[str, Any]:
+    return {"filters": flt.canonical(), "limit": limit, "first_page": first}
 
 
 def _one_param_only(request: web.Request, allowed: tuple[str, ...]) -> None:
@@ -301,17 +317,20 @@ async def _event(request: web.Request) -> web.Response:
     event_id = request.match_info["event_id"]
     if not _EVENT_ID_RE.match(event_id):
         raise QueryError("event_id", "not an event id (1-128 of A-Z a-z 0-9 . _ : -)")
-    try:
-        resp = await es.search(
-            index=cfg.events_index,
-            query={"ids": {"values": [event_id.lower(), event_id]}},
-            size=1,
-        )
-        hits = resp["hits"]["hits"]
-    except NotFoundError:
-        hits = []
-    await _audit(
-        request, principal, "audit_log.read", event_id, {"event_id": event_id, "found": bool(hits)}
+
+    async def lookup() -> list[dict[str, Any]]:
+        try:
+            resp = await es.search(
+                index=cfg.events_index,
+                query={"ids": {"values": [event_id.lower(), event_id]}},
+                size=1,
+            )
+        except NotFoundError:
+            return []
+        return list(resp["hits"]["hits"])
+
+    hits = await _audited(
+        request, principal, "audit_log.read", event_id, {"event_id": event_id}, lookup()
     )
     if not hits:
         raise QueryError("event_id", f"no event {event_id!r}", status=404)
@@ -408,16 +427,12 @@ async def _trace(request: web.Request) -> web.Response:
         hits = resp["hits"]["hits"]
         return [h["_source"] for h in hits[:size]], len(hits) > size
 
-    (spans, spans_cut), (events, events_cut) = await asyncio.gather(
+    both = asyncio.gather(
         fetch(cfg.spans_index, cfg.max_trace_spans, [{"@timestamp": "asc"}]),
         fetch(cfg.events_index, cfg.max_trace_events, [{"@timestamp": "asc"}, {"event.id": "asc"}]),
     )
-    await _audit(
-        request,
-        principal,
-        "audit_log.read",
-        trace_id,
-        {"trace_id": trace_id, "spans": len(spans), "events": len(events)},
+    (spans, spans_cut), (events, events_cut) = await _audited(
+        request, principal, "audit_log.read", trace_id, {"trace_id": trace_id}, both
     )
     if not spans and not events:
         raise QueryError("trace_id", f"no spans or audit events for trace {trace_id}", status=404)
@@ -442,16 +457,14 @@ async def _stats(request: web.Request) -> web.Response:
             raise QueryError("top", f"must be 1..{_TOP_MAX}, got {top}")
     flt = parse_event_filter(list(request.query.items()), extra_allowed=("top",))
     body, window = stats_body(flt, top)
-    raw: dict[str, Any] = {}
-    with contextlib.suppress(NotFoundError):  # no event index yet: zero counts
-        raw = dict((await es.search(index=cfg.events_index, **body)).body)
-    await _audit(
-        request,
-        principal,
-        "audit_log.stats",
-        cfg.events_index,
-        {"filters": flt.canonical(), "top": top},
-    )
+
+    async def count() -> dict[str, Any]:
+        with contextlib.suppress(NotFoundError):  # no event index yet: zero counts
+            return dict((await es.search(index=cfg.events_index, **body)).body)
+        return {}
+
+    details = {"filters": flt.canonical(), "top": top}
+    raw = await _audited(request, principal, "audit_log.stats", cfg.events_index, details, count())
     return _json(shape_stats(raw, window))
 
 
