@@ -247,6 +247,12 @@ class LocalElasticsearch:
                     )
             self._started_here = False
             return False
+        configured = self._configured_http_port()
+        if configured is not None and configured != cfg.http_port:
+            raise StopError(
+                f"{self.layout.root} holds the node on port {configured}, not {self.url}; "
+                "leaving it alone (give the node's own data directory)"
+            )
         for pid in sorted(pids):
             self._progress(f"stopping Elasticsearch at {self.url} (pid {pid})")
             if terminate(pid, self.layout.root, cfg.stop_timeout_s):
@@ -256,6 +262,21 @@ class LocalElasticsearch:
         self._started_here = False
         self._progress(f"stopped; port {cfg.http_port} is free")
         return True
+
+    def _configured_http_port(self) -> int | None:
+        """The http.port written into this node directory's config, if any."""
+        try:
+            text = (self.layout.config / "elasticsearch.yml").read_text(encoding="utf-8")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "http.port":
+                try:
+                    return int(value.strip().strip("'\""))
+                except ValueError:
+                    return None
+        return None
 
     # -- status --------------------------------------------------------------
 

@@ -48,6 +48,13 @@ from indexer.local_es_state import wipe_project_state
 CYCLE_PORT = 9277
 
 
+@pytest.fixture(autouse=True)
+def _own_node_dirs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # OTEL_AUDIT_LOCAL_ES_DATA names the session node's directory: a test node that
+    # inherited it would share (and could stop) the session node through its pid file.
+    monkeypatch.delenv("OTEL_AUDIT_LOCAL_ES_DATA", raising=False)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
