@@ -317,8 +317,11 @@ def build_document(
                 node = doc[top] = {}
         else:
             node = doc
-        if deeper:
-            node = _parent(node, deeper)
+        for part in deeper:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            node = nxt
         node[leaf] = value
         if client_supplied:
             untrusted.append(stored)
