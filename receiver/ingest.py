@@ -50,6 +50,7 @@ import orjson
 from elastic_transport import TransportError
 from elasticsearch import AsyncElasticsearch
 from elasticsearch import exceptions as es_exc
+from elasticsearch.serializer import OrjsonSerializer
 
 from indexer.bulk import BulkItem, BulkSettings, BulkWriter, ItemResult, ItemStatus
 from indexer.deadletter import rejected_item
@@ -809,6 +810,8 @@ def build_consumer(config: Any, *, sealer: Sealer | None = None) -> IngestConsum
         request_timeout=settings.bulk_timeout_s,
         retry_on_timeout=False,
         max_retries=0,
+        # Bulk answers carry one entry per document: parse them with orjson.
+        serializer=OrjsonSerializer(),
     )
     spool = Spool(
         settings.spool_dir, settings.spool_max_bytes, retry_after_s=settings.retry_after_s

@@ -221,8 +221,9 @@ def test_concurrent_requests_share_bulks_and_reach_the_sealer(
     assert sorted(s.event_id for s in sealed) == sorted(
         r.attributes["audit.event.id"] for b in batches for r in b
     )
-    index, event_id, document = sealed[0]
-    assert index.startswith("audit-events-") and document["event"]["id"] == event_id
+    first = sealed[0]
+    assert first.index_name.startswith("audit-events-")
+    assert first.document["event"]["id"] == first.event_id and first.created
 
 
 def test_build_consumer_reads_the_receiver_config(tmp_path: Any, es_url: str) -> None:
