@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +14,13 @@ from elasticsearch import Elasticsearch
 
 from indexer.blocks import BLOCKS_INDEX, BlockRecord
 from indexer.prove import prove
-from otel_audit.integrity import Keyring, generate_private_key, sign_checkpoint, verify_bundle
+from otel_audit.integrity import (
+    Keyring,
+    generate_private_key,
+    sign_checkpoint,
+    verify_bundle,
+    write_key_pair,
+)
 from tests.integrity.harness import ingest, kinds, run, run_verify
 
 pytestmark = pytest.mark.integration
@@ -38,7 +48,9 @@ def _where(es: Elasticsearch, event_id: str) -> tuple[str, dict[str, Any]]:
 
 def _blocks(es: Elasticsearch) -> list[dict[str, Any]]:
     es.indices.refresh(index=BLOCKS_INDEX)
-    hits = es.search(index=BLOCKS_INDEX, sort=[{"sequence": "asc"}], size=1000)["hits"]["hits"]
+    hits: list[dict[str, Any]] = es.search(
+        index=BLOCKS_INDEX, sort=[{"sequence": "asc"}], size=1000
+    )["hits"]["hits"]
     return hits
 
 
@@ -120,8 +132,10 @@ def test_restored_old_index(sealed: Any, es_url: str) -> None:
     es, state, ids = sealed
     index, _ = _where(es, ids[0])
     repo = "otel-audit-test-repo"
+    # A fresh location each run: path.repo outlives the test, and so do its snapshots.
+    location = f"tamper-{uuid.uuid4().hex}"
     es.snapshot.create_repository(
-        name=repo, repository={"type": "fs", "settings": {"location": "tamper"}}
+        name=repo, repository={"type": "fs", "settings": {"location": location}}
     )
     es.snapshot.create(repository=repo, snapshot="old", indices=index, wait_for_completion=True)
     more = run(ingest(es_url, state, KEY, [20], start=1000))
@@ -131,6 +145,7 @@ def test_restored_old_index(sealed: Any, es_url: str) -> None:
     report = run_verify(es, state, [KEY])
     assert kinds(report) == {"missing": 20}
     assert {f.event_id for f in report.findings} == set(more)
+    es.snapshot.delete(repository=repo, snapshot="old")
 
 
 def test_rotated_keys_and_offline_proof(sealed: Any, es_url: str, tmp_path: Path) -> None:
@@ -143,5 +158,28 @@ def test_rotated_keys_and_offline_proof(sealed: Any, es_url: str, tmp_path: Path
     bundle = prove(es, more[0])
     ring = Keyring([new_key.public_key()])
     assert verify_bundle(bundle, ring).ok
+    proof = tmp_path / "proof.json"
+    proof.write_bytes(json.dumps(bundle.to_json_dict()).encode())
+    pub = write_key_pair(new_key, tmp_path / "verifier-keys").public_key_path
+    cli = [sys.executable, "-m", "otel_audit.cli", "verify-proof", str(proof)]
+    # stdin closed: the command must never wait for input it was not asked to read.
+    ok = subprocess.run(
+        [*cli, "--public-key", str(pub)],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert b"OK: event" in ok.stdout
+    other = write_key_pair(KEY, tmp_path / "old-keys").public_key_path
+    bad = subprocess.run(
+        [*cli, "--public-key", str(other)],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode != 0 and b"FAILED" in bad.stdout
     old = prove(es, ids[0])
     assert verify_bundle(old, Keyring([KEY.public_key()])).ok
