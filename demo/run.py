@@ -92,28 +92,34 @@ def print_arrivals(es: Any, report: TrafficReport, since: str, timeout_s: float 
         if stored >= len(ids):
             break
         time.sleep(0.5)
+    # Nested terms aggregations: multi_terms is not in the bare server.
     aggs = es.search(
         index="audit-events-*",
         size=0,
         query={"terms": {"event.id": ids}},
         aggs={
-            "combo": {
-                "multi_terms": {
-                    "terms": [
-                        {"field": "service.name"},
-                        {"field": "event.action"},
-                        {"field": "audit.outcome"},
-                    ],
-                    "size": 100,
-                }
+            "service": {
+                "terms": {"field": "service.name", "size": 20},
+                "aggs": {
+                    "action": {
+                        "terms": {"field": "event.action", "size": 50},
+                        "aggs": {"outcome": {"terms": {"field": "audit.outcome", "size": 4}}},
+                    }
+                },
             },
             "traces": {"cardinality": {"field": "trace.id"}},
         },
     )["aggregations"]
+    rows = [
+        (svc["key"], act["key"], out["key"], out["doc_count"])
+        for svc in aggs["service"]["buckets"]
+        for act in svc["action"]["buckets"]
+        for out in act["outcome"]["buckets"]
+    ]
     _table(
         f"Stored audit events: {stored} of {len(ids)} valid events sent "
         f"({aggs['traces']['value']} traces)",
-        ((*b["key"], b["doc_count"]) for b in aggs["combo"]["buckets"]),
+        rows,
         ("service", "action", "outcome", "count"),
     )
     rejected = es.search(
@@ -136,8 +142,19 @@ def print_arrivals(es: Any, report: TrafficReport, since: str, timeout_s: float 
     return int(stored)
 
 
-def run_demo(checkouts: int = 40, keep_serving: bool = True) -> int:
-    """The ``make run`` job; returns the process exit code."""
+def run_demo(
+    checkouts: int = 40,
+    keep_serving: bool = True,
+    *,
+    grpc_port: int = 4317,
+    http_port: int = 4318,
+    query_port: int = 8080,
+) -> int:
+    """The ``make run`` job; returns the process exit code.
+
+    Without ``keep_serving`` it returns once the summary is printed: 0 when every valid
+    event sent was stored, 1 otherwise.
+    """
     from elasticsearch import Elasticsearch
 
     from indexer.local_es import LocalElasticsearch
@@ -156,18 +173,24 @@ def run_demo(checkouts: int = 40, keep_serving: bool = True) -> int:
         env = dict(os.environ)
         env.setdefault("OTEL_AUDIT_ES_URL", es_url)
         env.setdefault("OTEL_AUDIT_SPOOL_DIR", str(state / "spool"))
-        env.setdefault("OTEL_AUDIT_STATE_DIR", str(state))
-        _say("== starting the receiver: otel-audit serve (gRPC 127.0.0.1:4317, HTTP :4318)")
+        env.setdefault("OTEL_AUDIT_INTEGRITY__STATE_DIR", str(state / "integrity"))
+        env["OTEL_AUDIT_GRPC_ENDPOINT"] = f"127.0.0.1:{grpc_port}"
+        env["OTEL_AUDIT_HTTP_ENDPOINT"] = f"127.0.0.1:{http_port}"
+        env["OTEL_AUDIT_QUERY_API_ENDPOINT"] = f"127.0.0.1:{query_port}"
+        _say(
+            f"== starting the receiver: otel-audit serve (OTLP gRPC 127.0.0.1:{grpc_port}, "
+            f"HTTP 127.0.0.1:{http_port}, query API 127.0.0.1:{query_port})"
+        )
         receiver = subprocess.Popen(
             [sys.executable, "-m", "otel_audit.cli", "serve"],
             env=env,
             stdout=open(state / "receiver.log", "ab"),  # noqa: SIM115 - lives with the child
             stderr=subprocess.STDOUT,
         )
-        _wait_ready("http://127.0.0.1:4318/readyz", receiver)
+        _wait_ready(f"http://127.0.0.1:{http_port}/readyz", receiver)
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
         _say(f"== sending {checkouts} checkouts from storefront -> billing -> inventory")
-        report = send_traffic("127.0.0.1:4317", checkouts=checkouts)
+        report = send_traffic(f"127.0.0.1:{grpc_port}", checkouts=checkouts)
         _say(
             f"   sent {len(report.event_ids)} valid and {len(report.invalid_event_ids)} "
             f"deliberately invalid audit events in {len(report.trace_ids)} traces"
@@ -177,8 +200,8 @@ def run_demo(checkouts: int = 40, keep_serving: bool = True) -> int:
             return 0 if stored == len(report.event_ids) else 1
         _say(
             "\nThe receiver keeps serving. Point your services at it:\n"
-            "  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 (gRPC) or "
-            "http://127.0.0.1:4318 (HTTP)\n"
+            f"  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{grpc_port} (gRPC) or "
+            f"http://127.0.0.1:{http_port} (HTTP)\n"
             f"  receiver log: {state / 'receiver.log'}\n"
             "Ctrl-C stops everything this command started."
         )

@@ -1,0 +1,53 @@
+"""``make run`` end to end: the real receiver, the real Elasticsearch, the demo services."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from demo.run import run_demo
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_demo_stores_every_valid_event_and_dead_letters_the_invalid(
+    es_url: str,
+    es: Elasticsearch,
+    clean_es: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OTEL_AUDIT_ES_URL", es_url)
+    monkeypatch.setenv("OTEL_AUDIT_STATE_DIR", str(tmp_path / "state"))
+    rc = run_demo(
+        checkouts=19,
+        keep_serving=False,
+        grpc_port=_free_port(),
+        http_port=_free_port(),
+        query_port=_free_port(),
+    )
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    # 19 checkouts: two carry deliberate violations (n = 3 and 18), two invalid events each.
+    assert "sent 69 valid and 4 deliberately invalid audit events in 19 traces" in out
+    assert "Stored audit events: 69 of 69 valid events sent (19 traces)" in out
+    assert "Rejected records (dead-letter index audit-rejected-*): 4" in out
+    assert "audit.outcome: 'ok' is not one of success, failure, denied, unknown" in out
+    es.indices.refresh(index="audit-*")
+    by_service = es.search(
+        index="audit-events-*",
+        size=0,
+        aggs={"s": {"terms": {"field": "service.name"}}},
+    )["aggregations"]["s"]["buckets"]
+    assert {b["key"] for b in by_service} == {"storefront", "billing", "inventory"}
