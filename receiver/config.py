@@ -84,8 +84,16 @@ class ReceiverConfig:
     """Spool size limit; when full and Elasticsearch is down, answers are 503."""
     bulk_max_docs: int = 1000
     """Documents per Elasticsearch bulk request at most."""
-    bulk_flush_interval_ms: int = 50
+    bulk_max_bytes: int = 8 * _MIB
+    """Body bytes per Elasticsearch bulk request at most."""
+    bulk_flush_interval_ms: float = 5.0
     """How long a bulk request waits for more documents from concurrent requests."""
+    bulk_timeout_s: float = 10.0
+    """A bulk request slower than this counts as Elasticsearch unavailable: spool the batch."""
+    max_inflight_bulks: int = 2
+    """Bulk requests in flight at once (the next batch fills while one is sent)."""
+    retry_after_s: float = 5.0
+    """Retry delay suggested to clients when neither Elasticsearch nor the spool takes data."""
     shutdown_timeout_s: float = 30.0
     """Time allowed on SIGTERM to finish in-flight requests and flush."""
     log_level: str = "info"
