@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "receiver.serve_cli",
     "indexer.query_cli",
     "demo.cli",
+    "indexer.retention",
 )
 
 

@@ -1,0 +1,105 @@
+"""Retention of the span indices: delete daily ``audit-spans-*`` indices past their days.
+
+Spans are context for audit events, not audit records, so they are kept for a shorter
+time (``spans.retention_days``, recorded in every span index's mapping ``_meta``). Audit
+events themselves are never deleted by this job: removing them would break the integrity
+chain on purpose, and that decision belongs to an operator with ``verify`` output at hand.
+
+The bare Elasticsearch server has no ILM, so this is our own job, run by
+``otel-audit retention run`` (from cron or a Kubernetes CronJob).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+__all__ = ["RetentionAction", "plan_span_retention", "register", "run_span_retention"]
+
+_DEFAULT_PREFIX = "audit-spans-"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionAction:
+    """One index and what the job does (or would do) with it."""
+
+    index: str
+    day: str
+    retention_days: int
+    action: str  # delete | keep
+
+
+def _index_day(name: str, prefix: str) -> date | None:
+    try:
+        return datetime.strptime(name.removeprefix(prefix), "%Y.%m.%d").date()
+    except ValueError:
+        return None
+
+
+def plan_span_retention(
+    es: Any, *, today: date | None = None, default_days: int = 7, prefix: str = _DEFAULT_PREFIX
+) -> list[RetentionAction]:
+    """Decide, per daily span index, whether it is past its retention."""
+    today = today or datetime.now(UTC).date()
+    mappings = es.indices.get_mapping(index=prefix + "*", allow_no_indices=True)
+    actions = []
+    for name in sorted(mappings):
+        day = _index_day(name, prefix)
+        if day is None:
+            continue  # not one of ours (a differently named index matching the pattern)
+        meta = mappings[name].get("mappings", {}).get("_meta", {})
+        days = int(meta.get("retention_days", default_days))
+        expired = day < today - timedelta(days=days)
+        actions.append(
+            RetentionAction(name, day.isoformat(), days, "delete" if expired else "keep")
+        )
+    return actions
+
+
+def run_span_retention(
+    es: Any, *, dry_run: bool = False, today: date | None = None, default_days: int = 7
+) -> list[RetentionAction]:
+    """Delete the expired span indices (unless ``dry_run``); returns the plan."""
+    plan = plan_span_retention(es, today=today, default_days=default_days)
+    if not dry_run:
+        for action in plan:
+            if action.action == "delete":
+                es.indices.delete(index=action.index)
+    return plan
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "retention", help="delete span indices past their retention (events are kept)"
+    )
+    sub = parser.add_subparsers(dest="retention_command", required=True, metavar="SUBCOMMAND")
+    run = sub.add_parser("run", help="apply the span retention now")
+    run.add_argument("--es-url", default=None, help="default: OTEL_AUDIT_ES_URL")
+    run.add_argument("--dry-run", action="store_true", help="only show what would be deleted")
+    run.add_argument("--default-days", type=int, default=7, help="for indices without _meta")
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    from elasticsearch import Elasticsearch
+
+    url = args.es_url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
+    es = Elasticsearch(url, request_timeout=60)
+    plan = run_span_retention(es, dry_run=args.dry_run, default_days=args.default_days)
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "indices": [asdict(a) for a in plan]}))
+        return 0
+    verb = "would delete" if args.dry_run else "deleted"
+    for a in plan:
+        shown = verb if a.action == "delete" else "keep"
+        print(f"{shown:12} {a.index}  (day {a.day}, retention {a.retention_days} d)")
+    if not plan:
+        print("no span indices", file=sys.stderr)
+    return 0
