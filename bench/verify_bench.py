@@ -1,0 +1,295 @@
+"""Benchmark ``otel-audit verify`` over a million sealed events in the real Elasticsearch.
+
+Run: ``.venv/bin/python -m bench.verify_bench [--events 1000000] [--json]``
+
+Loading: documents are made by the receiver's own document builder, sealed into blocks
+with the sealer's primitives (leaf hashes, compact range, signed checkpoint, the
+``audit-blocks`` record, the external checkpoint store) and bulk-loaded in parallel; the
+data is reused when the node already holds this benchmark's load (a marker document in
+``bench-verify-meta`` and matching counts). Then ``verify`` runs over all of it, exactly
+as the CLI does, and the events/s are printed. Target: at least 50,000 events/s.
+
+The node is the one at ``OTEL_AUDIT_ES_URL``; loading deletes its ``audit-events-*`` and
+``audit-blocks`` indices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+from elasticsearch import Elasticsearch
+from elasticsearch.serializer import OrjsonSerializer
+
+from indexer.blocks import BLOCKS_INDEX, KIND_BLOCK, BlockRecord, merge_time_range
+from indexer.checkpoint_store import DirectoryCheckpointStore
+from indexer.templates import registered_templates
+from indexer.verify import VerifyOptions, verify
+from otel_audit.document import build_document, event_index, format_ns
+from otel_audit.integrity import (
+    GENESIS_HASH,
+    CompactRange,
+    Ed25519PrivateKey,
+    Keyring,
+    generate_private_key,
+    leaf_hash_of_document,
+    load_private_key,
+    make_checkpoint,
+    sign_checkpoint,
+    write_key_pair,
+)
+from otel_audit.record import LogRecordData
+
+META_INDEX = "bench-verify-meta"
+DATA_VERSION = 1
+CHAIN_ID = "bench-verify"
+TARGET_EVENTS_PER_S = 50_000
+BLOCK = 5000
+
+
+def _work_dir() -> Path:
+    base = os.environ.get("OTEL_AUDIT_LOCAL_ES_DATA") or "/tmp"
+    return Path(base).parent / (Path(base).name + "-verify-bench")
+
+
+def _client(url: str) -> Elasticsearch:
+    return Elasticsearch(
+        url, request_timeout=600, serializers={"application/json": OrjsonSerializer()}
+    )
+
+
+def _block_docs(args: tuple[int, int, int]) -> tuple[bytes, list[str], list[str], list[bytes]]:
+    """One block's events: bulk body, ids, indices and leaf hashes (in a worker process)."""
+    first, count, base_ns = args
+    lines: list[bytes] = []
+    ids: list[str] = []
+    indices: list[str] = []
+    hashes: list[bytes] = []
+    for n in range(first, first + count):
+        ts = base_ns + n * 1_000_000
+        record = LogRecordData(
+            attributes={
+                "audit.action": "invoice.update",
+                "audit.category": "data_change",
+                "audit.outcome": "success",
+                "audit.actor.id": f"user-{n % 997}",
+                "audit.actor.type": "user",
+                "audit.resource.type": "invoice",
+                "audit.resource.id": f"inv-{n}",
+                "audit.event.id": f"01900000-0000-7000-8000-{n:012x}",
+            },
+            resource={"service.name": "billing", "service.version": "1.4.2"},
+            time_unix_nano=ts,
+            body=f"invoice inv-{n} updated",
+            trace_id=f"{n:032x}",
+            span_id=f"{n:016x}",
+        )
+        doc = build_document(record, received_ns=ts + 2_000_000)
+        index = event_index(ts)
+        event_id = doc["event"]["id"]
+        lines.append(orjson.dumps({"create": {"_index": index, "_id": event_id}}))
+        lines.append(orjson.dumps(doc))
+        ids.append(event_id)
+        indices.append(index)
+        hashes.append(leaf_hash_of_document(doc))
+    return b"\n".join(lines) + b"\n", ids, indices, hashes
+
+
+def _key(work: Path) -> Ed25519PrivateKey:
+    path = work / "keys" / "signing-key.pem"
+    if path.exists():
+        return load_private_key(path)
+    key = generate_private_key()
+    write_key_pair(key, work / "keys")
+    return key
+
+
+def _loaded(es: Elasticsearch, events: int) -> bool:
+    if not es.indices.exists(index=META_INDEX):
+        return False
+    meta = es.options(ignore_status=404).get(index=META_INDEX, id="load")
+    src = meta.get("_source") if meta.get("found") else None
+    if not src or src.get("version") != DATA_VERSION or src.get("events") != events:
+        return False
+    es.indices.refresh(index="audit-events-*," + BLOCKS_INDEX)
+    have = es.count(index="audit-events-*")["count"]
+    blocks = es.count(index=BLOCKS_INDEX)["count"]
+    return bool(have == events and blocks == src.get("blocks"))
+
+
+def load(es: Elasticsearch, events: int, work: Path) -> None:
+    """Make ``events`` sealed events in ``audit-events-*`` and ``audit-blocks``."""
+    key = _key(work)
+    if _loaded(es, events):
+        print(f"reusing loaded data: {events:,} sealed events", file=sys.stderr)
+        return
+    # One name at a time: a missing concrete name fails the whole request.
+    for pattern in ("audit-events-*", BLOCKS_INDEX, META_INDEX):
+        es.options(ignore_status=404).indices.delete(index=pattern, expand_wildcards="all")
+    store_dir = work / "checkpoints"
+    if store_dir.exists():
+        for child in sorted(store_dir.rglob("*"), reverse=True):
+            child.unlink() if child.is_file() else child.rmdir()
+    store = DirectoryCheckpointStore(store_dir)
+    for name, body in registered_templates().items():
+        es.indices.put_index_template(name=name, **body)
+    # Bulk-load speed: no refresh while loading.
+    es.indices.put_index_template(
+        name="bench-verify-fast-load",
+        index_patterns=["audit-events-*"],
+        priority=500,
+        composed_of=[],
+        template={"settings": {"index": {"refresh_interval": "-1"}}},
+    )
+    base_ns = time.time_ns() - events * 1_000_000 - 60_000_000_000
+    chain = CompactRange()
+    sequence = -1
+    last_digest = GENESIS_HASH
+    began = time.monotonic()
+    last_print = began
+    done = 0
+    blocks = 0
+    errors: list[str] = []
+
+    def bulk(body: bytes) -> None:
+        resp = es.perform_request(
+            "POST",
+            "/_bulk",
+            headers={"content-type": "application/x-ndjson", "accept": "application/json"},
+            body=body,
+            params={"filter_path": "errors,items.*.error"},
+        ).body
+        if resp.get("errors"):
+            errors.append(str(resp.get("items", [])[:1]))
+
+    def chunks() -> Iterator[tuple[int, int, int]]:
+        for first in range(0, events, BLOCK):
+            yield first, min(BLOCK, events - first), base_ns
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(max(1, os.cpu_count() or 2)) as pool, ThreadPoolExecutor(3) as senders:
+        futures = []
+        for payload, ids, indices, hashes in pool.imap(_block_docs, chunks()):
+            futures.append(senders.submit(bulk, payload))
+            frontier = chain.state()[1]
+            first_leaf = chain.size
+            chain.extend(hashes)
+            sequence += 1
+            cp = sign_checkpoint(
+                make_checkpoint(
+                    origin=CHAIN_ID,
+                    tree_size=chain.size,
+                    root_hash=chain.root(),
+                    sequence=sequence,
+                    previous_hash=last_digest,
+                    timestamp_ms=time.time_ns() // 1_000_000,
+                ),
+                key,
+            )
+            first_ts = format_ns(base_ns + (first_leaf) * 1_000_000)
+            last_ts = format_ns(base_ns + (first_leaf + len(ids) - 1) * 1_000_000)
+            record = BlockRecord(
+                kind=KIND_BLOCK,
+                checkpoint=cp,
+                first_leaf=first_leaf,
+                event_ids=tuple(ids),
+                event_indices=tuple(indices),
+                leaf_hashes=tuple(hashes),
+                frontier=frontier,
+                time_range=merge_time_range([first_ts, last_ts]),
+            )
+            es.create(index=BLOCKS_INDEX, id=record.doc_id, document=record.to_document())
+            store.append(cp)
+            last_digest = cp.digest()
+            blocks += 1
+            done += len(ids)
+            if len(futures) > 6:
+                futures.pop(0).result()
+            if errors:
+                raise RuntimeError(f"bulk errors: {errors[0]}")
+            now = time.monotonic()
+            if now - last_print >= 5:
+                last_print = now
+                rate = done / (now - began)
+                print(f"load: {done:,}/{events:,} events, {rate:,.0f}/s", file=sys.stderr)
+        for f in futures:
+            f.result()
+    if errors:
+        raise RuntimeError(f"bulk errors: {errors[0]}")
+    es.indices.delete_index_template(name="bench-verify-fast-load")
+    es.indices.put_settings(index="audit-events-*", settings={"index": {"refresh_interval": "1s"}})
+    es.indices.refresh(index=f"audit-events-*,{BLOCKS_INDEX}")
+    print(f"load: {done:,} events in {time.monotonic() - began:.0f} s; merging", file=sys.stderr)
+    es.options(request_timeout=1800).indices.forcemerge(index="audit-events-*", max_num_segments=1)
+    es.index(
+        index=META_INDEX,
+        id="load",
+        document={"version": DATA_VERSION, "events": events, "blocks": blocks},
+        refresh=True,
+    )
+
+
+def run(events: int, url: str | None = None) -> dict[str, Any]:
+    """Load (or reuse) ``events`` sealed events and time one full verify; the figures."""
+    url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
+    work = _work_dir()
+    work.mkdir(parents=True, exist_ok=True)
+    es = _client(url)
+    try:
+        load(es, events, work)
+        key = _key(work)
+
+        def progress(n: int, elapsed: float) -> None:
+            print(f"verify: {n:,} events, {n / max(elapsed, 1e-9):,.0f}/s", file=sys.stderr)
+
+        report = verify(
+            es,
+            Keyring([key.public_key()]),
+            DirectoryCheckpointStore(work / "checkpoints"),
+            VerifyOptions(chain_id=CHAIN_ID, grace_s=0.0, page_size=10000, progress=progress),
+        )
+    finally:
+        es.close()
+    rate = report.events_checked / report.elapsed_s if report.elapsed_s else 0.0
+    return {
+        "events": events,
+        "events_checked": report.events_checked,
+        "blocks_checked": report.blocks_checked,
+        "findings": report.counts(),
+        "verify_s": round(report.elapsed_s, 2),
+        "events_per_s": round(rate),
+        "target_events_per_s": TARGET_EVENTS_PER_S,
+        "meets_target": rate >= TARGET_EVENTS_PER_S,
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; exit 0 when verify was clean (the rate is reported, not enforced)."""
+    parser = argparse.ArgumentParser(prog="bench.verify_bench", description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000, help="sealed events to verify")
+    parser.add_argument("--quick", action="store_true", help="100,000 events")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    events = 100_000 if args.quick else args.events
+    if events < 1:
+        parser.error("--events must be at least 1")
+    figures = run(events)
+    if args.json:
+        sys.stdout.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for k, v in figures.items():
+            sys.stdout.write(f"{k:22} {v}\n")
+    return 0 if not figures["findings"] and figures["events_checked"] == events else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
