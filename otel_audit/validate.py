@@ -355,8 +355,8 @@ _ok_resource: list[dict[str, Any]] = []
 
 
 class _Plan(NamedTuple):
-    fields: tuple[tuple[str, bool, frozenset[str], int, bool, Any], ...]
-    """(attribute, required always, enum, max_bytes or -1 when cut instead, keyword, pattern)"""
+    check_fields: Any
+    """``check_fields(attrs) -> bool``: the schema's fields are certainly valid (generated)."""
     known: dict[str, Any]
     resource_categories: frozenset[str]
     resource_fields: tuple[tuple[str, bool, int], ...]
@@ -366,17 +366,7 @@ class _Plan(NamedTuple):
 @functools.cache
 def _plan(schema: Schema) -> _Plan:
     return _Plan(
-        fields=tuple(
-            (
-                f.attribute,
-                f.required == "always",
-                frozenset(f.enum),
-                f.max_bytes if f.oversize == "reject" else -1,
-                f.type == "keyword",
-                f.pattern,
-            )
-            for f in schema.fields
-        ),
+        check_fields=_compile_field_checker(schema),
         known=schema.by_attribute,
         resource_categories=schema.resource_required_categories,
         resource_fields=tuple(
@@ -384,6 +374,54 @@ def _plan(schema: Schema) -> _Plan:
         ),
         resource_known=schema.resource_by_attribute,
     )
+
+
+# The per-field checks of the fast path, as straight-line code with the schema's settings
+# written in as constants: a loop over the fields' settings costs more than the checks.
+# Each field's lines are the fast path's rule for it: an absent field is fine unless it is
+# always required (an explicit None is never plain), a present one must be a str, then
+# either in its enum, or ASCII, not blank, within max_bytes (printable for keywords) and
+# matching its pattern.
+
+
+def _field_checker_source(schema: Schema) -> tuple[str, dict[str, Any]]:
+    """Python source of ``check_fields(attrs) -> bool`` and the constants it reads."""
+    constants: dict[str, Any] = {}
+    lines = ["def check_fields(attrs):", "    get = attrs.get"]
+    for i, f in enumerate(schema.fields):
+        name = repr(f.attribute)
+        lines.append(f"    value = get({name})")
+        lines.append("    if value is None:")
+        if f.required == "always":
+            lines.append("        return False")
+        else:
+            lines.append(f"        if {name} in attrs:")
+            lines.append("            return False")
+        lines.append("    elif type(value) is not str:")
+        lines.append("        return False")
+        if f.enum:
+            constants[f"ENUM_{i}"] = frozenset(f.enum)
+            lines.append(f"    elif value not in ENUM_{i}:")
+            lines.append("        return False")
+            continue
+        lines.append("    elif not value or not value.isascii() or value.isspace():")
+        lines.append("        return False")
+        if f.oversize == "reject" and f.max_bytes >= 0:
+            printable = " or not value.isprintable()" if f.type == "keyword" else ""
+            lines.append(f"    elif len(value) > {f.max_bytes}{printable}:")
+            lines.append("        return False")
+        if f.pattern is not None:
+            constants[f"PATTERN_{i}"] = f.pattern
+            lines.append(f"    elif not PATTERN_{i}.fullmatch(value):")
+            lines.append("        return False")
+    lines.append("    return True")
+    return "\n".join(lines) + "\n", constants
+
+
+def _compile_field_checker(schema: Schema) -> Any:
+    source, namespace = _field_checker_source(schema)
+    exec(compile(source, f"<field checks of schema {schema.version}>", "exec"), namespace)
+    return namespace["check_fields"]
 
 
 def _plain_key(key: Any, max_bytes: int) -> bool:
@@ -431,24 +469,8 @@ def _plain_valid(record: LogRecordData, now_ns: int | None, schema: Schema) -> b
     if type(attrs) is not dict or len(attrs) > schema.limits.max_attributes:
         return False
     plan = _plan(schema)
-    for attribute, always, enum, max_bytes, keyword, pattern in plan.fields:
-        value = attrs.get(attribute)
-        if value is None:
-            if always or attribute in attrs:
-                return False
-            continue
-        if type(value) is not str:
-            return False
-        if enum:
-            if value not in enum:
-                return False
-            continue
-        if not value or not value.isascii() or value.isspace():
-            return False
-        if max_bytes >= 0 and (len(value) > max_bytes or (keyword and not value.isprintable())):
-            return False
-        if pattern is not None and not pattern.fullmatch(value):
-            return False
+    if not plan.check_fields(attrs):
+        return False
     if attrs["audit.category"] in plan.resource_categories and (
         "audit.resource.type" not in attrs or "audit.resource.id" not in attrs
     ):
