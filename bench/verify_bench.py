@@ -237,7 +237,7 @@ def load(es: Elasticsearch, events: int, work: Path) -> None:
     )
 
 
-def run(events: int, url: str | None = None) -> dict[str, Any]:
+def run(events: int, url: str | None = None, slices: int = 2) -> dict[str, Any]:
     """Load (or reuse) ``events`` sealed events and time one full verify; the figures."""
     url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
     work = _work_dir()
@@ -254,7 +254,9 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
             es,
             Keyring([key.public_key()]),
             DirectoryCheckpointStore(work / "checkpoints"),
-            VerifyOptions(chain_id=CHAIN_ID, grace_s=0.0, page_size=10000, progress=progress),
+            VerifyOptions(
+                chain_id=CHAIN_ID, grace_s=0.0, page_size=10000, slices=slices, progress=progress
+            ),
         )
     finally:
         es.close()
@@ -266,6 +268,7 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
         "findings": report.counts(),
         "verify_s": round(report.elapsed_s, 2),
         "events_per_s": round(rate),
+        "slices": slices,
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "meets_target": rate >= TARGET_EVENTS_PER_S,
         "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
@@ -277,12 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.verify_bench", description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000, help="sealed events to verify")
     parser.add_argument("--quick", action="store_true", help="100,000 events")
+    parser.add_argument("--slices", type=int, default=2, help="parallel scan slices")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     events = 100_000 if args.quick else args.events
     if events < 1:
         parser.error("--events must be at least 1")
-    figures = run(events)
+    figures = run(events, slices=max(1, args.slices))
     if args.json:
         sys.stdout.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
