@@ -412,7 +412,10 @@ class Sealer:
                 timeout = max(0.0, self._oldest_pending_at + interval_s - now)
             else:
                 timeout = max(0.0, last_checkpoint + heartbeat_s - now)
-            if not self._flush_now and len(self._pending) < self.config.block_max_events:
+            # A flush request with nothing pending must still wait: without an await here
+            # the loop would spin and starve force_flush(), which clears the request.
+            flushing = self._flush_now and bool(self._pending)
+            if not flushing and len(self._pending) < self.config.block_max_events:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
             self._wakeup.clear()
