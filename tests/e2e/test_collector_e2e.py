@@ -16,6 +16,7 @@ JSON-lines file standing in for the usual backend. Then:
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import urllib.error
@@ -163,6 +164,17 @@ def _get_trace(receiver: ReceiverProcess, trace_id: str) -> dict[str, Any] | Non
         raise
 
 
+def _sealed_block(receiver: ReceiverProcess, event_id: str) -> dict[str, Any] | None:
+    """The sealed block the query API reports for ``event_id`` (None until it is sealed)."""
+    request = urllib.request.Request(
+        f"{receiver.query_url}/api/v1/events/{event_id}",
+        headers={"Authorization": f"Bearer {receiver.reader_token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        block: dict[str, Any] | None = json.loads(response.read())["block"]
+        return block
+
+
 def _walk(nodes: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
     stack = list(nodes)
     while stack:
@@ -246,6 +258,14 @@ def test_demo_traffic_through_the_collector_is_stored_once_and_survives_an_outag
     # Checkout 3 goes through all three services (login ok, charge allowed, in stock).
     full = first.traces[3]
     _assert_trace_story(receiver, full, {e for e, t in first.trace_of.items() if t == full})
+    # Stored events are sealed into signed blocks behind the write.
+    for event_id in [e for e, t in first.trace_of.items() if t == full]:
+        _wait_for(
+            f"a sealed block holding {event_id}",
+            functools.partial(_sealed_block, receiver, event_id),
+            lambda block: block is not None,
+            30.0,
+        )
     flowing_s = time.monotonic() - started
 
     # -- outage: the receiver is away, the Collector queues on disk -----------------------
