@@ -150,6 +150,7 @@ class _Plan:
     """What the document builder needs from a schema, worked out once per schema."""
 
     __slots__ = (
+        "extra_keys",
         "extra_limit",
         "known",
         "resource_fields",
@@ -166,6 +167,8 @@ class _Plan:
         self.known = schema.by_attribute
         self.resource_known = schema.resource_by_attribute
         self.extra_limit = schema.limits.max_text_bytes
+        self.extra_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
+        """The keys the schema does not name, by the attribute keys they came in."""
 
 
 @functools.cache
@@ -285,6 +288,32 @@ def _free_values(
     return out
 
 
+_EXTRA_KEYS_MAX = 1024
+
+
+def _attribute_extras(attrs: dict[str, Any], plan: _Plan, cutter: _Cutter) -> dict[str, Any]:
+    """``_free_values`` of the attributes the schema does not name."""
+    # The records of a service send the same keys in the same order: which of them are
+    # extras is worked out once per key sequence, not tested key by key for every record.
+    keys = tuple(attrs)
+    extra = plan.extra_keys.get(keys)
+    if extra is None:
+        known = plan.known
+        extra = tuple(k for k in keys if k not in known)
+        if len(plan.extra_keys) >= _EXTRA_KEYS_MAX:
+            plan.extra_keys.clear()
+        plan.extra_keys[keys] = extra
+    out: dict[str, Any] = {}
+    limit = plan.extra_limit
+    for k in extra:
+        v = attrs[k]
+        if type(v) is str and len(v) * 4 <= limit:
+            out[k] = v
+        else:
+            out[k] = cutter.free(v, f"audit.extra.{k}")
+    return out
+
+
 _Placed = tuple[tuple[tuple[str, ...], str, str], ...]
 _last_resource: list[tuple[tuple[tuple[str, Any], ...], _Placed, dict[str, Any]]] = []
 """The items of the last all-string resource with its stored values: a batch shares one."""
@@ -380,7 +409,7 @@ def build_document(
         related["ip"] = [client_ip]
     doc["related"] = related
 
-    extra = _free_values(attrs, plan.known, cutter, "audit.extra.", plan.extra_limit)
+    extra = _attribute_extras(attrs, plan, cutter)
     if extra:
         audit["extra"] = extra
 
