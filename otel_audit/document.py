@@ -176,16 +176,6 @@ def _plan(schema: Schema) -> _Plan:
     return _Plan(schema)
 
 
-def _parent(doc: dict[str, Any], parents: tuple[str, ...]) -> dict[str, Any]:
-    node = doc
-    for part in parents:
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        node = nxt
-    return node
-
-
 # --- the schema's field mapping as generated code ------------------------------------------
 #
 # Placing the schema's attributes is most of the document build. A generic loop over the
@@ -415,7 +405,13 @@ def build_document(
 
     placed, origin = _resource_part(resource, plan, cutter)
     for parents, leaf, rv in placed:
-        _parent(doc, parents)[leaf] = rv
+        node = doc
+        for part in parents:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            node = nxt
+        node[leaf] = rv
     if origin:
         audit["origin"] = {"resource": dict(origin)}
 
@@ -430,17 +426,35 @@ def build_document(
     if "correlation_id" not in audit and record.trace_id:
         audit["correlation_id"] = record.trace_id
 
-    if record.severity_text:
-        doc["log"] = {"level": cutter.text(record.severity_text, 64, "log.level")}
-    message = _body_text(record.body, cutter, schema.limits.max_body_bytes)
-    if message is not None:
-        doc["message"] = message
-    if record.event_name:
-        audit["event_name"] = cutter.text(record.event_name, 256, "audit.event_name")
-    if record.scope_name or record.scope_version:
+    # Short text cannot exceed a limit even at 4 bytes per char: only longer text is cut.
+    level = record.severity_text
+    if level:
+        doc["log"] = {
+            "level": level if len(level) * 4 <= 64 else cutter.text(level, 64, "log.level")
+        }
+    body = record.body
+    if type(body) is str and len(body) * 4 <= schema.limits.max_body_bytes:
+        if body:
+            doc["message"] = body
+    else:
+        message = _body_text(body, cutter, schema.limits.max_body_bytes)
+        if message is not None:
+            doc["message"] = message
+    name = record.event_name
+    if name:
+        audit["event_name"] = (
+            name if len(name) * 4 <= 256 else cutter.text(name, 256, "audit.event_name")
+        )
+    scope_name = record.scope_name
+    scope_version = record.scope_version
+    if scope_name or scope_version:
         audit["scope"] = {
-            "name": cutter.text(record.scope_name, 256, "audit.scope.name"),
-            "version": cutter.text(record.scope_version, 256, "audit.scope.version"),
+            "name": scope_name
+            if len(scope_name) * 4 <= 256
+            else cutter.text(scope_name, 256, "audit.scope.name"),
+            "version": scope_version
+            if len(scope_version) * 4 <= 256
+            else cutter.text(scope_version, 256, "audit.scope.version"),
         }
 
     skew_ns = received_ns - ts
