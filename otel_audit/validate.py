@@ -361,6 +361,8 @@ class _Plan(NamedTuple):
     resource_categories: frozenset[str]
     resource_fields: tuple[tuple[str, bool, int], ...]
     resource_known: dict[str, Any]
+    extra_keys: dict[tuple[Any, ...], tuple[Any, ...]]
+    """Attribute key sequences whose keys are all plain, with the ones ``known`` lacks."""
 
 
 @functools.cache
@@ -373,6 +375,7 @@ def _plan(schema: Schema) -> _Plan:
             (rf.attribute, rf.required == "always", rf.max_bytes) for rf in schema.resource_fields
         ),
         resource_known=schema.resource_by_attribute,
+        extra_keys={},
     )
 
 
@@ -463,6 +466,37 @@ def _plain_extras(values: dict[str, Any], known: dict[str, Any], schema: Schema)
     return True
 
 
+_EXTRA_KEYS_MAX = 1024
+
+
+def _plain_attribute_extras(attrs: dict[str, Any], plan: _Plan, schema: Schema) -> bool:
+    """``_plain_extras`` of the attributes, judging each key sequence's keys once."""
+    # A service's records repeat the same keys in the same order. A sequence is remembered
+    # only when every key in it is plain, and equal keys are what _good_keys accepts too.
+    keys = tuple(attrs)
+    extra = plan.extra_keys.get(keys)
+    if extra is None:
+        if not _plain_extras(attrs, plan.known, schema):
+            return False
+        known = plan.known
+        if len(plan.extra_keys) >= _EXTRA_KEYS_MAX:
+            plan.extra_keys.clear()
+        plan.extra_keys[keys] = tuple(k for k in keys if k not in known)
+        return True
+    for key in extra:
+        value = attrs[key]
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():
+                return False
+        elif kind not in _SCALARS:
+            scratch: list[Violation] = []
+            _check_value(value, key, 1, scratch, schema)
+            if scratch:
+                return False
+    return True
+
+
 def _plain_valid(record: LogRecordData, now_ns: int | None, schema: Schema) -> bool:
     """True only when ``record`` is certainly valid; False means "ask _validate"."""
     attrs = record.attributes
@@ -475,7 +509,7 @@ def _plain_valid(record: LogRecordData, now_ns: int | None, schema: Schema) -> b
         "audit.resource.type" not in attrs or "audit.resource.id" not in attrs
     ):
         return False
-    if not _plain_extras(attrs, plan.known, schema):
+    if not _plain_attribute_extras(attrs, plan, schema):
         return False
 
     resource = record.resource
