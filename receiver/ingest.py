@@ -36,7 +36,6 @@ leave an event unsealed, so the sealer deduplicates by event id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import struct
@@ -63,6 +62,7 @@ from receiver import metrics
 from receiver.errors import Unavailable
 from receiver.pipeline import IngestResult
 from receiver.spool import Frame, Spool, SpoolFull
+from receiver.waiting import wait_event
 
 __all__ = [
     "IngestConsumer",
@@ -521,8 +521,7 @@ class IngestConsumer:
             await self._slots.acquire()
             remaining = self._first_pending_at + linger_s - loop.time()
             if remaining > 0 and not self._full.is_set() and not self._flush_now:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), remaining)
+                await wait_event(self._full, remaining)
             batch = self._take()
             if not batch:
                 self._slots.release()
@@ -640,9 +639,13 @@ class IngestConsumer:
             outcome = self._sealer.on_durable(stored)
             if inspect.isawaitable(outcome):
                 await outcome
-        except Exception:
-            # The events are durable; a sealer failure must not fail the request.
+        except Exception as exc:
+            # Stored but not anchored: answer retryably. The client's retry meets a 409
+            # with the same content, which reaches the sealer again and is journaled then.
             _log.exception("sealer failed for %d stored events", len(stored))
+            raise Unavailable(
+                f"events stored but not sealed ({exc}); retry", self.settings.retry_after_s
+            ) from exc
 
     # -- replay ---------------------------------------------------------------
 

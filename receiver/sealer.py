@@ -27,7 +27,6 @@ duplicates (a client retry after a crash) that are neither pending nor found in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -60,6 +59,7 @@ from otel_audit.integrity import (
 )
 from receiver.integrity_config import IntegrityConfig
 from receiver.seal_state import ChainState, Journal, JournalEntry, StateDir
+from receiver.waiting import wait_event
 
 __all__ = ["Sealer", "build_sealer", "load_signing_key"]
 
@@ -236,8 +236,9 @@ class Sealer:
                 # Unsealed events stay in the journal and are sealed on the next start.
                 _log.warning("shutdown: %s; they are sealed on the next start", exc)
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=max(1.0, timeout_s))
+            if not done:
+                _log.error("the seal loop did not stop after cancellation; abandoning it")
         if self._journal is not None:
             self._journal.close()
         self._dir.close()
@@ -416,8 +417,7 @@ class Sealer:
             # the loop would spin and starve force_flush(), which clears the request.
             flushing = self._flush_now and bool(self._pending)
             if not flushing and len(self._pending) < self.config.block_max_events:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                await wait_event(self._wakeup, timeout)
             self._wakeup.clear()
             now = time.monotonic()
             try:
