@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -53,6 +55,25 @@ def send_traffic(
         for n in range(checkouts):
             cluster.checkout(n, with_violations=with_violations and n % 15 == 3)
     return cluster.report
+
+
+def _demo_token(state: Path) -> str:
+    """A reader token for the demo's query API, kept in the state dir (only its hash in config)."""
+    token_file = state / "demo-token"
+    if token_file.exists():
+        token = token_file.read_text().strip()
+    else:
+        token = secrets.token_urlsafe(24)
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    (state / "demo.yaml").write_text(
+        "# Written by `make run`: the demo's query API token (its SHA-256 only).\n"
+        "query:\n"
+        "  tokens:\n"
+        f"    - subject: demo\n      sha256: {digest}\n      roles: [reader]\n"
+    )
+    return token
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
@@ -174,6 +195,7 @@ def run_demo(
         env.setdefault("OTEL_AUDIT_ES_URL", es_url)
         env.setdefault("OTEL_AUDIT_SPOOL_DIR", str(state / "spool"))
         env.setdefault("OTEL_AUDIT_INTEGRITY__STATE_DIR", str(state / "integrity"))
+        token = _demo_token(state)
         env["OTEL_AUDIT_GRPC_ENDPOINT"] = f"127.0.0.1:{grpc_port}"
         env["OTEL_AUDIT_HTTP_ENDPOINT"] = f"127.0.0.1:{http_port}"
         env["OTEL_AUDIT_QUERY_API_ENDPOINT"] = f"127.0.0.1:{query_port}"
@@ -182,7 +204,7 @@ def run_demo(
             f"HTTP 127.0.0.1:{http_port}, query API 127.0.0.1:{query_port})"
         )
         receiver = subprocess.Popen(
-            [sys.executable, "-m", "otel_audit.cli", "serve"],
+            [sys.executable, "-m", "otel_audit.cli", "serve", "--config", str(state / "demo.yaml")],
             env=env,
             stdout=open(state / "receiver.log", "ab"),  # noqa: SIM115 - lives with the child
             stderr=subprocess.STDOUT,
@@ -198,6 +220,14 @@ def run_demo(
         stored = print_arrivals(es, report, since)
         if not keep_serving:
             return 0 if stored == len(report.event_ids) else 1
+        example_trace = report.trace_ids[0] if report.trace_ids else "TRACE_ID"
+        api = f"http://127.0.0.1:{query_port}"
+        _say(
+            f"\nQuery it (a reader token for this demo is in {state / 'demo-token'}):\n"
+            f"  export OTEL_AUDIT_API_URL={api} OTEL_AUDIT_API_TOKEN={token}\n"
+            "  otel-audit query --outcome denied\n"
+            f"  otel-audit trace {example_trace}"
+        )
         _say(
             "\nThe receiver keeps serving. Point your services at it:\n"
             f"  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{grpc_port} (gRPC) or "
