@@ -23,6 +23,7 @@ import base64
 import binascii
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ __all__ = [
     "decode_logs_json",
     "decode_logs_protobuf",
     "hex_id_from_json",
+    "iter_json_items",
     "json_any_value",
     "json_attributes",
     "json_int",
@@ -368,54 +370,67 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     return json_object(doc, "request")
 
 
-def decode_logs_json(body: bytes) -> DecodedLogs:
-    """Decode an OTLP/JSON ``ExportLogsServiceRequest``."""
-    doc = parse_json_body(body)
-    out = DecodedLogs()
-    for ri, rl in enumerate(json_list(doc.get("resourceLogs"), "resourceLogs")):
-        rwhere = f"resourceLogs[{ri}]"
+def iter_json_items(
+    doc: dict[str, Any], resources_key: str, scopes_key: str, items_key: str
+) -> Iterator[tuple[dict[str, Any], str, str, dict[str, Any], str]]:
+    """Walk the resource, scope and item levels of an OTLP/JSON export request.
+
+    Logs and traces nest the same way and differ only in the key names, so both decoders
+    share this walk. Yields ``(resource attributes, scope name, scope version, item,
+    where)`` per item, ``where`` being the item's path for error messages.
+    """
+    for ri, rl in enumerate(json_list(doc.get(resources_key), resources_key)):
+        rwhere = f"{resources_key}[{ri}]"
         rl = json_object(rl, rwhere)
         res = json_object(rl.get("resource"), f"{rwhere}.resource")
         resource = json_attributes(res.get("attributes"), f"{rwhere}.resource.attributes")
-        for si, sl in enumerate(json_list(rl.get("scopeLogs"), f"{rwhere}.scopeLogs")):
-            swhere = f"{rwhere}.scopeLogs[{si}]"
+        for si, sl in enumerate(json_list(rl.get(scopes_key), f"{rwhere}.{scopes_key}")):
+            swhere = f"{rwhere}.{scopes_key}[{si}]"
             sl = json_object(sl, swhere)
             scope = json_object(sl.get("scope"), f"{swhere}.scope")
             scope_name = json_str(scope.get("name"), f"{swhere}.scope.name")
             scope_version = json_str(scope.get("version"), f"{swhere}.scope.version")
-            for li, lr in enumerate(json_list(sl.get("logRecords"), f"{swhere}.logRecords")):
-                w = f"{swhere}.logRecords[{li}]"
-                lr = json_object(lr, w)
-                tid, tid_bad = hex_id_from_json(lr.get("traceId"), 16, f"{w}.traceId")
-                sid, sid_bad = hex_id_from_json(lr.get("spanId"), 8, f"{w}.spanId")
-                record = LogRecordData(
-                    attributes=json_attributes(lr.get("attributes"), f"{w}.attributes"),
-                    resource=resource,
-                    time_unix_nano=json_int(lr.get("timeUnixNano"), f"{w}.timeUnixNano"),
-                    observed_time_unix_nano=json_int(
-                        lr.get("observedTimeUnixNano"), f"{w}.observedTimeUnixNano"
-                    ),
-                    severity_number=json_int(
-                        lr.get("severityNumber"), f"{w}.severityNumber", bits=32, signed=True
-                    ),
-                    severity_text=json_str(lr.get("severityText"), f"{w}.severityText"),
-                    body=json_any_value(lr.get("body"), f"{w}.body"),
-                    trace_id=tid,
-                    span_id=sid,
-                    flags=json_int(lr.get("flags"), f"{w}.flags", bits=32),
-                    event_name=json_str(lr.get("eventName"), f"{w}.eventName"),
-                    scope_name=scope_name,
-                    scope_version=scope_version,
-                    dropped_attributes_count=json_int(
-                        lr.get("droppedAttributesCount"), f"{w}.droppedAttributesCount", bits=32
-                    ),
-                )
-                problem = tid_bad or sid_bad
-                if problem:
-                    out.rejected.append(record)
-                    out.reasons.append(problem)
-                else:
-                    out.records.append(record)
+            for li, item in enumerate(json_list(sl.get(items_key), f"{swhere}.{items_key}")):
+                w = f"{swhere}.{items_key}[{li}]"
+                yield resource, scope_name, scope_version, json_object(item, w), w
+
+
+def decode_logs_json(body: bytes) -> DecodedLogs:
+    """Decode an OTLP/JSON ``ExportLogsServiceRequest``."""
+    doc = parse_json_body(body)
+    out = DecodedLogs()
+    walk = iter_json_items(doc, "resourceLogs", "scopeLogs", "logRecords")
+    for resource, scope_name, scope_version, lr, w in walk:
+        tid, tid_bad = hex_id_from_json(lr.get("traceId"), 16, f"{w}.traceId")
+        sid, sid_bad = hex_id_from_json(lr.get("spanId"), 8, f"{w}.spanId")
+        record = LogRecordData(
+            attributes=json_attributes(lr.get("attributes"), f"{w}.attributes"),
+            resource=resource,
+            time_unix_nano=json_int(lr.get("timeUnixNano"), f"{w}.timeUnixNano"),
+            observed_time_unix_nano=json_int(
+                lr.get("observedTimeUnixNano"), f"{w}.observedTimeUnixNano"
+            ),
+            severity_number=json_int(
+                lr.get("severityNumber"), f"{w}.severityNumber", bits=32, signed=True
+            ),
+            severity_text=json_str(lr.get("severityText"), f"{w}.severityText"),
+            body=json_any_value(lr.get("body"), f"{w}.body"),
+            trace_id=tid,
+            span_id=sid,
+            flags=json_int(lr.get("flags"), f"{w}.flags", bits=32),
+            event_name=json_str(lr.get("eventName"), f"{w}.eventName"),
+            scope_name=scope_name,
+            scope_version=scope_version,
+            dropped_attributes_count=json_int(
+                lr.get("droppedAttributesCount"), f"{w}.droppedAttributesCount", bits=32
+            ),
+        )
+        problem = tid_bad or sid_bad
+        if problem:
+            out.rejected.append(record)
+            out.reasons.append(problem)
+        else:
+            out.records.append(record)
     return out
 
 

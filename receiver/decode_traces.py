@@ -16,9 +16,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from receiver.decode import (
     hex_id_from_json,
+    iter_json_items,
     json_attributes,
     json_int,
-    json_list,
     json_object,
     json_str,
     parse_json_body,
@@ -104,53 +104,37 @@ def decode_traces_json(body: bytes) -> DecodedSpans:
     """Decode an OTLP/JSON ``ExportTraceServiceRequest``."""
     doc = parse_json_body(body)
     out = DecodedSpans()
-    for ri, rs in enumerate(json_list(doc.get("resourceSpans"), "resourceSpans")):
-        rwhere = f"resourceSpans[{ri}]"
-        rs = json_object(rs, rwhere)
-        res = json_object(rs.get("resource"), f"{rwhere}.resource")
-        resource = json_attributes(res.get("attributes"), f"{rwhere}.resource.attributes")
-        for si, ss in enumerate(json_list(rs.get("scopeSpans"), f"{rwhere}.scopeSpans")):
-            swhere = f"{rwhere}.scopeSpans[{si}]"
-            ss = json_object(ss, swhere)
-            scope = json_object(ss.get("scope"), f"{swhere}.scope")
-            scope_name = json_str(scope.get("name"), f"{swhere}.scope.name")
-            scope_version = json_str(scope.get("version"), f"{swhere}.scope.version")
-            for pi, sp in enumerate(json_list(ss.get("spans"), f"{swhere}.spans")):
-                w = f"{swhere}.spans[{pi}]"
-                sp = json_object(sp, w)
-                tid, tid_bad = hex_id_from_json(sp.get("traceId"), 16, f"{w}.traceId")
-                sid, sid_bad = hex_id_from_json(sp.get("spanId"), 8, f"{w}.spanId")
-                pid, pid_bad = hex_id_from_json(sp.get("parentSpanId"), 8, f"{w}.parentSpanId")
-                status = json_object(sp.get("status"), f"{w}.status")
-                span = SpanData(
-                    trace_id=tid,
-                    span_id=sid,
-                    parent_span_id=pid,
-                    name=json_str(sp.get("name"), f"{w}.name"),
-                    kind=json_int(sp.get("kind"), f"{w}.kind", bits=32, signed=True),
-                    start_time_unix_nano=json_int(
-                        sp.get("startTimeUnixNano"), f"{w}.startTimeUnixNano"
-                    ),
-                    end_time_unix_nano=json_int(sp.get("endTimeUnixNano"), f"{w}.endTimeUnixNano"),
-                    status_code=json_int(
-                        status.get("code"), f"{w}.status.code", bits=32, signed=True
-                    ),
-                    status_message=json_str(status.get("message"), f"{w}.status.message"),
-                    attributes=json_attributes(sp.get("attributes"), f"{w}.attributes"),
-                    resource=resource,
-                    scope_name=scope_name,
-                    scope_version=scope_version,
-                    trace_state=json_str(sp.get("traceState"), f"{w}.traceState"),
-                    flags=json_int(sp.get("flags"), f"{w}.flags", bits=32),
-                )
-                problem = tid_bad or sid_bad or pid_bad
-                if problem is None and not tid:
-                    problem = "traceId is required"
-                if problem is None and not sid:
-                    problem = "spanId is required"
-                if problem is None:
-                    out.spans.append(span)
-                else:
-                    out.rejected.append(span)
-                    out.reasons.append(problem)
+    walk = iter_json_items(doc, "resourceSpans", "scopeSpans", "spans")
+    for resource, scope_name, scope_version, sp, w in walk:
+        tid, tid_bad = hex_id_from_json(sp.get("traceId"), 16, f"{w}.traceId")
+        sid, sid_bad = hex_id_from_json(sp.get("spanId"), 8, f"{w}.spanId")
+        pid, pid_bad = hex_id_from_json(sp.get("parentSpanId"), 8, f"{w}.parentSpanId")
+        status = json_object(sp.get("status"), f"{w}.status")
+        span = SpanData(
+            trace_id=tid,
+            span_id=sid,
+            parent_span_id=pid,
+            name=json_str(sp.get("name"), f"{w}.name"),
+            kind=json_int(sp.get("kind"), f"{w}.kind", bits=32, signed=True),
+            start_time_unix_nano=json_int(sp.get("startTimeUnixNano"), f"{w}.startTimeUnixNano"),
+            end_time_unix_nano=json_int(sp.get("endTimeUnixNano"), f"{w}.endTimeUnixNano"),
+            status_code=json_int(status.get("code"), f"{w}.status.code", bits=32, signed=True),
+            status_message=json_str(status.get("message"), f"{w}.status.message"),
+            attributes=json_attributes(sp.get("attributes"), f"{w}.attributes"),
+            resource=resource,
+            scope_name=scope_name,
+            scope_version=scope_version,
+            trace_state=json_str(sp.get("traceState"), f"{w}.traceState"),
+            flags=json_int(sp.get("flags"), f"{w}.flags", bits=32),
+        )
+        problem = tid_bad or sid_bad or pid_bad
+        if problem is None and not tid:
+            problem = "traceId is required"
+        if problem is None and not sid:
+            problem = "spanId is required"
+        if problem is None:
+            out.spans.append(span)
+        else:
+            out.rejected.append(span)
+            out.reasons.append(problem)
     return out
