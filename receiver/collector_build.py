@@ -27,12 +27,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from receiver.child_process import answers_200, log_tail, stop_child
 
 __all__ = [
     "BUILD_SCRIPT",
@@ -284,14 +284,7 @@ class CollectorProcess:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return stop_child(proc, timeout_s)
 
     def is_running(self) -> bool:
         """True while the process is alive."""
@@ -299,18 +292,10 @@ class CollectorProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the Collector's log."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return "(no log written)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.health_url, timeout=1.0) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+        return answers_200(self.health_url, timeout_s=1.0)
 
     def __enter__(self) -> CollectorProcess:
         self.start()

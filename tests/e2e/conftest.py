@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +24,7 @@ import yaml
 
 from indexer.query_auth import hash_token
 from otel_audit.integrity.keys import generate_private_key, write_key_pair
+from receiver.child_process import answers_200, log_tail, stop_child
 from receiver.collector_build import free_port
 
 # The Collector fixtures live beside the Collector tests; the e2e tests use the same ones.
@@ -116,7 +114,7 @@ class ReceiverProcess:
             if code is not None:
                 self._proc = None
                 raise RuntimeError(f"otel-audit serve exited with {code}:\n{self.log_tail()}")
-            if all(_answers_200(url) for url in urls):
+            if all(answers_200(url, timeout_s=2.0) for url in urls):
                 return
             if time.monotonic() > deadline:
                 self.stop()
@@ -130,30 +128,11 @@ class ReceiverProcess:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return stop_child(proc, timeout_s)
 
     def log_tail(self, lines: int = 60) -> str:
         """The last ``lines`` lines of the receiver's log."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return "(no log written)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _answers_200(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
+        return log_tail(self.log_path, lines)
 
 
 StartReceiver = Callable[[], ReceiverProcess]
