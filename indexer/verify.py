@@ -12,7 +12,8 @@ What is checked, in order:
    and Elasticsearch does not is ``truncated`` (newest blocks or the whole index gone)
    or a ``missing`` block (a gap); one that differs means a block was replaced.
 3. Every event: the events in range are read with a point in time and ``search_after``
-   (large pages, ``filter_path``, orjson) while the previous page is hashed. An event whose
+   in slices, each read and hashed by a worker process (:mod:`indexer.leaf_scan`) from the
+   start, while the blocks are checked; this process compares. An event whose
    leaf hash differs from its position's is ``reordered`` when it equals another position's
    hash in the same block, else ``modified``; a sealed event not found is ``missing``; an
    event no block covers is ``inserted``, unless it was ingested after the newest
@@ -27,7 +28,6 @@ from __future__ import annotations
 import calendar
 import contextlib
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import orjson
 from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_exc
 
 from indexer.blocks import BLOCKS_INDEX, BlockRecord
 from indexer.checkpoint_store import CheckpointStore
+from indexer.leaf_scan import LeafScan
 from otel_audit.document import EVENTS_INDEX_PREFIX
 from otel_audit.integrity import (
     Checkpoint,
@@ -49,8 +49,6 @@ from otel_audit.integrity import (
     IntegrityError,
     Keyring,
     chain_link_problems,
-    document_for_hashing,
-    leaf_hash,
     leaf_hash_of_document,
     verify_checkpoint,
 )
@@ -118,6 +116,8 @@ class VerifyOptions:
     """Events per search page."""
     slices: int = 2
     """Parallel slices the events are read in."""
+    processes: bool = True
+    """Read and hash each slice in its own worker process (else threads of this one)."""
     progress: Callable[[int, float], None] | None = None
     """Called about once a second with (events so far, seconds elapsed)."""
 
@@ -175,34 +175,6 @@ def _ns_text_to_ms(value: object) -> int | None:
         return None
     frac = value[20:23] if value[19] == "." else ""
     return secs * 1000 + (int(frac.ljust(3, "0")) if frac.isdigit() else 0)
-
-
-# A float token (``1.0``, ``1e+20``, ``-0.0``) or an integer of 16+ digits (maybe beyond
-# 2**53) in compact JSON: the number follows ``:``, ``,`` or ``[`` and ends at ``,``, ``}``
-# or ``]``. Text inside strings can match too; that only costs the slower check.
-_RISKY_NUMBER = re.compile(
-    rb"[:,\[]-?\d+(?:\.\d+(?:[eE][-+]?\d+)?|[eE][-+]?\d+)[,}\]]|[:,\[]-?\d{16,}[,}\]]"
-)
-_SORT = orjson.OPT_SORT_KEYS
-
-
-def _leaf_hash(source: dict[str, Any]) -> bytes:
-    """:func:`leaf_hash_of_document` of a document parsed from JSON, faster.
-
-    RFC 8785 equals orjson's sorted-key output unless a key has a character at or above
-    U+E000, or a number is a float or beyond 2**53 (see ``otel_audit.integrity.canonical``).
-    For a value parsed from JSON (only dict/list/str/int/float/bool/None, finite floats)
-    the output itself shows that: all ASCII and no risky number token. Checking the bytes
-    in C replaces a Python walk of every value, the verifier's largest cost per event.
-    """
-    doc = source if "integrity" not in source else document_for_hashing(source)
-    try:
-        out = orjson.dumps(doc, option=_SORT)
-    except (orjson.JSONEncodeError, TypeError):
-        return leaf_hash_of_document(source)
-    if out.isascii() and _RISKY_NUMBER.search(out) is None:
-        return leaf_hash(out)
-    return leaf_hash_of_document(source)
 
 
 class _Scanner:
@@ -536,6 +508,36 @@ def verify(
     """Verify blocks, checkpoints and events; see the module docstring."""
     options = options or VerifyOptions()
     began = time.monotonic()
+    lo = options.time_from
+    hi = options.time_to
+    query: dict[str, Any] = {"match_all": {}}
+    if lo is not None or hi is not None:
+        rng: dict[str, str] = {}
+        if lo is not None:
+            rng["gte"] = lo
+        if hi is not None:
+            rng["lte"] = hi
+        query = {"range": {"@timestamp": rng}}
+    # The events are read (and hashed) from here on, while the blocks are checked.
+    with LeafScan(
+        es,
+        EVENTS_INDEX_PREFIX + "*",
+        query,
+        options.page_size,
+        options.slices,
+        processes=options.processes,
+    ) as scan:
+        return _verify(es, keyring, store, options, scan, began)
+
+
+def _verify(
+    es: Elasticsearch,
+    keyring: Keyring,
+    store: CheckpointStore | None,
+    options: VerifyOptions,
+    scan: LeafScan,
+    began: float,
+) -> VerifyReport:
     report = VerifyReport()
     records, malformed = _load_blocks(es, options.chain_id)
     report.findings.extend(malformed)
@@ -594,14 +596,13 @@ def verify(
 
     block_hash_sets: dict[tuple[str, int], set[bytes]] = {}
 
-    def classify(eid: str, index: str, source: dict[str, Any], want: _Sealed) -> None:
-        try:
-            got = leaf_hash_of_document(source)
-        except IntegrityError as exc:
+    def classify(eid: str, index: str, got: bytes | str, want: _Sealed) -> None:
+        """Report a sealed event whose leaf hash is ``got`` (or why it has none)."""
+        if isinstance(got, str):
             report.findings.append(
                 Finding(
                     FindingKind.MODIFIED,
-                    f"event cannot be hashed: {exc}",
+                    f"event cannot be hashed: {got}",
                     want.chain_id,
                     want.sequence,
                     eid,
@@ -649,38 +650,21 @@ def verify(
         newest_ms = time.time_ns() // 1_000_000
     pending_after_ms = newest_ms - int(options.grace_s * 1000)
 
-    query: dict[str, Any] = {"match_all": {}}
-    if lo is not None or hi is not None:
-        rng: dict[str, str] = {}
-        if lo is not None:
-            rng["gte"] = lo
-        if hi is not None:
-            rng["lte"] = hi
-        query = {"range": {"@timestamp": rng}}
     last_progress = began
     scanned = 0
     pop = expected.pop
-    for page in _Scanner(
-        es, EVENTS_INDEX_PREFIX + "*", query, options.page_size, options.slices
-    ).pages():
-        for hit in page:
-            eid = hit["_id"]
+    for ids, indices, hashes, ingested in scan.pages():
+        for eid, index, got, ingested_text in zip(ids, indices, hashes, ingested, strict=True):
             want = pop(eid, None)
             if want is not None:
-                source = hit["_source"]
-                # Hot path: hash and compare inline; classify only on a mismatch.
-                try:
-                    if _leaf_hash(source) == want.leaf_hash:
-                        continue
-                except IntegrityError:
-                    pass
-                classify(eid, hit["_index"], source, want)
+                # Hot path: compare inline; classify only on a mismatch.
+                if got != want.leaf_hash:
+                    classify(eid, index, got, want)
                 continue
             if eid in covered_untrusted:
                 continue
-            source = hit["_source"]
-            ingested = _ns_text_to_ms((source.get("event") or {}).get("ingested"))
-            if ingested is not None and ingested > pending_after_ms:
+            ingested_ms = _ns_text_to_ms(ingested_text)
+            if ingested_ms is not None and ingested_ms > pending_after_ms:
                 report.events_pending += 1
                 continue
             report.findings.append(
@@ -688,11 +672,11 @@ def verify(
                     FindingKind.INSERTED,
                     "event is not covered by any block",
                     event_id=eid,
-                    index=hit["_index"],
+                    index=index,
                     cause=truncated_cause,
                 )
             )
-        scanned += len(page)
+        scanned += len(ids)
         now = time.monotonic()
         if options.progress is not None and now - last_progress >= 1.0:
             options.progress(scanned, now - began)
@@ -707,7 +691,11 @@ def verify(
         for (eid, want), doc in zip(chunk, resp["docs"], strict=True):
             if doc.get("found"):
                 report.events_checked += 1
-                classify(eid, want.index, doc["_source"], want)
+                try:
+                    found: bytes | str = leaf_hash_of_document(doc["_source"])
+                except IntegrityError as exc:
+                    found = str(exc)
+                classify(eid, want.index, found, want)
             else:
                 report.findings.append(
                     Finding(
