@@ -21,7 +21,9 @@ it is OK / 200 with ``partial_success``. HTTP bodies use the request's content t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import orjson
@@ -142,29 +144,46 @@ def http_error(exc: BaseException, *, json: bool) -> HttpAnswer:
 
 def logs_success(rejected: int, error_message: str, *, json: bool) -> bytes:
     """An ``ExportLogsServiceResponse`` body, with partial_success when anything was rejected."""
-    if json:
-        if rejected <= 0:
-            return b"{}"
-        return orjson.dumps(
-            {"partialSuccess": {"rejectedLogRecords": rejected, "errorMessage": error_message}}
-        )
-    response = ExportLogsServiceResponse()
-    if rejected > 0:
-        response.partial_success.rejected_log_records = rejected
-        response.partial_success.error_message = error_message
-    return bytes(response.SerializeToString())
+    return _success(
+        ExportLogsServiceResponse,
+        "rejected_log_records",
+        "rejectedLogRecords",
+        rejected,
+        error_message,
+        json=json,
+    )
 
 
 def traces_success(rejected: int, error_message: str, *, json: bool) -> bytes:
     """An ``ExportTraceServiceResponse`` body, with partial_success when spans were rejected."""
+    return _success(
+        ExportTraceServiceResponse,
+        "rejected_spans",
+        "rejectedSpans",
+        rejected,
+        error_message,
+        json=json,
+    )
+
+
+def _success(
+    response_type: Callable[[], Any],
+    count_field: str,
+    json_count_key: str,
+    rejected: int,
+    error_message: str,
+    *,
+    json: bool,
+) -> bytes:
+    # Logs and traces answer alike; only the message type and the name of the count differ.
     if json:
         if rejected <= 0:
             return b"{}"
         return orjson.dumps(
-            {"partialSuccess": {"rejectedSpans": rejected, "errorMessage": error_message}}
+            {"partialSuccess": {json_count_key: rejected, "errorMessage": error_message}}
         )
-    response = ExportTraceServiceResponse()
+    response = response_type()
     if rejected > 0:
-        response.partial_success.rejected_spans = rejected
+        setattr(response.partial_success, count_field, rejected)
         response.partial_success.error_message = error_message
     return bytes(response.SerializeToString())
