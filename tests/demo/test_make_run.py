@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 from elasticsearch import Elasticsearch
 
 from demo.run import run_demo
+from receiver.collector_build import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_demo_stores_every_valid_event_and_dead_letters_the_invalid(
@@ -33,9 +26,9 @@ def test_demo_stores_every_valid_event_and_dead_letters_the_invalid(
     rc = run_demo(
         checkouts=19,
         keep_serving=False,
-        grpc_port=_free_port(),
-        http_port=_free_port(),
-        query_port=_free_port(),
+        grpc_port=free_port(),
+        http_port=free_port(),
+        query_port=free_port(),
     )
     out = capsys.readouterr().out
     assert rc == 0, out

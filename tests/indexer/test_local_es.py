@@ -44,6 +44,7 @@ from indexer.local_es_errors import DistributionError
 from indexer.local_es_node import NodeLayout, es_process_alive, node_settings
 from indexer.local_es_probe import PortState, port_accepts, probe
 from indexer.local_es_state import wipe_project_state
+from receiver.collector_build import free_port
 
 CYCLE_PORT = 9277
 
@@ -53,13 +54,6 @@ def _own_node_dirs(monkeypatch: pytest.MonkeyPatch) -> None:
     # OTEL_AUDIT_LOCAL_ES_DATA names the session node's directory: a test node that
     # inherited it would share (and could stop) the session node through its pid file.
     monkeypatch.delenv("OTEL_AUDIT_LOCAL_ES_DATA", raising=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -303,7 +297,7 @@ def test_extract_zip_keeps_modes_and_refuses_escapes(tmp_path: Path) -> None:
 
 
 def test_probe_free_port() -> None:
-    assert probe("127.0.0.1", _free_port()).state is PortState.FREE
+    assert probe("127.0.0.1", free_port()).state is PortState.FREE
 
 
 def test_port_taken_by_plain_listener_is_a_clear_error(listener: int, tmp_path: Path) -> None:
@@ -326,7 +320,7 @@ def test_port_taken_by_non_http_server(chatty_listener: int, tmp_path: Path) -> 
 
 
 def test_status_and_stop_of_a_stopped_node(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     node = LocalElasticsearch(url=url, cache_dir=tmp_path, progress=None)
     assert node.stop() is False

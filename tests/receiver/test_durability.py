@@ -10,7 +10,6 @@ import asyncio
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from elasticsearch import Elasticsearch
 from indexer.deadletter import REJECTED_ALIAS
 from indexer.local_es import LocalElasticsearch
 from indexer.templates import EVENTS_ALIAS
+from receiver.collector_build import free_port
 from receiver.errors import Unavailable
 from receiver.ingest import IngestConsumer
 from tests.receiver.conftest import ConsumerFactory, audit_record
@@ -32,12 +32,6 @@ from tests.receiver.conftest import ConsumerFactory, audit_record
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stored_ids(es: Elasticsearch) -> list[str]:
@@ -59,7 +53,7 @@ def _rejected(es: Elasticsearch) -> int:
 
 def test_full_spool_answers_unavailable(make_consumer: ConsumerFactory, tmp_path: Path) -> None:
     consumer = make_consumer(
-        es_url=f"http://127.0.0.1:{_free_port()}", spool_max_bytes=48 * 1024, retry_after_s=3.0
+        es_url=f"http://127.0.0.1:{free_port()}", spool_max_bytes=48 * 1024, retry_after_s=3.0
     )
 
     async def go() -> tuple[int, Unavailable, bool]:
@@ -131,7 +125,7 @@ def test_crash_with_spooled_batches_replays_exactly_once(
 ) -> None:
     spool_dir = tmp_path / "crash-spool"
     # 1. Elasticsearch is unreachable: batches are acknowledged from the spool; then SIGKILL.
-    proc = _writer("spool", spool_dir, f"http://127.0.0.1:{_free_port()}")
+    proc = _writer("spool", spool_dir, f"http://127.0.0.1:{free_port()}")
     acked: set[str] = set()
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -171,7 +165,7 @@ def test_crash_with_spooled_batches_replays_exactly_once(
 @pytest.fixture
 def own_node() -> Any:
     """A dedicated Elasticsearch node this test may stop and start."""
-    port = _free_port()
+    port = free_port()
     data = Path(tempfile.mkdtemp(prefix=f"otel-audit-es-{port}-"))
     node = LocalElasticsearch(url=f"http://127.0.0.1:{port}", data_dir=data, progress=None)
     node.ensure_started()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,23 +28,17 @@ from elasticsearch import Elasticsearch
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
+from receiver.collector_build import free_port
 from tests.receiver.front_harness import audit_attributes, logs_request
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Serve:
     """One ``otel-audit serve`` process on fixed free ports, restartable on the same spool."""
 
     def __init__(self, es_url: str, work: Path) -> None:
-        self.grpc_port, self.http_port, self.query_port = (_free_port() for _ in range(3))
+        self.grpc_port, self.http_port, self.query_port = (free_port() for _ in range(3))
         self.work = work
         self.env = dict(os.environ)
         self.env.update(
