@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +13,22 @@ from elasticsearch import AsyncElasticsearch
 from otel_audit.record import LogRecordData
 from receiver.ingest import IngestConsumer, IngestSettings, Sealer
 from receiver.spool import Spool
+from tests.receiver.front_harness import (
+    CapturingConsumer,
+    LiveReceiver,
+    audit_attributes,
+    front_config,
+    running_receiver,
+)
 
 RecordFactory = Callable[..., LogRecordData]
 
 
 def audit_record(n: int = 0, *, event_id: str | None = None, **attrs: Any) -> LogRecordData:
     """A valid audit record; ``attrs`` override or (with None) remove attributes."""
-    base: dict[str, Any] = {
-        "audit.action": "invoice.update",
-        "audit.category": "data_change",
-        "audit.outcome": "success",
-        "audit.actor.id": f"user-{n}",
-        "audit.actor.type": "user",
-        "audit.resource.type": "invoice",
-        "audit.resource.id": f"inv-{n}",
-        "audit.event.id": event_id or str(uuid.uuid4()),
-    }
+    base = audit_attributes(n)
+    if event_id:
+        base["audit.event.id"] = event_id
     for key, value in attrs.items():
         name = key.replace("__", ".")
         if value is None:
@@ -44,6 +43,20 @@ def audit_record(n: int = 0, *, event_id: str | None = None, **attrs: Any) -> Lo
         trace_id="0af7651916cd43dd8448eb211c80319c",
         span_id="b7ad6b7169203331",
     )
+
+
+@pytest.fixture
+def consumer() -> CapturingConsumer:
+    """A consumer that keeps what the OTLP servers hand it."""
+    return CapturingConsumer()
+
+
+@pytest.fixture
+def live(consumer: CapturingConsumer) -> Iterator[LiveReceiver]:
+    """Both OTLP servers running on free ports with small limits, feeding ``consumer``."""
+    config = front_config(max_request_bytes=64 * 1024, max_inflight_bytes=256 * 1024)
+    with running_receiver(consumer, config) as live:
+        yield live
 
 
 @pytest.fixture

@@ -32,18 +32,6 @@ from tests.receiver.front_harness import (
 
 
 @pytest.fixture
-def consumer() -> CapturingConsumer:
-    return CapturingConsumer()
-
-
-@pytest.fixture
-def live(consumer: CapturingConsumer) -> Iterator[LiveReceiver]:
-    config = front_config(max_request_bytes=64 * 1024, max_inflight_bytes=256 * 1024)
-    with running_receiver(consumer, config) as live:
-        yield live
-
-
-@pytest.fixture
 def channel(live: LiveReceiver) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(live.grpc_target) as channel:
         yield channel

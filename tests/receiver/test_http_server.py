@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import threading
 import time
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -30,18 +29,6 @@ from tests.receiver.front_harness import (
 
 PB = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-def consumer() -> CapturingConsumer:
-    return CapturingConsumer()
-
-
-@pytest.fixture
-def live(consumer: CapturingConsumer) -> Iterator[LiveReceiver]:
-    config = front_config(max_request_bytes=64 * 1024, max_inflight_bytes=256 * 1024)
-    with running_receiver(consumer, config) as live:
-        yield live
 
 
 def _post(
