@@ -30,6 +30,7 @@ from typing import Protocol
 import orjson
 
 from otel_audit.integrity import Checkpoint, CheckpointFormatError
+from receiver.state_files import fsync_dir, write_atomic
 
 __all__ = [
     "CheckpointStore",
@@ -64,14 +65,6 @@ class CheckpointStore(Protocol):
         ...
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class DirectoryCheckpointStore:
     """The default :class:`CheckpointStore`: one JSON file per checkpoint."""
 
@@ -90,7 +83,7 @@ class DirectoryCheckpointStore:
         created = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
         if created:
-            _fsync_dir(directory.parent)
+            fsync_dir(directory.parent)
         path = directory / f"{checkpoint.sequence:020d}.json"
         data = orjson.dumps(checkpoint.to_json_dict(), option=orjson.OPT_SORT_KEYS)
         if path.exists():
@@ -99,15 +92,7 @@ class DirectoryCheckpointStore:
             raise FileExistsError(
                 f"{path} already holds a different checkpoint for sequence {checkpoint.sequence}"
             )
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(directory)
+        write_atomic(path, data)
 
     def chains(self) -> list[str]:
         """Chain ids that have a directory here."""

@@ -22,7 +22,6 @@ point neither loses an entry nor seals one twice.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import socket
@@ -33,28 +32,9 @@ from typing import Any, NamedTuple
 import orjson
 
 from otel_audit.integrity import GENESIS_HASH, CompactRange, decode_hash, encode_hash
+from receiver.state_files import lock_dir, write_atomic
 
 __all__ = ["ChainState", "Journal", "JournalEntry", "StateDir"]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class JournalEntry(NamedTuple):
@@ -189,17 +169,12 @@ class StateDir:
 
     def open(self) -> None:
         """Create and lock the directory; raises RuntimeError when another owner holds it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RuntimeError(
-                f"{self.root} is locked by another receiver; each replica needs its own "
-                "integrity.state_dir"
-            ) from None
-        self._lock_fd = fd
+        self._lock_fd = lock_dir(
+            self.root,
+            0o644,
+            f"{self.root} is locked by another receiver; each replica needs its own "
+            "integrity.state_dir",
+        )
 
     def close(self) -> None:
         """Release the lock (idempotent)."""
@@ -216,7 +191,7 @@ class StateDir:
             return path.read_text(encoding="ascii").strip()
         host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-.")[:40]
         chain = f"{host or 'receiver'}-{secrets.token_hex(6)}"
-        _write_atomic(path, chain.encode("ascii") + b"\n")
+        write_atomic(path, chain.encode("ascii") + b"\n")
         return chain
 
     def load_state(self, chain_id: str) -> ChainState | None:
@@ -234,7 +209,7 @@ class StateDir:
 
     def save_state(self, state: ChainState) -> None:
         """Persist ``state`` atomically (fsync + rename)."""
-        _write_atomic(self.root / "state.json", state.to_json())
+        write_atomic(self.root / "state.json", state.to_json())
 
     def journal_path(self, gen: int) -> Path:
         """File of journal generation ``gen``."""

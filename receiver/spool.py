@@ -29,7 +29,6 @@ The spool never grows past ``max_bytes``: :meth:`Spool.append` raises
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import struct
@@ -42,6 +41,7 @@ from typing import NamedTuple
 import orjson
 
 from receiver.errors import Unavailable
+from receiver.state_files import fsync_dir, lock_dir
 
 __all__ = ["Frame", "RecoveryReport", "Spool", "SpoolFull", "SpoolPosition"]
 
@@ -85,14 +85,6 @@ def _segment_name(seq: int) -> str:
     return f"{seq:020d}{_SUFFIX}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Spool:
     """The spool in one directory. Methods block on disk I/O: call them from a thread.
 
@@ -131,16 +123,9 @@ class Spool:
 
     def open(self) -> RecoveryReport:
         """Lock the directory, recover after a crash, and get ready to append."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
-            raise RuntimeError(
-                f"spool directory {self.directory} is in use by another process"
-            ) from None
-        self._lock_fd = lock_fd
+        self._lock_fd = lock_dir(
+            self.directory, 0o600, f"spool directory {self.directory} is in use by another process"
+        )
         with self._lock:
             return self._recover()
 
@@ -167,7 +152,7 @@ class Spool:
             (self.directory / _segment_name(seq)).unlink()
             removed = True
         if removed:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         seqs = [s for s in seqs if s >= self._commit.segment]
         if seqs and seqs[0] != self._commit.segment:
             self._commit = SpoolPosition(seqs[0], 0)
@@ -234,7 +219,7 @@ class Spool:
                 fh.truncate(offset)
                 fh.flush()
                 os.fsync(fh.fileno())
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
             _log.warning(
                 "spool segment %s: %d bytes after offset %d are a torn or corrupt tail "
                 "(never acknowledged); moved to %s and truncated",
@@ -318,12 +303,12 @@ class Spool:
                     written += os.write(self._active_fd, frame[written:])
                 os.fsync(self._active_fd)
                 if created:
-                    _fsync_dir(self.directory)
+                    fsync_dir(self.directory)
             except OSError as exc:
                 # A partial frame may be on disk; the next open cuts it as a torn tail.
                 # Appending after it would hide later frames behind it, so start afresh.
                 self._roll()
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
                 raise Unavailable(f"cannot write the spool: {exc}", self.retry_after_s) from exc
             self._sizes[self._active_seq] += len(frame)
             self._frames += 1
@@ -406,7 +391,7 @@ class Spool:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.directory / _COMMIT)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         with self._lock:
             self._commit = end
             self._frames = max(0, self._frames - len(frames))
@@ -423,4 +408,4 @@ class Spool:
                 del self._sizes[seq]
                 (self.directory / _segment_name(seq)).unlink(missing_ok=True)
         if done:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
