@@ -45,6 +45,14 @@ class DecodedSpans:
     def total(self) -> int:
         return len(self.spans) + len(self.rejected)
 
+    def add(self, span: SpanData, problem: str | None) -> None:
+        """Keep ``span`` for the consumer, or reject it for ``problem``."""
+        if problem is None:
+            self.spans.append(span)
+        else:
+            self.rejected.append(span)
+            self.reasons.append(problem)
+
 
 def _pb_id_problem(trace_id: bytes, span_id: bytes, parent: bytes) -> str | None:
     if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
@@ -92,11 +100,7 @@ def decode_traces_protobuf(body: bytes) -> DecodedSpans:
                     flags=sp.flags,
                 )
                 problem = _pb_id_problem(trace_id, span_id, parent)
-                if problem is None:
-                    out.spans.append(span)
-                else:
-                    out.rejected.append(span)
-                    out.reasons.append(problem)
+                out.add(span, problem)
     return out
 
 
@@ -132,9 +136,5 @@ def decode_traces_json(body: bytes) -> DecodedSpans:
             problem = "traceId is required"
         if problem is None and not sid:
             problem = "spanId is required"
-        if problem is None:
-            out.spans.append(span)
-        else:
-            out.rejected.append(span)
-            out.reasons.append(problem)
+        out.add(span, problem)
     return out
