@@ -37,6 +37,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bench.figures import kv_table
+
 DEFAULT_ES_URL = "http://127.0.0.1:9280"
 DEFAULT_HEAP = "1g"
 
@@ -71,11 +73,6 @@ class Bench:
     """Calls the module's ``run(...)`` for figures; ``main(argv)`` is the fallback."""
 
 
-def _kv_table(figures: dict[str, Any]) -> str:
-    width = max((len(k) for k in figures), default=0)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in figures.items())
-
-
 def _receiver_cpu(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
     requests = 40 if quick else 200
     null = mod.run(requests, 500, 4, "null_sink")
@@ -92,12 +89,12 @@ def _receiver_cpu(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
         "within_target": null["within_target"],
         "events": null["events"],
     }
-    return _kv_table(figures), figures
+    return kv_table(figures), figures
 
 
 def _pipeline_cpu(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
     figures = mod.run(8 if quick else 20, 500, 3 if quick else 5)
-    return _kv_table(figures), figures
+    return kv_table(figures), figures
 
 
 def _integrity(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import pstats
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from bench.figures import print_figures
 from bench.receiver_cpu import TARGET_US_PER_EVENT, build_requests
 from otel_audit.document import build_document, content_hash
 from otel_audit.record import LogRecordData
@@ -126,12 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         profile(args.requests, args.records)
         return 0
     result = run(args.requests, args.records, args.rounds)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        width = max(len(k) for k in result)
-        for key, value in result.items():
-            print(f"{key:<{width}}  {value}")
+    print_figures(result, as_json=args.json)
     return 0
 
 

@@ -15,10 +15,10 @@ Target: <= 25 us of receiver CPU per event.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
+from bench.figures import print_figures
 from bench.otlp_load import build_requests, percentile, replay, run_receiver
 
 __all__ = ["TARGET_US_PER_EVENT", "build_requests", "main", "run"]
@@ -65,12 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = run(args.requests, args.records, args.concurrency, args.consumer)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        width = max(len(k) for k in result)
-        for key, value in result.items():
-            print(f"{key:<{width}}  {value}")
+    print_figures(result, as_json=args.json)
     return 0
 
 
