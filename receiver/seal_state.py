@@ -31,7 +31,13 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from otel_audit.integrity import GENESIS_HASH, CompactRange, decode_hash, encode_hash
+from otel_audit.integrity import (
+    GENESIS_HASH,
+    Checkpoint,
+    CompactRange,
+    decode_hash,
+    encode_hash,
+)
 from receiver.state_files import lock_dir, write_atomic
 
 __all__ = ["ChainState", "Journal", "JournalEntry", "StateDir"]
@@ -65,6 +71,23 @@ class ChainState:
     def compact_range(self) -> CompactRange:
         """The chain's Merkle frontier as a :class:`CompactRange`."""
         return CompactRange.from_state(self.tree_size, self.frontier)
+
+    def after_block(
+        self, checkpoint: Checkpoint, tree: CompactRange, journal_offset: int
+    ) -> ChainState:
+        """The state once ``checkpoint`` is sealed, ``tree`` holding its leaves too.
+
+        ``journal_offset`` is how far the journal is sealed after this block.
+        """
+        return replace(
+            self,
+            sequence=checkpoint.sequence,
+            tree_size=tree.size,
+            frontier=tree.state()[1],
+            last_digest=checkpoint.digest(),
+            last_timestamp_ms=checkpoint.timestamp_ms,
+            journal_offset=journal_offset,
+        )
 
     def to_json(self) -> bytes:
         """Serialized form for ``state.json``."""

@@ -367,15 +367,7 @@ class Sealer:
                 self._leftover = max(0, self._leftover - n)
             cr = rec.frontier_range()
             cr.extend(rec.leaf_hashes)
-            state = replace(
-                state,
-                sequence=cp.sequence,
-                tree_size=cr.size,
-                frontier=cr.state()[1],
-                last_digest=cp.digest(),
-                last_timestamp_ms=cp.timestamp_ms,
-                journal_offset=offset,
-            )
+            state = state.after_block(cp, cr, offset)
             await asyncio.to_thread(self._store.append, cp)
         _log.warning(
             "adopted %d records of chain %s written before a restart", len(records), self.chain_id
@@ -516,15 +508,7 @@ class Sealer:
         await asyncio.to_thread(self._store.append, cp)
         cr = self.state.compact_range()
         cr.extend(record.leaf_hashes)
-        new_state = replace(
-            self.state,
-            sequence=cp.sequence,
-            tree_size=cr.size,
-            frontier=cr.state()[1],
-            last_digest=cp.digest(),
-            last_timestamp_ms=cp.timestamp_ms,
-            journal_offset=journal_offset,
-        )
+        new_state = self.state.after_block(cp, cr, journal_offset)
         await asyncio.to_thread(self._dir.save_state, new_state)
         self._state = new_state
         self._inflight = None
