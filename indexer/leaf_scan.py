@@ -18,7 +18,6 @@ import gc
 import multiprocessing
 import pickle
 import queue
-import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -28,10 +27,11 @@ from elastic_transport import HttpHeaders, NodeConfig, TransportError, Urllib3Ht
 from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_exc
 
-from otel_audit.integrity import IntegrityError, document_for_hashing, leaf_hash
-from otel_audit.integrity.canonical import leaf_hash_of_document
+from otel_audit.integrity import IntegrityError
+from otel_audit.integrity.canonical import fast_leaf_hash
 
 __all__ = ["HashedPage", "LeafScan", "fast_leaf_hash", "hash_hits"]
+
 
 HashedPage = tuple[list[str], list[str], list["bytes | str"], list["str | None"]]
 """Event ids, their indices, leaf hashes (or why one cannot be hashed), ``event.ingested``."""
@@ -44,32 +44,6 @@ _SEARCH = "/_search"
 _HEADERS = {"content-type": "application/json", "accept": "application/json"}
 _REQUEST_TIMEOUT_S = 300.0
 _KEEP_ALIVE = "2m"
-
-# Where a float token (``1.0``, ``1e+20``, ``-0.0``) or an integer of 16+ digits (maybe
-# beyond 2**53) could start in compact JSON: after ``:``, ``,`` or ``[``, digits then ``.``,
-# ``e`` or ``E``, or 16 digits. Text inside strings can match too; that only costs the
-# slower check. Looser than matching whole tokens, and about fifteen times faster.
-_RISKY_NUMBER = re.compile(rb"[:,\[]-?\d(?:\d*[.eE]|\d{15})")
-_SORT = orjson.OPT_SORT_KEYS
-
-
-def fast_leaf_hash(source: dict[str, Any]) -> bytes:
-    """:func:`leaf_hash_of_document` of a document parsed from JSON, faster.
-
-    RFC 8785 equals orjson's sorted-key output unless a key has a character at or above
-    U+E000, or a number is a float or beyond 2**53 (see ``otel_audit.integrity.canonical``).
-    For a value parsed from JSON (only dict/list/str/int/float/bool/None, finite floats)
-    the output itself shows that: all ASCII and no risky number token. Checking the bytes
-    in C replaces a Python walk of every value, the verifier's largest cost per event.
-    """
-    doc = source if "integrity" not in source else document_for_hashing(source)
-    try:
-        out = orjson.dumps(doc, option=_SORT)
-    except (orjson.JSONEncodeError, TypeError):
-        return leaf_hash_of_document(source)
-    if out.isascii() and _RISKY_NUMBER.search(out) is None:
-        return leaf_hash(out)
-    return leaf_hash_of_document(source)
 
 
 def hash_hits(hits: list[dict[str, Any]]) -> HashedPage:

@@ -48,9 +48,9 @@ from otel_audit.integrity import (
     Ed25519PrivateKey,
     IntegrityError,
     KeyFormatError,
+    fast_leaf_hash,
     generate_private_key,
     key_id,
-    leaf_hash_of_document,
     load_private_key,
     load_private_key_from_env,
     make_checkpoint,
@@ -259,7 +259,7 @@ class Sealer:
             index, event_id, doc = ev[0], ev[1], ev[2]
             ts = doc.get("@timestamp")
             entry = JournalEntry(
-                index, event_id, leaf_hash_of_document(doc), ts if isinstance(ts, str) else ""
+                index, event_id, fast_leaf_hash(doc), ts if isinstance(ts, str) else ""
             )
             (fresh if getattr(ev, "created", False) else maybe_sealed).append(entry)
         if maybe_sealed:

@@ -27,6 +27,7 @@ from otel_audit.integrity.canonical import (
     canonical_json,
     canonical_json_reference,
     document_for_hashing,
+    fast_leaf_hash,
     fast_path_applies,
     leaf_hash_of_document,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "decode_hash",
     "document_for_hashing",
     "encode_hash",
+    "fast_leaf_hash",
     "fast_path_applies",
     "generate_private_key",
     "inclusion_proof",

@@ -22,6 +22,7 @@ integers as strings upstream.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "canonical_json",
     "canonical_json_reference",
     "document_for_hashing",
+    "fast_leaf_hash",
     "fast_path_applies",
     "leaf_hash_of_document",
 ]
@@ -144,3 +146,31 @@ def leaf_hash_of_document(
     the ``integrity`` field, which records the seal, is excluded.
     """
     return leaf_hash(canonical_json(document_for_hashing(doc, exclude)))
+
+
+# Where a float token (``1.0``, ``1e+20``, ``-0.0``) or an integer of 16+ digits (maybe
+# beyond 2**53) could start in compact JSON: after ``:``, ``,`` or ``[``, digits then ``.``,
+# ``e`` or ``E``, or 16 digits. Text inside strings can match too; that only costs the
+# slower check. Looser than matching whole tokens, and about fifteen times faster.
+_RISKY_NUMBER = re.compile(rb"[:,\[]-?\d(?:\d*[.eE]|\d{15})")
+
+
+def fast_leaf_hash(source: dict[str, Any]) -> bytes:
+    """:func:`leaf_hash_of_document`, faster, for JSON-exact documents.
+
+    RFC 8785 equals orjson's sorted-key output unless a key has a character at or above
+    U+E000, or a number is a float or beyond 2**53 (see :func:`fast_path_applies`).
+    For a JSON-exact value (parsed from JSON, or built like the receiver's stored
+    documents: str keys, dict/list/str/int/float/bool/None, finite floats) the output
+    itself shows that: all ASCII and no risky number token. Checking the bytes in C
+    replaces a Python walk of every value, the largest cost per event of the sealer and
+    the verifier. Anything else takes the exact path, so the result is always RFC 8785.
+    """
+    doc = source if "integrity" not in source else document_for_hashing(source)
+    try:
+        out = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return leaf_hash_of_document(source)
+    if out.isascii() and _RISKY_NUMBER.search(out) is None:
+        return leaf_hash(out)
+    return leaf_hash_of_document(source)

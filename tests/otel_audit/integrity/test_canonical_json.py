@@ -17,6 +17,7 @@ from otel_audit.integrity import (
     canonical_json,
     canonical_json_reference,
     document_for_hashing,
+    fast_leaf_hash,
     fast_path_applies,
     leaf_hash,
     leaf_hash_of_document,
@@ -211,3 +212,20 @@ def test_subclasses_and_tuples_go_to_the_reference() -> None:
     value = {"t": (1, 2), "s": S("x")}
     assert not fast_path_applies(value)
     assert canonical_json(value) == canonical_json_reference(value) == b'{"s":"x","t":[1,2]}'
+
+
+@given(st.dictionaries(text, json_values, max_size=6))
+@settings(max_examples=300 * SCALE, deadline=None)
+@example({"a": 1.0, "b": "…", "c": 2**53 - 1})
+@example({"n": -0.0, "big": 123456789012345678})
+@example({"integrity": {"block": 1}, "k\ue000": "x", "l": [1e21, 5e-324]})
+def test_fast_leaf_hash_equals_the_exact_leaf_hash(doc: dict[str, Any]) -> None:
+    # Whatever the document holds, the quick byte check may only pick the fast path when
+    # its bytes are RFC 8785; otherwise it must fall back to the exact hash.
+    try:
+        expected = leaf_hash_of_document(doc)
+    except CanonicalizationError:
+        with pytest.raises(CanonicalizationError):
+            fast_leaf_hash(doc)
+        return
+    assert fast_leaf_hash(doc) == expected
