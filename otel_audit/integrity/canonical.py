@@ -149,12 +149,25 @@ def leaf_hash_of_document(
 
 
 # Where a float token (``1.0``, ``1e+20``, ``-0.0``) or an integer of 16+ digits (maybe
-# beyond 2**53) could start in compact JSON: an object value follows the closing quote of
-# its key and a colon (``":``), an array item follows ``[`` or ``,``; then digits and ``.``,
-# ``e`` or ``E``, or 16 digits. Text inside strings can match too (``"a,1.5"``); that only
-# costs the exact check. Requiring ``":`` rather than any ``:`` keeps every timestamp
-# (``"...T10:00:39.3Z"``) off the slow path.
-_RISKY_NUMBER = re.compile(rb'(?:":|[,\[])-?\d(?:\d*[.eE]|\d{15})')
+# beyond 2**53) could start in compact JSON: after ``:``, ``,`` or ``[``, digits then ``.``,
+# ``e`` or ``E``, or 16 digits. A character class first keeps the scan fast in C.
+_NUMBER_START = re.compile(rb"[:,\[]-?\d(?:\d*[.eE]|\d{15})")
+_QUOTE, _COLON = ord('"'), ord(":")
+
+
+def _may_hold_risky_number(out: bytes) -> bool:
+    """Whether compact JSON ``out`` may hold a float or a 16+-digit integer token.
+
+    An object value follows its key's closing quote (``":``); a ``:`` after anything else
+    is inside a string, such as every timestamp (``"...T10:00:39.3Z"``), and is skipped.
+    Matches inside strings after ``,``, ``[`` or ``":`` still count: that only costs the
+    exact path, never a wrong hash.
+    """
+    for match in _NUMBER_START.finditer(out):
+        at = match.start()
+        if out[at] != _COLON or (at > 0 and out[at - 1] == _QUOTE):
+            return True
+    return False
 
 
 def fast_leaf_hash(source: dict[str, Any]) -> bytes:
@@ -173,6 +186,6 @@ def fast_leaf_hash(source: dict[str, Any]) -> bytes:
         out = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
     except (orjson.JSONEncodeError, TypeError):
         return leaf_hash_of_document(source)
-    if out.isascii() and _RISKY_NUMBER.search(out) is None:
+    if out.isascii() and not _may_hold_risky_number(out):
         return leaf_hash(out)
     return leaf_hash_of_document(source)
