@@ -19,9 +19,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# The whole suite: lint, unit and integration tests. Integration tests start the
-# local Elasticsearch (and build the Collector) through the project's own code.
-test: lint
+# The whole suite: lint, unit and integration tests. The Collector is built (or found in
+# its cache) first, outside any test's timeout; integration tests start the local
+# Elasticsearch through the project's own code.
+test: lint collector
 	$(PY) -m pytest
 
 unit: $(STAMP)
