@@ -36,6 +36,7 @@ leave an event unsealed, so the sealer deduplicates by event id.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import struct
@@ -59,6 +60,7 @@ from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema, load_schema
 from otel_audit.validate import Violation, summarize, validate
 from receiver import metrics
+from receiver.config import ReceiverConfig
 from receiver.errors import Unavailable
 from receiver.pipeline import IngestResult
 from receiver.spool import Frame, Spool, SpoolFull
@@ -74,7 +76,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_MIB = 1024 * 1024
 _COUNT = struct.Struct(">I")
 _SPOOL_VERSION = 1
 _MAX_MESSAGE_RECORDS = 3
@@ -99,29 +100,38 @@ class Sealer(Protocol):
         ...
 
 
+def _receiver_default(name: str) -> Any:
+    # The receiver configuration holds the defaults of the keys it shares with these
+    # settings; reading them here keeps one place for each default.
+    return next(f.default for f in dataclasses.fields(ReceiverConfig) if f.name == name)
+
+
 @dataclass(frozen=True, slots=True)
 class IngestSettings:
-    """Knobs of the ingest pipeline; units in the names, defaults here only."""
+    """Knobs of the ingest pipeline; units in the names.
 
-    es_url: str = "http://127.0.0.1:9200"
+    Keys the receiver configuration also has take their defaults from it.
+    """
+
+    es_url: str = _receiver_default("es_url")
     """Elasticsearch base URL."""
-    spool_dir: str = "spool"
+    spool_dir: str = _receiver_default("spool_dir")
     """Directory of the local spool."""
-    spool_max_bytes: int = 1024 * _MIB
+    spool_max_bytes: int = _receiver_default("spool_max_bytes")
     """Spool size limit; when it is reached while ES is down, requests get Unavailable."""
-    bulk_max_docs: int = 1000
+    bulk_max_docs: int = _receiver_default("bulk_max_docs")
     """Documents per ``_bulk`` request at most (requests are coalesced up to this)."""
-    bulk_max_bytes: int = 8 * _MIB
+    bulk_max_bytes: int = _receiver_default("bulk_max_bytes")
     """Body bytes per ``_bulk`` request at most."""
-    bulk_flush_interval_ms: float = 5.0
+    bulk_flush_interval_ms: float = _receiver_default("bulk_flush_interval_ms")
     """How long a batch waits for more documents from concurrent requests."""
-    bulk_timeout_s: float = 10.0
+    bulk_timeout_s: float = _receiver_default("bulk_timeout_s")
     """A ``_bulk`` slower than this counts as ES unavailable: the batch is spooled."""
     bulk_max_attempts: int = 5
     """Attempts per document on 429 / 5xx item answers before spooling it."""
-    max_inflight_bulks: int = 2
+    max_inflight_bulks: int = _receiver_default("max_inflight_bulks")
     """``_bulk`` requests in flight at once (the next batch fills while one is sent)."""
-    retry_after_s: float = 5.0
+    retry_after_s: float = _receiver_default("retry_after_s")
     """Retry delay suggested to clients when neither ES nor the spool can take data."""
     replay_backoff_max_s: float = 5.0
     """Longest wait between replay attempts while ES stays unavailable."""
