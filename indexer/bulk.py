@@ -100,14 +100,25 @@ class BulkItem:
     document: dict[str, Any]
     content_hash: str | None = None
     record: LogRecordData | None = None
+    sort_keys: bool = False
+    """Serialize the document with sorted keys: its bytes then serve the leaf hash too."""
     _encoded: bytes | None = field(default=None, repr=False)
+    _source_at: int = field(default=0, repr=False)
 
     def encoded(self) -> bytes:
         """The two NDJSON lines (action + source) of this item, serialized once."""
         if self._encoded is None:
             action = orjson.dumps({"create": {"_index": self.index, "_id": self.doc_id}})
-            self._encoded = action + b"\n" + orjson.dumps(self.document) + b"\n"
+            option = orjson.OPT_SORT_KEYS if self.sort_keys else None
+            self._source_at = len(action) + 1
+            self._encoded = action + b"\n" + orjson.dumps(self.document, option=option) + b"\n"
         return self._encoded
+
+    def sorted_source(self) -> bytes | None:
+        """The document as sent, when it was sent with sorted keys (else None)."""
+        if not self.sort_keys or self._encoded is None:
+            return None
+        return self._encoded[self._source_at : -1]
 
 
 @dataclass(frozen=True, slots=True)

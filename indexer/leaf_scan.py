@@ -28,9 +28,9 @@ from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_exc
 
 from otel_audit.integrity import IntegrityError
-from otel_audit.integrity.canonical import fast_leaf_hash
+from otel_audit.integrity.canonical import leaf_hash_of_event
 
-__all__ = ["HashedPage", "LeafScan", "fast_leaf_hash", "hash_hits"]
+__all__ = ["HashedPage", "LeafScan", "hash_hits"]
 
 
 HashedPage = tuple[list[str], list[str], list["bytes | str"], list["str | None"]]
@@ -60,7 +60,7 @@ def hash_hits(hits: list[dict[str, Any]]) -> HashedPage:
         index = hit["_index"]
         indices.append(names.setdefault(index, index))
         try:
-            hashes.append(fast_leaf_hash(source))
+            hashes.append(leaf_hash_of_event(source))
         except IntegrityError as exc:
             hashes.append(str(exc))
         event = source.get("event") if type(source) is dict else None

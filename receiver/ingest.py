@@ -90,6 +90,8 @@ class StoredEvent(NamedTuple):
     document: dict[str, Any]
     created: bool = True
     """False when this write found it already stored (409, same content)."""
+    sorted_json: bytes | None = None
+    """The document's sorted-key JSON as sent, when the write produced it."""
 
 
 class Sealer(Protocol):
@@ -450,7 +452,10 @@ class IngestConsumer:
                 record, received_ns=received_ns, content_sha256=sha, schema=self._schema
             )
             ts = record.time_unix_nano or record.observed_time_unix_nano
-            return BulkItem(event_index(ts), doc["event"]["id"], doc, sha, record), []
+            item = BulkItem(event_index(ts), doc["event"]["id"], doc, sha, record)
+            # Sealed documents go out with sorted keys: the sealer hashes those same bytes.
+            item.sort_keys = self._sealer is not None
+            return item, []
         except Exception as exc:  # hostile input the validator let through: refuse, keep it
             _log.exception("could not build the document of a valid record")
             return None, [
@@ -639,7 +644,13 @@ class IngestConsumer:
         if self._sealer is None:
             return
         stored = [
-            StoredEvent(it.index, it.doc_id, it.document, r.status is ItemStatus.CREATED)
+            StoredEvent(
+                it.index,
+                it.doc_id,
+                it.document,
+                r.status is ItemStatus.CREATED,
+                it.sorted_source(),
+            )
             for it, r in zip(items, results, strict=True)
             if it.content_hash is not None and r.status.stored
         ]

@@ -48,9 +48,9 @@ from otel_audit.integrity import (
     Ed25519PrivateKey,
     IntegrityError,
     KeyFormatError,
-    fast_leaf_hash,
     generate_private_key,
     key_id,
+    leaf_hash_of_event,
     load_private_key,
     load_private_key_from_env,
     make_checkpoint,
@@ -258,9 +258,8 @@ class Sealer:
         for ev in stored:
             index, event_id, doc = ev[0], ev[1], ev[2]
             ts = doc.get("@timestamp")
-            entry = JournalEntry(
-                index, event_id, fast_leaf_hash(doc), ts if isinstance(ts, str) else ""
-            )
+            leaf = leaf_hash_of_event(doc, getattr(ev, "sorted_json", None))
+            entry = JournalEntry(index, event_id, leaf, ts if isinstance(ts, str) else "")
             (fresh if getattr(ev, "created", False) else maybe_sealed).append(entry)
         if maybe_sealed:
             fresh.extend(await self._not_yet_sealed(maybe_sealed))

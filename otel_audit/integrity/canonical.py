@@ -18,11 +18,14 @@ property tests in ``tests/otel_audit/integrity`` compare both paths over the who
 domain. Values outside JCS entirely (NaN, infinities, big integers, lone surrogates,
 non-string keys, other types) raise :class:`CanonicalizationError`: documents keep big
 integers as strings upstream.
+
+:func:`leaf_hash_of_event` is the fast form for stored event documents, which the sealer
+and the verifier hash by the million: it only walks the parts of a document where the
+builder lets free-form values in.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -38,9 +41,9 @@ __all__ = [
     "canonical_json",
     "canonical_json_reference",
     "document_for_hashing",
-    "fast_leaf_hash",
     "fast_path_applies",
     "leaf_hash_of_document",
+    "leaf_hash_of_event",
 ]
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -148,44 +151,43 @@ def leaf_hash_of_document(
     return leaf_hash(canonical_json(document_for_hashing(doc, exclude)))
 
 
-# Where a float token (``1.0``, ``1e+20``, ``-0.0``) or an integer of 16+ digits (maybe
-# beyond 2**53) could start in compact JSON: after ``:``, ``,`` or ``[``, digits then ``.``,
-# ``e`` or ``E``, or 16 digits. A character class first keeps the scan fast in C.
-_NUMBER_START = re.compile(rb"[:,\[]-?\d(?:\d*[.eE]|\d{15})")
-_QUOTE, _COLON = ord('"'), ord(":")
+def _free_form_parts(doc: dict[str, Any]) -> tuple[object, ...] | None:
+    """The free-form values of an event document, or None when it is not shaped like one."""
+    audit = doc.get("audit")
+    if type(audit) is not dict:
+        return None
+    origin = audit.get("origin")
+    if origin is not None and type(origin) is not dict:
+        return None
+    return (audit.get("extra"), origin)
 
 
-def _may_hold_risky_number(out: bytes) -> bool:
-    """Whether compact JSON ``out`` may hold a float or a 16+-digit integer token.
+def leaf_hash_of_event(doc: dict[str, Any], sorted_json: bytes | None = None) -> bytes:
+    """:func:`leaf_hash_of_document` of a stored event document, without walking all of it.
 
-    An object value follows its key's closing quote (``":``); a ``:`` after anything else
-    is inside a string, such as every timestamp (``"...T10:00:39.3Z"``), and is skipped.
-    Matches inside strings after ``,``, ``[`` or ``":`` still count: that only costs the
-    exact path, never a wrong hash.
+    :func:`otel_audit.document.build_document` writes values that may be floats, or keys
+    that may sort differently under RFC 8785, only below ``audit.extra`` and
+    ``audit.origin`` (the emitter's free-form attributes); everywhere else it writes
+    strings, lists of strings and small integers, for which ``orjson`` with sorted keys
+    already prints RFC 8785. So when :func:`fast_path_applies` accepts those two subtrees,
+    the leaf is the hash of the sorted-key bytes (``sorted_json`` when the caller has
+    them: ``orjson.dumps(doc, option=OPT_SORT_KEYS)``); otherwise the exact path decides.
+    A property test holds this equal to the exact leaf for every document the builder can
+    produce.
+
+    For a document that did not come from the builder (an edited one read back by the
+    verifier), the bytes hashed are still a faithful JSON encoding of that document, so the
+    result can only equal a sealed leaf if the document equals the sealed one: an edit is
+    never hidden, and an unedited document always matches.
     """
-    for match in _NUMBER_START.finditer(out):
-        at = match.start()
-        if out[at] != _COLON or (at > 0 and out[at - 1] == _QUOTE):
-            return True
-    return False
-
-
-def fast_leaf_hash(source: dict[str, Any]) -> bytes:
-    """:func:`leaf_hash_of_document`, faster, for JSON-exact documents.
-
-    RFC 8785 equals orjson's sorted-key output unless a key has a character at or above
-    U+E000, or a number is a float or beyond 2**53 (see :func:`fast_path_applies`).
-    For a JSON-exact value (parsed from JSON, or built like the receiver's stored
-    documents: str keys, dict/list/str/int/float/bool/None, finite floats) the output
-    itself shows that: all ASCII and no risky number token. Checking the bytes in C
-    replaces a Python walk of every value, the largest cost per event of the sealer and
-    the verifier. Anything else takes the exact path, so the result is always RFC 8785.
-    """
-    doc = source if "integrity" not in source else document_for_hashing(source)
-    try:
-        out = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
-    except (orjson.JSONEncodeError, TypeError):
-        return leaf_hash_of_document(source)
-    if out.isascii() and not _may_hold_risky_number(out):
-        return leaf_hash(out)
-    return leaf_hash_of_document(source)
+    if type(doc) is not dict or "integrity" in doc:
+        return leaf_hash_of_document(doc)
+    parts = _free_form_parts(doc)
+    if parts is None or not all(p is None or fast_path_applies(p) for p in parts):
+        return leaf_hash_of_document(doc)
+    if sorted_json is None:
+        try:
+            sorted_json = orjson.dumps(doc, option=_SORT)
+        except (orjson.JSONEncodeError, TypeError):
+            return leaf_hash_of_document(doc)
+    return leaf_hash(sorted_json)

@@ -17,10 +17,10 @@ from otel_audit.integrity import (
     canonical_json,
     canonical_json_reference,
     document_for_hashing,
-    fast_leaf_hash,
     fast_path_applies,
     leaf_hash,
     leaf_hash_of_document,
+    leaf_hash_of_event,
 )
 
 # Raise for a long run, e.g. OTEL_AUDIT_PROPERTY_SCALE=100.
@@ -219,13 +219,32 @@ def test_subclasses_and_tuples_go_to_the_reference() -> None:
 @example({"a": 1.0, "b": "…", "c": 2**53 - 1})
 @example({"n": -0.0, "big": 123456789012345678})
 @example({"integrity": {"block": 1}, "k\ue000": "x", "l": [1e21, 5e-324]})
-def test_fast_leaf_hash_equals_the_exact_leaf_hash(doc: dict[str, Any]) -> None:
-    # Whatever the document holds, the quick byte check may only pick the fast path when
-    # its bytes are RFC 8785; otherwise it must fall back to the exact hash.
+@example({"audit": {"extra": {"f": 1.0}, "origin": {"resource": {"\U0001f600": 1, "\ue000": 2}}}})
+@example({"audit": {"extra": "not an object"}, "v": 1e21})
+@example({"audit": {"origin": 3}})
+def test_leaf_hash_of_event_never_hides_a_difference(doc: dict[str, Any]) -> None:
+    # For any document (a verifier reads edited ones too), the bytes hashed are either
+    # RFC 8785 or orjson's faithful encoding of that same document: a match with a sealed
+    # leaf therefore means the same JSON value. Documents shaped like stored events with
+    # clean free-form parts take the fast path and must then be exactly RFC 8785.
     try:
         expected = leaf_hash_of_document(doc)
     except CanonicalizationError:
         with pytest.raises(CanonicalizationError):
-            fast_leaf_hash(doc)
+            leaf_hash_of_event(doc)
         return
-    assert fast_leaf_hash(doc) == expected
+    got = leaf_hash_of_event(doc)
+    if got != expected:
+        encoded = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+        assert got == leaf_hash(encoded)
+        assert orjson.loads(encoded) == doc
+        # Only values outside the free-form parts can make the bytes differ.
+        audit = doc.get("audit")
+        assert type(audit) is dict
+        assert fast_path_applies(audit.get("extra")) or audit.get("extra") is None
+    # Given the caller's own sorted bytes, the answer is the same.
+    try:
+        encoded = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return
+    assert leaf_hash_of_event(doc, encoded) == got

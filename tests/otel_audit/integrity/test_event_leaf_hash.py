@@ -1,0 +1,86 @@
+"""The sealer's fast leaf hash equals RFC 8785 for every document the builder produces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+
+from otel_audit.document import build_document
+from otel_audit.integrity import (
+    CanonicalizationError,
+    canonical_json_reference,
+    document_for_hashing,
+    leaf_hash,
+    leaf_hash_of_event,
+)
+from otel_audit.record import LogRecordData
+from otel_audit.schema import load_schema
+from otel_audit.validate import validate
+from tests.otel_audit.integrity.test_canonical_json import SPECIAL_CHARS, special_floats
+from tests.otel_audit.test_validate_property import NOW, mostly_valid_records, values
+
+SCHEMA = load_schema()
+
+# Keys that sort differently under UTF-16 (RFC 8785) and code points (orjson) included.
+wild_keys = st.one_of(
+    st.text(max_size=8),
+    st.sampled_from(["\ue000", "\uffff", "\U0001f600", "\U00010000", "a\ue000", "a\U0001f600"]),
+    st.lists(st.sampled_from(SPECIAL_CHARS), min_size=1, max_size=3).map("".join),
+)
+wild_values = st.one_of(values, special_floats, st.lists(special_floats, max_size=3))
+
+
+@st.composite
+def stored_documents(draw: st.DrawFn) -> dict[str, Any]:
+    record: LogRecordData = draw(mostly_valid_records())
+    record.attributes.update(draw(st.dictionaries(wild_keys, wild_values, max_size=5)))
+    record.resource = {
+        **draw(st.dictionaries(wild_keys, wild_values, max_size=4)),
+        "service.name": "billing",
+    }
+    if validate(record, now_ns=NOW):
+        event("invalid record")
+        return build_document(_core_only(record), received_ns=NOW)
+    event("valid record with wild extras")
+    return build_document(record, received_ns=NOW)
+
+
+def _core_only(record: LogRecordData) -> LogRecordData:
+    """The record without its generated extras (which made it invalid): still a document."""
+    known = SCHEMA.by_attribute
+    record.attributes = {k: v for k, v in record.attributes.items() if k in known}
+    record.resource = {"service.name": "billing", "k\ue000": 1.0, "k\U0001f600": 2.5e-7}
+    return record
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stored_documents())
+@example(
+    build_document(
+        LogRecordData(
+            attributes={
+                "audit.action": "invoice.update",
+                "audit.category": "data_change",
+                "audit.outcome": "success",
+                "audit.actor.id": "u-1",
+                "amount": 10.0,
+                "\U0001f600": 1e21,
+                "\ue000": -0.0,
+            },
+            resource={"service.name": "billing", "weight": 5e-324},
+            time_unix_nano=NOW,
+        ),
+        received_ns=NOW,
+    )
+)
+def test_event_leaf_hash_is_rfc8785_for_built_documents(doc: dict[str, Any]) -> None:
+    try:
+        expected = leaf_hash(canonical_json_reference(document_for_hashing(doc)))
+    except CanonicalizationError:
+        raise AssertionError("the builder made a document RFC 8785 cannot encode") from None
+    assert leaf_hash_of_event(doc) == expected
+    # The receiver passes the sorted-key bytes it sent to Elasticsearch.
+    assert leaf_hash_of_event(doc, orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)) == expected
