@@ -93,7 +93,8 @@ def blocks_template(schema: Schema, settings: TemplateSettings) -> dict[str, Any
                         }
                     },
                     # Indexed: `prove` and the sealer's duplicate check find a block by id.
-                    "event_ids": {"type": "keyword"},
+                    # Term lookups only: no doc values for thousands of ids per block.
+                    "event_ids": {"type": "keyword", "doc_values": False},
                     "event_indices": _NOT_INDEXED,
                     "leaf_hashes": _NOT_INDEXED,
                     "frontier": _NOT_INDEXED,

@@ -45,6 +45,7 @@ from indexer.checkpoint_store import CheckpointStore, open_checkpoint_store
 from otel_audit.integrity import (
     PRIVATE_KEY_FILENAME,
     CheckpointFormatError,
+    CompactRange,
     Ed25519PrivateKey,
     IntegrityError,
     KeyFormatError,
@@ -140,6 +141,7 @@ class Sealer:
         self._flush_now = False
         self._task: asyncio.Task[None] | None = None
         self._inflight: BlockRecord | None = None
+        self._inflight_range: CompactRange | None = None
         self._closing = False
         self._leftover = 0
         self.blocks_sealed = 0
@@ -435,6 +437,7 @@ class Sealer:
         state = self.state
         cr = state.compact_range()
         cr.extend(e.leaf_hash for e in entries)
+        self._inflight_range = cr
         ts = max(self._clock_ms(), state.last_timestamp_ms)
         cp = sign_checkpoint(
             make_checkpoint(
@@ -505,12 +508,16 @@ class Sealer:
                 ) from None
         cp = record.checkpoint
         await asyncio.to_thread(self._store.append, cp)
-        cr = self.state.compact_range()
-        cr.extend(record.leaf_hashes)
+        # The range _next_record built for this record, unless anything moved since.
+        cr = self._inflight_range
+        if cr is None or cr.size != cp.tree_size or cr.root() != cp.root_hash:
+            cr = self.state.compact_range()
+            cr.extend(record.leaf_hashes)
         new_state = self.state.after_block(cp, cr, journal_offset)
         await asyncio.to_thread(self._dir.save_state, new_state)
         self._state = new_state
         self._inflight = None
+        self._inflight_range = None
 
 
 def build_sealer(config: Any, es: AsyncElasticsearch) -> Sealer | None:
