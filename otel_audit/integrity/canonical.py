@@ -151,7 +151,7 @@ def leaf_hash_of_document(
     return leaf_hash(canonical_json(document_for_hashing(doc, exclude)))
 
 
-def _free_form_parts(doc: dict[str, Any]) -> tuple[object, ...] | None:
+def _free_form_parts(doc: dict[str, Any]) -> tuple[object, object] | None:
     """The free-form values of an event document, or None when it is not shaped like one."""
     audit = doc.get("audit")
     if type(audit) is not dict:
@@ -183,7 +183,12 @@ def leaf_hash_of_event(doc: dict[str, Any], sorted_json: bytes | None = None) ->
     if type(doc) is not dict or "integrity" in doc:
         return leaf_hash_of_document(doc)
     parts = _free_form_parts(doc)
-    if parts is None or not all(p is None or fast_path_applies(p) for p in parts):
+    if parts is None:
+        return leaf_hash_of_document(doc)
+    extra, origin = parts
+    if (extra is not None and not fast_path_applies(extra)) or (
+        origin is not None and not fast_path_applies(origin)
+    ):
         return leaf_hash_of_document(doc)
     if sorted_json is None:
         try:
