@@ -15,6 +15,14 @@ numbers, keys are lowerCamelCase and unknown keys are ignored at every level.
 The records of one ResourceLogs share one ``resource`` dict: consumers treat it as
 read-only. AnyValue nesting is bounded: protobuf refuses messages nested over 100 deep,
 and the JSON decoder refuses AnyValues nested deeper than :data:`MAX_ANY_DEPTH`.
+
+Protobuf is decoded by the native extension ``otel_audit_native`` (built from ``native/``)
+when it is installed at the version this module expects, else by the ``protobuf`` library;
+:data:`NATIVE_DECODER` tells which, :data:`PROTOBUF_DECODER` says it in words.
+``OTEL_AUDIT_NATIVE_DECODER=0`` forces the ``protobuf`` library. Both give the same
+records for every valid message: the Python code below is the reference, and
+``tests/receiver/test_decode_native.py`` checks the native decoder against it
+(``native/README.md`` lists the few non-canonical encodings the two judge differently).
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ import base64
 import binascii
 import dataclasses
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -35,9 +45,13 @@ from otel_audit.record import LogRecordData
 from receiver.errors import InvalidRequest
 
 __all__ = [
+    "ENV_NATIVE_DECODER",
     "MAX_ANY_DEPTH",
+    "NATIVE_DECODER",
+    "PROTOBUF_DECODER",
     "DecodedLogs",
     "any_value_from_pb",
+    "choose_decoder",
     "decode_logs_json",
     "decode_logs_protobuf",
     "hex_id_from_json",
@@ -93,6 +107,47 @@ class DecodedLogs:
         return len(self.records) + len(self.rejected)
 
 
+# --- which protobuf decoder ---------------------------------------------------------------
+
+ENV_NATIVE_DECODER = "OTEL_AUDIT_NATIVE_DECODER"
+"""``0`` decodes protobuf with the ``protobuf`` library even when the extension is there."""
+
+# The extension release whose semantics this module was checked against: a stale build
+# (an older native/ left in the virtualenv) is ignored rather than trusted.
+_NATIVE_VERSION = "0.1.0"
+
+
+def _import_native() -> tuple[ModuleType | None, str]:
+    """(the extension module or None, why not)."""
+    try:
+        import otel_audit_native
+    except ImportError as exc:
+        return None, f"otel_audit_native is not importable: {exc}"
+    version = getattr(otel_audit_native, "__version__", "unknown")
+    if version != _NATIVE_VERSION:
+        return None, (
+            f"otel_audit_native {version} is installed, {_NATIVE_VERSION} expected"
+            " (reinstall native/)"
+        )
+    return otel_audit_native, ""
+
+
+def choose_decoder(environ: Mapping[str, str], native: ModuleType | None, why: str) -> str:
+    """A description of the protobuf decoder to use: ``native ...`` or ``python (why)``."""
+    if environ.get(ENV_NATIVE_DECODER, "").strip().lower() in ("0", "false", "no", "off"):
+        return f"python ({ENV_NATIVE_DECODER}={environ[ENV_NATIVE_DECODER]})"
+    if native is None:
+        return f"python ({why})"
+    return f"native (otel_audit_native {native.__version__})"
+
+
+_native, _native_missing = _import_native()
+PROTOBUF_DECODER = choose_decoder(os.environ, _native, _native_missing)
+"""Which protobuf decoder is active and, for the Python one, why; logged at start-up."""
+NATIVE_DECODER: bool = PROTOBUF_DECODER.startswith("native")
+"""True when protobuf requests are decoded by the ``otel_audit_native`` extension."""
+
+
 # --- protobuf -----------------------------------------------------------------------------
 
 
@@ -142,6 +197,24 @@ def _bad_id(trace_id: bytes, span_id: bytes) -> str:
 
 def decode_logs_protobuf(body: bytes) -> DecodedLogs:
     """Decode a serialized ``ExportLogsServiceRequest``."""
+    if NATIVE_DECODER:
+        return _decode_logs_protobuf_native(body)
+    return _decode_logs_protobuf_python(body)
+
+
+def _decode_logs_protobuf_native(body: bytes) -> DecodedLogs:
+    if _native is None:
+        raise RuntimeError(f"no native decoder: {_native_missing}")
+    if type(body) is not bytes:
+        body = bytes(body)  # the extension takes bytes only; protobuf took any buffer
+    try:
+        records, rejected, reasons = _native.decode_logs(body, LogRecordData)
+    except _native.DecodeError as exc:
+        raise InvalidRequest(f"body is not an ExportLogsServiceRequest: {exc}") from None
+    return DecodedLogs(records, rejected, reasons)
+
+
+def _decode_logs_protobuf_python(body: bytes) -> DecodedLogs:
     request = ExportLogsServiceRequest()
     try:
         request.ParseFromString(body)

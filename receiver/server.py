@@ -28,6 +28,7 @@ import grpc
 from aiohttp import web
 
 from receiver.config import ReceiverConfig, parse_endpoint
+from receiver.decode import PROTOBUF_DECODER
 from receiver.export import ExportHandler, SpansSink, optional_method
 from receiver.grpc_server import build_grpc_server
 from receiver.http_server import build_admin_app, build_otlp_app
@@ -176,6 +177,7 @@ class ReceiverServer:
                 "admin_port": self.admin_port or None,
                 "traces": traces,
                 "consumer": config.consumer,
+                "logs_decoder": PROTOBUF_DECODER,
             },
         )
 
