@@ -5,6 +5,19 @@
 #   docker build -t otel-audit .
 #   docker run -v ./receiver.yaml:/etc/otel-audit/receiver.yaml:ro \
 #     -e OTEL_AUDIT_ES_URL=http://elasticsearch:9200 otel-audit
+
+# The native protobuf decoder (native/) as an abi3 wheel, built where the Rust toolchain is,
+# so the image itself carries no compiler. Bookworm's glibc is no newer than the runtime's.
+FROM rust:1-slim-bookworm AS native
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /native
+COPY native ./
+RUN python3 -m venv /opt/maturin \
+ && /opt/maturin/bin/pip install --no-cache-dir "maturin>=1.9.4,<2" \
+ && /opt/maturin/bin/maturin build --release --out /wheels
+
 FROM python:3.11-slim
 
 # EXTRAS=demo adds the OTLP exporters the demo traffic generator needs.
@@ -26,7 +39,8 @@ COPY otel_audit ./otel_audit
 COPY receiver ./receiver
 COPY indexer ./indexer
 COPY demo ./demo
-RUN pip install ".[${EXTRAS}]" && rm -rf /build
+COPY --from=native /wheels /wheels
+RUN pip install ".[${EXTRAS}]" /wheels/*.whl && rm -rf /build /wheels
 
 # State lives under /var/lib/otel-audit (spool, integrity chain, keys); a named volume
 # mounted there starts with this ownership.

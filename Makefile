@@ -3,15 +3,26 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The native protobuf decoder (native/, Rust) is built with cargo, looked up on PATH and in
+# rustup's ~/.cargo/bin. Cargo's build directory is kept in the project's cache, so a fresh
+# clone on a machine that built it before rebuilds in seconds.
+CARGO_PATH    := $(HOME)/.cargo/bin:$$PATH
+NATIVE_TARGET := $(or $(OTEL_AUDIT_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/otel-audit)/native-target
+NATIVE_SRC    := native/pyproject.toml native/Cargo.toml native/Cargo.lock \
+                 native/otel_audit_native.pyi $(wildcard native/src/*.rs)
 
 .PHONY: install test lint unit run bench docs clean collector
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(NATIVE_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@PATH="$(CARGO_PATH)" command -v cargo >/dev/null || { echo "make: cargo not found on" \
+	  "PATH or in ~/.cargo/bin; native/ (the protobuf decoder) needs a Rust toolchain:" \
+	  "install one with rustup (https://rustup.rs) or your package manager" >&2; exit 1; }
+	PATH="$(CARGO_PATH)" CARGO_TARGET_DIR="$(NATIVE_TARGET)" $(PY) -m pip install --quiet ./native
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -255,7 +255,7 @@ def test_receiver_state_paths_are_on_the_state_volume() -> None:
 
 
 def test_dockerfile_runs_the_mounted_config_as_a_non_root_user() -> None:
-    assert _instruction("FROM") == ["python:3.11-slim"]
+    assert _instruction("FROM")[-1] == "python:3.11-slim"  # earlier stages only build wheels
     cmd = yaml.safe_load(_instruction("CMD")[-1])
     assert cmd[:2] == ["otel-audit", "serve"]
     config_path = cmd[cmd.index("--config") + 1]
@@ -272,7 +272,7 @@ def test_dockerfile_copies_every_package_and_dockerignore_keeps_them() -> None:
     include = re.search(r"^include = \[(.*)\]$", pyproject, re.M)
     assert include
     packages = {p.strip().strip('"').rstrip("*") for p in include.group(1).split(",")}
-    copied = {line.split()[0] for line in _instruction("COPY")}
+    copied = {line.split()[0] for line in _instruction("COPY") if not line.startswith("--from=")}
     assert packages <= copied, f"not copied into the image: {packages - copied}"
     for source in copied:
         for part in source.split():
