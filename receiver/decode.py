@@ -22,7 +22,7 @@ when it is installed at the version this module expects, else by the ``protobuf`
 ``OTEL_AUDIT_NATIVE_DECODER=0`` forces the ``protobuf`` library. Both give the same
 records for every valid message: the Python code below is the reference, and
 ``tests/receiver/test_decode_native.py`` checks the native decoder against it
-(``native/README.md`` lists the few non-canonical encodings the two judge differently).
+(``native/README.md`` names the one non-canonical encoding the two judge differently).
 """
 
 from __future__ import annotations

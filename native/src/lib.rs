@@ -10,7 +10,6 @@ mod otlp;
 use std::collections::HashMap;
 
 use prost::bytes::Bytes;
-use prost::Message;
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -47,7 +46,7 @@ fn decode_logs<'py>(
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)> {
     // Parsed from one Bytes copy of the body, so every string and bytes field is a slice
     // of it rather than an allocation of its own.
-    let parse = || Lenient::<ExportLogsServiceRequest>::decode(Bytes::copy_from_slice(body));
+    let parse = || otlp::decode::<ExportLogsServiceRequest>(Bytes::copy_from_slice(body));
     let request = if body.len() >= DETACH_BYTES {
         py.detach(parse)
     } else {

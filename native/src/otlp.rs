@@ -6,20 +6,40 @@
 //! ignores (schema urls, `Resource.entity_refs`, `KeyValue.key_strindex`): the Python
 //! decoder (upb) parses them, so a malformed one must fail here too.
 //!
-//! Every message is wrapped in [`Lenient`] where it is decoded, which keeps two rules of
-//! upb (and of the other official protobuf runtimes) that prost's derived code does not:
-//! a known field arriving with the wrong wire type is skipped as an unknown field instead
-//! of failing the request, and every occurrence of a string field must be UTF-8, even one
-//! a later occurrence replaces.
+//! Every message is wrapped in [`Lenient`] where it is decoded, which keeps the rules of
+//! upb (the Python decoder; the other official runtimes agree) where prost's derived code
+//! differs:
+//! - a known field arriving with the wrong wire type is skipped as an unknown field instead
+//!   of failing the request;
+//! - every occurrence of a string field must be UTF-8, even one a later occurrence replaces;
+//! - a 10-byte varint value keeps its low 64 bits (prost refuses a 10th byte over 1);
+//! - skipping an unknown field is not bounded by the recursion limit, and unknown groups
+//!   count one level each against it (prost also counts the fields inside them), may hold
+//!   field number 0, and may nest as deep as the enclosing messages leave room for.
 //!
 //! The strings the receiver keeps are held as [`Bytes`] slices of the request body rather
 //! than `String`s: parsing then allocates nothing per string. [`Lenient`] has checked them.
 
+use std::cell::Cell;
 use std::ops::Deref;
 
 use prost::bytes::{Buf, BufMut, Bytes};
-use prost::encoding::{decode_varint, skip_field, DecodeContext, WireType};
+use prost::encoding::{decode_varint, encode_varint, skip_field, DecodeContext, WireType};
 use prost::{DecodeError, Message, Oneof};
+
+/// Messages and groups nested deeper than this make the body invalid, in upb as in prost.
+const RECURSION_LIMIT: u32 = 100;
+
+thread_local! {
+    /// How many messages enclose the one being parsed, which bounds its unknown groups.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Parse a whole message with [`Lenient`]'s rules.
+pub fn decode<M: Message + Fields + Default>(body: Bytes) -> Result<Lenient<M>, DecodeError> {
+    DEPTH.set(0);
+    Lenient::<M>::decode(body)
+}
 
 /// How a known field is encoded on the wire.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -27,10 +47,12 @@ pub enum Field {
     Varint,
     Fixed64,
     Fixed32,
-    /// Length-delimited, not text: bytes or a message.
-    Delimited,
+    /// Length-delimited bytes.
+    Bytes,
     /// Length-delimited UTF-8 text: a proto `string`.
     Text,
+    /// Length-delimited message.
+    Message,
 }
 
 impl Field {
@@ -39,7 +61,7 @@ impl Field {
             Field::Varint => WireType::Varint,
             Field::Fixed64 => WireType::SixtyFourBit,
             Field::Fixed32 => WireType::ThirtyTwoBit,
-            Field::Delimited | Field::Text => WireType::LengthDelimited,
+            Field::Bytes | Field::Text | Field::Message => WireType::LengthDelimited,
         }
     }
 }
@@ -50,7 +72,7 @@ pub trait Fields {
     fn field(tag: u32) -> Option<Field>;
 }
 
-/// A message decoded with upb's rules for wire-type mismatches and string fields.
+/// A message decoded with upb's rules (see the module's documentation).
 #[derive(Clone, Default, PartialEq)]
 pub struct Lenient<M>(pub M);
 
@@ -81,12 +103,33 @@ impl<M: Message + Fields> Message for Lenient<M> {
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
         match M::field(tag) {
-            Some(field) if field.wire_type() != wire_type => skip_field(wire_type, tag, buf, ctx),
-            Some(Field::Text) => {
-                check_utf8(buf.chunk(), ctx.clone())?;
-                self.0.merge_field(tag, wire_type, buf, ctx)
-            }
-            _ => self.0.merge_field(tag, wire_type, buf, ctx),
+            Some(field) if field.wire_type() == wire_type => match field {
+                Field::Text => {
+                    check_utf8(buf.chunk(), ctx.clone())?;
+                    self.0.merge_field(tag, wire_type, buf, ctx)
+                }
+                Field::Varint => match overflowing_varint(buf.chunk()) {
+                    // Re-encoded as the 64-bit value upb keeps, for prost to read.
+                    Some((value, len)) => {
+                        let mut canonical = Vec::with_capacity(10);
+                        encode_varint(value, &mut canonical);
+                        self.0
+                            .merge_field(tag, wire_type, &mut canonical.as_slice(), ctx)?;
+                        buf.advance(len);
+                        Ok(())
+                    }
+                    None => self.0.merge_field(tag, wire_type, buf, ctx),
+                },
+                Field::Message => {
+                    let depth = DEPTH.get();
+                    DEPTH.set(depth + 1);
+                    let merged = self.0.merge_field(tag, wire_type, buf, ctx);
+                    DEPTH.set(depth);
+                    merged
+                }
+                _ => self.0.merge_field(tag, wire_type, buf, ctx),
+            },
+            _ => skip_unknown(tag, wire_type, buf, DEPTH.get()),
         }
     }
 
@@ -97,6 +140,55 @@ impl<M: Message + Fields> Message for Lenient<M> {
     fn clear(&mut self) {
         self.0.clear()
     }
+}
+
+/// Skip an unknown field of a message nested `depth` messages deep.
+fn skip_unknown(
+    tag: u32,
+    wire_type: WireType,
+    buf: &mut impl Buf,
+    depth: u32,
+) -> Result<(), DecodeError> {
+    if wire_type == WireType::Varint {
+        if let Some((_, len)) = overflowing_varint(buf.chunk()) {
+            buf.advance(len);
+            return Ok(());
+        }
+    }
+    if wire_type != WireType::StartGroup {
+        // A fresh context: skipping a scalar is no nesting, whatever the message's depth.
+        return skip_field(wire_type, tag, buf, DecodeContext::default());
+    }
+    let depth = depth + 1;
+    if depth > RECURSION_LIMIT {
+        return Err(error("recursion limit reached"));
+    }
+    loop {
+        let key = u32::try_from(decode_varint(buf)?).map_err(|_| error("invalid key value"))?;
+        let inner_tag = key >> 3;
+        match WireType::try_from(u64::from(key & 0x07))? {
+            WireType::EndGroup if inner_tag == tag => return Ok(()),
+            inner => skip_unknown(inner_tag, inner, buf, depth)?,
+        }
+    }
+}
+
+/// `(value, length)` of a 10-byte varint at the start of `chunk` whose last byte carries
+/// bits past 64, which upb drops and prost refuses; `None` for any other varint.
+fn overflowing_varint(chunk: &[u8]) -> Option<(u64, usize)> {
+    let bytes = chunk.get(..10)?;
+    if bytes[..9].iter().any(|&b| b < 0x80) || bytes[9] < 0x02 || bytes[9] >= 0x80 {
+        return None;
+    }
+    let value = bytes.iter().enumerate().fold(0u64, |value, (i, &b)| {
+        value | u64::from(b & 0x7f).wrapping_shl(7 * i as u32)
+    });
+    Some((value, 10))
+}
+
+#[allow(deprecated)] // prost 0.14 still offers no other way to word an error of our own
+fn error(description: &'static str) -> DecodeError {
+    DecodeError::new(description)
 }
 
 /// Check that the length-delimited value at the start of `chunk` is UTF-8, without
@@ -138,7 +230,7 @@ pub struct ExportLogsServiceRequest {
     #[prost(message, repeated, tag = "1")]
     pub resource_logs: Vec<Lenient<ResourceLogs>>,
 }
-fields!(ExportLogsServiceRequest { 1 => Delimited });
+fields!(ExportLogsServiceRequest { 1 => Message });
 
 /// `opentelemetry.proto.logs.v1.ResourceLogs`
 #[derive(Clone, PartialEq, Message)]
@@ -150,7 +242,7 @@ pub struct ResourceLogs {
     #[prost(bytes = "bytes", tag = "3")]
     pub schema_url: Bytes,
 }
-fields!(ResourceLogs { 1 => Delimited, 2 => Delimited, 3 => Text });
+fields!(ResourceLogs { 1 => Message, 2 => Message, 3 => Text });
 
 /// `opentelemetry.proto.resource.v1.Resource`
 #[derive(Clone, PartialEq, Message)]
@@ -162,7 +254,7 @@ pub struct Resource {
     #[prost(message, repeated, tag = "3")]
     pub entity_refs: Vec<Lenient<EntityRef>>,
 }
-fields!(Resource { 1 => Delimited, 2 => Varint, 3 => Delimited });
+fields!(Resource { 1 => Message, 2 => Varint, 3 => Message });
 
 /// `opentelemetry.proto.common.v1.EntityRef`
 #[derive(Clone, PartialEq, Message)]
@@ -188,7 +280,7 @@ pub struct ScopeLogs {
     #[prost(bytes = "bytes", tag = "3")]
     pub schema_url: Bytes,
 }
-fields!(ScopeLogs { 1 => Delimited, 2 => Delimited, 3 => Text });
+fields!(ScopeLogs { 1 => Message, 2 => Message, 3 => Text });
 
 /// `opentelemetry.proto.common.v1.InstrumentationScope`
 #[derive(Clone, PartialEq, Message)]
@@ -202,7 +294,7 @@ pub struct InstrumentationScope {
     #[prost(uint32, tag = "4")]
     pub dropped_attributes_count: u32,
 }
-fields!(InstrumentationScope { 1 => Text, 2 => Text, 3 => Delimited, 4 => Varint });
+fields!(InstrumentationScope { 1 => Text, 2 => Text, 3 => Message, 4 => Varint });
 
 /// `opentelemetry.proto.logs.v1.LogRecord`
 #[derive(Clone, PartialEq, Message)]
@@ -235,12 +327,12 @@ fields!(LogRecord {
     1 => Fixed64,
     2 => Varint,
     3 => Text,
-    5 => Delimited,
-    6 => Delimited,
+    5 => Message,
+    6 => Message,
     7 => Varint,
     8 => Fixed32,
-    9 => Delimited,
-    10 => Delimited,
+    9 => Bytes,
+    10 => Bytes,
     11 => Fixed64,
     12 => Text,
 });
@@ -256,9 +348,9 @@ fields!(AnyValue {
     2 => Varint,
     3 => Varint,
     4 => Fixed64,
-    5 => Delimited,
-    6 => Delimited,
-    7 => Delimited,
+    5 => Message,
+    6 => Message,
+    7 => Bytes,
     8 => Varint,
 });
 
@@ -292,7 +384,7 @@ pub struct ArrayValue {
     #[prost(message, repeated, tag = "1")]
     pub values: Vec<Lenient<AnyValue>>,
 }
-fields!(ArrayValue { 1 => Delimited });
+fields!(ArrayValue { 1 => Message });
 
 /// `opentelemetry.proto.common.v1.KeyValueList`
 #[derive(Clone, PartialEq, Message)]
@@ -300,7 +392,7 @@ pub struct KeyValueList {
     #[prost(message, repeated, tag = "1")]
     pub values: Vec<Lenient<KeyValue>>,
 }
-fields!(KeyValueList { 1 => Delimited });
+fields!(KeyValueList { 1 => Message });
 
 /// `opentelemetry.proto.common.v1.KeyValue`
 #[derive(Clone, PartialEq, Message)]
@@ -312,4 +404,4 @@ pub struct KeyValue {
     #[prost(int32, tag = "3")]
     pub key_strindex: i32,
 }
-fields!(KeyValue { 1 => Text, 2 => Delimited, 3 => Varint });
+fields!(KeyValue { 1 => Text, 2 => Message, 3 => Varint });

@@ -288,8 +288,8 @@ def test_bodies_absent_empty_and_set() -> None:
 
 # --- hostile bodies --------------------------------------------------------------------------
 
-# A varint of 6 bytes or more: the only encodings the two decoders judge differently (see
-# native/README.md), and no protobuf encoder writes them.
+# A tag or length padded to 6 bytes or more: the only encoding the two decoders judge
+# differently (see native/README.md), and no protobuf encoder writes it.
 _LONG_VARINT = re.compile(rb"[\x80-\xff]{5}")
 
 
@@ -370,6 +370,34 @@ def test_nesting_exactly_at_the_recursion_limit(depth: int) -> None:
     assert (outcome == "invalid") == (depth > 48)
 
 
+def test_unknown_fields_in_the_deepest_message() -> None:
+    value = b"\x78\x01"  # AnyValue field 15 (unknown), 100 messages deep
+    for _ in range(48):
+        value = _field(0x2A, _field(0x0A, value))
+    assert assert_same(_in_record(_field(0x2A, value))) != "invalid"
+
+
+def _groups(levels: int, inner: bytes = b"") -> bytes:
+    return b"\x7b" * levels + inner + b"\x7c" * levels  # field 15, start / end group
+
+
+@pytest.mark.parametrize(
+    ("body", "valid"),
+    [
+        pytest.param(_groups(100), True, id="top_100"),
+        pytest.param(_groups(101), False, id="top_101"),
+        pytest.param(_in_record(_groups(97, b"\x08\x01")), True, id="record_97_holding_a_field"),
+        pytest.param(_in_record(_groups(98)), False, id="record_98"),
+        pytest.param(_groups(1, b"\x00\x01"), True, id="holding_field_number_0"),
+        pytest.param(_groups(1, b"\x84\x01"), False, id="ended_by_another_field"),
+        pytest.param(_groups(1)[:-1], False, id="unterminated"),
+        pytest.param(b"\x7c", False, id="end_without_start"),
+    ],
+)
+def test_unknown_groups(body: bytes, valid: bool) -> None:
+    assert (assert_same(body) != "invalid") == valid
+
+
 def test_wrong_wire_types_are_skipped_as_unknown_fields() -> None:
     record = (
         b"\x08\x05"  # time_unix_nano (fixed64) as a varint
@@ -385,12 +413,18 @@ def test_wrong_wire_types_are_skipped_as_unknown_fields() -> None:
     assert got.severity_text == "ok"
 
 
-def test_known_differences_on_non_canonical_varints() -> None:
-    # Written down so a change is noticed; no encoder produces these (native/README.md).
-    overflowing = _in_record(b"\x10" + b"\xff" * 9 + b"\x7f")  # 10th varint byte over 1
-    with pytest.raises(InvalidRequest, match="invalid varint"):
-        native(overflowing)
+def test_ten_byte_varints_keep_their_low_64_bits() -> None:
+    # The 10th byte carries bits past 64: upb drops them, and so does the native decoder.
+    overflowing = b"\xff" * 9 + b"\x7f"
+    body = _in_record(b"\x10" + overflowing + b"\x78" + overflowing)  # severity, unknown 15
+    assert assert_same(body) != "invalid"
+    assert native(body).records[0].severity_number == -1
+
+
+def test_the_known_difference_on_padded_varints() -> None:
+    # Written down so a change is noticed; no encoder pads a varint (native/README.md).
     padded_tag = b"\x88\x80\x80\x80\x80\x00\x01"  # field 1 varint, tag padded to 6 bytes
+    assert _outcome(python, padded_tag) == "invalid"
     assert native(padded_tag).total == 0
 
 
