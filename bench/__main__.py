@@ -78,9 +78,15 @@ def _receiver_cpu(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
     null = mod.run(requests, 500, 4, "null_sink")
     # The discard consumer is the baseline: servers and decoding only, no pipeline work.
     bare = mod.run(requests, 500, 4, "discard")
+    # The same null sink with the protobuf library decoding: what the native decoder saves.
+    python = mod.run(requests, 500, 4, "null_sink", "python")
     figures = {
         "null_sink_us_per_event": null["receiver_cpu_us_per_event"],
         "discard_us_per_event": bare["receiver_cpu_us_per_event"],
+        "python_decoder_null_sink_us_per_event": python["receiver_cpu_us_per_event"],
+        "native_to_python_decoder_cpu": round(
+            null["receiver_cpu_us_per_event"] / python["receiver_cpu_us_per_event"], 3
+        ),
         "null_sink_events_per_s": null["events_per_s"],
         "null_sink_p50_ms": null["latency_p50_ms"],
         "null_sink_p99_ms": null["latency_p99_ms"],

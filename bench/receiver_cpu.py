@@ -7,7 +7,11 @@ concurrent grpc.aio calls, and reports the receiver process's CPU time per event
 ``/proc/PID/stat``), events/s, request latency p50/p99 and peak RSS.
 
     python -m bench.receiver_cpu [--requests 200] [--records 500] [--concurrency 4]
-                                 [--consumer null_sink|discard] [--json]
+                                 [--consumer null_sink|discard] [--decoder auto|python]
+                                 [--json]
+
+``--decoder python`` turns the native protobuf decoder off (``OTEL_AUDIT_NATIVE_DECODER=0``),
+the baseline for what it saves.
 
 Target: <= 25 us of receiver CPU per event.
 """
@@ -26,12 +30,15 @@ __all__ = ["TARGET_US_PER_EVENT", "build_requests", "main", "run"]
 TARGET_US_PER_EVENT = 25.0
 
 
-def run(n_requests: int, n_records: int, concurrency: int, consumer: str) -> dict[str, Any]:
+def run(
+    n_requests: int, n_records: int, concurrency: int, consumer: str, decoder: str = "auto"
+) -> dict[str, Any]:
     """Run the benchmark; the measurements as a dict."""
     print(f"encoding {n_requests} x {n_records} events ...", file=sys.stderr)
     bodies = build_requests(n_requests, n_records)
     warmup = build_requests(5, n_records, seed=1)
-    with run_receiver({"consumer": consumer}) as receiver:
+    env = {"OTEL_AUDIT_NATIVE_DECODER": "0" if decoder == "python" else None}
+    with run_receiver({"consumer": consumer}, env=env) as receiver:
         replay(receiver.target, warmup, concurrency)
         cpu_before, _ = receiver.stat()
         print(f"replaying over gRPC with {concurrency} concurrent calls ...", file=sys.stderr)
@@ -41,6 +48,7 @@ def run(n_requests: int, n_records: int, concurrency: int, consumer: str) -> dic
     cpu_us = (cpu_after - cpu_before) / events * 1e6
     return {
         "consumer": consumer,
+        "decoder": decoder,
         "events": events,
         "requests": n_requests,
         "records_per_request": n_records,
@@ -62,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--consumer", default="null_sink", choices=("null_sink", "discard"))
+    parser.add_argument("--decoder", default="auto", choices=("auto", "python"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = run(args.requests, args.records, args.concurrency, args.consumer)
+    result = run(args.requests, args.records, args.concurrency, args.consumer, args.decoder)
     print_figures(result, as_json=args.json)
     return 0
 
