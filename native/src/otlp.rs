@@ -12,7 +12,8 @@
 //! - a known field arriving with the wrong wire type is skipped as an unknown field instead
 //!   of failing the request;
 //! - every occurrence of a string field must be UTF-8, even one a later occurrence replaces;
-//! - a 10-byte varint value keeps its low 64 bits (prost refuses a 10th byte over 1);
+//! - a 10-byte varint value keeps its low 64 bits (prost refuses a 10th byte over 1), and a
+//!   length varint may not run past 5 bytes (prost reads up to 10);
 //! - skipping an unknown field is not bounded by the recursion limit, and unknown groups
 //!   count one level each against it (prost also counts the fields inside them), may hold
 //!   field number 0, and may nest as deep as the enclosing messages leave room for.
@@ -103,6 +104,9 @@ impl<M: Message + Fields> Message for Lenient<M> {
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
         match M::field(tag) {
+            Some(_) if wire_type == WireType::LengthDelimited && too_long(buf.chunk()) => {
+                Err(error("length varint longer than 5 bytes"))
+            }
             Some(field) if field.wire_type() == wire_type => match field {
                 Field::Text => {
                     check_utf8(buf.chunk(), ctx.clone())?;
@@ -155,6 +159,9 @@ fn skip_unknown(
             return Ok(());
         }
     }
+    if wire_type == WireType::LengthDelimited && too_long(buf.chunk()) {
+        return Err(error("length varint longer than 5 bytes"));
+    }
     if wire_type != WireType::StartGroup {
         // A fresh context: skipping a scalar is no nesting, whatever the message's depth.
         return skip_field(wire_type, tag, buf, DecodeContext::default());
@@ -164,6 +171,9 @@ fn skip_unknown(
         return Err(error("recursion limit reached"));
     }
     loop {
+        if too_long(buf.chunk()) {
+            return Err(error("key varint longer than 5 bytes"));
+        }
         let key = u32::try_from(decode_varint(buf)?).map_err(|_| error("invalid key value"))?;
         let inner_tag = key >> 3;
         match WireType::try_from(u64::from(key & 0x07))? {
@@ -171,6 +181,14 @@ fn skip_unknown(
             inner => skip_unknown(inner_tag, inner, buf, depth)?,
         }
     }
+}
+
+/// Whether the varint at the start of `chunk` runs past 5 bytes, which upb refuses for a
+/// key or a length (prost reads up to 10).
+fn too_long(chunk: &[u8]) -> bool {
+    chunk
+        .get(..5)
+        .is_some_and(|head| head.iter().all(|&b| b >= 0x80))
 }
 
 /// `(value, length)` of a 10-byte varint at the start of `chunk` whose last byte carries

@@ -288,8 +288,8 @@ def test_bodies_absent_empty_and_set() -> None:
 
 # --- hostile bodies --------------------------------------------------------------------------
 
-# A tag or length padded to 6 bytes or more: the only encoding the two decoders judge
-# differently (see native/README.md), and no protobuf encoder writes it.
+# A key padded to 6 bytes or more: the only encoding the two decoders judge differently
+# (see native/README.md), and no protobuf encoder writes it.
 _LONG_VARINT = re.compile(rb"[\x80-\xff]{5}")
 
 
@@ -421,11 +421,26 @@ def test_ten_byte_varints_keep_their_low_64_bits() -> None:
     assert native(body).records[0].severity_number == -1
 
 
-def test_the_known_difference_on_padded_varints() -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"\x7a\x80\x80\x80\x80\x80\x00", id="unknown_field"),
+        pytest.param(_in_record(b"\x1a\x80\x80\x80\x80\x80\x00"), id="string"),
+        pytest.param(b"\x0a\x80\x80\x80\x80\x80\x00", id="message"),
+        pytest.param(b"\x7b\x7a\x80\x80\x80\x80\x80\x00\x7c", id="in_a_group"),
+        pytest.param(b"\x7b\xf8\x80\x80\x80\x80\x00\x01\x7c", id="key_in_a_group"),
+    ],
+)
+def test_lengths_padded_past_5_bytes_are_invalid(body: bytes) -> None:
+    assert assert_same(body) == "invalid"
+
+
+def test_the_known_difference_on_padded_keys() -> None:
     # Written down so a change is noticed; no encoder pads a varint (native/README.md).
-    padded_tag = b"\x88\x80\x80\x80\x80\x00\x01"  # field 1 varint, tag padded to 6 bytes
-    assert _outcome(python, padded_tag) == "invalid"
-    assert native(padded_tag).total == 0
+    padded_key = b"\x88\x80\x80\x80\x80\x00\x01"  # field 1 varint, key padded to 6 bytes
+    assert _outcome(python, padded_key) == "invalid"
+    assert native(padded_key).total == 0
+    assert assert_same(b"\x88\x80\x80\x80\x00\x01") != "invalid"  # 5 bytes: fine
 
 
 def test_a_bytes_like_body_is_accepted() -> None:
