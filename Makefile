@@ -16,12 +16,12 @@ NATIVE_SRC    := native/pyproject.toml native/Cargo.toml native/Cargo.lock \
 install: $(STAMP)
 
 $(STAMP): pyproject.toml $(NATIVE_SRC)
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
 	@PATH="$(CARGO_PATH)" command -v cargo >/dev/null || { echo "make: cargo not found on" \
 	  "PATH or in ~/.cargo/bin; native/ (the protobuf decoder) needs a Rust toolchain:" \
 	  "install one with rustup (https://rustup.rs) or your package manager" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
 	PATH="$(CARGO_PATH)" CARGO_TARGET_DIR="$(NATIVE_TARGET)" $(PY) -m pip install --quiet ./native
 	touch $(STAMP)
 
