@@ -16,5 +16,7 @@ def decode_logs(
     """Decode a serialized ExportLogsServiceRequest into (records, rejected, reasons).
 
     Each record is ``record_factory(*fields)``, fields in the order of
-    ``receiver.decode._RECORD_FIELDS``; raises DecodeError for an invalid body.
+    ``receiver.decode._RECORD_FIELDS``, the last one the record's content hash (hex, as
+    ``otel_audit.document.content_hash`` computes it) or None for a record holding a double;
+    raises DecodeError for an invalid body.
     """

@@ -73,8 +73,11 @@ def content_hash(record: LogRecordData) -> str:
     """SHA-256 hex of what the emitter sent (nothing the receiver adds).
 
     Two deliveries of the same record give the same hash; a create conflict whose stored
-    hash differs is a different record claiming the same event id.
+    hash differs is a different record claiming the same event id. A hash the decoder already
+    computed (``record.content_sha256``, the same function of the same bytes) is used as is.
     """
+    if record.content_sha256 is not None:
+        return record.content_sha256
     wire = record.as_wire_dict()
     try:
         data = orjson.dumps(wire, option=orjson.OPT_SORT_KEYS, default=_json_default)

@@ -31,6 +31,11 @@ class LogRecordData:
     scope_name: str = ""
     scope_version: str = ""
     dropped_attributes_count: int = 0
+    content_sha256: str | None = field(default=None, compare=False, repr=False)
+    """The record's content hash when its decoder computed it (the native protobuf decoder
+    does), else ``None``; see :func:`otel_audit.document.content_hash`. Not part of the wire
+    form. A copy with changed content must clear it (``dataclasses.replace(record, ...,
+    content_sha256=None)``)."""
 
     def as_wire_dict(self) -> dict[str, Any]:
         """What the emitter sent, as one JSON-able mapping (bytes kept as bytes)."""

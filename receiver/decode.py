@@ -87,6 +87,7 @@ _RECORD_FIELDS = (
     "scope_name",
     "scope_version",
     "dropped_attributes_count",
+    "content_sha256",
 )
 if tuple(f.name for f in dataclasses.fields(LogRecordData)) != _RECORD_FIELDS:
     # The protobuf decoder builds records positionally, in this order.
@@ -114,7 +115,7 @@ ENV_NATIVE_DECODER = "OTEL_AUDIT_NATIVE_DECODER"
 
 # The extension release whose semantics this module was checked against: a stale build
 # (an older native/ left in the virtualenv) is ignored rather than trusted.
-_NATIVE_VERSION = "0.1.0"
+_NATIVE_VERSION = "0.2.0"
 
 
 def _import_native() -> tuple[ModuleType | None, str]:

@@ -4,7 +4,10 @@
 //! prost and builds the same records, rejected records and reasons as the pure-Python
 //! decoder in `receiver/decode.py`, whose semantics are the contract: see that module.
 //! Only the Python objects the receiver keeps are created, none per protobuf message.
+//! Each record also carries its content hash (see [`content_hash`]), computed from the
+//! parsed message, so the receiver need not serialize the record again to hash it.
 
+mod content_hash;
 mod otlp;
 
 use std::collections::HashMap;
@@ -35,7 +38,8 @@ const MAX_SHARED_KEYS: usize = 1024;
 /// Decode a serialized `ExportLogsServiceRequest` into `(records, rejected, reasons)`.
 ///
 /// Each record is `record_factory(*fields)` with the fields in the order of
-/// `receiver.decode._RECORD_FIELDS`. A record whose trace id is not 0 or 16 bytes, or whose
+/// `receiver.decode._RECORD_FIELDS`, the last being the record's content hash (hex), or
+/// `None` when the record holds a value that only Python hashes (a double). A record whose trace id is not 0 or 16 bytes, or whose
 /// span id is not 0 or 8 bytes, goes to `rejected`, with its reason at the same index of
 /// `reasons`. Raises `DecodeError` when the body is not a valid message.
 #[pyfunction]
@@ -62,16 +66,26 @@ fn decode_logs<'py>(
     let records = PyList::empty(py);
     let rejected = PyList::empty(py);
     let reasons = PyList::empty(py);
+    let mut scratch = Vec::new();
     for rl in &request.resource_logs {
         // One dict per ResourceLogs, shared by its records (consumers treat it as read-only).
         let resource = match &rl.resource {
             Some(resource) => objects.attributes(&resource.attributes)?,
             None => PyDict::new(py),
         };
+        let resource_json = match &rl.resource {
+            Some(resource) => content_hash::attributes(&resource.attributes),
+            None => Ok(b"{}".to_vec()),
+        };
         for sl in &rl.scope_logs {
             let (scope_name, scope_version) = match &sl.scope {
                 Some(scope) => (objects.text(&scope.name)?, objects.text(&scope.version)?),
                 None => (objects.text(b"")?, objects.text(b"")?),
+            };
+            let shared = content_hash::Shared {
+                resource: &resource_json,
+                scope_name: sl.scope.as_ref().map_or(&[], |scope| &scope.name[..]),
+                scope_version: sl.scope.as_ref().map_or(&[], |scope| &scope.version[..]),
             };
             for lr in &sl.log_records {
                 let (trace_id, trace_ok) = hex_id(&lr.trace_id, 16);
@@ -80,7 +94,13 @@ fn decode_logs<'py>(
                     Some(value) => objects.any_value(value)?,
                     None => py.None().into_bound(py),
                 };
-                let fields: [Bound<'py, PyAny>; 14] = [
+                let hash =
+                    content_hash::record_hash(&mut scratch, lr, &shared, &trace_id, &span_id)
+                        .map_or_else(
+                            |_| py.None().into_bound(py),
+                            |hash| PyString::new(py, &hash).into_any(),
+                        );
+                let fields: [Bound<'py, PyAny>; 15] = [
                     objects.record_attributes(&lr.attributes)?.into_any(),
                     resource.clone().into_any(),
                     lr.time_unix_nano.into_pyobject(py)?.into_any(),
@@ -95,6 +115,7 @@ fn decode_logs<'py>(
                     scope_name.clone().into_any(),
                     scope_version.clone().into_any(),
                     lr.dropped_attributes_count.into_pyobject(py)?.into_any(),
+                    hash,
                 ];
                 let record = record_factory.call1(PyTuple::new(py, fields)?)?;
                 if trace_ok && span_ok {
