@@ -151,7 +151,27 @@ def leaf_hash_of_document(
     return leaf_hash(canonical_json(document_for_hashing(doc, exclude)))
 
 
-def _free_form_parts(doc: dict[str, Any]) -> tuple[object, object] | None:
+def _flat_applies(value: object) -> bool:
+    """:func:`fast_path_applies` for the usual free-form part: a flat object of scalars.
+
+    Anything else (nested values, floats, unusual keys) gets the general walk.
+    """
+    if type(value) is not dict:
+        return fast_path_applies(value)
+    for v in value.values():
+        t = type(v)
+        if t is str or t is bool or v is None:
+            continue
+        if t is int and -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER:
+            continue
+        return fast_path_applies(value)
+    try:
+        return "".join(value).isascii() or fast_path_applies(value)
+    except TypeError:
+        return False  # a non-string key: the exact path raises the clear error
+
+
+def _free_form_parts(doc: dict[str, Any]) -> tuple[object, dict[str, Any] | None] | None:
     """The free-form values of an event document, or None when it is not shaped like one."""
     audit = doc.get("audit")
     if type(audit) is not dict:
@@ -186,10 +206,16 @@ def leaf_hash_of_event(doc: dict[str, Any], sorted_json: bytes | None = None) ->
     if parts is None:
         return leaf_hash_of_document(doc)
     extra, origin = parts
-    if (extra is not None and not fast_path_applies(extra)) or (
-        origin is not None and not fast_path_applies(origin)
-    ):
+    if extra is not None and not _flat_applies(extra):
         return leaf_hash_of_document(doc)
+    if origin is not None:
+        # The builder writes {"resource": {...}}: check the inner object directly.
+        if len(origin) == 1 and "resource" in origin:
+            plain = _flat_applies(origin["resource"])
+        else:
+            plain = fast_path_applies(origin)
+        if not plain:
+            return leaf_hash_of_document(doc)
     if sorted_json is None:
         try:
             sorted_json = orjson.dumps(doc, option=_SORT)

@@ -84,3 +84,33 @@ def test_event_leaf_hash_is_rfc8785_for_built_documents(doc: dict[str, Any]) -> 
     assert leaf_hash_of_event(doc) == expected
     # The receiver passes the sorted-key bytes it sent to Elasticsearch.
     assert leaf_hash_of_event(doc, orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)) == expected
+
+
+def test_keys_that_sort_differently_take_the_exact_path() -> None:
+    # U+E000 sorts after U+1F600 by code point (orjson) but before it by UTF-16 code unit
+    # (RFC 8785); flat objects of plain strings with such keys must still hash exactly.
+    keys = {"\ue000": "a", "\U0001f600": "b", "z": True, "n": None, "i": 7}
+    doc = build_document(
+        LogRecordData(
+            attributes={
+                "audit.action": "invoice.update",
+                "audit.category": "data_change",
+                "audit.outcome": "success",
+                "audit.actor.id": "u-1",
+                "audit.actor.type": "user",
+                "audit.resource.type": "invoice",
+                "audit.resource.id": "inv-1",
+                **keys,
+            },
+            resource={"service.name": "billing", **keys},
+            time_unix_nano=NOW,
+        ),
+        received_ns=NOW,
+    )
+    assert set(doc["audit"]["extra"]) == set(keys)
+    assert set(keys) <= set(doc["audit"]["origin"]["resource"])
+    sorted_json = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    expected = leaf_hash(canonical_json_reference(document_for_hashing(doc)))
+    assert leaf_hash(sorted_json) != expected  # the bytes really differ here
+    assert leaf_hash_of_event(doc) == expected
+    assert leaf_hash_of_event(doc, sorted_json) == expected
