@@ -455,6 +455,9 @@ class IngestConsumer:
             item = BulkItem(event_index(ts), doc["event"]["id"], doc, sha, record)
             # Sealed documents go out with sorted keys: the sealer hashes those same bytes.
             item.sort_keys = self._sealer is not None
+            # Serialize now, while the document just built is still in the CPU's caches;
+            # after the rest of the request is built it would be read back from memory.
+            item.encoded()
             return item, []
         except Exception as exc:  # hostile input the validator let through: refuse, keep it
             _log.exception("could not build the document of a valid record")
