@@ -75,13 +75,14 @@ class Bench:
 
 def _receiver_cpu(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
     requests = 40 if quick else 200
-    null = mod.run(requests, 500, 4, "null_sink")
+    null = mod.run(requests, 500, 4, "null_sink", rounds=1 if quick else 3)
     # The discard consumer is the baseline: servers and decoding only, no pipeline work.
     bare = mod.run(requests, 500, 4, "discard")
     # The same null sink with the protobuf library decoding: what the native decoder saves.
-    python = mod.run(requests, 500, 4, "null_sink", "python")
+    python = mod.run(requests, 500, 4, "null_sink", "python", rounds=1 if quick else 3)
     figures = {
         "null_sink_us_per_event": null["receiver_cpu_us_per_event"],
+        "null_sink_rounds_us_per_event": null.get("rounds_cpu_us_per_event"),
         "discard_us_per_event": bare["receiver_cpu_us_per_event"],
         "python_decoder_null_sink_us_per_event": python["receiver_cpu_us_per_event"],
         "native_to_python_decoder_cpu": round(

@@ -8,7 +8,7 @@ concurrent grpc.aio calls, and reports the receiver process's CPU time per event
 
     python -m bench.receiver_cpu [--requests 200] [--records 500] [--concurrency 4]
                                  [--consumer null_sink|discard] [--decoder auto|python]
-                                 [--json]
+                                 [--rounds 1] [--json]
 
 ``--decoder python`` turns the native protobuf decoder off (``OTEL_AUDIT_NATIVE_DECODER=0``),
 the baseline for what it saves.
@@ -31,22 +31,36 @@ TARGET_US_PER_EVENT = 25.0
 
 
 def run(
-    n_requests: int, n_records: int, concurrency: int, consumer: str, decoder: str = "auto"
+    n_requests: int,
+    n_records: int,
+    concurrency: int,
+    consumer: str,
+    decoder: str = "auto",
+    rounds: int = 1,
 ) -> dict[str, Any]:
-    """Run the benchmark; the measurements as a dict."""
+    """Run the benchmark; the measurements as a dict.
+
+    With ``rounds`` > 1 the same requests are replayed that often against one receiver
+    and the median round is reported (with every round's figure): a neighbour's burst
+    on a shared machine then moves one round, not the result.
+    """
     print(f"encoding {n_requests} x {n_records} events ...", file=sys.stderr)
     bodies = build_requests(n_requests, n_records)
     warmup = build_requests(5, n_records, seed=1)
     env = {"OTEL_AUDIT_NATIVE_DECODER": "0" if decoder == "python" else None}
+    events = n_requests * n_records
+    per_round: list[tuple[float, Any]] = []
     with run_receiver({"consumer": consumer}, env=env) as receiver:
         replay(receiver.target, warmup, concurrency)
-        cpu_before, _ = receiver.stat()
-        print(f"replaying over gRPC with {concurrency} concurrent calls ...", file=sys.stderr)
-        load = replay(receiver.target, bodies, concurrency)
-        cpu_after, peak_rss = receiver.stat()
-    events = n_requests * n_records
-    cpu_us = (cpu_after - cpu_before) / events * 1e6
-    return {
+        for _ in range(max(1, rounds)):
+            cpu_before, _ = receiver.stat()
+            print(f"replaying over gRPC with {concurrency} concurrent calls ...", file=sys.stderr)
+            load = replay(receiver.target, bodies, concurrency)
+            cpu_after, peak_rss = receiver.stat()
+            per_round.append(((cpu_after - cpu_before) / events * 1e6, load))
+    ranked = sorted(per_round, key=lambda r: r[0])
+    cpu_us, load = ranked[len(ranked) // 2]
+    out = {
         "consumer": consumer,
         "decoder": decoder,
         "events": events,
@@ -62,6 +76,9 @@ def run(
         "target_us_per_event": TARGET_US_PER_EVENT,
         "within_target": cpu_us <= TARGET_US_PER_EVENT,
     }
+    if len(per_round) > 1:
+        out["rounds_cpu_us_per_event"] = [round(c, 2) for c, _ in per_round]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--consumer", default="null_sink", choices=("null_sink", "discard"))
     parser.add_argument("--decoder", default="auto", choices=("auto", "python"))
+    parser.add_argument("--rounds", type=int, default=1, help="replay this often; median")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = run(args.requests, args.records, args.concurrency, args.consumer, args.decoder)
+    result = run(
+        args.requests, args.records, args.concurrency, args.consumer, args.decoder, args.rounds
+    )
     print_figures(result, as_json=args.json)
     return 0
 
