@@ -452,18 +452,21 @@ def _plain_extras(values: dict[str, Any], known: dict[str, Any], schema: Schema)
     for key, value in values.items():
         if key in known:
             continue
-        if not _plain_key(key, max_key):
+        if not _plain_key(key, max_key) or not _plain_value(key, value, schema):
             return False
-        kind = type(value)
-        if kind is str:
-            if not value.isascii():
-                return False
-        elif kind not in _SCALARS:
-            scratch: list[Violation] = []
-            _check_value(value, key, 1, scratch, schema)
-            if scratch:
-                return False
     return True
+
+
+def _plain_value(key: str, value: Any, schema: Schema) -> bool:
+    """True when the value of a key the schema does not name is certainly valid."""
+    kind = type(value)
+    if kind is str:
+        return bool(value.isascii())
+    if kind in _SCALARS:
+        return True
+    scratch: list[Violation] = []
+    _check_value(value, key, 1, scratch, schema)
+    return not scratch
 
 
 _EXTRA_KEYS_MAX = 1024
@@ -483,18 +486,7 @@ def _plain_attribute_extras(attrs: dict[str, Any], plan: _Plan, schema: Schema) 
             plan.extra_keys.clear()
         plan.extra_keys[keys] = tuple(k for k in keys if k not in known)
         return True
-    for key in extra:
-        value = attrs[key]
-        kind = type(value)
-        if kind is str:
-            if not value.isascii():
-                return False
-        elif kind not in _SCALARS:
-            scratch: list[Violation] = []
-            _check_value(value, key, 1, scratch, schema)
-            if scratch:
-                return False
-    return True
+    return all(_plain_value(key, attrs[key], schema) for key in extra)
 
 
 def _plain_valid(record: LogRecordData, now_ns: int | None, schema: Schema) -> bool:
