@@ -271,6 +271,13 @@ class _Scanner:
                 self._es.close_point_in_time(id=pit)
 
 
+def _signature_finding(status: CheckpointStatus) -> FindingKind:
+    """The finding for a checkpoint whose signature check did not pass."""
+    if status is CheckpointStatus.UNKNOWN_KEY:
+        return FindingKind.UNKNOWN_KEY
+    return FindingKind.BAD_SIGNATURE
+
+
 @dataclass(slots=True)
 class _Sealed:
     """Where a sealed event should be, and what it hashed to."""
@@ -325,11 +332,7 @@ def _check_chain(records: list[BlockRecord], keyring: Keyring, report: VerifyRep
         cp = rec.checkpoint
         status = verify_checkpoint(cp, keyring)
         if status is not CheckpointStatus.OK:
-            kind = (
-                FindingKind.UNKNOWN_KEY
-                if status is CheckpointStatus.UNKNOWN_KEY
-                else FindingKind.BAD_SIGNATURE
-            )
+            kind = _signature_finding(status)
             report.findings.append(
                 Finding(
                     kind,
@@ -428,11 +431,7 @@ def _check_store(
         cp = item
         status = verify_checkpoint(cp, keyring)
         if status is not CheckpointStatus.OK:
-            kind = (
-                FindingKind.UNKNOWN_KEY
-                if status is CheckpointStatus.UNKNOWN_KEY
-                else FindingKind.BAD_SIGNATURE
-            )
+            kind = _signature_finding(status)
             report.findings.append(
                 Finding(
                     kind,
