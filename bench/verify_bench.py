@@ -33,6 +33,7 @@ from elasticsearch.serializer import OrjsonSerializer
 
 from indexer.blocks import BLOCKS_INDEX, KIND_BLOCK, BlockRecord, merge_time_range
 from indexer.checkpoint_store import DirectoryCheckpointStore
+from indexer.leaf_scan import pit_search_body
 from indexer.templates import registered_templates
 from indexer.verify import VerifyOptions, verify
 from otel_audit.document import build_document, event_index, format_ns
@@ -249,16 +250,7 @@ def _raw_slice(url: str, pit: str, slice_id: int, slices: int, size: int) -> tup
     hits = raw_bytes = 0
     after: list[Any] | None = None
     while True:
-        body: dict[str, Any] = {
-            "size": size,
-            "pit": {"id": pit, "keep_alive": "2m"},
-            "sort": [{"_shard_doc": "asc"}],
-            "track_total_hits": False,
-        }
-        if slices > 1:
-            body["slice"] = {"id": slice_id, "max": slices}
-        if after is not None:
-            body["search_after"] = after
+        body = pit_search_body(pit, {"match_all": {}}, size, slice_id, slices, after)
         _, raw = node.perform_request(
             "POST",
             "/_search",

@@ -30,13 +30,13 @@ from elasticsearch import exceptions as es_exc
 from otel_audit.integrity import IntegrityError
 from otel_audit.integrity.canonical import leaf_hash_of_event
 
-__all__ = ["HashedPage", "LeafScan", "hash_hits"]
+__all__ = ["PIT_FILTER_PATH", "HashedPage", "LeafScan", "hash_hits", "pit_search_body"]
 
 
 HashedPage = tuple[list[str], list[str], list["bytes | str"], list["str | None"]]
 """Event ids, their indices, leaf hashes (or why one cannot be hashed), ``event.ingested``."""
 
-_FILTER = "hits.hits._index,hits.hits._id,hits.hits._source,hits.hits.sort"
+PIT_FILTER_PATH = "hits.hits._index,hits.hits._id,hits.hits._source,hits.hits.sort"
 # Worker processes parse whole pages in C anyway; without ``filter_path`` Elasticsearch
 # copies each stored source into the response instead of re-parsing it through the
 # filter (about a fifth more events per second from the same node).
@@ -69,7 +69,7 @@ def hash_hits(hits: list[dict[str, Any]]) -> HashedPage:
     return ids, indices, hashes, ingested
 
 
-def _body(
+def pit_search_body(
     pit: str,
     query: dict[str, Any],
     size: int,
@@ -77,6 +77,7 @@ def _body(
     slices: int,
     after: list[Any] | None,
 ) -> dict[str, Any]:
+    """One page's ``_search`` body: a point-in-time read of slice ``slice_id``, after ``after``."""
     body: dict[str, Any] = {
         "size": size,
         "query": query,
@@ -112,7 +113,7 @@ def _scan_slice(
             meta, raw = node.perform_request(
                 "POST",
                 _SEARCH,
-                body=orjson.dumps(_body(pit, query, size, slice_id, slices, after)),
+                body=orjson.dumps(pit_search_body(pit, query, size, slice_id, slices, after)),
                 headers=HttpHeaders(headers),
                 request_timeout=_REQUEST_TIMEOUT_S,
             )
@@ -257,9 +258,11 @@ class LeafScan:
                     resp = self._es.perform_request(
                         "POST",
                         "/_search",
-                        params={"filter_path": _FILTER},
+                        params={"filter_path": PIT_FILTER_PATH},
                         headers=_HEADERS,
-                        body=_body(pit, self._query, self._size, slice_id, self._slices, after),
+                        body=pit_search_body(
+                            pit, self._query, self._size, slice_id, self._slices, after
+                        ),
                     ).body
                     hits = resp.get("hits", {}).get("hits", [])
                     if not hits:

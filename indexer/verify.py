@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +38,7 @@ from elasticsearch import exceptions as es_exc
 
 from indexer.blocks import BLOCKS_INDEX, BlockRecord
 from indexer.checkpoint_store import CheckpointStore
-from indexer.leaf_scan import LeafScan
+from indexer.leaf_scan import PIT_FILTER_PATH, LeafScan, pit_search_body
 from otel_audit.document import EVENTS_INDEX_PREFIX
 from otel_audit.integrity import (
     Checkpoint,
@@ -177,98 +175,35 @@ def _ns_text_to_ms(value: object) -> int | None:
     return secs * 1000 + (int(frac.ljust(3, "0")) if frac.isdigit() else 0)
 
 
-class _Scanner:
-    """Reads every hit of a query with a point in time, ahead of the consumer.
-
-    With ``slices`` > 1 the point in time is read in that many slices by parallel
-    threads, so Elasticsearch works on several pages at once; pages arrive in no
-    particular order (the verifier does not need one).
-    """
-
-    def __init__(
-        self, es: Elasticsearch, index: str, query: dict[str, Any], size: int, slices: int = 1
-    ) -> None:
-        self._es = es
-        self._index = index
-        self._query = query
-        self._size = size
-        self._slices = max(1, slices)
-
-    def pages(self) -> Iterator[list[dict[str, Any]]]:
-        try:
-            pit = self._es.open_point_in_time(
-                index=self._index, keep_alive="2m", ignore_unavailable=True
-            )["id"]
-        except es_exc.NotFoundError:
-            return
-        q: queue.Queue[list[dict[str, Any]] | BaseException | None] = queue.Queue(
-            maxsize=2 * self._slices
-        )
-        stop = threading.Event()
-
-        def fetch(slice_id: int) -> None:
-            after: list[Any] | None = None
-            try:
-                while not stop.is_set():
-                    body: dict[str, Any] = {
-                        "size": self._size,
-                        "query": self._query,
-                        "pit": {"id": pit, "keep_alive": "2m"},
-                        "sort": [{"_shard_doc": "asc"}],
-                        "track_total_hits": False,
-                    }
-                    if self._slices > 1:
-                        body["slice"] = {"id": slice_id, "max": self._slices}
-                    if after is not None:
-                        body["search_after"] = after
-                    resp = self._es.perform_request(
-                        "POST",
-                        "/_search",
-                        params={
-                            "filter_path": "hits.hits._index,hits.hits._id,"
-                            "hits.hits._source,hits.hits.sort"
-                        },
-                        headers={"content-type": "application/json", "accept": "application/json"},
-                        body=body,
-                    ).body
-                    hits = resp.get("hits", {}).get("hits", [])
-                    if not hits:
-                        break
-                    q.put(hits)
-                    after = hits[-1]["sort"]
-                    if len(hits) < self._size:
-                        break
-                q.put(None)
-            except BaseException as exc:
-                q.put(exc)
-
-        workers = [
-            threading.Thread(target=fetch, args=(i,), name=f"verify-scan-{i}", daemon=True)
-            for i in range(self._slices)
-        ]
-        for w in workers:
-            w.start()
-        try:
-            done = 0
-            while done < len(workers):
-                item = q.get()
-                if item is None:
-                    done += 1
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            for w in workers:
-                while w.is_alive():
-                    try:
-                        q.get_nowait()
-                    except queue.Empty:
-                        w.join(0.05)
-            # The PIT expires on its own if this fails.
-            with contextlib.suppress(Exception):
-                self._es.close_point_in_time(id=pit)
+def _all_hits(
+    es: Elasticsearch, index: str, query: dict[str, Any], size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Every hit of ``query`` in pages, read with a point in time (none if no index)."""
+    try:
+        pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True)["id"]
+    except es_exc.NotFoundError:
+        return
+    after: list[Any] | None = None
+    try:
+        while True:
+            resp = es.perform_request(
+                "POST",
+                "/_search",
+                params={"filter_path": PIT_FILTER_PATH},
+                headers={"content-type": "application/json", "accept": "application/json"},
+                body=pit_search_body(pit, query, size, 0, 1, after),
+            ).body
+            hits = resp.get("hits", {}).get("hits", [])
+            if not hits:
+                return
+            yield hits
+            if len(hits) < size:
+                return
+            after = hits[-1]["sort"]
+    finally:
+        # The PIT expires on its own if this fails.
+        with contextlib.suppress(Exception):
+            es.close_point_in_time(id=pit)
 
 
 def _signature_finding(status: CheckpointStatus) -> FindingKind:
@@ -298,7 +233,7 @@ def _load_blocks(
         query = {"term": {"chain_id": chain_id}}
     records: list[BlockRecord] = []
     findings: list[Finding] = []
-    for page in _Scanner(es, BLOCKS_INDEX, query, 200).pages():
+    for page in _all_hits(es, BLOCKS_INDEX, query, 200):
         for hit in page:
             try:
                 records.append(BlockRecord.from_document(hit["_source"]))
