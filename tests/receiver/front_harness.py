@@ -238,19 +238,38 @@ def running_receiver(
         loop.close()
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """``n`` (non-negative) as a protobuf base-128 varint."""
     out = bytearray()
-    while True:
-        byte = n & 0x7F
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
         n >>= 7
-        if not n:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
+    out.append(n)
+    return bytes(out)
 
 
-def _field(tag: int, payload: bytes) -> bytes:
-    return bytes([tag]) + _varint(len(payload)) + payload
+def length_delimited(key: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field: its key (field number << 3 | 2), then payload."""
+    return varint(key) + varint(len(payload)) + payload
+
+
+def array_value(values: list[AnyValue]) -> AnyValue:
+    """An ``AnyValue`` holding an array of ``values``."""
+    out = AnyValue()
+    out.array_value.values.extend(values)
+    return out
+
+
+def kvlist_value(pairs: list[KeyValue]) -> AnyValue:
+    """An ``AnyValue`` holding a key-value list."""
+    out = AnyValue()
+    out.kvlist_value.values.extend(pairs)
+    return out
+
+
+def key_value(key: str, value: AnyValue | None) -> KeyValue:
+    """A ``KeyValue``; ``None`` leaves its value unset."""
+    return KeyValue(key=key) if value is None else KeyValue(key=key, value=value)
 
 
 def deeply_nested_logs_body(depth: int) -> bytes:
@@ -258,11 +277,35 @@ def deeply_nested_logs_body(depth: int) -> bytes:
 
     Built on the wire by hand: protobuf's own API refuses to build such messages.
     """
-    inner = _field(0x0A, b"leaf")  # AnyValue.string_value
+    inner = length_delimited(0x0A, b"leaf")  # AnyValue.string_value
     for _ in range(depth):
-        inner = _field(0x2A, _field(0x0A, inner))  # AnyValue.array_value{values: [inner]}
-    kv = _field(0x0A, b"k") + _field(0x12, inner)
-    record = _field(0x32, kv)  # LogRecord.attributes
-    scope_logs = _field(0x12, record)  # ScopeLogs.log_records
-    resource_logs = _field(0x12, scope_logs)  # ResourceLogs.scope_logs
-    return _field(0x0A, resource_logs)  # ExportLogsServiceRequest.resource_logs
+        inner = length_delimited(
+            0x2A, length_delimited(0x0A, inner)
+        )  # AnyValue.array_value{values: [inner]}
+    kv = length_delimited(0x0A, b"k") + length_delimited(0x12, inner)
+    record = length_delimited(0x32, kv)  # LogRecord.attributes
+    scope_logs = length_delimited(0x12, record)  # ScopeLogs.log_records
+    resource_logs = length_delimited(0x12, scope_logs)  # ResourceLogs.scope_logs
+    return length_delimited(0x0A, resource_logs)  # ExportLogsServiceRequest.resource_logs
+
+
+def comparable(value: Any) -> Any:
+    """``value`` with its types spelled out: True is not 1, -0.0 is not 0.0, NaN is NaN."""
+    if isinstance(value, float):
+        return ("float", value.hex())
+    if isinstance(value, dict):
+        return ("dict", [(comparable(k), comparable(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("list", [comparable(v) for v in value])
+    return (type(value).__name__, value)
+
+
+def comparable_record(record: LogRecordData) -> Any:
+    """A record as :func:`comparable` sees it, without the hash only one decoder computes."""
+    return comparable(
+        {
+            f.name: getattr(record, f.name)
+            for f in dataclasses.fields(record)
+            if f.name != "content_sha256"
+        }
+    )

@@ -7,7 +7,6 @@ InvalidRequest, never crashing the process.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
@@ -21,11 +20,31 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from otel_audit.record import LogRecordData
 from receiver import decode
 from receiver.decode import DecodedLogs
 from receiver.errors import InvalidRequest
-from tests.receiver.front_harness import deeply_nested_logs_body, logs_request
+from tests.receiver.front_harness import (
+    array_value as _array,
+)
+from tests.receiver.front_harness import (
+    comparable_record as _canon_record,
+)
+from tests.receiver.front_harness import (
+    deeply_nested_logs_body,
+    logs_request,
+)
+from tests.receiver.front_harness import (
+    key_value as _kv,
+)
+from tests.receiver.front_harness import (
+    kvlist_value as _kvlist,
+)
+from tests.receiver.front_harness import (
+    length_delimited as _field,
+)
+from tests.receiver.front_harness import (
+    varint as _varint,
+)
 
 # Without the extension every test here skips, and under CI=true the conftest turns each
 # skip into a failure: CI always builds and exercises the native decoder.
@@ -49,29 +68,6 @@ def native(body: bytes) -> DecodedLogs:
 
 
 # --- comparing results ---------------------------------------------------------------------
-
-
-def _canon(value: Any) -> Any:
-    """``value`` with its types spelled out: True is not 1, -0.0 is not 0.0, NaN is NaN."""
-    if isinstance(value, float):
-        return ("float", value.hex())
-    if isinstance(value, dict):
-        return ("dict", [(_canon(k), _canon(v)) for k, v in value.items()])
-    if isinstance(value, list):
-        return ("list", [_canon(v) for v in value])
-    return (type(value).__name__, value)
-
-
-def _canon_record(record: LogRecordData) -> Any:
-    # The content hash only the native decoder computes is checked in
-    # test_native_content_hash.py.
-    return _canon(
-        {
-            f.name: getattr(record, f.name)
-            for f in dataclasses.fields(record)
-            if f.name != "content_sha256"
-        }
-    )
 
 
 def _outcome(fn: Any, body: bytes) -> Any:
@@ -121,22 +117,6 @@ _LEAVES = st.one_of(
 )
 
 
-def _array(values: list[AnyValue]) -> AnyValue:
-    out = AnyValue()
-    out.array_value.values.extend(values)
-    return out
-
-
-def _kvlist(pairs: list[KeyValue]) -> AnyValue:
-    out = AnyValue()
-    out.kvlist_value.values.extend(pairs)
-    return out
-
-
-def _kv(key: str, value: AnyValue | None) -> KeyValue:
-    return KeyValue(key=key) if value is None else KeyValue(key=key, value=value)
-
-
 _ANY = st.recursive(
     _LEAVES,
     lambda inner: st.one_of(
@@ -158,15 +138,6 @@ def _ids(draw: st.DrawFn, size: int) -> bytes:
 
 # The wire type of each LogRecord field; a field sent with another one is an unknown field.
 _LOG_RECORD_WIRE_TYPES = {1: 1, 2: 0, 3: 2, 5: 2, 6: 2, 7: 0, 8: 5, 9: 2, 10: 2, 11: 1, 12: 2}
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 @st.composite
@@ -319,10 +290,6 @@ def test_every_truncation_of_a_valid_request() -> None:
     for end in range(len(body)):
         invalid += assert_same(body[:end]) == "invalid"
     assert invalid > len(body) // 2
-
-
-def _field(key: int, payload: bytes) -> bytes:
-    return _varint(key) + _varint(len(payload)) + payload
 
 
 def _in_record(record: bytes) -> bytes:

@@ -24,7 +24,18 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from otel_audit.document import content_hash
 from otel_audit.record import LogRecordData
 from receiver import decode
-from tests.receiver.front_harness import deeply_nested_logs_body
+from tests.receiver.front_harness import (
+    array_value as _array,
+)
+from tests.receiver.front_harness import (
+    deeply_nested_logs_body,
+)
+from tests.receiver.front_harness import (
+    key_value as _kv,
+)
+from tests.receiver.front_harness import (
+    kvlist_value as _kvlist,
+)
 
 # Without the extension every test here skips, and under CI=true the conftest turns each
 # skip into a failure: CI always builds and exercises the native decoder.
@@ -61,22 +72,6 @@ def _leaves(doubles: bool) -> st.SearchStrategy[AnyValue]:
     if doubles:
         leaves.append(st.floats().map(lambda d: AnyValue(double_value=d)))
     return st.one_of(leaves)
-
-
-def _array(values: list[AnyValue]) -> AnyValue:
-    out = AnyValue()
-    out.array_value.values.extend(values)
-    return out
-
-
-def _kvlist(pairs: list[KeyValue]) -> AnyValue:
-    out = AnyValue()
-    out.kvlist_value.values.extend(pairs)
-    return out
-
-
-def _kv(key: str, value: AnyValue | None) -> KeyValue:
-    return KeyValue(key=key) if value is None else KeyValue(key=key, value=value)
 
 
 def _any(doubles: bool) -> st.SearchStrategy[AnyValue]:
