@@ -21,6 +21,7 @@ from otel_audit.schema import load_schema
 from otel_audit.validate import validate
 from tests.otel_audit.integrity.test_canonical_json import SPECIAL_CHARS, special_floats
 from tests.otel_audit.test_validate_property import NOW, mostly_valid_records, values
+from tests.otel_audit.test_validate_table import BASE_ATTRS
 
 SCHEMA = load_schema()
 
@@ -61,15 +62,7 @@ def _core_only(record: LogRecordData) -> LogRecordData:
 @example(
     build_document(
         LogRecordData(
-            attributes={
-                "audit.action": "invoice.update",
-                "audit.category": "data_change",
-                "audit.outcome": "success",
-                "audit.actor.id": "u-1",
-                "amount": 10.0,
-                "\U0001f600": 1e21,
-                "\ue000": -0.0,
-            },
+            attributes={**BASE_ATTRS, "amount": 10.0, "\U0001f600": 1e21, "\ue000": -0.0},
             resource={"service.name": "billing", "weight": 5e-324},
             time_unix_nano=NOW,
         ),
@@ -92,16 +85,7 @@ def test_keys_that_sort_differently_take_the_exact_path() -> None:
     keys = {"\ue000": "a", "\U0001f600": "b", "z": True, "n": None, "i": 7}
     doc = build_document(
         LogRecordData(
-            attributes={
-                "audit.action": "invoice.update",
-                "audit.category": "data_change",
-                "audit.outcome": "success",
-                "audit.actor.id": "u-1",
-                "audit.actor.type": "user",
-                "audit.resource.type": "invoice",
-                "audit.resource.id": "inv-1",
-                **keys,
-            },
+            attributes={**BASE_ATTRS, **keys},
             resource={"service.name": "billing", **keys},
             time_unix_nano=NOW,
         ),
