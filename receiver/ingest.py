@@ -452,9 +452,10 @@ class IngestConsumer:
                 record, received_ns=received_ns, content_sha256=sha, schema=self._schema
             )
             ts = record.time_unix_nano or record.observed_time_unix_nano
-            item = BulkItem(event_index(ts), doc["event"]["id"], doc, sha, record)
             # Sealed documents go out with sorted keys: the sealer hashes those same bytes.
-            item.sort_keys = self._sealer is not None
+            item = BulkItem(
+                event_index(ts), doc["event"]["id"], doc, sha, record, self._sealer is not None
+            )
             # Serialize now, while the document just built is still in the CPU's caches;
             # after the rest of the request is built it would be read back from memory.
             item.encoded()
