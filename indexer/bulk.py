@@ -30,7 +30,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
@@ -85,7 +85,6 @@ class ItemResult(NamedTuple):
     """For CONFLICT: the content hash of the document already stored under the id."""
 
 
-@dataclass(slots=True, eq=False)
 class BulkItem:
     """One document to create.
 
@@ -93,17 +92,60 @@ class BulkItem:
     documents, whose id is derived from their content) treat every 409 as already stored.
     ``record`` is the decoded record the document came from, kept in memory only so a
     conflict or mapping error can be dead-lettered with the original.
+
+    A write needs only the serialized bytes: :meth:`compact` serializes the document and
+    lets go of the dict, so a batch waiting for Elasticsearch holds a few bytes objects
+    per event instead of a tree of containers that Python's garbage collector scans again
+    and again. :attr:`document` still answers afterwards, parsed back from the bytes (the
+    rare paths that need it: spooling, dead-letters).
     """
 
-    index: str
-    doc_id: str
-    document: dict[str, Any]
-    content_hash: str | None = None
-    record: LogRecordData | None = None
-    sort_keys: bool = False
-    """Serialize the document with sorted keys: its bytes then serve the leaf hash too."""
-    _encoded: bytes | None = field(default=None, repr=False)
-    _source_at: int = field(default=0, repr=False)
+    __slots__ = (
+        "_document",
+        "_encoded",
+        "_source_at",
+        "content_hash",
+        "doc_id",
+        "index",
+        "leaf_hash",
+        "record",
+        "sort_keys",
+        "timestamp",
+    )
+
+    def __init__(
+        self,
+        index: str,
+        doc_id: str,
+        document: dict[str, Any],
+        content_hash: str | None = None,
+        record: LogRecordData | None = None,
+        sort_keys: bool = False,
+    ) -> None:
+        self.index = index
+        self.doc_id = doc_id
+        self._document: dict[str, Any] | None = document
+        self.content_hash = content_hash
+        self.record = record
+        self.sort_keys = sort_keys
+        """Serialize the document with sorted keys: its bytes then serve the leaf hash too."""
+        self.leaf_hash: bytes | None = None
+        """The event's Merkle leaf hash, when a sealing write path computed it (not sent)."""
+        self.timestamp = ""
+        """The document's ``@timestamp``, when a write path keeps it past :meth:`compact`."""
+        self._encoded: bytes | None = None
+        self._source_at = 0
+
+    def __repr__(self) -> str:
+        return f"BulkItem(index={self.index!r}, doc_id={self.doc_id!r})"
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The document; after :meth:`compact`, a fresh dict parsed from the bytes sent."""
+        if self._document is not None:
+            return self._document
+        parsed: dict[str, Any] = orjson.loads(self.source_json())
+        return parsed
 
     def encoded(self) -> bytes:
         """The two NDJSON lines (action + source) of this item, serialized once."""
@@ -111,8 +153,17 @@ class BulkItem:
             action = orjson.dumps({"create": {"_index": self.index, "_id": self.doc_id}})
             option = orjson.OPT_SORT_KEYS if self.sort_keys else None
             self._source_at = len(action) + 1
-            self._encoded = action + b"\n" + orjson.dumps(self.document, option=option) + b"\n"
+            self._encoded = action + b"\n" + orjson.dumps(self._document, option=option) + b"\n"
         return self._encoded
+
+    def compact(self) -> None:
+        """Serialize now and drop the document dict (see the class docstring)."""
+        self.encoded()
+        self._document = None
+
+    def source_json(self) -> bytes:
+        """The document's JSON exactly as sent."""
+        return self.encoded()[self._source_at : -1]
 
     def sorted_source(self) -> bytes | None:
         """The document as sent, when it was sent with sorted keys (else None)."""

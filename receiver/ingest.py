@@ -56,6 +56,7 @@ from indexer.bulk import BulkItem, BulkSettings, BulkWriter, ItemResult, ItemSta
 from indexer.deadletter import rejected_item
 from indexer.templates import registered_templates
 from otel_audit.document import build_document, content_hash, event_index
+from otel_audit.integrity.canonical import leaf_hash_of_event
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema, load_schema
 from otel_audit.validate import Violation, summarize, validate
@@ -83,15 +84,21 @@ _MAX_MESSAGE_CHARS = 1024
 
 
 class StoredEvent(NamedTuple):
-    """One event confirmed in Elasticsearch: its index, id and stored document."""
+    """One event confirmed in Elasticsearch: its index, id and stored document.
+
+    The write path of this module hands over the leaf hash and ``@timestamp`` it computed
+    while building the document, and no document; other callers give the document.
+    """
 
     index_name: str
     event_id: str
-    document: dict[str, Any]
+    document: dict[str, Any] | None
     created: bool = True
     """False when this write found it already stored (409, same content)."""
-    sorted_json: bytes | None = None
-    """The document's sorted-key JSON as sent, when the write produced it."""
+    leaf_hash: bytes | None = None
+    """The document's Merkle leaf hash, when the write path already computed it."""
+    timestamp: str = ""
+    """The document's ``@timestamp``, given with ``leaf_hash``."""
 
 
 class Sealer(Protocol):
@@ -169,7 +176,11 @@ def _encode_spool(items: Sequence[BulkItem]) -> bytes:
     body = orjson.dumps(
         {
             "v": _SPOOL_VERSION,
-            "items": [[it.index, it.doc_id, it.content_hash, it.document] for it in items],
+            # The document's bytes as they are: compacted items have no dict to serialize.
+            "items": [
+                [it.index, it.doc_id, it.content_hash, orjson.Fragment(it.source_json())]
+                for it in items
+            ],
         }
     )
     return _COUNT.pack(len(items)) + body
@@ -458,7 +469,13 @@ class IngestConsumer:
             )
             # Serialize now, while the document just built is still in the CPU's caches;
             # after the rest of the request is built it would be read back from memory.
+            # The leaf hash too: after the bulk round trip it costs twice as much.
             item.encoded()
+            if self._sealer is not None:
+                item.leaf_hash = leaf_hash_of_event(doc, item.sorted_source())
+                item.timestamp = doc["@timestamp"]
+            # From here on the bytes are all the write needs (see BulkItem.compact).
+            item.compact()
             return item, []
         except Exception as exc:  # hostile input the validator let through: refuse, keep it
             _log.exception("could not build the document of a valid record")
@@ -651,9 +668,10 @@ class IngestConsumer:
             StoredEvent(
                 it.index,
                 it.doc_id,
-                it.document,
+                None if it.leaf_hash is not None else it.document,
                 r.status is ItemStatus.CREATED,
-                it.sorted_source(),
+                it.leaf_hash,
+                it.timestamp,
             )
             for it, r in zip(items, results, strict=True)
             if it.content_hash is not None and r.status.stored

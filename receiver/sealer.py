@@ -250,8 +250,9 @@ class Sealer:
     async def on_durable(self, stored: Sequence[Any]) -> None:
         """Journal events Elasticsearch confirmed; returns once the journal is fsynced.
 
-        ``stored`` holds ``receiver.ingest.StoredEvent`` tuples (index, id, document and
-        ``created``: False for a 409 with the same content).
+        ``stored`` holds ``receiver.ingest.StoredEvent`` tuples: index, id, ``created``
+        (False for a 409 with the same content), and either the document or the leaf hash
+        and ``@timestamp`` the write path computed from it.
         """
         if self._journal is None or self._closing:
             raise RuntimeError("sealer is not running")
@@ -259,8 +260,12 @@ class Sealer:
         maybe_sealed: list[JournalEntry] = []
         for ev in stored:
             index, event_id, doc = ev[0], ev[1], ev[2]
-            ts = doc.get("@timestamp")
-            leaf = leaf_hash_of_event(doc, getattr(ev, "sorted_json", None))
+            leaf = getattr(ev, "leaf_hash", None)
+            if leaf is not None:
+                ts = ev.timestamp
+            else:
+                ts = doc.get("@timestamp")
+                leaf = leaf_hash_of_event(doc)
             entry = JournalEntry(index, event_id, leaf, ts if isinstance(ts, str) else "")
             (fresh if getattr(ev, "created", False) else maybe_sealed).append(entry)
         if maybe_sealed:

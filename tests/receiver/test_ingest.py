@@ -12,6 +12,7 @@ from elasticsearch import AsyncElasticsearch, Elasticsearch
 
 from indexer.deadletter import REJECTED_ALIAS
 from indexer.templates import EVENTS_ALIAS
+from otel_audit.integrity import leaf_hash_of_document
 from otel_audit.record import LogRecordData
 from receiver.ingest import IngestConsumer, StoredEvent, build_consumer
 from receiver.pipeline import IngestResult
@@ -217,13 +218,19 @@ def test_concurrent_requests_share_bulks_and_reach_the_sealer(
     assert all(r.accepted == 10 and r.rejected == 0 for r in results)
     assert sum(client.bulk_sizes) == 300
     assert len(client.bulk_sizes) <= 10, client.bulk_sizes
-    assert len(_docs(clean_es, EVENTS_ALIAS)) == 300
+    stored = {d.pop("_id"): d for d in _docs(clean_es, EVENTS_ALIAS)}
+    assert len(stored) == 300
     assert sorted(s.event_id for s in sealed) == sorted(
         r.attributes["audit.event.id"] for b in batches for r in b
     )
-    first = sealed[0]
-    assert first.index_name.startswith("audit-events-")
-    assert first.document["event"]["id"] == first.event_id and first.created
+    # The sealer gets what the write path computed from each document, not the document:
+    # the leaf hash and @timestamp of exactly what Elasticsearch stored.
+    for event in sealed:
+        doc = stored[event.event_id]
+        assert event.index_name.startswith("audit-events-") and event.created
+        assert event.document is None
+        assert event.leaf_hash == leaf_hash_of_document(doc)
+        assert event.timestamp == doc["@timestamp"]
 
 
 def test_build_consumer_reads_the_receiver_config(tmp_path: Any, es_url: str) -> None:
