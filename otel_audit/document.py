@@ -33,6 +33,7 @@ from otel_audit.schema import Schema, load_schema
 __all__ = [
     "EVENTS_INDEX_PREFIX",
     "build_document",
+    "build_document_and_plainness",
     "content_hash",
     "derive_event_id",
     "event_index",
@@ -174,8 +175,9 @@ class _Plan:
         self.known = schema.by_attribute
         self.resource_known = schema.resource_by_attribute
         self.extra_limit = schema.limits.max_text_bytes
-        self.extra_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
-        """The keys the schema does not name, by the attribute keys they came in."""
+        self.extra_keys: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
+        """The keys the schema does not name, and whether they are all ASCII, by the
+        attribute keys they came in."""
 
 
 @functools.cache
@@ -288,18 +290,27 @@ def _free_values(
 _EXTRA_KEYS_MAX = 1024
 
 
-def _attribute_extras(attrs: dict[str, Any], plan: _Plan, cutter: _Cutter) -> dict[str, Any]:
-    """``_free_values`` of the attributes the schema does not name."""
+_PLAIN_FREE_TYPES = frozenset({str, int, bool, type(None)})
+"""Free-form values whose orjson form is their RFC 8785 form (ints: once made safe)."""
+
+
+def _attribute_extras(
+    attrs: dict[str, Any], plan: _Plan, cutter: _Cutter
+) -> tuple[dict[str, Any], bool]:
+    """``_free_values`` of the attributes the schema does not name, and whether they are
+    plain (see :func:`build_document_and_plainness`)."""
     # The records of a service send the same keys in the same order: which of them are
     # extras is worked out once per key sequence, not tested key by key for every record.
     keys = tuple(attrs)
-    extra = plan.extra_keys.get(keys)
-    if extra is None:
+    cached = plan.extra_keys.get(keys)
+    if cached is None:
         known = plan.known
         extra = tuple(k for k in keys if k not in known)
+        cached = (extra, "".join(extra).isascii())
         if len(plan.extra_keys) >= _EXTRA_KEYS_MAX:
             plan.extra_keys.clear()
-        plan.extra_keys[keys] = extra
+        plan.extra_keys[keys] = cached
+    extra, plain = cached
     out: dict[str, Any] = {}
     limit = plan.extra_limit
     for k in extra:
@@ -307,25 +318,30 @@ def _attribute_extras(attrs: dict[str, Any], plan: _Plan, cutter: _Cutter) -> di
         if type(v) is str and len(v) * 4 <= limit:
             out[k] = v
         else:
-            out[k] = cutter.free(v, f"audit.extra.{k}")
-    return out
+            # free() makes integers safe (big ones become strings), so any int it returns
+            # prints the same under orjson and RFC 8785; floats and containers do not.
+            v = out[k] = cutter.free(v, f"audit.extra.{k}")
+            if type(v) not in _PLAIN_FREE_TYPES:
+                plain = False
+    return out, plain
 
 
 _Placed = tuple[tuple[tuple[str, ...], str, str], ...]
-_last_resource: list[tuple[tuple[tuple[str, Any], ...], _Placed, dict[str, Any]]] = []
+_last_resource: list[tuple[tuple[tuple[str, Any], ...], _Placed, dict[str, Any], bool]] = []
 """The items of the last all-string resource with its stored values: a batch shares one."""
 
 
 def _resource_part(
     resource: dict[str, Any], plan: _Plan, cutter: _Cutter
-) -> tuple[_Placed, dict[str, Any]]:
-    """(parent keys, leaf key, value) of each stored resource field, and the other values."""
+) -> tuple[_Placed, dict[str, Any], bool]:
+    """(parent keys, leaf key, value) of each stored resource field, the other values, and
+    whether those are plain (see :func:`build_document_and_plainness`)."""
     items = tuple(resource.items())
     if _last_resource:
-        seen, placed, origin = _last_resource[0]
+        seen, placed, origin, plain = _last_resource[0]
         # Ordered items of str values: equal means the same stored values in the same order.
         if seen == items:
-            return placed, origin
+            return placed, origin, plain
     placements = []
     for attribute, parents, leaf in plan.resource_fields:
         rv = resource.get(attribute)
@@ -337,12 +353,13 @@ def _resource_part(
     origin = _free_values(
         resource, plan.resource_known, cutter, "audit.origin.resource.", plan.extra_limit
     )
+    plain = _PLAIN_FREE_TYPES.issuperset(map(type, origin.values())) and ("".join(origin).isascii())
     # Only an all-string resource with nothing cut is remembered: other values compare
     # equal across types (1 == True) or could change under the copy, and every document
     # must record its own cuts.
     if len(cutter.cut) == cuts and all(type(v) is str for _, v in items):
-        _last_resource[:] = [(items, tuple(placements), origin)]
-    return tuple(placements), origin
+        _last_resource[:] = [(items, tuple(placements), origin, plain)]
+    return tuple(placements), origin, plain
 
 
 def build_document(
@@ -357,6 +374,32 @@ def build_document(
 
     ``event_id`` defaults to the record's ``audit.event.id`` or, when absent, an id derived
     from ``content_sha256`` (computed here when not given).
+    """
+    return build_document_and_plainness(
+        record,
+        received_ns=received_ns,
+        event_id=event_id,
+        content_sha256=content_sha256,
+        schema=schema,
+    )[0]
+
+
+def build_document_and_plainness(
+    record: LogRecordData,
+    *,
+    received_ns: int,
+    event_id: str | None = None,
+    content_sha256: str | None = None,
+    schema: Schema | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """:func:`build_document`, and whether the document is *plain*.
+
+    Plain: its free-form parts (``audit.extra``, ``audit.origin``) hold only strings, safe
+    integers, booleans and nulls under ASCII keys. The rest of a document always is (see
+    the module docstring), so a plain document's RFC 8785 form is exactly its ``orjson``
+    sorted-key form, and its leaf hash is the hash of those bytes: the sealing write path
+    skips :func:`otel_audit.integrity.leaf_hash_of_event`'s checks, which the builder
+    answers here for almost nothing. ``False`` only means "let the leaf hash check".
     """
     schema = schema or load_schema()
     plan = _plan(schema)
@@ -406,11 +449,11 @@ def build_document(
         related["ip"] = [client_ip]
     doc["related"] = related
 
-    extra = _attribute_extras(attrs, plan, cutter)
+    extra, plain = _attribute_extras(attrs, plan, cutter)
     if extra:
         audit["extra"] = extra
 
-    placed, origin = _resource_part(resource, plan, cutter)
+    placed, origin, origin_plain = _resource_part(resource, plan, cutter)
     for parents, leaf, rv in placed:
         node = doc
         for part in parents:
@@ -474,7 +517,7 @@ def build_document(
         audit["truncated"] = cutter.cut
     if flags:
         audit["flags"] = flags
-    return doc
+    return doc, plain and origin_plain
 
 
 @functools.lru_cache(maxsize=4096)

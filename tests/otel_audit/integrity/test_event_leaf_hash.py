@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from otel_audit.document import build_document
+from otel_audit.document import build_document, build_document_and_plainness
 from otel_audit.integrity import (
     CanonicalizationError,
     canonical_json_reference,
@@ -35,7 +36,8 @@ wild_values = st.one_of(values, special_floats, st.lists(special_floats, max_siz
 
 
 @st.composite
-def stored_documents(draw: st.DrawFn) -> dict[str, Any]:
+def built_documents(draw: st.DrawFn) -> tuple[dict[str, Any], bool]:
+    """A document the builder made, with its plainness, from records with wild extras."""
     record: LogRecordData = draw(mostly_valid_records())
     record.attributes.update(draw(st.dictionaries(wild_keys, wild_values, max_size=5)))
     record.resource = {
@@ -44,9 +46,13 @@ def stored_documents(draw: st.DrawFn) -> dict[str, Any]:
     }
     if validate(record, now_ns=NOW):
         event("invalid record")
-        return build_document(_core_only(record), received_ns=NOW)
+        return build_document_and_plainness(_core_only(record), received_ns=NOW)
     event("valid record with wild extras")
-    return build_document(record, received_ns=NOW)
+    return build_document_and_plainness(record, received_ns=NOW)
+
+
+def stored_documents() -> st.SearchStrategy[dict[str, Any]]:
+    return built_documents().map(lambda built: built[0])
 
 
 def _core_only(record: LogRecordData) -> LogRecordData:
@@ -98,3 +104,51 @@ def test_keys_that_sort_differently_take_the_exact_path() -> None:
     assert leaf_hash(sorted_json) != expected  # the bytes really differ here
     assert leaf_hash_of_event(doc) == expected
     assert leaf_hash_of_event(doc, sorted_json) == expected
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(built_documents())
+def test_a_plain_document_hashes_as_its_sorted_key_bytes(
+    built: tuple[dict[str, Any], bool],
+) -> None:
+    # The sealing write path hashes a plain document's sorted-key bytes without checks.
+    doc, plain = built
+    event(f"plain={plain}")
+    if plain:
+        expected = leaf_hash(canonical_json_reference(document_for_hashing(doc)))
+        assert leaf_hash(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)) == expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "resource", "plain"),
+    [
+        ({"tenant": "t1", "code": 200, "ok": True, "none": None}, {"host.arch": "x86"}, True),
+        ({"big": 2**60}, {}, True),  # stored as a string
+        ({"ratio": 0.5}, {}, False),
+        ({"tags": ["a"]}, {}, False),
+        ({"k\u00e9": "v"}, {}, False),
+        ({}, {"pid": 1.0}, False),
+        ({}, {"r\u00e9gion": "eu"}, False),
+        ({}, {"labels": {"a": "b"}}, False),
+    ],
+)
+def test_plainness_of_typical_and_unusual_records(
+    extra: dict[str, Any], resource: dict[str, Any], plain: bool
+) -> None:
+    doc, answer = build_document_and_plainness(
+        LogRecordData(
+            attributes={**BASE_ATTRS, **extra},
+            resource={"service.name": "billing", **resource},
+            time_unix_nano=NOW,
+        ),
+        received_ns=NOW,
+    )
+    assert answer is plain
+    assert doc == build_document(
+        LogRecordData(
+            attributes={**BASE_ATTRS, **extra},
+            resource={"service.name": "billing", **resource},
+            time_unix_nano=NOW,
+        ),
+        received_ns=NOW,
+    )
