@@ -135,20 +135,11 @@ def test_a_plain_document_hashes_as_its_sorted_key_bytes(
 def test_plainness_of_typical_and_unusual_records(
     extra: dict[str, Any], resource: dict[str, Any], plain: bool
 ) -> None:
-    doc, answer = build_document_and_plainness(
-        LogRecordData(
-            attributes={**BASE_ATTRS, **extra},
-            resource={"service.name": "billing", **resource},
-            time_unix_nano=NOW,
-        ),
-        received_ns=NOW,
+    record = LogRecordData(
+        attributes={**BASE_ATTRS, **extra},
+        resource={"service.name": "billing", **resource},
+        time_unix_nano=NOW,
     )
+    doc, answer = build_document_and_plainness(record, received_ns=NOW)
     assert answer is plain
-    assert doc == build_document(
-        LogRecordData(
-            attributes={**BASE_ATTRS, **extra},
-            resource={"service.name": "billing", **resource},
-            time_unix_nano=NOW,
-        ),
-        received_ns=NOW,
-    )
+    assert doc == build_document(record, received_ns=NOW)
