@@ -85,21 +85,22 @@ _MAX_MESSAGE_CHARS = 1024
 
 
 class StoredEvent(NamedTuple):
-    """One event confirmed in Elasticsearch: its index, id and stored document.
+    """One event confirmed in Elasticsearch: its index, id, leaf hash and ``@timestamp``.
 
-    The write path of this module hands over the leaf hash and ``@timestamp`` it computed
-    while building the document, and no document; other callers give the document.
+    The write path of this module computes the leaf hash and ``@timestamp`` while building
+    the document and hands over no document; other callers may give the document instead
+    (``leaf_hash`` None) and the sealer hashes it. The first four fields are the sealer's
+    journal entry (``receiver.seal_state.SealEntry``), so it keeps these objects as they are.
     """
 
     index_name: str
     event_id: str
-    document: dict[str, Any] | None
+    leaf_hash: bytes | None
+    timestamp: str
     created: bool = True
     """False when this write found it already stored (409, same content)."""
-    leaf_hash: bytes | None = None
-    """The document's Merkle leaf hash, when the write path already computed it."""
-    timestamp: str = ""
-    """The document's ``@timestamp``, given with ``leaf_hash``."""
+    document: dict[str, Any] | None = None
+    """The stored document, when ``leaf_hash`` is None."""
 
 
 class Sealer(Protocol):
@@ -675,10 +676,10 @@ class IngestConsumer:
             StoredEvent(
                 it.index,
                 it.doc_id,
-                None if it.leaf_hash is not None else it.document,
-                r.status is ItemStatus.CREATED,
                 it.leaf_hash,
                 it.timestamp,
+                r.status is ItemStatus.CREATED,
+                None if it.leaf_hash is not None else it.document,
             )
             for it, r in zip(items, results, strict=True)
             if it.content_hash is not None and r.status.stored

@@ -22,12 +22,14 @@ point neither loses an entry nor seals one twice.
 
 from __future__ import annotations
 
+import binascii
 import os
 import secrets
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -40,7 +42,27 @@ from otel_audit.integrity import (
 )
 from receiver.state_files import lock_dir, write_atomic
 
-__all__ = ["ChainState", "Journal", "JournalEntry", "StateDir"]
+__all__ = ["ChainState", "Journal", "JournalEntry", "SealEntry", "StateDir"]
+
+
+class SealEntry(Protocol):
+    """What the journal and the seal loop read of a stored event waiting to be sealed.
+
+    A :class:`JournalEntry`, or the write path's own record of the event, which carries
+    the same fields (so the hot path hands its objects over without copying them).
+    """
+
+    @property
+    def index_name(self) -> str: ...
+
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def leaf_hash(self) -> bytes: ...
+
+    @property
+    def timestamp(self) -> str: ...
 
 
 class JournalEntry(NamedTuple):
@@ -131,13 +153,18 @@ class Journal:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.size = os.fstat(self._fd).st_size
 
-    def append(self, entries: list[JournalEntry]) -> list[int]:
+    def append(self, entries: Sequence[SealEntry]) -> list[int]:
         """Write the entries and fsync; returns the offset just past each entry.
 
         Blocking (call from a worker thread).
         """
+        # b2a_base64 without newline is encode_hash's padded base64, minus a Python call.
+        b64 = binascii.b2a_base64
         lines = [
-            orjson.dumps([e.index_name, e.event_id, encode_hash(e.leaf_hash), e.timestamp]) + b"\n"
+            orjson.dumps(
+                (e.index_name, e.event_id, b64(e.leaf_hash, newline=False).decode(), e.timestamp)
+            )
+            + b"\n"
             for e in entries
         ]
         ends = []

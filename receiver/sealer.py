@@ -33,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ from otel_audit.integrity import (
     write_key_pair,
 )
 from receiver.integrity_config import IntegrityConfig
-from receiver.seal_state import ChainState, Journal, JournalEntry, StateDir
+from receiver.seal_state import ChainState, Journal, JournalEntry, SealEntry, StateDir
 from receiver.waiting import wait_event
 
 __all__ = ["Sealer", "build_sealer", "load_signing_key"]
@@ -70,6 +71,12 @@ _log = logging.getLogger("otel_audit.receiver.sealer")
 # are kept in memory for the duplicate check.
 _RECENT_S = 10.0
 _RETRY_MAX_S = 5.0
+
+# A block gathers thousands of entries: read their fields in C, not in a Python loop.
+_LEAF_HASH = attrgetter("leaf_hash")
+_TIMESTAMP = attrgetter("timestamp")
+_EVENT_ID = attrgetter("event_id")
+_INDEX_NAME = attrgetter("index_name")
 
 
 def load_signing_key(
@@ -132,7 +139,7 @@ class Sealer:
         self.chain_id = ""
         self._state: ChainState | None = None
         self._journal: Journal | None = None
-        self._pending: list[tuple[JournalEntry, int]] = []
+        self._pending: list[tuple[SealEntry, int]] = []
         self._pending_ids: set[str] = set()
         self._oldest_pending_at = 0.0
         self._recent: deque[tuple[float, frozenset[str]]] = deque()
@@ -256,18 +263,20 @@ class Sealer:
         """
         if self._journal is None or self._closing:
             raise RuntimeError("sealer is not running")
-        fresh: list[JournalEntry] = []
-        maybe_sealed: list[JournalEntry] = []
+        fresh: list[SealEntry] = []
+        maybe_sealed: list[SealEntry] = []
         for ev in stored:
-            index, event_id, doc = ev[0], ev[1], ev[2]
-            leaf = getattr(ev, "leaf_hash", None)
-            if leaf is not None:
-                ts = ev.timestamp
-            else:
+            entry: SealEntry = ev  # it carries the entry's fields: no copy on the hot path
+            if ev.leaf_hash is None:
+                doc = ev.document
                 ts = doc.get("@timestamp")
-                leaf = leaf_hash_of_event(doc)
-            entry = JournalEntry(index, event_id, leaf, ts if isinstance(ts, str) else "")
-            (fresh if getattr(ev, "created", False) else maybe_sealed).append(entry)
+                entry = JournalEntry(
+                    ev.index_name,
+                    ev.event_id,
+                    leaf_hash_of_event(doc),
+                    ts if isinstance(ts, str) else "",
+                )
+            (fresh if ev.created else maybe_sealed).append(entry)
         if maybe_sealed:
             fresh.extend(await self._not_yet_sealed(maybe_sealed))
         if not fresh:
@@ -287,7 +296,7 @@ class Sealer:
         if len(self._pending) >= self.config.block_max_events:
             self._wakeup.set()
 
-    async def _not_yet_sealed(self, entries: list[JournalEntry]) -> list[JournalEntry]:
+    async def _not_yet_sealed(self, entries: list[SealEntry]) -> list[SealEntry]:
         recent: set[str] = set()
         for _, ids in self._recent:
             recent |= ids
@@ -438,10 +447,11 @@ class Sealer:
                 _log.exception("sealing failed; retrying in %.1f s", _RETRY_MAX_S)
                 await asyncio.sleep(_RETRY_MAX_S)
 
-    def _next_record(self, kind: str, entries: list[JournalEntry]) -> BlockRecord:
+    def _next_record(self, kind: str, entries: list[SealEntry]) -> BlockRecord:
         state = self.state
         cr = state.compact_range()
-        cr.extend(e.leaf_hash for e in entries)
+        leaf_hashes = tuple(map(_LEAF_HASH, entries))
+        cr.extend(leaf_hashes)
         self._inflight_range = cr
         ts = max(self._clock_ms(), state.last_timestamp_ms)
         cp = sign_checkpoint(
@@ -455,14 +465,14 @@ class Sealer:
             ),
             self._key,
         )
-        stamps = [e.timestamp for e in entries if e.timestamp]
+        stamps = [t for t in map(_TIMESTAMP, entries) if t]
         return BlockRecord(
             kind=kind,
             checkpoint=cp,
             first_leaf=state.tree_size,
-            event_ids=tuple(e.event_id for e in entries),
-            event_indices=tuple(e.index_name for e in entries),
-            leaf_hashes=tuple(e.leaf_hash for e in entries),
+            event_ids=tuple(map(_EVENT_ID, entries)),
+            event_indices=tuple(map(_INDEX_NAME, entries)),
+            leaf_hashes=leaf_hashes,
             frontier=state.frontier,
             time_range=(min(stamps), max(stamps)) if stamps else None,
         )
