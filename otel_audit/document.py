@@ -57,9 +57,18 @@ def _format_secs(secs: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
 
 
+_NS_PER_DAY = 86_400 * 1_000_000_000
+
+
 def event_index(ts_ns: int, prefix: str = EVENTS_INDEX_PREFIX) -> str:
     """The daily index chosen by the event's own timestamp, so retries land in the same one."""
-    return prefix + time.strftime("%Y.%m.%d", time.gmtime(ts_ns // 1_000_000_000))
+    return prefix + _day_suffix(ts_ns // _NS_PER_DAY)
+
+
+@functools.lru_cache(maxsize=256)
+def _day_suffix(day: int) -> str:
+    # A batch's events fall on one or two days: strftime once per day, not per event.
+    return time.strftime("%Y.%m.%d", time.gmtime(day * 86_400))
 
 
 def _json_default(value: Any) -> Any:
