@@ -52,7 +52,14 @@ from elasticsearch import AsyncElasticsearch
 from elasticsearch import exceptions as es_exc
 from elasticsearch.serializer import OrjsonSerializer
 
-from indexer.bulk import BulkItem, BulkSettings, BulkWriter, ItemResult, ItemStatus
+from indexer.bulk import (
+    BulkItem,
+    BulkSettings,
+    BulkWriter,
+    ItemResult,
+    ItemStatus,
+    PreEncodedNdjson,
+)
 from indexer.deadletter import rejected_item
 from indexer.templates import registered_templates
 from otel_audit.document import build_document_and_plainness, content_hash, event_index
@@ -864,8 +871,12 @@ def build_consumer(config: Any, *, sealer: Sealer | None = None) -> IngestConsum
         request_timeout=settings.bulk_timeout_s,
         retry_on_timeout=False,
         max_retries=0,
-        # Bulk answers carry one entry per document: parse them with orjson.
-        serializer=OrjsonSerializer(),
+        # Bulk answers carry one entry per document: parse them with orjson. Bulk bodies
+        # are NDJSON bytes already: send them without the stock serializer's copies.
+        serializers={
+            "application/json": OrjsonSerializer(),
+            "application/x-ndjson": PreEncodedNdjson(),
+        },
     )
     spool = Spool(
         settings.spool_dir, settings.spool_max_bytes, retry_after_s=settings.retry_after_s

@@ -7,7 +7,7 @@ import uuid
 
 import orjson
 
-from indexer.bulk import BulkItem
+from indexer.bulk import BulkItem, PreEncodedNdjson
 from otel_audit.document import build_document, content_hash, event_index
 from otel_audit.record import LogRecordData
 from receiver.ingest import _decode_spool, _encode_spool
@@ -59,3 +59,11 @@ def test_compacted_items_spool_and_come_back_the_same() -> None:
     assert [(b.index, b.doc_id, b.content_hash, b.document) for b in back] == [
         (it.index, it.doc_id, it.content_hash, doc) for it, doc in zip(items, docs, strict=True)
     ]
+
+
+def test_pre_encoded_ndjson_sends_bulk_bytes_as_they_are() -> None:
+    body = b"".join(_item().encoded() for _ in range(3))
+    assert PreEncodedNdjson().dumps(body) is body
+    # Anything else gets the client's own NDJSON serialization.
+    assert PreEncodedNdjson().dumps(b'{"a":1}') == b'{"a":1}\n'
+    assert PreEncodedNdjson().dumps([{"a": 1}, {"b": 2}]) == b'{"a":1}\n{"b":2}\n'
