@@ -128,24 +128,19 @@ def _requests(draw: st.DrawFn) -> bytes:
     return bytes(request.SerializeToString())
 
 
-def _has_float(value: Any) -> bool:
+def _has_float(value: Any, nan_only: bool = False) -> bool:
+    """Whether ``value`` holds a float anywhere (with ``nan_only``: a NaN)."""
     if isinstance(value, float):
-        return True
+        return value != value if nan_only else True
     if isinstance(value, dict):
-        return any(_has_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_float(v) for v in value)
-    return False
+        value = value.values()
+    elif not isinstance(value, list):
+        return False
+    return any(_has_float(v, nan_only) for v in value)
 
 
 def _has_nan(value: Any) -> bool:
-    if isinstance(value, float):
-        return value != value
-    if isinstance(value, dict):
-        return any(_has_nan(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_nan(v) for v in value)
-    return False
+    return _has_float(value, nan_only=True)
 
 
 def _python_hash(record: LogRecordData) -> str:
