@@ -30,7 +30,14 @@ from elasticsearch import exceptions as es_exc
 from otel_audit.integrity import IntegrityError
 from otel_audit.integrity.canonical import leaf_hash_of_event
 
-__all__ = ["PIT_FILTER_PATH", "HashedPage", "LeafScan", "hash_hits", "pit_search_body"]
+__all__ = [
+    "PIT_FILTER_PATH",
+    "HashedPage",
+    "LeafScan",
+    "hash_hits",
+    "pit_pages",
+    "pit_search_body",
+]
 
 
 HashedPage = tuple[list[str], list[str], list["bytes | str"], list["str | None"]]
@@ -90,6 +97,33 @@ def pit_search_body(
     if after is not None:
         body["search_after"] = after
     return body
+
+
+def pit_pages(
+    es: Elasticsearch,
+    pit: str,
+    query: dict[str, Any],
+    size: int,
+    slice_id: int = 0,
+    slices: int = 1,
+) -> Iterator[list[dict[str, Any]]]:
+    """The hits of slice ``slice_id`` of a point-in-time read, page by page, in order."""
+    after: list[Any] | None = None
+    while True:
+        resp = es.perform_request(
+            "POST",
+            _SEARCH,
+            params={"filter_path": PIT_FILTER_PATH},
+            headers=_HEADERS,
+            body=pit_search_body(pit, query, size, slice_id, slices, after),
+        ).body
+        hits = resp.get("hits", {}).get("hits", [])
+        if not hits:
+            return
+        yield hits
+        if len(hits) < size:
+            return
+        after = hits[-1]["sort"]
 
 
 def _scan_slice(
@@ -252,25 +286,13 @@ class LeafScan:
         assert pit is not None
 
         def fetch(slice_id: int) -> None:
-            after: list[Any] | None = None
             try:
-                while not self._stop.is_set():
-                    resp = self._es.perform_request(
-                        "POST",
-                        "/_search",
-                        params={"filter_path": PIT_FILTER_PATH},
-                        headers=_HEADERS,
-                        body=pit_search_body(
-                            pit, self._query, self._size, slice_id, self._slices, after
-                        ),
-                    ).body
-                    hits = resp.get("hits", {}).get("hits", [])
-                    if not hits:
+                for hits in pit_pages(
+                    self._es, pit, self._query, self._size, slice_id, self._slices
+                ):
+                    if self._stop.is_set():
                         break
                     self._tq.put(hits)
-                    after = hits[-1]["sort"]
-                    if len(hits) < self._size:
-                        break
                 self._tq.put(None)
             except BaseException as exc:
                 self._tq.put(exc)

@@ -38,7 +38,7 @@ from elasticsearch import exceptions as es_exc
 
 from indexer.blocks import BLOCKS_INDEX, BlockRecord
 from indexer.checkpoint_store import CheckpointStore
-from indexer.leaf_scan import PIT_FILTER_PATH, LeafScan, pit_search_body
+from indexer.leaf_scan import LeafScan, pit_pages
 from otel_audit.document import EVENTS_INDEX_PREFIX
 from otel_audit.integrity import (
     Checkpoint,
@@ -183,23 +183,8 @@ def _all_hits(
         pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True)["id"]
     except es_exc.NotFoundError:
         return
-    after: list[Any] | None = None
     try:
-        while True:
-            resp = es.perform_request(
-                "POST",
-                "/_search",
-                params={"filter_path": PIT_FILTER_PATH},
-                headers={"content-type": "application/json", "accept": "application/json"},
-                body=pit_search_body(pit, query, size, 0, 1, after),
-            ).body
-            hits = resp.get("hits", {}).get("hits", [])
-            if not hits:
-                return
-            yield hits
-            if len(hits) < size:
-                return
-            after = hits[-1]["sort"]
+        yield from pit_pages(es, pit, query, size)
     finally:
         # The PIT expires on its own if this fails.
         with contextlib.suppress(Exception):
