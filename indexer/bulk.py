@@ -185,10 +185,8 @@ class BulkItem:
         return self.encoded()[self._source_at : -1]
 
     def sorted_source(self) -> bytes | None:
-        """The document as sent, when it was sent with sorted keys (else None)."""
-        if not self.sort_keys or self._encoded is None:
-            return None
-        return self._encoded[self._source_at : -1]
+        """:meth:`source_json` when the document is sent with sorted keys (else None)."""
+        return self.source_json() if self.sort_keys else None
 
 
 @dataclass(frozen=True, slots=True)

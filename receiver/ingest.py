@@ -64,7 +64,6 @@ from indexer.deadletter import rejected_item
 from indexer.templates import registered_templates
 from otel_audit.document import build_document_and_plainness, content_hash, event_index
 from otel_audit.integrity.canonical import leaf_hash_of_event
-from otel_audit.integrity.merkle import leaf_hash
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema, load_schema
 from otel_audit.validate import Violation, summarize, validate
@@ -481,13 +480,7 @@ class IngestConsumer:
             # The leaf hash too: after the bulk round trip it costs twice as much.
             item.encoded()
             if self._sealer is not None:
-                source = item.sorted_source()
-                # A plain document's sorted-key bytes are its RFC 8785 form already.
-                item.leaf_hash = (
-                    leaf_hash(source)
-                    if plain and source is not None
-                    else leaf_hash_of_event(doc, source)
-                )
+                item.leaf_hash = leaf_hash_of_event(doc, item.sorted_source(), plain=plain)
                 item.timestamp = doc["@timestamp"]
             # From here on the bytes are all the write needs (see BulkItem.compact).
             item.compact()

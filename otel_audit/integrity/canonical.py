@@ -182,7 +182,9 @@ def _free_form_parts(doc: dict[str, Any]) -> tuple[object, dict[str, Any] | None
     return (audit.get("extra"), origin)
 
 
-def leaf_hash_of_event(doc: dict[str, Any], sorted_json: bytes | None = None) -> bytes:
+def leaf_hash_of_event(
+    doc: dict[str, Any], sorted_json: bytes | None = None, *, plain: bool = False
+) -> bytes:
     """:func:`leaf_hash_of_document` of a stored event document, without walking all of it.
 
     :func:`otel_audit.document.build_document` writes values that may be floats, or keys
@@ -195,6 +197,10 @@ def leaf_hash_of_event(doc: dict[str, Any], sorted_json: bytes | None = None) ->
     A property test holds this equal to the exact leaf for every document the builder can
     produce.
 
+    ``plain=True`` is the builder's word that those two subtrees are plain (see
+    :func:`otel_audit.document.build_document_and_plainness`): with ``sorted_json`` the
+    checks are then skipped.
+
     For a document that did not come from the builder (an edited one read back by the
     verifier), the bytes hashed are still a faithful JSON encoding of that document, so the
     result can only equal a sealed leaf if the document equals the sealed one: an edit is
@@ -202,6 +208,8 @@ def leaf_hash_of_event(doc: dict[str, Any], sorted_json: bytes | None = None) ->
     """
     if type(doc) is not dict or "integrity" in doc:
         return leaf_hash_of_document(doc)
+    if plain and sorted_json is not None:
+        return leaf_hash(sorted_json)
     parts = _free_form_parts(doc)
     if parts is None:
         return leaf_hash_of_document(doc)

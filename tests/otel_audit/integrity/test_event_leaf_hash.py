@@ -114,9 +114,11 @@ def test_a_plain_document_hashes_as_its_sorted_key_bytes(
     # The sealing write path hashes a plain document's sorted-key bytes without checks.
     doc, plain = built
     event(f"plain={plain}")
+    sorted_json = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    expected = leaf_hash(canonical_json_reference(document_for_hashing(doc)))
     if plain:
-        expected = leaf_hash(canonical_json_reference(document_for_hashing(doc)))
-        assert leaf_hash(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)) == expected
+        assert leaf_hash(sorted_json) == expected
+    assert leaf_hash_of_event(doc, sorted_json, plain=plain) == expected
 
 
 @pytest.mark.parametrize(
