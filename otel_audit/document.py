@@ -362,7 +362,7 @@ def _resource_part(
     origin = _free_values(
         resource, plan.resource_known, cutter, "audit.origin.resource.", plan.extra_limit
     )
-    plain = _PLAIN_FREE_TYPES.issuperset(map(type, origin.values())) and ("".join(origin).isascii())
+    plain = _PLAIN_FREE_TYPES.issuperset(map(type, origin.values())) and "".join(origin).isascii()
     # Only an all-string resource with nothing cut is remembered: other values compare
     # equal across types (1 == True) or could change under the copy, and every document
     # must record its own cuts.

@@ -41,7 +41,13 @@ from elastic_transport import TransportError
 from elasticsearch import AsyncElasticsearch
 from elasticsearch import exceptions as es_exc
 
-from indexer.blocks import BLOCKS_INDEX, KIND_BLOCK, KIND_HEARTBEAT, BlockRecord
+from indexer.blocks import (
+    BLOCKS_INDEX,
+    KIND_BLOCK,
+    KIND_HEARTBEAT,
+    BlockRecord,
+    merge_time_range,
+)
 from indexer.checkpoint_store import CheckpointStore, open_checkpoint_store
 from otel_audit.integrity import (
     PRIVATE_KEY_FILENAME,
@@ -474,7 +480,7 @@ class Sealer:
             event_indices=tuple(map(_INDEX_NAME, entries)),
             leaf_hashes=leaf_hashes,
             frontier=state.frontier,
-            time_range=(min(stamps), max(stamps)) if stamps else None,
+            time_range=merge_time_range(stamps),
         )
 
     async def _seal_block(self) -> None:
