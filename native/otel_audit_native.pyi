@@ -1,7 +1,7 @@
 """The otel-audit receiver's native OTLP logs decoder (see native/README.md)."""
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 _R = TypeVar("_R")
 
@@ -10,13 +10,25 @@ __version__: str
 class DecodeError(ValueError):
     """The body is not a serialized ExportLogsServiceRequest."""
 
+class Plan:
+    """A schema's settings for preparing writes (see receiver/prepare.py)."""
+
+    def __init__(self, settings: dict[str, Any], leaf: bool, /) -> None: ...
+    @property
+    def leaf(self) -> bool:
+        """Whether prepared writes carry their Merkle leaf hash."""
+
 def decode_logs(
-    body: bytes, record_factory: Callable[..., _R], /
+    body: bytes,
+    record_factory: Callable[..., _R],
+    plan: Plan | None = None,
+    received_ns: int = 0,
 ) -> tuple[list[_R], list[_R], list[str]]:
     """Decode a serialized ExportLogsServiceRequest into (records, rejected, reasons).
 
     Each record is ``record_factory(*fields)``, fields in the order of
-    ``receiver.decode._RECORD_FIELDS``, the last one the record's content hash (hex, as
-    ``otel_audit.document.content_hash`` computes it) or None for a record holding a double;
-    raises DecodeError for an invalid body.
+    ``receiver.decode._RECORD_FIELDS``: the record's content hash (hex, as
+    ``otel_audit.document.content_hash`` computes it) or None for a record holding a
+    double, then, with a ``plan``, its prepared write (``receiver.prepare.Prepared``) or
+    None. Raises DecodeError for an invalid body.
     """

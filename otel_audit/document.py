@@ -32,6 +32,7 @@ from otel_audit.schema import Schema, load_schema
 
 __all__ = [
     "EVENTS_INDEX_PREFIX",
+    "RESOURCE_ALIASES",
     "build_document",
     "build_document_and_plainness",
     "content_hash",
@@ -335,6 +336,9 @@ def _attribute_extras(
     return out, plain
 
 
+RESOURCE_ALIASES = {"deployment.environment.name": "deployment.environment"}
+"""Resource attributes read from an older name when absent under the current one."""
+
 _Placed = tuple[tuple[tuple[str, ...], str, str], ...]
 _last_resource: list[tuple[tuple[tuple[str, Any], ...], _Placed, dict[str, Any], bool]] = []
 """The items of the last all-string resource with its stored values: a batch shares one."""
@@ -354,8 +358,8 @@ def _resource_part(
     placements = []
     for attribute, parents, leaf in plan.resource_fields:
         rv = resource.get(attribute)
-        if attribute == "deployment.environment.name" and rv is None:
-            rv = resource.get("deployment.environment")
+        if rv is None and attribute in RESOURCE_ALIASES:
+            rv = resource.get(RESOURCE_ALIASES[attribute])
         if isinstance(rv, str) and rv:
             placements.append((parents, leaf, rv))
     cuts = len(cutter.cut)

@@ -36,6 +36,10 @@ class LogRecordData:
     does), else ``None``; see :func:`otel_audit.document.content_hash`. Not part of the wire
     form. A copy with changed content must clear it (``dataclasses.replace(record, ...,
     content_sha256=None)``)."""
+    prepared: Any = field(default=None, compare=False, repr=False)
+    """The receiver's write of this record when its decoder already did it (see
+    ``receiver.prepare``), else ``None``. Not part of the wire form; a copy with changed
+    content must clear it, as ``content_sha256``."""
 
     def as_wire_dict(self) -> dict[str, Any]:
         """What the emitter sent, as one JSON-able mapping (bytes kept as bytes)."""

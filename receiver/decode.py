@@ -32,6 +32,7 @@ import binascii
 import dataclasses
 import math
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -88,6 +89,7 @@ _RECORD_FIELDS = (
     "scope_version",
     "dropped_attributes_count",
     "content_sha256",
+    "prepared",
 )
 if tuple(f.name for f in dataclasses.fields(LogRecordData)) != _RECORD_FIELDS:
     # The protobuf decoder builds records positionally, in this order.
@@ -115,7 +117,7 @@ ENV_NATIVE_DECODER = "OTEL_AUDIT_NATIVE_DECODER"
 
 # The extension release whose semantics this module was checked against: a stale build
 # (an older native/ left in the virtualenv) is ignored rather than trusted.
-_NATIVE_VERSION = "0.2.0"
+_NATIVE_VERSION = "0.3.0"
 
 
 def _import_native() -> tuple[ModuleType | None, str]:
@@ -196,20 +198,38 @@ def _bad_id(trace_id: bytes, span_id: bytes) -> str:
     return f"span_id must be 8 bytes, got {len(span_id)}"
 
 
-def decode_logs_protobuf(body: bytes) -> DecodedLogs:
-    """Decode a serialized ``ExportLogsServiceRequest``."""
+def native_module() -> ModuleType | None:
+    """The ``otel_audit_native`` extension when protobuf is decoded with it, else None."""
+    return _native if NATIVE_DECODER else None
+
+
+def decode_logs_protobuf(
+    body: bytes, plan: Any | None = None, received_ns: int | None = None
+) -> DecodedLogs:
+    """Decode a serialized ``ExportLogsServiceRequest``.
+
+    With a ``plan`` (:func:`receiver.prepare.native_plan`; the native decoder only) the
+    records it can prepare carry their write in ``record.prepared``, with ``received_ns``
+    (default: now) as their receive time.
+    """
     if NATIVE_DECODER:
-        return _decode_logs_protobuf_native(body)
+        return _decode_logs_protobuf_native(body, plan, received_ns)
     return _decode_logs_protobuf_python(body)
 
 
-def _decode_logs_protobuf_native(body: bytes) -> DecodedLogs:
+def _decode_logs_protobuf_native(
+    body: bytes, plan: Any | None = None, received_ns: int | None = None
+) -> DecodedLogs:
     if _native is None:
         raise RuntimeError(f"no native decoder: {_native_missing}")
     if type(body) is not bytes:
         body = bytes(body)  # the extension takes bytes only; protobuf took any buffer
+    if plan is not None and received_ns is None:
+        received_ns = time.time_ns()
     try:
-        records, rejected, reasons = _native.decode_logs(body, LogRecordData)
+        records, rejected, reasons = _native.decode_logs(
+            body, LogRecordData, plan, received_ns or 0
+        )
     except _native.DecodeError as exc:
         raise InvalidRequest(f"body is not an ExportLogsServiceRequest: {exc}") from None
     return DecodedLogs(records, rejected, reasons)

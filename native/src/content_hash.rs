@@ -175,7 +175,7 @@ fn any_value(out: &mut Vec<u8>, value: &AnyValue, depth: usize) -> Written {
 }
 
 /// A JSON string of UTF-8 `text` (checked while parsing), escaped as orjson escapes.
-fn string(out: &mut Vec<u8>, text: &[u8]) {
+pub(crate) fn string(out: &mut Vec<u8>, text: &[u8]) {
     out.push(b'"');
     // Most strings need no escape at all, and are told so eight bytes at a time.
     let clean = clean_prefix(text);

@@ -9,6 +9,7 @@
 
 mod content_hash;
 mod otlp;
+mod prepare;
 
 use std::collections::HashMap;
 
@@ -19,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use crate::otlp::{AnyValue, ExportLogsServiceRequest, KeyValue, Lenient, Value};
+use crate::prepare::Plan;
 
 create_exception!(
     otel_audit_native,
@@ -38,16 +40,24 @@ const MAX_SHARED_KEYS: usize = 1024;
 /// Decode a serialized `ExportLogsServiceRequest` into `(records, rejected, reasons)`.
 ///
 /// Each record is `record_factory(*fields)` with the fields in the order of
-/// `receiver.decode._RECORD_FIELDS`, the last being the record's content hash (hex), or
-/// `None` when the record holds a value that only Python hashes (a double). A record whose trace id is not 0 or 16 bytes, or whose
-/// span id is not 0 or 8 bytes, goes to `rejected`, with its reason at the same index of
-/// `reasons`. Raises `DecodeError` when the body is not a valid message.
+/// `receiver.decode._RECORD_FIELDS`: the next to last is the record's content hash (hex),
+/// or `None` when the record holds a value that only Python hashes (a double); the last
+/// is, with a `plan`, the record's prepared write (see [`prepare`]) or `None`. A record
+/// whose trace id is not 0 or 16 bytes, or whose span id is not 0 or 8 bytes, goes to
+/// `rejected`, with its reason at the same index of `reasons`. `received_ns` is the
+/// receive time the prepared documents record. Raises `DecodeError` when the body is not
+/// a valid message.
 #[pyfunction]
+#[pyo3(signature = (body, record_factory, plan=None, received_ns=0))]
 fn decode_logs<'py>(
     py: Python<'py>,
     body: &[u8],
     record_factory: &Bound<'py, PyAny>,
+    plan: Option<&Bound<'py, Plan>>,
+    received_ns: i64,
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)> {
+    let plan = plan.map(Bound::get);
+    let ingested = prepare::format_ns(i128::from(received_ns));
     // Parsed from one Bytes copy of the body, so every string and bytes field is a slice
     // of it rather than an allocation of its own.
     let parse = || otlp::decode::<ExportLogsServiceRequest>(Bytes::copy_from_slice(body));
@@ -77,6 +87,14 @@ fn decode_logs<'py>(
             Some(resource) => content_hash::attributes(&resource.attributes),
             None => Ok(b"{}".to_vec()),
         };
+        let no_attributes = Vec::new();
+        let resource_part = plan.and_then(|plan| {
+            let kvs = rl
+                .resource
+                .as_ref()
+                .map_or(&no_attributes, |r| &r.attributes);
+            prepare::resource_part(plan, kvs)
+        });
         for sl in &rl.scope_logs {
             let (scope_name, scope_version) = match &sl.scope {
                 Some(scope) => (objects.text(&scope.name)?, objects.text(&scope.version)?),
@@ -95,12 +113,23 @@ fn decode_logs<'py>(
                     None => py.None().into_bound(py),
                 };
                 let hash =
-                    content_hash::record_hash(&mut scratch, lr, &shared, &trace_id, &span_id)
-                        .map_or_else(
-                            |_| py.None().into_bound(py),
-                            |hash| PyString::new(py, &hash).into_any(),
-                        );
-                let fields: [Bound<'py, PyAny>; 15] = [
+                    content_hash::record_hash(&mut scratch, lr, &shared, &trace_id, &span_id).ok();
+                let prepared = match (plan, &resource_part) {
+                    (Some(plan), Some(part)) if trace_ok && span_ok => {
+                        let ctx = prepare::Context {
+                            scope_name: shared.scope_name,
+                            scope_version: shared.scope_version,
+                            trace_id: &trace_id,
+                            span_id: &span_id,
+                            content_hash: hash.as_deref(),
+                            received_ns,
+                            ingested: &ingested,
+                        };
+                        prepare::prepare(py, plan, part, lr, &ctx)?
+                    }
+                    _ => None,
+                };
+                let fields: [Bound<'py, PyAny>; 16] = [
                     objects.record_attributes(&lr.attributes)?.into_any(),
                     resource.clone().into_any(),
                     lr.time_unix_nano.into_pyobject(py)?.into_any(),
@@ -115,7 +144,11 @@ fn decode_logs<'py>(
                     scope_name.clone().into_any(),
                     scope_version.clone().into_any(),
                     lr.dropped_attributes_count.into_pyobject(py)?.into_any(),
-                    hash,
+                    hash.map_or_else(
+                        || py.None().into_bound(py),
+                        |hash| PyString::new(py, &hash).into_any(),
+                    ),
+                    prepared.map_or_else(|| py.None().into_bound(py), Bound::into_any),
                 ];
                 let record = record_factory.call1(PyTuple::new(py, fields)?)?;
                 if trace_ok && span_ok {
@@ -254,5 +287,6 @@ fn otel_audit_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
     m.add_function(wrap_pyfunction!(decode_logs, m)?)?;
+    m.add_class::<Plan>()?;
     Ok(())
 }

@@ -1,0 +1,957 @@
+//! The ingest write path for plain records, done while decoding: validate, build the stored
+//! document, serialize it with sorted keys, hash its Merkle leaf.
+//!
+//! The Python path is the contract: `otel_audit.validate` (its fast path `_plain_valid`),
+//! `otel_audit.document.build_document_and_plainness`, `indexer.bulk.BulkItem.encoded` and
+//! `otel_audit.integrity.leaf_hash_of_event`; `receiver/prepare.py` says which records
+//! are prepared here, and `tests/receiver/test_prepare_native.py` holds the output
+//! byte-identical to that path's. Whatever this module is not certain of (a value that
+//! would be cut, a float, a nested value, a non-ASCII identifier, a duplicate key, a
+//! collision between stored paths, an IPv6 address) makes [`prepare`] answer `None`, and
+//! Python does the whole job for that record, as it can for any record.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use sha2::{Digest, Sha256};
+
+use crate::content_hash::string;
+use crate::otlp::{KeyValue, Lenient, LogRecord, Value};
+
+const MAX_SAFE_INT: i64 = (1 << 53) - 1;
+const NS_PER_S: i128 = 1_000_000_000;
+/// Python's limits on the record's own strings (`otel_audit.document`), in UTF-8 bytes.
+const MAX_LEVEL_BYTES: usize = 64;
+const MAX_NAME_BYTES: usize = 256;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Required {
+    Always,
+    Optional,
+    ResourceCategories,
+    Derived,
+}
+
+struct FieldPlan {
+    attribute: Vec<u8>,
+    stored: String,
+    path: Vec<String>,
+    required: Required,
+    reject: bool,
+    truncate: bool,
+    max_bytes: i64,
+    enum_values: Option<Vec<Vec<u8>>>,
+    pattern: Option<Pattern>,
+    client_supplied: bool,
+    ip_copy: Vec<Vec<String>>,
+}
+
+/// A schema field's pattern, matched against printable ASCII only (see [`valid_fields`]).
+enum Pattern {
+    /// The pattern compiled here: only for sources in the syntax both engines read alike on
+    /// printable ASCII (see [`rust_pattern`]).
+    Rust(regex::bytes::Regex),
+    /// The compiled Python `re.Pattern`, whose `fullmatch` decides.
+    Python(Py<PyAny>),
+}
+
+/// `source` compiled for a full match when it keeps to the syntax Python's `re` and the
+/// `regex` crate read alike on printable ASCII text: literals, classes, groups, `|`,
+/// repetition, anchors and the escapes `\d \w \s` (and their negations) or of
+/// punctuation. No `(?` constructs (flags, lookaround, named groups), no back-references.
+fn rust_pattern(source: &str) -> Option<regex::bytes::Regex> {
+    if !source.is_ascii() || source.contains("(?") {
+        return None;
+    }
+    let mut escaped = false;
+    for c in source.chars() {
+        if escaped {
+            if c.is_ascii_alphanumeric() && !"dDwWsS".contains(c) {
+                return None;
+            }
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        }
+    }
+    regex::bytes::Regex::new(&format!(r"\A(?:{source})\z")).ok()
+}
+
+struct ResourceFieldPlan {
+    attribute: Vec<u8>,
+    /// An older attribute read when this one is absent.
+    alias: Option<Vec<u8>>,
+    path: Vec<String>,
+    always: bool,
+    max_bytes: i64,
+}
+
+/// A schema's settings, read once from the dict `receiver.prepare._plan_settings` builds.
+#[pyclass(frozen, module = "otel_audit_native")]
+pub struct Plan {
+    version: String,
+    index_prefix: String,
+    leaf: bool,
+    max_attributes: usize,
+    max_resource_attributes: usize,
+    max_key_bytes: usize,
+    max_text_bytes: usize,
+    max_body_bytes: usize,
+    max_clock_skew_ns: i128,
+    max_future_ns: i128,
+    min_time_ns: i128,
+    resource_required_categories: Vec<Vec<u8>>,
+    ecs_category: Vec<(Vec<u8>, Vec<String>)>,
+    ecs_outcome: Vec<(Vec<u8>, String)>,
+    fields: Vec<FieldPlan>,
+    resource_fields: Vec<ResourceFieldPlan>,
+    known: HashSet<Vec<u8>>,
+    resource_known: HashSet<Vec<u8>>,
+    category: Vec<u8>,
+    outcome: Vec<u8>,
+    event_id: Vec<u8>,
+    actor_id: Vec<u8>,
+    actor_name: Vec<u8>,
+    category_needs: Vec<Vec<u8>>,
+}
+
+fn item<'py>(settings: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+    settings
+        .get_item(key)?
+        .ok_or_else(|| PyValueError::new_err(format!("plan setting {key} is missing")))
+}
+
+fn text<'py>(settings: &Bound<'py, PyDict>, key: &str) -> PyResult<String> {
+    item(settings, key)?.extract()
+}
+
+fn path(stored: &str) -> PyResult<Vec<String>> {
+    let parts: Vec<String> = stored.split('.').map(str::to_owned).collect();
+    if parts.iter().any(|p| p.is_empty() || !p.is_ascii()) {
+        return Err(PyValueError::new_err(format!(
+            "stored path {stored:?} is not plain"
+        )));
+    }
+    Ok(parts)
+}
+
+fn pairs<T>(value: &Bound<'_, PyAny>) -> PyResult<Vec<(Vec<u8>, T)>>
+where
+    T: for<'a, 'py> FromPyObject<'a, 'py>,
+{
+    let dict = value.cast::<PyDict>()?;
+    let mut out = Vec::new();
+    for (k, v) in dict.iter() {
+        out.push((
+            k.extract::<String>()?.into_bytes(),
+            v.extract::<T>().map_err(Into::into)?,
+        ));
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl Plan {
+    #[new]
+    fn new(settings: &Bound<'_, PyDict>, leaf: bool) -> PyResult<Self> {
+        let int = |key: &str| -> PyResult<i128> { item(settings, key)?.extract() };
+        let size = |key: &str| -> PyResult<usize> { item(settings, key)?.extract() };
+        let names = item(settings, "names")?.cast_into::<PyDict>()?;
+        let name = |key: &str| -> PyResult<Vec<u8>> { Ok(text(&names, key)?.into_bytes()) };
+        let mut fields = Vec::new();
+        for f in item(settings, "fields")?.try_iter()? {
+            let f = f?.cast_into::<PyDict>()?;
+            let stored = text(&f, "stored")?;
+            let required = match text(&f, "required")?.as_str() {
+                "always" => Required::Always,
+                "optional" => Required::Optional,
+                "resource_categories" => Required::ResourceCategories,
+                "derived" => Required::Derived,
+                other => return Err(PyValueError::new_err(format!("required {other:?}"))),
+            };
+            let enum_values: Option<Vec<String>> = item(&f, "enum")?.extract()?;
+            let pattern = item(&f, "pattern")?;
+            let mut ip_copy = Vec::new();
+            for copy in item(&f, "ip_copy")?.extract::<Vec<String>>()? {
+                ip_copy.push(path(&copy)?);
+            }
+            fields.push(FieldPlan {
+                attribute: text(&f, "attribute")?.into_bytes(),
+                path: path(&stored)?,
+                stored,
+                required,
+                reject: item(&f, "reject")?.extract()?,
+                truncate: item(&f, "truncate")?.extract()?,
+                max_bytes: item(&f, "max_bytes")?.extract()?,
+                enum_values: enum_values.map(|v| v.into_iter().map(String::into_bytes).collect()),
+                pattern: if pattern.is_none() {
+                    None
+                } else {
+                    let source: String = pattern.getattr("pattern")?.extract()?;
+                    Some(match rust_pattern(&source) {
+                        Some(regex) => Pattern::Rust(regex),
+                        None => Pattern::Python(pattern.unbind()),
+                    })
+                },
+                client_supplied: item(&f, "client_supplied")?.extract()?,
+                ip_copy,
+            });
+        }
+        let aliases = item(settings, "resource_aliases")?;
+        let aliases: Vec<(Vec<u8>, String)> = pairs(&aliases)?;
+        let mut resource_fields = Vec::new();
+        for rf in item(settings, "resource_fields")?.try_iter()? {
+            let rf = rf?.cast_into::<PyDict>()?;
+            let attribute = text(&rf, "attribute")?.into_bytes();
+            let alias = aliases
+                .iter()
+                .find(|(name, _)| *name == attribute)
+                .map(|(_, alias)| alias.clone().into_bytes());
+            resource_fields.push(ResourceFieldPlan {
+                attribute,
+                alias,
+                path: path(&text(&rf, "stored")?)?,
+                always: item(&rf, "always")?.extract()?,
+                max_bytes: item(&rf, "max_bytes")?.extract()?,
+            });
+        }
+        let categories: Vec<String> = item(settings, "resource_required_categories")?.extract()?;
+        let needs: Vec<String> = item(&names, "category_needs")?.extract()?;
+        Ok(Plan {
+            version: text(settings, "version")?,
+            index_prefix: text(settings, "index_prefix")?,
+            leaf,
+            max_attributes: size("max_attributes")?,
+            max_resource_attributes: size("max_resource_attributes")?,
+            max_key_bytes: size("max_attribute_key_bytes")?,
+            max_text_bytes: size("max_text_bytes")?,
+            max_body_bytes: size("max_body_bytes")?,
+            max_clock_skew_ns: int("max_clock_skew_s")? * NS_PER_S,
+            max_future_ns: int("max_future_s")? * NS_PER_S,
+            min_time_ns: int("min_time_unix_nano")?,
+            resource_required_categories: categories.into_iter().map(String::into_bytes).collect(),
+            ecs_category: pairs(&item(settings, "ecs_category")?)?,
+            ecs_outcome: pairs(&item(settings, "ecs_outcome")?)?,
+            known: fields.iter().map(|f| f.attribute.clone()).collect(),
+            resource_known: resource_fields
+                .iter()
+                .map(|f| f.attribute.clone())
+                .collect(),
+            fields,
+            resource_fields,
+            category: name("category")?,
+            outcome: name("outcome")?,
+            event_id: name("event_id")?,
+            actor_id: name("actor_id")?,
+            actor_name: name("actor_name")?,
+            category_needs: needs.into_iter().map(String::into_bytes).collect(),
+        })
+    }
+
+    /// Whether this plan hashes leaves.
+    #[getter]
+    fn leaf(&self) -> bool {
+        self.leaf
+    }
+}
+
+/// A JSON value of the document; object keys sort by their bytes, as orjson's do.
+#[derive(Clone)]
+enum Node<'a> {
+    Str(&'a [u8]),
+    Owned(String),
+    Int(i64),
+    Bool(bool),
+    Null,
+    List(Vec<Node<'a>>),
+    Obj(BTreeMap<&'a [u8], Node<'a>>),
+}
+
+/// The record is left to Python.
+struct Fallback;
+
+type Built<T> = Result<T, Fallback>;
+
+impl<'a> Node<'a> {
+    fn obj() -> Self {
+        Node::Obj(BTreeMap::new())
+    }
+
+    /// Store `value` at `path`, creating objects on the way; any existing value there or
+    /// above it is a collision, left to Python.
+    fn insert<S: AsRef<str>>(&mut self, path: &'a [S], value: Node<'a>) -> Built<()> {
+        let Node::Obj(map) = self else {
+            return Err(Fallback);
+        };
+        let (first, rest) = path.split_first().ok_or(Fallback)?;
+        let key = first.as_ref().as_bytes();
+        if rest.is_empty() {
+            if map.contains_key(key) {
+                return Err(Fallback);
+            }
+            map.insert(key, value);
+            return Ok(());
+        }
+        map.entry(key).or_insert_with(Node::obj).insert(rest, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Node<'a>> {
+        match self {
+            Node::Obj(map) => map.get(key),
+            _ => None,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Node::Str(s) => string(out, s),
+            Node::Owned(s) => string(out, s.as_bytes()),
+            Node::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+            Node::Bool(true) => out.extend_from_slice(b"true"),
+            Node::Bool(false) => out.extend_from_slice(b"false"),
+            Node::Null => out.extend_from_slice(b"null"),
+            Node::List(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write(out);
+                }
+                out.push(b']');
+            }
+            Node::Obj(map) => {
+                out.push(b'{');
+                for (i, (key, value)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    string(out, key);
+                    out.push(b':');
+                    value.write(out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+/// Attributes sorted by key, each with its value (`None` for an unset one, Python's None).
+type Attrs<'a> = Vec<(&'a [u8], Option<&'a Value>)>;
+
+/// The attributes as the record's dict would hold them; a repeated key is left to Python.
+fn sorted_attrs(kvs: &[Lenient<KeyValue>]) -> Built<Attrs<'_>> {
+    let mut attrs: Attrs<'_> = kvs
+        .iter()
+        .map(|kv| {
+            let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+            (&kv.key[..], value)
+        })
+        .collect();
+    attrs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    if attrs.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(Fallback);
+    }
+    Ok(attrs)
+}
+
+/// `Some(value)` for a present key (its value possibly None), `None` when absent.
+fn lookup<'a>(attrs: &Attrs<'a>, key: &[u8]) -> Option<Option<&'a Value>> {
+    attrs
+        .binary_search_by(|(k, _)| (*k).cmp(key))
+        .ok()
+        .map(|i| attrs[i].1)
+}
+
+fn present_str<'a>(attrs: &Attrs<'a>, key: &[u8]) -> Option<&'a [u8]> {
+    match lookup(attrs, key) {
+        Some(Some(Value::StringValue(s))) => Some(&s[..]),
+        _ => None,
+    }
+}
+
+fn printable_ascii(s: &[u8]) -> bool {
+    s.iter().all(|&b| (0x20..0x7f).contains(&b))
+}
+
+/// `validate._plain_key`.
+fn plain_key(key: &[u8], max_bytes: usize) -> bool {
+    !key.is_empty()
+        && key.len() <= max_bytes
+        && printable_ascii(key)
+        && key[0] != b'.'
+        && key[key.len() - 1] != b'.'
+        && !key.windows(2).any(|w| w == b"..")
+}
+
+/// An attribute the schema does not name, as `document._free_values` stores it when the
+/// validator's fast path accepts it and the result is plain.
+fn free_value<'a>(value: Option<&'a Value>, max_text_bytes: usize) -> Built<Node<'a>> {
+    Ok(match value {
+        None => Node::Null,
+        Some(Value::StringValue(s)) if s.is_ascii() && s.len() <= max_text_bytes => Node::Str(s),
+        Some(Value::BoolValue(b)) => Node::Bool(*b),
+        Some(Value::IntValue(i)) if (-MAX_SAFE_INT..=MAX_SAFE_INT).contains(i) => Node::Int(*i),
+        Some(Value::IntValue(i)) => Node::Owned(i.to_string()),
+        Some(Value::BytesValue(b)) => Node::Owned(STANDARD.encode(b)),
+        Some(_) => return Err(Fallback),
+    })
+}
+
+/// The extras of `attrs` (keys not in `known`) as stored values.
+fn extras<'a>(
+    attrs: &Attrs<'a>,
+    known: &HashSet<Vec<u8>>,
+    plan: &Plan,
+) -> Built<BTreeMap<&'a [u8], Node<'a>>> {
+    let mut out = BTreeMap::new();
+    for &(key, value) in attrs {
+        if known.contains(key) {
+            continue;
+        }
+        if !plain_key(key, plan.max_key_bytes) {
+            return Err(Fallback);
+        }
+        out.insert(key, free_value(value, plan.max_text_bytes)?);
+    }
+    Ok(out)
+}
+
+/// What every record of one ResourceLogs shares.
+pub struct ResourcePart<'a> {
+    placed: Vec<(&'a [String], &'a [u8])>,
+    origin: BTreeMap<&'a [u8], Node<'a>>,
+}
+
+/// The resource's share of the document, when the validator's fast path accepts it.
+pub fn resource_part<'a>(plan: &'a Plan, kvs: &'a [Lenient<KeyValue>]) -> Option<ResourcePart<'a>> {
+    resource_part_built(plan, kvs).ok()
+}
+
+fn resource_part_built<'a>(
+    plan: &'a Plan,
+    kvs: &'a [Lenient<KeyValue>],
+) -> Built<ResourcePart<'a>> {
+    let attrs = sorted_attrs(kvs)?;
+    if attrs.len() > plan.max_resource_attributes {
+        return Err(Fallback);
+    }
+    let mut placed = Vec::new();
+    for rf in &plan.resource_fields {
+        match lookup(&attrs, &rf.attribute) {
+            None if rf.always => return Err(Fallback),
+            None => {}
+            Some(Some(Value::StringValue(s))) => {
+                let fits = usize::try_from(rf.max_bytes).is_ok_and(|max| s.len() <= max);
+                let blank = s.iter().all(|&b| b == b' ');
+                if !printable_ascii(s) || !fits || (rf.always && blank) {
+                    return Err(Fallback);
+                }
+            }
+            Some(_) => return Err(Fallback),
+        }
+        let value = match (lookup(&attrs, &rf.attribute), &rf.alias) {
+            (None | Some(None), Some(alias)) => lookup(&attrs, alias).flatten(),
+            (found, _) => found.flatten(),
+        };
+        if let Some(Value::StringValue(s)) = value {
+            if !s.is_empty() {
+                placed.push((&rf.path[..], &s[..]));
+            }
+        }
+    }
+    let origin = extras(&attrs, &plan.resource_known, plan)?;
+    Ok(ResourcePart { placed, origin })
+}
+
+/// The scope and trace context of a record, as the decoder has them.
+pub struct Context<'a> {
+    pub scope_name: &'a [u8],
+    pub scope_version: &'a [u8],
+    pub trace_id: &'a str,
+    pub span_id: &'a str,
+    pub content_hash: Option<&'a str>,
+    pub received_ns: i64,
+    /// `received_ns` formatted, once per request.
+    pub ingested: &'a str,
+}
+
+/// The record's `Prepared` tuple (see `receiver/prepare.py`), or None for Python to do.
+pub fn prepare<'py>(
+    py: Python<'py>,
+    plan: &Plan,
+    resource: &ResourcePart<'_>,
+    lr: &LogRecord,
+    ctx: &Context<'_>,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let Ok(attrs) = sorted_attrs(&lr.attributes) else {
+        return Ok(None);
+    };
+    if !valid_fields(py, plan, &attrs)? {
+        return Ok(None);
+    }
+    let Ok(prepared) = build(plan, resource, lr, ctx, &attrs) else {
+        return Ok(None);
+    };
+    let Prepared {
+        index,
+        event_id,
+        encoded,
+        source_at,
+        leaf,
+        timestamp,
+    } = prepared;
+    let leaf = match leaf {
+        Some(hash) => PyBytes::new(py, &hash).into_any(),
+        None => py.None().into_bound(py),
+    };
+    let fields: [Bound<'py, PyAny>; 7] = [
+        PyString::new(py, &index).into_any(),
+        PyString::new(py, &event_id).into_any(),
+        PyBytes::new(py, &encoded).into_any(),
+        source_at.into_pyobject(py)?.into_any(),
+        PyString::new(py, ctx.content_hash.unwrap_or_default()).into_any(),
+        leaf,
+        PyString::new(py, &timestamp).into_any(),
+    ];
+    Ok(Some(PyTuple::new(py, fields)?))
+}
+
+/// `validate._plain_valid`'s checks of the attributes, with every value of a schema field
+/// also required to be printable ASCII.
+fn valid_fields(py: Python<'_>, plan: &Plan, attrs: &Attrs<'_>) -> PyResult<bool> {
+    if attrs.len() > plan.max_attributes {
+        return Ok(false);
+    }
+    for f in &plan.fields {
+        let s = match lookup(attrs, &f.attribute) {
+            None if f.required == Required::Always => return Ok(false),
+            None => continue,
+            Some(Some(Value::StringValue(s))) => s,
+            Some(_) => return Ok(false),
+        };
+        if let Some(values) = &f.enum_values {
+            if !values.iter().any(|v| v[..] == s[..]) {
+                return Ok(false);
+            }
+            continue;
+        }
+        if s.is_empty() || !printable_ascii(s) || s.iter().all(|&b| b == b' ') {
+            return Ok(false);
+        }
+        if f.reject && usize::try_from(f.max_bytes).is_ok_and(|max| s.len() > max) {
+            return Ok(false);
+        }
+        let matched = match &f.pattern {
+            None => true,
+            Some(Pattern::Rust(regex)) => regex.is_match(s),
+            Some(Pattern::Python(pattern)) => {
+                // Printable ASCII, checked above, is valid UTF-8.
+                let value = PyString::new(py, std::str::from_utf8(s).unwrap_or_default());
+                !pattern
+                    .bind(py)
+                    .call_method1("fullmatch", (value,))?
+                    .is_none()
+            }
+        };
+        if !matched {
+            return Ok(false);
+        }
+    }
+    let category = present_str(attrs, &plan.category).unwrap_or_default();
+    if plan
+        .resource_required_categories
+        .iter()
+        .any(|c| c[..] == *category)
+        && plan
+            .category_needs
+            .iter()
+            .any(|name| lookup(attrs, name).is_none())
+    {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+struct Prepared {
+    index: String,
+    event_id: String,
+    encoded: Vec<u8>,
+    source_at: usize,
+    leaf: Option<[u8; 32]>,
+    timestamp: String,
+}
+
+/// The UTF-8 text `s` when it is within `limit` bytes (Python cuts longer text).
+fn fits(s: &[u8], limit: usize) -> Built<&[u8]> {
+    if s.len() <= limit {
+        Ok(s)
+    } else {
+        Err(Fallback)
+    }
+}
+
+fn build<'a>(
+    plan: &'a Plan,
+    resource: &ResourcePart<'a>,
+    lr: &'a LogRecord,
+    ctx: &Context<'a>,
+    attrs: &Attrs<'a>,
+) -> Built<Prepared> {
+    let content_hash = ctx.content_hash.ok_or(Fallback)?;
+    let received = i128::from(ctx.received_ns);
+    let mut flags: Vec<&'static str> = Vec::new();
+    let ts = if lr.time_unix_nano != 0 {
+        lr.time_unix_nano
+    } else {
+        flags.push("no_event_time");
+        lr.observed_time_unix_nano
+    };
+    let ts_wide = i128::from(ts);
+    if ts_wide < plan.min_time_ns || ts_wide > received + plan.max_future_ns {
+        return Err(Fallback);
+    }
+    let extra = extras(attrs, &plan.known, plan)?;
+
+    let (event_id, id_source) = match present_str(attrs, &plan.event_id) {
+        Some(id) if !id.is_empty() => (String::from_utf8_lossy(id).to_ascii_lowercase(), "emitter"),
+        _ => (derive_event_id(content_hash).ok_or(Fallback)?, "derived"),
+    };
+    let category = present_str(attrs, &plan.category).ok_or(Fallback)?;
+    let outcome = present_str(attrs, &plan.outcome).ok_or(Fallback)?;
+    let timestamp = format_ns(ts_wide);
+
+    let mut doc = Node::obj();
+    let mut event = BTreeMap::new();
+    event.insert(&b"id"[..], Node::Owned(event_id.clone()));
+    event.insert(b"kind", Node::Str(b"event"));
+    let ecs_category = plan
+        .ecs_category
+        .iter()
+        .find(|(c, _)| c[..] == *category)
+        .map(|(_, v)| v.iter().map(|s| Node::Str(s.as_bytes())).collect())
+        .unwrap_or_default();
+    event.insert(b"category", Node::List(ecs_category));
+    let ecs_outcome = plan
+        .ecs_outcome
+        .iter()
+        .find(|(o, _)| o[..] == *outcome)
+        .map_or(&b"unknown"[..], |(_, v)| v.as_bytes());
+    event.insert(b"outcome", Node::Str(ecs_outcome));
+    event.insert(b"dataset", Node::Str(b"otel_audit.events"));
+    event.insert(b"ingested", Node::Str(ctx.ingested.as_bytes()));
+    if lr.observed_time_unix_nano != 0 {
+        event.insert(
+            b"created",
+            Node::Owned(format_ns(i128::from(lr.observed_time_unix_nano))),
+        );
+    }
+    let mut audit = BTreeMap::new();
+    audit.insert(&b"schema_version"[..], Node::Str(plan.version.as_bytes()));
+    audit.insert(b"event_id_source", Node::Str(id_source.as_bytes()));
+    audit.insert(b"content_hash", Node::Owned(content_hash.to_owned()));
+    if let Node::Obj(map) = &mut doc {
+        map.insert(&b"@timestamp"[..], Node::Owned(timestamp.clone()));
+        map.insert(b"event", Node::Obj(event));
+        map.insert(b"audit", Node::Obj(audit));
+    }
+
+    let mut untrusted = Vec::new();
+    for f in &plan.fields {
+        if f.attribute == plan.event_id {
+            continue;
+        }
+        let Some(value) = present_str(attrs, &f.attribute).filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        if f.truncate && f.max_bytes != 0 {
+            fits(value, usize::try_from(f.max_bytes).map_err(|_| Fallback)?)?;
+        }
+        doc.insert(&f.path, Node::Str(value))?;
+        if f.client_supplied {
+            untrusted.push(Node::Str(f.stored.as_bytes()));
+        }
+        if !f.ip_copy.is_empty() {
+            if let Some(ip) = as_ipv4(value)? {
+                for copy in &f.ip_copy {
+                    doc.insert(copy, Node::Owned(ip.clone()))?;
+                }
+            }
+        }
+    }
+
+    let mut users: Vec<&[u8]> = [&plan.actor_id, &plan.actor_name]
+        .into_iter()
+        .filter_map(|name| present_str(attrs, name))
+        .filter(|v| !v.is_empty())
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    let mut related = BTreeMap::new();
+    related.insert(
+        &b"user"[..],
+        Node::List(users.into_iter().map(Node::Str).collect()),
+    );
+    if let Some(ip) = doc.get(b"client").and_then(|c| c.get(b"ip")) {
+        related.insert(b"ip", Node::List(vec![ip.clone()]));
+    }
+    doc.insert(&["related"], Node::Obj(related))?;
+
+    if !extra.is_empty() {
+        doc.insert(&["audit", "extra"], Node::Obj(extra))?;
+    }
+    for &(path, value) in &resource.placed {
+        doc.insert(path, Node::Str(value))?;
+    }
+    if !resource.origin.is_empty() {
+        let mut origin = BTreeMap::new();
+        origin.insert(&b"resource"[..], Node::Obj(resource.origin.clone()));
+        doc.insert(&["audit", "origin"], Node::Obj(origin))?;
+    }
+
+    if ctx.trace_id.is_empty() {
+        flags.push("no_trace");
+    } else {
+        doc.insert(&["trace", "id"], Node::Str(ctx.trace_id.as_bytes()))?;
+        if !ctx.span_id.is_empty() {
+            doc.insert(&["span", "id"], Node::Str(ctx.span_id.as_bytes()))?;
+        }
+        if lr.flags != 0 {
+            doc.insert(
+                &["audit", "trace_flags"],
+                Node::Int(i64::from(lr.flags & 0xFF)),
+            )?;
+        }
+        let has_correlation = doc
+            .get(b"audit")
+            .and_then(|a| a.get(b"correlation_id"))
+            .is_some();
+        if !has_correlation {
+            doc.insert(
+                &["audit", "correlation_id"],
+                Node::Str(ctx.trace_id.as_bytes()),
+            )?;
+        }
+    }
+    if !lr.severity_text.is_empty() {
+        doc.insert(
+            &["log", "level"],
+            Node::Str(fits(&lr.severity_text, MAX_LEVEL_BYTES)?),
+        )?;
+    }
+    match lr.body.as_ref().and_then(|b| b.value.as_ref()) {
+        None => {}
+        Some(Value::StringValue(s)) if s.is_ascii() && s.is_empty() => {}
+        Some(Value::StringValue(s)) if s.is_ascii() => {
+            doc.insert(&["message"], Node::Str(fits(s, plan.max_body_bytes)?))?;
+        }
+        Some(_) => return Err(Fallback),
+    }
+    if !lr.event_name.is_empty() {
+        doc.insert(
+            &["audit", "event_name"],
+            Node::Str(fits(&lr.event_name, MAX_NAME_BYTES)?),
+        )?;
+    }
+    if !ctx.scope_name.is_empty() || !ctx.scope_version.is_empty() {
+        doc.insert(
+            &["audit", "scope", "name"],
+            Node::Str(fits(ctx.scope_name, MAX_NAME_BYTES)?),
+        )?;
+        let version = fits(ctx.scope_version, MAX_NAME_BYTES)?;
+        doc.insert(&["audit", "scope", "version"], Node::Str(version))?;
+    }
+    let skew = received - ts_wide;
+    if skew.abs() > plan.max_clock_skew_ns {
+        flags.push("clock_skew");
+        let ms = i64::try_from(skew.div_euclid(1_000_000)).map_err(|_| Fallback)?;
+        doc.insert(&["audit", "clock_skew_ms"], Node::Int(ms))?;
+    }
+    if !untrusted.is_empty() {
+        doc.insert(&["audit", "untrusted"], Node::List(untrusted))?;
+    }
+    if !flags.is_empty() {
+        let flags = flags.into_iter().map(|f| Node::Str(f.as_bytes())).collect();
+        doc.insert(&["audit", "flags"], Node::List(flags))?;
+    }
+
+    let index = format!("{}{}", plan.index_prefix, day_suffix(ts_wide));
+    let mut encoded = Vec::with_capacity(2048);
+    encoded.extend_from_slice(b"{\"create\":{\"_index\":");
+    string(&mut encoded, index.as_bytes());
+    encoded.extend_from_slice(b",\"_id\":");
+    string(&mut encoded, event_id.as_bytes());
+    encoded.extend_from_slice(b"}}\n");
+    let source_at = encoded.len();
+    doc.write(&mut encoded);
+    let leaf = plan.leaf.then(|| {
+        let mut hasher = Sha256::new();
+        hasher.update([0u8]);
+        hasher.update(&encoded[source_at..]);
+        hasher.finalize().into()
+    });
+    encoded.push(b'\n');
+    Ok(Prepared {
+        index,
+        event_id,
+        encoded,
+        source_at,
+        leaf,
+        timestamp,
+    })
+}
+
+/// `document._as_ip` for what it is certain of: an IPv4 address (brackets stripped, as
+/// Python strips them) or no address at all. Anything with a colon may be IPv6, whose
+/// text forms Python and Rust write differently: left to Python.
+fn as_ipv4(value: &[u8]) -> Built<Option<String>> {
+    let text = std::str::from_utf8(value).map_err(|_| Fallback)?;
+    let bare = text.trim_matches(|c| c == '[' || c == ']');
+    if bare.contains(':') {
+        return Err(Fallback);
+    }
+    Ok(Ipv4Addr::from_str(bare).ok().map(|ip| ip.to_string()))
+}
+
+/// `document.derive_event_id`: a version 8 UUID from the content hash.
+fn derive_event_id(content_hash: &str) -> Option<String> {
+    let hex = content_hash.as_bytes();
+    if hex.len() < 32 {
+        return None;
+    }
+    let mut raw = [0u8; 16];
+    for (i, byte) in raw.iter_mut().enumerate() {
+        let pair = std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    raw[6] = (raw[6] & 0x0F) | 0x80;
+    raw[8] = (raw[8] & 0x3F) | 0x80;
+    let h: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian calendar).
+fn civil_from_days(days: i128) -> (i128, i128, i128) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i128::from(month <= 2), month, day)
+}
+
+/// `value` in decimal, zero-padded to `width` digits.
+fn push_digits(out: &mut String, value: i128, width: usize) {
+    let mut digits = [b'0'; 39];
+    let mut v = value.unsigned_abs();
+    let mut i = digits.len();
+    while v > 0 || digits.len() - i < width {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
+/// `document.format_ns`: RFC 3339 UTC with nanoseconds (`ns` is never negative here).
+pub fn format_ns(ns: i128) -> String {
+    let secs = ns.div_euclid(NS_PER_S);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    let mut out = String::with_capacity(30);
+    for (value, width, sep) in [
+        (year, 4, '-'),
+        (month, 2, '-'),
+        (day, 2, 'T'),
+        (rem / 3600, 2, ':'),
+        (rem % 3600 / 60, 2, ':'),
+        (rem % 60, 2, '.'),
+        (ns.rem_euclid(NS_PER_S), 9, 'Z'),
+    ] {
+        push_digits(&mut out, value, width);
+        out.push(sep);
+    }
+    out
+}
+
+/// `document.event_index`'s date suffix.
+fn day_suffix(ns: i128) -> String {
+    let (year, month, day) = civil_from_days(ns.div_euclid(NS_PER_S * 86_400));
+    let mut out = String::with_capacity(10);
+    push_digits(&mut out, year, 4);
+    out.push('.');
+    push_digits(&mut out, month, 2);
+    out.push('.');
+    push_digits(&mut out, day, 2);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_match_the_calendar() {
+        assert_eq!(format_ns(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            format_ns(951_782_400_000_000_001),
+            "2000-02-29T00:00:00.000000001Z"
+        );
+        assert_eq!(
+            format_ns(1_795_000_000_123_456_789),
+            "2026-11-18T11:06:40.123456789Z"
+        );
+        assert_eq!(day_suffix(1_795_000_000_123_456_789), "2026.11.18");
+        assert_eq!(
+            format_ns(i128::from(u64::MAX)),
+            "2554-07-21T23:34:33.709551615Z"
+        );
+    }
+
+    #[test]
+    fn derived_ids_are_version_8() {
+        let id = derive_event_id(&"ff".repeat(32)).unwrap_or_default();
+        assert_eq!(id, "ffffffff-ffff-8fff-bfff-ffffffffffff");
+    }
+
+    #[test]
+    fn only_plain_pattern_syntax_is_compiled_here() {
+        let action = rust_pattern(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$");
+        assert!(action
+            .as_ref()
+            .is_some_and(|r| r.is_match(b"invoice.update")));
+        assert!(action.as_ref().is_some_and(|r| !r.is_match(b"invoice")));
+        assert!(action.is_some_and(|r| !r.is_match(b"a.b ")));
+        assert!(rust_pattern(r"^\d{3}$").is_some_and(|r| r.is_match(b"123")));
+        assert!(rust_pattern(r"(?i)abc").is_none());
+        assert!(rust_pattern(r"(a)\1").is_none());
+        assert!(rust_pattern(r"\Aabc\Z").is_none());
+    }
+
+    #[test]
+    fn only_ipv4_is_decided_here() {
+        assert_eq!(
+            as_ipv4(b"[10.0.0.1]").ok().flatten().as_deref(),
+            Some("10.0.0.1")
+        );
+        assert!(matches!(as_ipv4(b"01.2.3.4"), Ok(None)));
+        assert!(matches!(as_ipv4(b"host.example"), Ok(None)));
+        assert!(as_ipv4(b"::1").is_err());
+    }
+}
