@@ -153,6 +153,31 @@ class BulkItem:
         self._encoded: bytes | None = None
         self._source_at = 0
 
+    @classmethod
+    def from_encoded(
+        cls,
+        index: str,
+        doc_id: str,
+        encoded: bytes,
+        source_at: int,
+        content_hash: str | None = None,
+        record: LogRecordData | None = None,
+    ) -> BulkItem:
+        """An item already serialized, compact from the start: ``encoded`` is its two
+        NDJSON lines (action, then the sorted-key document from ``source_at`` on)."""
+        item = cls.__new__(cls)
+        item.index = index
+        item.doc_id = doc_id
+        item._document = None
+        item.content_hash = content_hash
+        item.record = record
+        item.sort_keys = True
+        item.leaf_hash = None
+        item.timestamp = ""
+        item._encoded = encoded
+        item._source_at = source_at
+        return item
+
     def __repr__(self) -> str:
         return f"BulkItem(index={self.index!r}, doc_id={self.doc_id!r})"
 

@@ -14,6 +14,8 @@ Optional consumer methods, looked up at run time (a plain ``LogsConsumer`` works
 - ``async start() -> None``, ``async shutdown(timeout_s) -> None``: lifecycle, called by
   :class:`receiver.server.ReceiverServer`.
 - ``ready() -> bool``: whether the consumer can make records durable now (``/readyz``).
+- ``native_plan`` (attribute): a :func:`receiver.prepare.native_plan` for the protobuf
+  decoder, which then attaches each covered record's write as ``record.prepared``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from receiver.decode import DecodedLogs
+from receiver.decode import DecodedLogs, decode_logs_json, decode_logs_protobuf
 from receiver.decode_traces import DecodedSpans
 from receiver.errors import Unavailable
 from receiver.inflight import ByteBudget
@@ -68,6 +70,7 @@ class ExportHandler:
         self.spans_consumer = spans_consumer
         self.budget = budget
         self._reject = getattr(logs_consumer, "reject_records", None)
+        self._plan = getattr(logs_consumer, "native_plan", None)
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -98,6 +101,13 @@ class ExportHandler:
         except TimeoutError:
             return False
         return True
+
+    def decode_logs(self, body: bytes, *, json: bool = False) -> DecodedLogs:
+        """Decode a logs request. Protobuf records that the consumer's ``native_plan``
+        (optional attribute; see :mod:`receiver.prepare`) covers carry their write."""
+        if json:
+            return decode_logs_json(body)
+        return decode_logs_protobuf(body, self._plan)
 
     async def export_logs(self, decoded: DecodedLogs) -> tuple[int, str]:
         """Consume one request's records; (rejected count, message) for partial_success."""

@@ -16,7 +16,6 @@ from typing import Any
 import grpc
 
 from receiver import metrics
-from receiver.decode import decode_logs_protobuf
 from receiver.decode_traces import decode_traces_protobuf
 from receiver.errors import ReceiverError, RetryableError
 from receiver.export import ExportHandler
@@ -53,7 +52,7 @@ class _Services:
                 with handler.budget.reserve() as reservation:
                     reservation.add(len(body))
                     if signal == "logs":
-                        decoded = decode_logs_protobuf(body)
+                        decoded = handler.decode_logs(body)
                         del body
                         rejected, message = await handler.export_logs(decoded)
                         payload = logs_success(rejected, message, json=False)

@@ -20,7 +20,6 @@ from typing import Any
 from aiohttp import web
 
 from receiver import metrics
-from receiver.decode import decode_logs_json, decode_logs_protobuf
 from receiver.decode_traces import decode_traces_json, decode_traces_protobuf
 from receiver.errors import InvalidRequest, ReceiverError, RequestTooLarge, RetryableError
 from receiver.export import ExportHandler
@@ -147,7 +146,7 @@ class _OtlpRoutes:
                 with handler.budget.reserve() as reservation:
                     body = await read_body(request, self.max_request_bytes, reservation)
                     if signal == "logs":
-                        decoded = (decode_logs_json if is_json else decode_logs_protobuf)(body)
+                        decoded = handler.decode_logs(body, json=is_json)
                         del body
                         rejected, message = await handler.export_logs(decoded)
                         payload = logs_success(rejected, message, json=is_json)

@@ -71,6 +71,7 @@ from receiver import metrics
 from receiver.config import ReceiverConfig
 from receiver.errors import Unavailable
 from receiver.pipeline import IngestResult
+from receiver.prepare import Prepared, native_plan
 from receiver.spool import Frame, Spool, SpoolFull
 from receiver.waiting import wait_event
 
@@ -232,6 +233,8 @@ class IngestConsumer:
         self._spool = spool
         self._sealer = sealer
         self._schema = schema or load_schema()
+        self.native_plan = native_plan(self._schema, leaf=sealer is not None)
+        """The decoder's plan: records it covers arrive with their write prepared."""
         self.writer = BulkWriter(
             es,
             BulkSettings(
@@ -372,6 +375,10 @@ class IngestConsumer:
         positions: list[int] = []
         dead: list[BulkItem] = []
         for pos, record in enumerate(records):
+            if record.prepared is not None:
+                events.append(_from_prepared(record, record.prepared))
+                positions.append(pos)
+                continue
             item, violations = self._prepare(record, received_ns)
             if item is not None:
                 events.append(item)
@@ -471,10 +478,9 @@ class IngestConsumer:
                 record, received_ns=received_ns, content_sha256=sha, schema=self._schema
             )
             ts = record.time_unix_nano or record.observed_time_unix_nano
-            # Sealed documents go out with sorted keys: the sealer hashes those same bytes.
-            item = BulkItem(
-                event_index(ts), doc["event"]["id"], doc, sha, record, self._sealer is not None
-            )
+            # Documents go out with sorted keys, as prepared ones do: with sealing on, the
+            # sealer hashes those same bytes.
+            item = BulkItem(event_index(ts), doc["event"]["id"], doc, sha, record, sort_keys=True)
             # Serialize now, while the document just built is still in the CPU's caches;
             # after the rest of the request is built it would be read back from memory.
             # The leaf hash too: after the bulk round trip it costs twice as much.
@@ -786,6 +792,15 @@ class IngestConsumer:
 def _observe_bulk(duration_s: float, docs: int) -> None:
     metrics.BULK_DURATION.observe(duration_s)
     metrics.BULK_DOCS.observe(docs)
+
+
+def _from_prepared(record: LogRecordData, prepared: Prepared) -> BulkItem:
+    """The item of a record whose write the decoder prepared (see receiver.prepare)."""
+    index, doc_id, encoded, source_at, sha, leaf_hash, timestamp = prepared
+    item = BulkItem.from_encoded(index, doc_id, encoded, source_at, sha, record)
+    item.leaf_hash = leaf_hash
+    item.timestamp = timestamp
+    return item
 
 
 def _safe_hash(record: LogRecordData) -> str | None:
