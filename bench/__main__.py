@@ -78,7 +78,8 @@ def _receiver_cpu(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
     null = mod.run(requests, 500, 4, "null_sink", rounds=1 if quick else 3)
     # The discard consumer is the baseline: servers and decoding only, no pipeline work.
     bare = mod.run(requests, 500, 4, "discard")
-    # The same null sink with the protobuf library decoding: what the native decoder saves.
+    # The same null sink with the protobuf library decoding and the Python write path: what
+    # the native decoder (decoding and preparing writes) saves.
     python = mod.run(requests, 500, 4, "null_sink", "python", rounds=1 if quick else 3)
     figures = {
         "null_sink_us_per_event": null["receiver_cpu_us_per_event"],

@@ -209,14 +209,14 @@ async def _blocks_summary(url: str) -> dict[str, int]:
 def _stored_bodies(bodies: list[bytes], max_docs: int, max_bytes: int) -> tuple[list[bytes], int]:
     """NDJSON ``_bulk`` bodies of exactly what the receiver stores for ``bodies``.
 
-    The same steps as the ingest consumer: decode, validate, content hash, build, index by
-    the event's own time, ``create`` with the event id, chunked like the receiver's batches.
+    The same bytes as the ingest consumer sends (:func:`receiver.prepare.reference`, which
+    the native decoder's prepared writes equal): decode, validate, content hash, build,
+    index by the event's own time, ``create`` with the event id, sorted keys, chunked like
+    the receiver's batches.
     """
-    from indexer.bulk import BulkItem
-    from otel_audit.document import build_document, content_hash, event_index
     from otel_audit.schema import load_schema
-    from otel_audit.validate import validate
     from receiver.decode import decode_logs_protobuf
+    from receiver.prepare import reference
 
     schema = load_schema()
     out: list[bytes] = []
@@ -225,12 +225,10 @@ def _stored_bodies(bodies: list[bytes], max_docs: int, max_bytes: int) -> tuple[
     for body in bodies:
         received_ns = time.time_ns()
         for record in decode_logs_protobuf(body).records:
-            if validate(record, now_ns=received_ns, schema=schema):
+            prepared = reference(record, received_ns=received_ns, schema=schema, leaf=False)
+            if prepared is None:
                 raise SystemExit("the benchmark's records must all be valid")
-            sha = content_hash(record)
-            doc = build_document(record, received_ns=received_ns, content_sha256=sha, schema=schema)
-            ts = record.time_unix_nano or record.observed_time_unix_nano
-            line = BulkItem(event_index(ts), doc["event"]["id"], doc, sha).encoded()
+            line = prepared[2]
             if chunk and (len(chunk) >= max_docs or size + len(line) > max_bytes):
                 out.append(b"".join(chunk))
                 chunk, size = [], 0

@@ -32,8 +32,8 @@ from otel_audit.document import (
     RESOURCE_ALIASES,
     build_document_and_plainness,
     content_hash,
+    event_index,
 )
-from otel_audit.document import event_index as _event_index
 from otel_audit.integrity import leaf_hash_of_event
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema
@@ -137,7 +137,7 @@ def reference(
         record, received_ns=received_ns, content_sha256=sha, schema=schema
     )
     ts = record.time_unix_nano or record.observed_time_unix_nano
-    item = BulkItem(_event_index(ts), doc["event"]["id"], doc, sha, record, sort_keys=True)
+    item = BulkItem(event_index(ts), doc["event"]["id"], doc, sha, record, sort_keys=True)
     encoded = item.encoded()
     leaf_hash = leaf_hash_of_event(doc, item.sorted_source(), plain=plain) if leaf else None
     source_at = len(encoded) - len(item.source_json()) - 1
