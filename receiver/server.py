@@ -178,6 +178,8 @@ class ReceiverServer:
                 "traces": traces,
                 "consumer": config.consumer,
                 "logs_decoder": PROTOBUF_DECODER,
+                # Whether the decoder prepares plain records' writes (receiver.prepare).
+                "native_prepare": getattr(self.logs_consumer, "native_plan", None) is not None,
             },
         )
 

@@ -72,6 +72,26 @@ def test_the_fast_path_is_on() -> None:
     assert _PLAN_LEAF.leaf is True and _PLAN_NO_LEAF.leaf is False
 
 
+def test_the_servers_decode_with_the_consumers_plan() -> None:
+    # The null sink (like the ingest consumer) exposes a plan, and the servers' decoding
+    # goes through ExportHandler.decode_logs, which must hand it to the decoder.
+    from receiver.export import ExportHandler
+    from receiver.inflight import ByteBudget
+    from receiver.null_sink import NullSink
+
+    sink = NullSink()
+    assert sink.native_plan is not None and sink.native_plan.leaf is False
+    handler = ExportHandler(sink, None, ByteBudget(1 << 20))
+    body = build_requests(1, 3)[0]
+    assert all(r.prepared is not None for r in handler.decode_logs(body).records)
+    assert all(
+        r.prepared is None
+        for r in ExportHandler(NullSink(work=False), None, ByteBudget(1 << 20))
+        .decode_logs(body)
+        .records
+    )
+
+
 # --- the check every request goes through ------------------------------------------------
 
 
