@@ -10,7 +10,7 @@
 //! collision between stored paths, an IPv6 address) makes [`prepare`] answer `None`, and
 //! Python does the whole job for that record, as it can for any record.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
@@ -261,6 +261,9 @@ impl Plan {
     }
 }
 
+/// An object's members.
+type Members<'a> = Vec<(&'a [u8], Node<'a>)>;
+
 /// A JSON value of the document; object keys sort by their bytes, as orjson's do.
 #[derive(Clone)]
 enum Node<'a> {
@@ -270,7 +273,9 @@ enum Node<'a> {
     Bool(bool),
     Null,
     List(Vec<Node<'a>>),
-    Obj(BTreeMap<&'a [u8], Node<'a>>),
+    /// Keys in any order, each once: sorted when written. A document's objects hold a
+    /// dozen keys at most, for which a vector beats a tree.
+    Obj(Members<'a>),
 }
 
 /// The record is left to Python.
@@ -280,7 +285,7 @@ type Built<T> = Result<T, Fallback>;
 
 impl<'a> Node<'a> {
     fn obj() -> Self {
-        Node::Obj(BTreeMap::new())
+        Node::Obj(Vec::with_capacity(8))
     }
 
     /// Store `value` at `path`, creating objects on the way; any existing value there or
@@ -292,23 +297,31 @@ impl<'a> Node<'a> {
         let (first, rest) = path.split_first().ok_or(Fallback)?;
         let key = first.as_ref().as_bytes();
         if rest.is_empty() {
-            if map.contains_key(key) {
+            if map.iter().any(|(k, _)| *k == key) {
                 return Err(Fallback);
             }
-            map.insert(key, value);
+            map.push((key, value));
             return Ok(());
         }
-        map.entry(key).or_insert_with(Node::obj).insert(rest, value)
+        let i = match map.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                map.push((key, Node::obj()));
+                map.len() - 1
+            }
+        };
+        map[i].1.insert(rest, value)
     }
 
     fn get(&self, key: &[u8]) -> Option<&Node<'a>> {
         match self {
-            Node::Obj(map) => map.get(key),
+            Node::Obj(map) => map.iter().find(|(k, _)| *k == key).map(|(_, v)| v),
             _ => None,
         }
     }
 
-    fn write(&self, out: &mut Vec<u8>) {
+    /// Serialize as orjson does with sorted keys (sorting the objects in place).
+    fn write(&mut self, out: &mut Vec<u8>) {
         match self {
             Node::Str(s) => string(out, s),
             Node::Owned(s) => string(out, s.as_bytes()),
@@ -318,7 +331,7 @@ impl<'a> Node<'a> {
             Node::Null => out.extend_from_slice(b"null"),
             Node::List(items) => {
                 out.push(b'[');
-                for (i, item) in items.iter().enumerate() {
+                for (i, item) in items.iter_mut().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
@@ -327,8 +340,9 @@ impl<'a> Node<'a> {
                 out.push(b']');
             }
             Node::Obj(map) => {
+                map.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 out.push(b'{');
-                for (i, (key, value)) in map.iter().enumerate() {
+                for (i, (key, value)) in map.iter_mut().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
@@ -405,12 +419,8 @@ fn free_value<'a>(value: Option<&'a Value>, max_text_bytes: usize) -> Built<Node
 }
 
 /// The extras of `attrs` (keys not in `known`) as stored values.
-fn extras<'a>(
-    attrs: &Attrs<'a>,
-    known: &HashSet<Vec<u8>>,
-    plan: &Plan,
-) -> Built<BTreeMap<&'a [u8], Node<'a>>> {
-    let mut out = BTreeMap::new();
+fn extras<'a>(attrs: &Attrs<'a>, known: &HashSet<Vec<u8>>, plan: &Plan) -> Built<Members<'a>> {
+    let mut out = Vec::new();
     for &(key, value) in attrs {
         if known.contains(key) {
             continue;
@@ -418,7 +428,7 @@ fn extras<'a>(
         if !plain_key(key, plan.max_key_bytes) {
             return Err(Fallback);
         }
-        out.insert(key, free_value(value, plan.max_text_bytes)?);
+        out.push((key, free_value(value, plan.max_text_bytes)?));
     }
     Ok(out)
 }
@@ -426,7 +436,7 @@ fn extras<'a>(
 /// What every record of one ResourceLogs shares.
 pub struct ResourcePart<'a> {
     placed: Vec<(&'a [String], &'a [u8])>,
-    origin: BTreeMap<&'a [u8], Node<'a>>,
+    origin: Members<'a>,
 }
 
 /// The resource's share of the document, when the validator's fast path accepts it.
@@ -628,38 +638,38 @@ fn build<'a>(
     let timestamp = format_ns(ts_wide);
 
     let mut doc = Node::obj();
-    let mut event = BTreeMap::new();
-    event.insert(&b"id"[..], Node::Owned(event_id.clone()));
-    event.insert(b"kind", Node::Str(b"event"));
+    let mut event = Vec::with_capacity(8);
+    event.push((&b"id"[..], Node::Owned(event_id.clone())));
+    event.push((b"kind", Node::Str(b"event")));
     let ecs_category = plan
         .ecs_category
         .iter()
         .find(|(c, _)| c[..] == *category)
         .map(|(_, v)| v.iter().map(|s| Node::Str(s.as_bytes())).collect())
         .unwrap_or_default();
-    event.insert(b"category", Node::List(ecs_category));
+    event.push((b"category", Node::List(ecs_category)));
     let ecs_outcome = plan
         .ecs_outcome
         .iter()
         .find(|(o, _)| o[..] == *outcome)
         .map_or(&b"unknown"[..], |(_, v)| v.as_bytes());
-    event.insert(b"outcome", Node::Str(ecs_outcome));
-    event.insert(b"dataset", Node::Str(b"otel_audit.events"));
-    event.insert(b"ingested", Node::Str(ctx.ingested.as_bytes()));
+    event.push((b"outcome", Node::Str(ecs_outcome)));
+    event.push((b"dataset", Node::Str(b"otel_audit.events")));
+    event.push((b"ingested", Node::Str(ctx.ingested.as_bytes())));
     if lr.observed_time_unix_nano != 0 {
-        event.insert(
+        event.push((
             b"created",
             Node::Owned(format_ns(i128::from(lr.observed_time_unix_nano))),
-        );
+        ));
     }
-    let mut audit = BTreeMap::new();
-    audit.insert(&b"schema_version"[..], Node::Str(plan.version.as_bytes()));
-    audit.insert(b"event_id_source", Node::Str(id_source.as_bytes()));
-    audit.insert(b"content_hash", Node::Owned(content_hash.to_owned()));
+    let mut audit = Vec::with_capacity(16);
+    audit.push((&b"schema_version"[..], Node::Str(plan.version.as_bytes())));
+    audit.push((b"event_id_source", Node::Str(id_source.as_bytes())));
+    audit.push((b"content_hash", Node::Owned(content_hash.to_owned())));
     if let Node::Obj(map) = &mut doc {
-        map.insert(&b"@timestamp"[..], Node::Owned(timestamp.clone()));
-        map.insert(b"event", Node::Obj(event));
-        map.insert(b"audit", Node::Obj(audit));
+        map.push((&b"@timestamp"[..], Node::Owned(timestamp.clone())));
+        map.push((b"event", Node::Obj(event)));
+        map.push((b"audit", Node::Obj(audit)));
     }
 
     let mut untrusted = Vec::new();
@@ -693,13 +703,13 @@ fn build<'a>(
         .collect();
     users.sort_unstable();
     users.dedup();
-    let mut related = BTreeMap::new();
-    related.insert(
+    let mut related = Vec::with_capacity(2);
+    related.push((
         &b"user"[..],
         Node::List(users.into_iter().map(Node::Str).collect()),
-    );
+    ));
     if let Some(ip) = doc.get(b"client").and_then(|c| c.get(b"ip")) {
-        related.insert(b"ip", Node::List(vec![ip.clone()]));
+        related.push((b"ip", Node::List(vec![ip.clone()])));
     }
     doc.insert(&["related"], Node::Obj(related))?;
 
@@ -710,8 +720,7 @@ fn build<'a>(
         doc.insert(path, Node::Str(value))?;
     }
     if !resource.origin.is_empty() {
-        let mut origin = BTreeMap::new();
-        origin.insert(&b"resource"[..], Node::Obj(resource.origin.clone()));
+        let origin = vec![(&b"resource"[..], Node::Obj(resource.origin.clone()))];
         doc.insert(&["audit", "origin"], Node::Obj(origin))?;
     }
 
