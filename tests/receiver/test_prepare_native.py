@@ -1086,3 +1086,30 @@ def test_a_realistic_batch_is_prepared_entirely() -> None:
     received_ns = time.time_ns()
     for body in bodies:
         assert check(body, received_ns) == ["prepared"] * 100
+
+
+def test_a_pattern_outside_the_shared_syntax_is_matched_by_python() -> None:
+    # A lookahead is outside the syntax the regex crate and re read alike: the native plan
+    # must ask the Python pattern, and agree with the Python path on both outcomes.
+    import copy
+
+    from otel_audit.schema import _parse
+
+    raw = copy.deepcopy(_SCHEMA.raw)
+    action = next(f for f in raw["fields"] if f["attribute"] == "audit.action")
+    action["pattern"] = r"^(?!admin\.)[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+    schema = _parse(raw)
+    plan = native_plan(schema, leaf=True)
+    assert plan is not None
+    records = [
+        _record({**_base_attrs(1), "audit.action": "invoice.update"}),
+        _record({**_base_attrs(2), "audit.action": "admin.reset"}),
+        _record({**_base_attrs(3), "audit.action": "Invoice.Update"}),
+    ]
+    resource = [(k, _s(v)) for k, v in _BASE_RESOURCE.items()]
+    body = _request(records, resource).SerializeToString()
+    decoded = decode.decode_logs_protobuf(body, plan, _R)
+    python = decode._decode_logs_protobuf_python(body).records
+    expected = [reference(r, received_ns=_R, schema=schema, leaf=True) for r in python]
+    assert expected[0] is not None and expected[1] is None and expected[2] is None
+    assert [r.prepared for r in decoded.records] == expected
