@@ -23,6 +23,7 @@ def decode_logs(
     record_factory: Callable[..., _R],
     plan: Plan | None = None,
     received_ns: int = 0,
+    prepared_factory: Callable[[Any, int], _R] | None = None,
 ) -> tuple[list[_R], list[_R], list[str]]:
     """Decode a serialized ExportLogsServiceRequest into (records, rejected, reasons).
 
@@ -30,5 +31,7 @@ def decode_logs(
     ``receiver.decode._RECORD_FIELDS``: the record's content hash (hex, as
     ``otel_audit.document.content_hash`` computes it) or None for a record holding a
     double, then, with a ``plan``, its prepared write (``receiver.prepare.Prepared``) or
-    None. Raises DecodeError for an invalid body.
+    None. With a ``prepared_factory`` a prepared record is instead
+    ``prepared_factory(prepared, position)``, its position in ``records``, and none of
+    its fields is built. Raises DecodeError for an invalid body.
     """

@@ -51,6 +51,7 @@ __all__ = [
     "NATIVE_DECODER",
     "PROTOBUF_DECODER",
     "DecodedLogs",
+    "PreparedRecord",
     "any_value_from_pb",
     "choose_decoder",
     "decode_logs_json",
@@ -226,13 +227,73 @@ def _decode_logs_protobuf_native(
         body = bytes(body)  # the extension takes bytes only; protobuf took any buffer
     if plan is not None and received_ns is None:
         received_ns = time.time_ns()
+    lazy = _Source(body).prepared_record if plan is not None else None
     try:
         records, rejected, reasons = _native.decode_logs(
-            body, LogRecordData, plan, received_ns or 0
+            body, LogRecordData, plan, received_ns or 0, lazy
         )
     except _native.DecodeError as exc:
         raise InvalidRequest(f"body is not an ExportLogsServiceRequest: {exc}") from None
     return DecodedLogs(records, rejected, reasons)
+
+
+class PreparedRecord(LogRecordData):
+    """A record whose write the native decoder prepared (``prepared`` is set).
+
+    Its other fields are not built while decoding, since the write needs none of them. The
+    first read of any of them decodes the request again, once for all its records, and
+    answers from the record at the same position. Only the rare paths read them:
+    dead-lettering a conflict or a mapping error. Copies made by the dataclass machinery
+    (``dataclasses.replace``) are plain :class:`~otel_audit.record.LogRecordData`.
+    """
+
+    __slots__ = ("_position", "_source")
+
+    _source: _Source
+    _position: int
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        return LogRecordData(*args, **kwargs)
+
+    def full(self) -> LogRecordData:
+        """The record with all its fields, decoded again from the request."""
+        return self._source.record(self._position)
+
+
+def _read_field(name: str) -> property:
+    return property(lambda self: getattr(self.full(), name), doc=f"``{name}``, decoded again")
+
+
+for _name in _RECORD_FIELDS:
+    if _name != "prepared":
+        setattr(PreparedRecord, _name, _read_field(_name))
+
+
+class _Source:
+    """One request's body, decoded again (once) when a prepared record's fields are read.
+
+    It lives as long as the request's records: the body stays within the request's
+    byte budget, which is held until the request is answered."""
+
+    __slots__ = ("_body", "_records")
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._records: list[LogRecordData] | None = None
+
+    def record(self, position: int) -> LogRecordData:
+        if self._records is None:
+            if _native is None:  # pragma: no cover - a prepared record came from it
+                raise RuntimeError(f"no native decoder: {_native_missing}")
+            self._records = _native.decode_logs(self._body, LogRecordData)[0]
+        return self._records[position]
+
+    def prepared_record(self, prepared: Any, position: int) -> PreparedRecord:
+        record: PreparedRecord = object.__new__(PreparedRecord)
+        record._source = self
+        record._position = position
+        record.prepared = prepared
+        return record
 
 
 def _decode_logs_protobuf_python(body: bytes) -> DecodedLogs:

@@ -45,16 +45,20 @@ const MAX_SHARED_KEYS: usize = 1024;
 /// is, with a `plan`, the record's prepared write (see [`prepare`]) or `None`. A record
 /// whose trace id is not 0 or 16 bytes, or whose span id is not 0 or 8 bytes, goes to
 /// `rejected`, with its reason at the same index of `reasons`. `received_ns` is the
-/// receive time the prepared documents record. Raises `DecodeError` when the body is not
+/// receive time the prepared documents record. With a `prepared_factory`, a prepared
+/// record is `prepared_factory(prepared, position)` instead, `position` being its index in
+/// `records` (the same index a decode without a plan gives it), and none of its fields
+/// is built. Raises `DecodeError` when the body is not
 /// a valid message.
 #[pyfunction]
-#[pyo3(signature = (body, record_factory, plan=None, received_ns=0))]
+#[pyo3(signature = (body, record_factory, plan=None, received_ns=0, prepared_factory=None))]
 fn decode_logs<'py>(
     py: Python<'py>,
     body: &[u8],
     record_factory: &Bound<'py, PyAny>,
     plan: Option<&Bound<'py, Plan>>,
     received_ns: i64,
+    prepared_factory: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)> {
     let plan = plan.map(Bound::get);
     let ingested = prepare::format_ns(i128::from(received_ns));
@@ -108,10 +112,6 @@ fn decode_logs<'py>(
             for lr in &sl.log_records {
                 let (trace_id, trace_ok) = hex_id(&lr.trace_id, 16);
                 let (span_id, span_ok) = hex_id(&lr.span_id, 8);
-                let body = match &lr.body {
-                    Some(value) => objects.any_value(value)?,
-                    None => py.None().into_bound(py),
-                };
                 let hash =
                     content_hash::record_hash(&mut scratch, lr, &shared, &trace_id, &span_id).ok();
                 let prepared = match (plan, &resource_part) {
@@ -128,6 +128,18 @@ fn decode_logs<'py>(
                         prepare::prepare(py, plan, part, lr, &ctx)?
                     }
                     _ => None,
+                };
+                let prepared = match (prepared, prepared_factory) {
+                    (Some(prepared), Some(factory)) => {
+                        // Only its write is needed: no Python values for its fields.
+                        records.append(factory.call1((prepared, records.len()))?)?;
+                        continue;
+                    }
+                    (prepared, _) => prepared,
+                };
+                let body = match &lr.body {
+                    Some(value) => objects.any_value(value)?,
+                    None => py.None().into_bound(py),
                 };
                 let fields: [Bound<'py, PyAny>; 16] = [
                     objects.record_attributes(&lr.attributes)?.into_any(),

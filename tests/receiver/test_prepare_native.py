@@ -1113,3 +1113,23 @@ def test_a_pattern_outside_the_shared_syntax_is_matched_by_python() -> None:
     expected = [reference(r, received_ns=_R, schema=schema, leaf=True) for r in python]
     assert expected[0] is not None and expected[1] is None and expected[2] is None
     assert [r.prepared for r in decoded.records] == expected
+
+
+def test_a_prepared_record_reads_its_fields_from_the_request_again() -> None:
+    # The decoder builds no field values for a prepared record; reading one decodes the
+    # request again (once) and answers from the record at the same position.
+    body = build_requests(1, 5)[0]
+    lazy_records = decode.decode_logs_protobuf(body, _PLAN_NO_LEAF, time.time_ns()).records
+    full_records = decode.decode_logs_protobuf(body).records
+    sources: set[int] = set()
+    for lazy, full in zip(lazy_records, full_records, strict=True):
+        assert isinstance(lazy, decode.PreparedRecord)
+        assert lazy.prepared is not None and full.prepared is None
+        assert lazy.attributes == full.attributes
+        assert lazy.resource == full.resource
+        assert lazy.content_sha256 == full.content_sha256
+        copy = dataclasses.replace(lazy, prepared=None)
+        assert type(copy) is LogRecordData
+        assert copy == full
+        sources.add(id(lazy._source))
+    assert len(sources) == 1  # one request, decoded a second time once
