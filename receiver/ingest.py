@@ -62,8 +62,7 @@ from indexer.bulk import (
 )
 from indexer.deadletter import rejected_item
 from indexer.templates import registered_templates
-from otel_audit.document import build_document_and_plainness, content_hash, event_index
-from otel_audit.integrity.canonical import leaf_hash_of_event
+from otel_audit.document import content_hash
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema, load_schema
 from otel_audit.validate import Violation, summarize, validate
@@ -71,7 +70,7 @@ from receiver import metrics
 from receiver.config import ReceiverConfig
 from receiver.errors import Unavailable
 from receiver.pipeline import IngestResult
-from receiver.prepare import Prepared, native_plan
+from receiver.prepare import Prepared, native_plan, prepare_in_python
 from receiver.spool import Frame, Spool, SpoolFull
 from receiver.waiting import wait_event
 
@@ -473,24 +472,15 @@ class IngestConsumer:
         if violations:
             return None, violations
         try:
-            sha = content_hash(record)
-            doc, plain = build_document_and_plainness(
-                record, received_ns=received_ns, content_sha256=sha, schema=self._schema
+            # The same write the native decoder prepares, built in Python; only the bytes
+            # are kept (see BulkItem.compact).
+            prepared = prepare_in_python(
+                record,
+                received_ns=received_ns,
+                schema=self._schema,
+                leaf=self._sealer is not None,
             )
-            ts = record.time_unix_nano or record.observed_time_unix_nano
-            # Documents go out with sorted keys, as prepared ones do: with sealing on, the
-            # sealer hashes those same bytes.
-            item = BulkItem(event_index(ts), doc["event"]["id"], doc, sha, record, sort_keys=True)
-            # Serialize now, while the document just built is still in the CPU's caches;
-            # after the rest of the request is built it would be read back from memory.
-            # The leaf hash too: after the bulk round trip it costs twice as much.
-            item.encoded()
-            if self._sealer is not None:
-                item.leaf_hash = leaf_hash_of_event(doc, item.sorted_source(), plain=plain)
-                item.timestamp = doc["@timestamp"]
-            # From here on the bytes are all the write needs (see BulkItem.compact).
-            item.compact()
-            return item, []
+            return _from_prepared(record, prepared), []
         except Exception as exc:  # hostile input the validator let through: refuse, keep it
             _log.exception("could not build the document of a valid record")
             return None, [

@@ -13,15 +13,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
-from otel_audit.document import build_document, content_hash
 from otel_audit.record import LogRecordData
 from otel_audit.schema import load_schema
 from otel_audit.validate import summarize, validate
 from receiver.metrics import RECORDS_REJECTED
 from receiver.pipeline import IngestResult
-from receiver.prepare import native_plan
+from receiver.prepare import native_plan, prepare_in_python
 from receiver.span_record import SpanData
 
 __all__ = ["NullSink", "build_discard_sink", "build_null_sink"]
@@ -57,8 +54,7 @@ class NullSink:
                     first = summarize(violations)
                 RECORDS_REJECTED.labels("logs", violations[0].rule).inc()
                 continue
-            sha = content_hash(record)
-            orjson.dumps(build_document(record, received_ns=now, content_sha256=sha, schema=schema))
+            prepare_in_python(record, received_ns=now, schema=schema, leaf=False)
         accepted = len(records) - rejected
         self.accepted += accepted
         self.rejected += rejected

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from indexer.bulk import BulkItem
 from otel_audit.document import (
     EVENTS_INDEX_PREFIX,
     RESOURCE_ALIASES,
@@ -39,7 +40,7 @@ from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema
 from otel_audit.validate import validate
 
-__all__ = ["Prepared", "native_plan", "reference"]
+__all__ = ["Prepared", "native_plan", "prepare_in_python", "reference"]
 
 _log = logging.getLogger(__name__)
 
@@ -123,22 +124,31 @@ def _plan_settings(schema: Schema) -> dict[str, Any]:
     }
 
 
-def reference(
+def prepare_in_python(
     record: LogRecordData, *, received_ns: int, schema: Schema, leaf: bool
-) -> Prepared | None:
-    """What the Python path makes of ``record``: None when it rejects it, else the
-    :data:`Prepared` tuple the ingest write path would send."""
-    from indexer.bulk import BulkItem
-
-    if validate(record, now_ns=received_ns, schema=schema):
-        return None
+) -> Prepared:
+    """The Python path's write of a record :func:`otel_audit.validate.validate` accepted:
+    the :data:`Prepared` tuple the native decoder makes for the records it covers. The
+    ingest write path uses it for every other record."""
     sha = content_hash(record)
     doc, plain = build_document_and_plainness(
         record, received_ns=received_ns, content_sha256=sha, schema=schema
     )
     ts = record.time_unix_nano or record.observed_time_unix_nano
     item = BulkItem(event_index(ts), doc["event"]["id"], doc, sha, record, sort_keys=True)
+    # Serialized and hashed now, while the document just built is still in the CPU's
+    # caches; after the rest of the request is built it would be read back from memory.
     encoded = item.encoded()
     leaf_hash = leaf_hash_of_event(doc, item.sorted_source(), plain=plain) if leaf else None
     source_at = len(encoded) - len(item.source_json()) - 1
     return (item.index, item.doc_id, encoded, source_at, sha, leaf_hash, doc["@timestamp"])
+
+
+def reference(
+    record: LogRecordData, *, received_ns: int, schema: Schema, leaf: bool
+) -> Prepared | None:
+    """What the Python path makes of ``record``: None when it rejects it, else the
+    :data:`Prepared` tuple the ingest write path sends."""
+    if validate(record, now_ns=received_ns, schema=schema):
+        return None
+    return prepare_in_python(record, received_ns=received_ns, schema=schema, leaf=leaf)
