@@ -42,6 +42,7 @@ from elasticsearch import exceptions as es_exc
 from otel_audit.record import LogRecordData
 
 __all__ = [
+    "CREATED",
     "BulkItem",
     "BulkSettings",
     "BulkWriter",
@@ -100,6 +101,10 @@ class ItemResult(NamedTuple):
     detail: str = ""
     stored_hash: str | None = None
     """For CONFLICT: the content hash of the document already stored under the id."""
+
+
+CREATED = ItemResult(ItemStatus.CREATED)
+"""The result of every item a write created: one shared (immutable) object."""
 
 
 class BulkItem:
@@ -305,7 +310,7 @@ class BulkWriter:
             for pos, answer in zip(pending, answers, strict=True):
                 status = int(answer.get("status", 0))
                 if status in (200, 201):
-                    results[pos] = ItemResult(ItemStatus.CREATED)
+                    results[pos] = CREATED
                 elif status == 409:
                     conflicts.append(pos)
                 elif _is_retryable_status(status):

@@ -35,3 +35,21 @@ def decode_logs(
     ``prepared_factory(prepared, position)``, its position in ``records``, and none of
     its fields is built. Raises DecodeError for an invalid body.
     """
+
+def journal_lines(
+    index_names: list[str],
+    event_ids: list[str],
+    leaf_hashes: list[bytes],
+    timestamps: list[str],
+    start: int,
+    /,
+) -> tuple[bytes, list[int]]:
+    """The sealer's journal lines for these entries (``receiver.seal_state.Journal``) and
+    the offset just past each, counted from ``start``."""
+
+def merkle_extend(
+    size: int, hashes: list[bytes], leaves: list[bytes], /
+) -> tuple[list[bytes], int]:
+    """Append ``leaves`` to a compact range of ``size`` leaves with subtree roots
+    ``hashes``: (the new roots, how many leaves went in). Stops at the first leaf that is
+    not 32 bytes of ``bytes``."""

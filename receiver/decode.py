@@ -118,7 +118,7 @@ ENV_NATIVE_DECODER = "OTEL_AUDIT_NATIVE_DECODER"
 
 # The extension release whose semantics this module was checked against: a stale build
 # (an older native/ left in the virtualenv) is ignored rather than trusted.
-_NATIVE_VERSION = "0.4.0"
+_NATIVE_VERSION = "0.5.0"
 
 
 def _import_native() -> tuple[ModuleType | None, str]:

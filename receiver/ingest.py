@@ -16,7 +16,7 @@
       |                                      unavailable / slower than bulk_timeout_s -> spool
       |     spool not empty (or ES down)  -> append to the spool (fsync) = durable
       v
-    sealer.on_durable(stored events)        after they are in Elasticsearch
+    sealer.on_durable(stored, created)      after they are in Elasticsearch
 
 Ordering: while the spool holds anything, new batches are appended to it too, behind
 what is already there, until the background replayer has drained it. So events reach
@@ -44,7 +44,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from operator import attrgetter
+from typing import Any, Protocol
 
 import orjson
 from elastic_transport import TransportError
@@ -53,6 +54,7 @@ from elasticsearch import exceptions as es_exc
 from elasticsearch.serializer import OrjsonSerializer
 
 from indexer.bulk import (
+    CREATED,
     BulkItem,
     BulkSettings,
     BulkWriter,
@@ -63,6 +65,7 @@ from indexer.bulk import (
 from indexer.deadletter import rejected_item
 from indexer.templates import registered_templates
 from otel_audit.document import content_hash
+from otel_audit.integrity import leaf_hash_of_event
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema, load_schema
 from otel_audit.validate import Violation, summarize, validate
@@ -71,6 +74,7 @@ from receiver.config import ReceiverConfig
 from receiver.errors import Unavailable
 from receiver.pipeline import IngestResult
 from receiver.prepare import Prepared, native_plan, prepare_in_python
+from receiver.seal_state import Entries
 from receiver.spool import Frame, Spool, SpoolFull
 from receiver.waiting import wait_event
 
@@ -78,42 +82,30 @@ __all__ = [
     "IngestConsumer",
     "IngestSettings",
     "Sealer",
-    "StoredEvent",
     "build_consumer",
 ]
 
 _log = logging.getLogger(__name__)
 
 _COUNT = struct.Struct(">I")
+# The sealer takes a write's events as columns, read off the items in C.
+_INDEX = attrgetter("index")
+_DOC_ID = attrgetter("doc_id")
+_LEAF_HASH = attrgetter("leaf_hash")
+_TIMESTAMP = attrgetter("timestamp")
+_CONTENT_HASH = attrgetter("content_hash")
 _SPOOL_VERSION = 1
 _MAX_MESSAGE_RECORDS = 3
 _MAX_MESSAGE_CHARS = 1024
 
 
-class StoredEvent(NamedTuple):
-    """One event confirmed in Elasticsearch: its index, id, leaf hash and ``@timestamp``.
-
-    The write path of this module computes the leaf hash and ``@timestamp`` while building
-    the document and hands over no document; other callers may give the document instead
-    (``leaf_hash`` None) and the sealer hashes it. The first four fields are the sealer's
-    journal entry (``receiver.seal_state.SealEntry``), so it keeps these objects as they are.
-    """
-
-    index_name: str
-    event_id: str
-    leaf_hash: bytes | None
-    timestamp: str
-    created: bool = True
-    """False when this write found it already stored (409, same content)."""
-    document: dict[str, Any] | None = None
-    """The stored document, when ``leaf_hash`` is None."""
-
-
 class Sealer(Protocol):
     """What the integrity chain plugs in behind the write (sync or async ``on_durable``)."""
 
-    def on_durable(self, stored: list[StoredEvent]) -> Awaitable[None] | None:
-        """Called once per write with the events Elasticsearch confirmed."""
+    def on_durable(self, stored: Entries, created: Sequence[bool]) -> Awaitable[None] | None:
+        """Called once per write with the events Elasticsearch confirmed: their index,
+        id, leaf hash and ``@timestamp``, and whether this write created each one (False
+        when it found it already stored, a 409 with the same content)."""
         ...
 
 
@@ -668,22 +660,35 @@ class IngestConsumer:
     async def _seal(self, items: Sequence[BulkItem], results: Sequence[ItemResult]) -> None:
         if self._sealer is None:
             return
-        stored = [
-            StoredEvent(
-                it.index,
-                it.doc_id,
-                it.leaf_hash,
-                it.timestamp,
-                r.status is ItemStatus.CREATED,
-                None if it.leaf_hash is not None else it.document,
-            )
-            for it, r in zip(items, results, strict=True)
-            if it.content_hash is not None and r.status.stored
-        ]
-        if not stored:
+        chosen: Sequence[BulkItem] = items
+        created: list[bool] = [True] * len(items)
+        # Usually every item of the write was created: see that at C speed.
+        if results.count(CREATED) != len(results) or None in map(_CONTENT_HASH, items):
+            pairs = [
+                (it, r.status is ItemStatus.CREATED)
+                for it, r in zip(items, results, strict=True)
+                if it.content_hash is not None and r.status.stored
+            ]
+            chosen = [it for it, _ in pairs]
+            created = [c for _, c in pairs]
+        if not chosen:
             return
+        for it in chosen:
+            if it.leaf_hash is None:
+                # Not hashed while written (an item from before sealing was on): hash the
+                # document Elasticsearch holds, as the write path would have.
+                doc = it.document
+                it.leaf_hash = leaf_hash_of_event(doc)
+                ts = doc.get("@timestamp")
+                it.timestamp = ts if isinstance(ts, str) else ""
+        stored = Entries(
+            list(map(_INDEX, chosen)),
+            list(map(_DOC_ID, chosen)),
+            list(map(_LEAF_HASH, chosen)),
+            list(map(_TIMESTAMP, chosen)),
+        )
         try:
-            outcome = self._sealer.on_durable(stored)
+            outcome = self._sealer.on_durable(stored, created)
             if inspect.isawaitable(outcome):
                 await outcome
         except Exception as exc:

@@ -27,9 +27,10 @@ import os
 import secrets
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from itertools import accumulate
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import orjson
 
@@ -40,38 +41,117 @@ from otel_audit.integrity import (
     decode_hash,
     encode_hash,
 )
+from receiver.decode import native_module
 from receiver.state_files import lock_dir, write_atomic
 
-__all__ = ["ChainState", "Journal", "JournalEntry", "SealEntry", "StateDir"]
+__all__ = ["ChainState", "Entries", "Journal", "Pending", "StateDir"]
+
+_native = native_module()
+# The native extension writes a batch's lines in one call; the orjson loop is the reference.
+_native_lines = getattr(_native, "journal_lines", None) if _native is not None else None
 
 
-class SealEntry(Protocol):
-    """What the journal and the seal loop read of a stored event waiting to be sealed.
+@dataclass(slots=True)
+class Entries:
+    """Stored events waiting to be sealed, as columns in journal order.
 
-    A :class:`JournalEntry`, or the write path's own record of the event, which carries
-    the same fields (so the hot path hands its objects over without copying them).
+    A block gathers thousands of events. As columns, the write path hands them over, the
+    journal writes them and a block takes them with a few list operations done in C,
+    instead of a Python object and a Python step per event.
     """
 
-    @property
-    def index_name(self) -> str: ...
+    index_names: list[str] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    leaf_hashes: list[bytes] = field(default_factory=list)
+    timestamps: list[str] = field(default_factory=list)
+    """``@timestamp`` of each event ("" when its document has none)."""
 
-    @property
-    def event_id(self) -> str: ...
+    def __len__(self) -> int:
+        return len(self.event_ids)
 
-    @property
-    def leaf_hash(self) -> bytes: ...
+    def select(self, positions: Sequence[int]) -> Entries:
+        """The entries at ``positions``, in that order."""
+        return Entries(
+            [self.index_names[i] for i in positions],
+            [self.event_ids[i] for i in positions],
+            [self.leaf_hashes[i] for i in positions],
+            [self.timestamps[i] for i in positions],
+        )
 
-    @property
-    def timestamp(self) -> str: ...
+    def head(self, n: int) -> Entries:
+        """The first ``n`` entries."""
+        return Entries(
+            self.index_names[:n], self.event_ids[:n], self.leaf_hashes[:n], self.timestamps[:n]
+        )
+
+    def extend(self, other: Entries) -> None:
+        """Append ``other``'s entries."""
+        self.index_names.extend(other.index_names)
+        self.event_ids.extend(other.event_ids)
+        self.leaf_hashes.extend(other.leaf_hashes)
+        self.timestamps.extend(other.timestamps)
+
+    def drop(self, n: int) -> None:
+        """Remove the first ``n`` entries."""
+        del self.index_names[:n], self.event_ids[:n], self.leaf_hashes[:n], self.timestamps[:n]
+
+    def new_positions(self, seen: set[str]) -> list[int] | None:
+        """Positions of the entries whose id is neither in ``seen`` nor repeats an earlier
+        entry's; None when that is every entry."""
+        ids = self.event_ids
+        if seen.isdisjoint(ids) and len(set(ids)) == len(ids):
+            return None
+        taken = set(seen)
+        keep = []
+        for i, event_id in enumerate(ids):
+            if event_id not in taken:
+                taken.add(event_id)
+                keep.append(i)
+        return keep
+
+    def unique(self, seen: set[str]) -> Entries:
+        """These entries without those whose id is in ``seen`` or repeats an earlier one."""
+        keep = self.new_positions(seen)
+        return self if keep is None else self.select(keep)
 
 
-class JournalEntry(NamedTuple):
-    """One stored event waiting to be sealed."""
+class Pending:
+    """The entries not sealed yet, with the journal offset just past each, and their ids."""
 
-    index_name: str
-    event_id: str
-    leaf_hash: bytes
-    timestamp: str
+    __slots__ = ("ends", "entries", "ids")
+
+    def __init__(self) -> None:
+        self.entries = Entries()
+        self.ends: list[int] = []
+        self.ids: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def add(self, entries: Entries, ends: Sequence[int]) -> None:
+        """Append entries (unique, none pending yet) journaled up to ``ends``."""
+        self.entries.extend(entries)
+        self.ends.extend(ends)
+        self.ids.update(entries.event_ids)
+
+    def drop(self, n: int) -> None:
+        """Forget the first ``n`` entries (sealed)."""
+        self.ids.difference_update(self.entries.event_ids[:n])
+        self.entries.drop(n)
+        del self.ends[:n]
+
+    def discard_head(self, sealed: set[str], n: int) -> int:
+        """Forget those of the first ``n`` entries whose id is in ``sealed``; returns how
+        many of the ``n`` remain."""
+        head = self.entries.event_ids[:n]
+        keep = [i for i, event_id in enumerate(head) if event_id not in sealed]
+        kept = len(keep)
+        if kept < len(head):
+            keep.extend(range(n, len(self)))
+            self.entries = self.entries.select(keep)
+            self.ends = [self.ends[i] for i in keep]
+            self.ids.difference_update(i for i in head if i in sealed)
+        return kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,45 +226,54 @@ class ChainState:
 
 
 class Journal:
-    """Append-only file of :class:`JournalEntry` lines for one generation."""
+    """Append-only file of entry lines for one generation.
+
+    Each line is the JSON array ``[index, event id, base64 leaf hash, @timestamp]``.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.size = os.fstat(self._fd).st_size
 
-    def append(self, entries: Sequence[SealEntry]) -> list[int]:
+    def append(self, entries: Entries) -> list[int]:
         """Write the entries and fsync; returns the offset just past each entry.
 
         Blocking (call from a worker thread).
         """
-        # b2a_base64 without newline is encode_hash's padded base64, minus a Python call.
-        b64 = binascii.b2a_base64
-        lines = [
-            orjson.dumps(
-                (e.index_name, e.event_id, b64(e.leaf_hash, newline=False).decode(), e.timestamp)
-            )
-            + b"\n"
-            for e in entries
-        ]
-        ends = []
-        pos = self.size
-        for line in lines:
-            pos += len(line)
-            ends.append(pos)
-        if lines:
-            os.write(self._fd, b"".join(lines))
+        data, ends = self._lines(entries)
+        if ends:
+            os.write(self._fd, data)
             os.fsync(self._fd)
-            self.size = pos
+            self.size = ends[-1]
         return ends
 
-    def read_from(self, offset: int) -> list[tuple[JournalEntry, int]]:
-        """Entries at or after ``offset`` with the offset just past each.
+    def _lines(self, entries: Entries) -> tuple[bytes, list[int]]:
+        """The entries' lines and the offset just past each."""
+        columns = (entries.index_names, entries.event_ids, entries.leaf_hashes, entries.timestamps)
+        if _native_lines is not None:
+            try:
+                return _native_lines(*columns, self.size)  # type: ignore[no-any-return]
+            except (TypeError, ValueError):
+                pass  # not str / bytes where expected: orjson says what is wrong below
+        # b2a_base64 without newline is encode_hash's padded base64, minus a Python call.
+        b64 = binascii.b2a_base64
+        dumps = orjson.dumps
+        newline = orjson.OPT_APPEND_NEWLINE
+        lines = [
+            dumps((index, event_id, b64(leaf, newline=False).decode(), ts), option=newline)
+            for index, event_id, leaf, ts in zip(*columns, strict=True)
+        ]
+        return b"".join(lines), list(accumulate(map(len, lines), initial=self.size))[1:]
+
+    def read_from(self, offset: int) -> tuple[Entries, list[int]]:
+        """Entries at or after ``offset``, with the offset just past each.
 
         A torn last line (a crash mid-append, never acknowledged) is cut off.
         """
         data = self.path.read_bytes()
-        out: list[tuple[JournalEntry, int]] = []
+        out = Entries()
+        ends: list[int] = []
         pos = offset
         while pos < len(data):
             end = data.find(b"\n", pos)
@@ -192,16 +281,22 @@ class Journal:
                 break
             try:
                 index, event_id, leaf, ts = orjson.loads(data[pos:end])
-                entry = JournalEntry(index, event_id, decode_hash(leaf, "leaf hash"), ts)
+                leaf_hash = decode_hash(leaf, "leaf hash")
+                if not all(isinstance(v, str) for v in (index, event_id, ts)):
+                    raise TypeError("journal fields must be strings")
             except (ValueError, TypeError, orjson.JSONDecodeError):
                 break
             pos = end + 1
-            out.append((entry, pos))
+            out.index_names.append(index)
+            out.event_ids.append(event_id)
+            out.leaf_hashes.append(leaf_hash)
+            out.timestamps.append(ts)
+            ends.append(pos)
         if pos < len(data):
             os.truncate(self.path, pos)
             os.fsync(self._fd)
             self.size = pos
-        return out
+        return out, ends
 
     def close(self) -> None:
         """Close the file descriptor (idempotent)."""

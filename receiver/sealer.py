@@ -33,7 +33,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,6 @@ from otel_audit.integrity import (
     KeyFormatError,
     generate_private_key,
     key_id,
-    leaf_hash_of_event,
     load_private_key,
     load_private_key_from_env,
     make_checkpoint,
@@ -66,7 +64,7 @@ from otel_audit.integrity import (
     write_key_pair,
 )
 from receiver.integrity_config import IntegrityConfig
-from receiver.seal_state import ChainState, Journal, JournalEntry, SealEntry, StateDir
+from receiver.seal_state import ChainState, Entries, Journal, Pending, StateDir
 from receiver.waiting import wait_event
 
 __all__ = ["Sealer", "build_sealer", "load_signing_key"]
@@ -77,12 +75,6 @@ _log = logging.getLogger("otel_audit.receiver.sealer")
 # are kept in memory for the duplicate check.
 _RECENT_S = 10.0
 _RETRY_MAX_S = 5.0
-
-# A block gathers thousands of entries: read their fields in C, not in a Python loop.
-_LEAF_HASH = attrgetter("leaf_hash")
-_TIMESTAMP = attrgetter("timestamp")
-_EVENT_ID = attrgetter("event_id")
-_INDEX_NAME = attrgetter("index_name")
 
 
 def load_signing_key(
@@ -145,8 +137,7 @@ class Sealer:
         self.chain_id = ""
         self._state: ChainState | None = None
         self._journal: Journal | None = None
-        self._pending: list[tuple[SealEntry, int]] = []
-        self._pending_ids: set[str] = set()
+        self._pending = Pending()
         self._oldest_pending_at = 0.0
         self._recent: deque[tuple[float, frozenset[str]]] = deque()
         self._lock = asyncio.Lock()
@@ -192,11 +183,13 @@ class Sealer:
             stale.unlink(missing_ok=True)
         self._journal = Journal(self._dir.journal_path(state.journal_gen))
         self._state = state
-        leftover = await asyncio.to_thread(self._journal.read_from, state.journal_offset)
-        for entry, end in leftover:
-            if entry.event_id not in self._pending_ids:
-                self._pending.append((entry, end))
-                self._pending_ids.add(entry.event_id)
+        leftover, ends = await asyncio.to_thread(self._journal.read_from, state.journal_offset)
+        # An entry journaled twice (a retry racing its first write) is sealed once; the
+        # journal offset still moves past both.
+        keep = leftover.new_positions(set())
+        if keep is not None:
+            leftover, ends = leftover.select(keep), [ends[i] for i in keep]
+        self._pending.add(leftover, ends)
         self._leftover = len(self._pending)
         self._oldest_pending_at = time.monotonic()
         self._task = asyncio.create_task(self._seal_loop(), name="sealer")
@@ -208,14 +201,12 @@ class Sealer:
         async with self._lock:
             self._state = state
             if self._leftover:
-                head = self._pending[: self._leftover]
-                sealed = await self._sealed_in_es([e.event_id for e, _ in head])
-                keep = [(e, end) for e, end in head if e.event_id not in sealed]
-                self._pending[: self._leftover] = keep
-                self._pending_ids.difference_update(sealed)
-                if keep:
+                head = self._pending.entries.event_ids[: self._leftover]
+                sealed = await self._sealed_in_es(head)
+                kept = self._pending.discard_head(sealed, self._leftover)
+                if kept:
                     _log.warning(
-                        "sealing %d events stored before a restart but not sealed yet", len(keep)
+                        "sealing %d events stored before a restart but not sealed yet", kept
                     )
                 self._leftover = 0
         _log.info(
@@ -260,35 +251,23 @@ class Sealer:
 
     # -- the write path hook --------------------------------------------------
 
-    async def on_durable(self, stored: Sequence[Any]) -> None:
+    async def on_durable(self, stored: Entries, created: Sequence[bool]) -> None:
         """Journal events Elasticsearch confirmed; returns once the journal is fsynced.
 
-        ``stored`` holds ``receiver.ingest.StoredEvent`` tuples: index, id, ``created``
-        (False for a 409 with the same content), and either the document or the leaf hash
-        and ``@timestamp`` the write path computed from it.
+        ``created[i]`` is False for an event this write found already stored (a 409 with
+        the same content): it is journaled only if no block holds it yet.
         """
         if self._journal is None or self._closing:
             raise RuntimeError("sealer is not running")
-        fresh: list[SealEntry] = []
-        maybe_sealed: list[SealEntry] = []
-        for ev in stored:
-            entry: SealEntry = ev  # it carries the entry's fields: no copy on the hot path
-            if ev.leaf_hash is None:
-                doc = ev.document
-                ts = doc.get("@timestamp")
-                entry = JournalEntry(
-                    ev.index_name,
-                    ev.event_id,
-                    leaf_hash_of_event(doc),
-                    ts if isinstance(ts, str) else "",
-                )
-            (fresh if ev.created else maybe_sealed).append(entry)
-        if maybe_sealed:
-            fresh.extend(await self._not_yet_sealed(maybe_sealed))
+        fresh = stored
+        if not all(created):
+            fresh = stored.select([i for i, c in enumerate(created) if c])
+            confirmed = stored.select([i for i, c in enumerate(created) if not c])
+            fresh.extend(await self._not_yet_sealed(confirmed))
         if not fresh:
             return
         async with self._lock:
-            fresh = [e for e in fresh if e.event_id not in self._pending_ids]
+            fresh = fresh.unique(self._pending.ids)
             if not fresh:
                 return
             ends = await asyncio.to_thread(self._journal.append, fresh)
@@ -296,23 +275,19 @@ class Sealer:
                 self._oldest_pending_at = time.monotonic()
                 # The loop may be asleep until the next heartbeat; this block's clock starts now.
                 self._wakeup.set()
-            for e, end in zip(fresh, ends, strict=True):
-                self._pending.append((e, end))
-                self._pending_ids.add(e.event_id)
+            self._pending.add(fresh, ends)
         if len(self._pending) >= self.config.block_max_events:
             self._wakeup.set()
 
-    async def _not_yet_sealed(self, entries: list[SealEntry]) -> list[SealEntry]:
+    async def _not_yet_sealed(self, entries: Entries) -> Entries:
         recent: set[str] = set()
         for _, ids in self._recent:
             recent |= ids
-        candidates = [
-            e for e in entries if e.event_id not in self._pending_ids and e.event_id not in recent
-        ]
+        candidates = entries.unique(self._pending.ids | recent)
         if not candidates:
-            return []
-        sealed = await self._sealed_in_es([e.event_id for e in candidates])
-        return [e for e in candidates if e.event_id not in sealed]
+            return candidates
+        sealed = await self._sealed_in_es(candidates.event_ids)
+        return candidates.unique(sealed)
 
     async def _sealed_in_es(self, ids: list[str]) -> set[str]:
         wanted = set(ids)
@@ -379,12 +354,11 @@ class Sealer:
                 raise RuntimeError(f"record {rec.doc_id} is inconsistent: {problems}")
             offset = state.journal_offset
             n = len(rec.event_ids)
-            head = self._pending[:n]
-            if n and [e.event_id for e, _ in head] == list(rec.event_ids):
+            pending = self._pending
+            if n and pending.entries.event_ids[:n] == list(rec.event_ids):
                 # The usual crash window: the block covers the journal's head exactly.
-                offset = head[-1][1]
-                del self._pending[:n]
-                self._pending_ids.difference_update(rec.event_ids)
+                offset = pending.ends[n - 1]
+                pending.drop(n)
                 self._leftover = max(0, self._leftover - n)
             cr = rec.frontier_range()
             cr.extend(rec.leaf_hashes)
@@ -453,10 +427,10 @@ class Sealer:
                 _log.exception("sealing failed; retrying in %.1f s", _RETRY_MAX_S)
                 await asyncio.sleep(_RETRY_MAX_S)
 
-    def _next_record(self, kind: str, entries: list[SealEntry]) -> BlockRecord:
+    def _next_record(self, kind: str, entries: Entries) -> BlockRecord:
         state = self.state
         cr = state.compact_range()
-        leaf_hashes = tuple(map(_LEAF_HASH, entries))
+        leaf_hashes = tuple(entries.leaf_hashes)
         cr.extend(leaf_hashes)
         self._inflight_range = cr
         ts = max(self._clock_ms(), state.last_timestamp_ms)
@@ -471,13 +445,13 @@ class Sealer:
             ),
             self._key,
         )
-        stamps = [t for t in map(_TIMESTAMP, entries) if t]
+        stamps = [t for t in entries.timestamps if t]
         return BlockRecord(
             kind=kind,
             checkpoint=cp,
             first_leaf=state.tree_size,
-            event_ids=tuple(map(_EVENT_ID, entries)),
-            event_indices=tuple(map(_INDEX_NAME, entries)),
+            event_ids=tuple(entries.event_ids),
+            event_indices=tuple(entries.index_names),
             leaf_hashes=leaf_hashes,
             frontier=state.frontier,
             time_range=merge_time_range(stamps),
@@ -485,17 +459,14 @@ class Sealer:
 
     async def _seal_block(self) -> None:
         n = min(len(self._pending), self.config.block_max_events)
-        batch = self._pending[:n]
         record = self._inflight
         if record is None or record.kind != KIND_BLOCK or len(record.event_ids) != n:
-            record = self._next_record(KIND_BLOCK, [e for e, _ in batch])
+            record = self._next_record(KIND_BLOCK, self._pending.entries.head(n))
             self._inflight = record
-        await self._commit(record, journal_offset=batch[-1][1])
+        await self._commit(record, journal_offset=self._pending.ends[n - 1])
         async with self._lock:
-            del self._pending[:n]
-            sealed = frozenset(record.event_ids)
-            self._pending_ids.difference_update(sealed)
-            self._recent.append((time.monotonic(), sealed))
+            self._pending.drop(n)
+            self._recent.append((time.monotonic(), frozenset(record.event_ids)))
             while self._recent and self._recent[0][0] < time.monotonic() - _RECENT_S:
                 self._recent.popleft()
             if self._pending:
@@ -510,7 +481,7 @@ class Sealer:
     async def _heartbeat(self) -> None:
         record = self._inflight
         if record is None or record.kind != KIND_HEARTBEAT:
-            record = self._next_record(KIND_HEARTBEAT, [])
+            record = self._next_record(KIND_HEARTBEAT, Entries())
             self._inflight = record
         await self._commit(record, journal_offset=self.state.journal_offset)
         self.heartbeats += 1

@@ -10,6 +10,7 @@
 mod content_hash;
 mod otlp;
 mod prepare;
+mod seal;
 
 use std::collections::HashMap;
 
@@ -300,5 +301,7 @@ fn otel_audit_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
     m.add_function(wrap_pyfunction!(decode_logs, m)?)?;
     m.add_class::<Plan>()?;
+    m.add_function(wrap_pyfunction!(seal::journal_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(seal::merkle_extend, m)?)?;
     Ok(())
 }

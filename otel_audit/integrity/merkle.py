@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from otel_audit.integrity.errors import ProofError
 
@@ -48,6 +48,15 @@ MAX_TREE_SIZE = 2**64 - 1
 _MAX_PROOF_LEN = 65
 
 _sha256 = hashlib.sha256
+_Extend = Callable[[int, list[bytes], list[bytes]], tuple[list[bytes], int]]
+try:
+    # The receiver's native extension, when installed, extends a compact range in one call
+    # (native/src/seal.rs); the loop below is the reference and takes over where it stops.
+    import otel_audit_native
+
+    _native_extend: _Extend | None = otel_audit_native.merkle_extend
+except (ImportError, AttributeError):  # not installed, or a build from before it had this
+    _native_extend = None
 _LEAF = b"\x00"
 _NODE = b"\x01"
 
@@ -320,12 +329,19 @@ class CompactRange:
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
         """Append leaf hashes in order; amortised one node hash per leaf."""
+        leaves = leaf_hashes if isinstance(leaf_hashes, list) else list(leaf_hashes)
+        if _native_extend is not None and leaves:
+            self._hashes, taken = _native_extend(self._size, self._hashes, leaves)
+            self._size += taken
+            if taken == len(leaves):
+                return
+            leaves = leaves[taken:]
         sha = _sha256
         node = _NODE
         hashes = self._hashes
         size = self._size
         try:
-            for h in leaf_hashes:
+            for h in leaves:
                 if len(h) != HASH_SIZE:
                     raise ProofError(f"leaf hash has {len(h)} bytes, expected {HASH_SIZE}")
                 n = size

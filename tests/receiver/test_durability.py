@@ -90,7 +90,7 @@ from receiver.ingest import build_consumer, IngestSettings
 mode, spool_dir, es_url = sys.argv[1:4]
 
 class KillOnDurable:
-    def on_durable(self, stored):
+    def on_durable(self, stored, created):
         # Elasticsearch has these events, the spool commit has not happened yet.
         print(json.dumps({"sealed": len(stored)}), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)

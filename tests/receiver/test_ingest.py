@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -14,8 +15,9 @@ from indexer.deadletter import REJECTED_ALIAS
 from indexer.templates import EVENTS_ALIAS
 from otel_audit.integrity import leaf_hash_of_document
 from otel_audit.record import LogRecordData
-from receiver.ingest import IngestConsumer, StoredEvent, build_consumer
+from receiver.ingest import IngestConsumer, build_consumer
 from receiver.pipeline import IngestResult
+from receiver.seal_state import Entries
 from tests.receiver.conftest import ConsumerFactory, RecordFactory
 
 pytestmark = pytest.mark.integration
@@ -201,11 +203,20 @@ def test_concurrent_requests_share_bulks_and_reach_the_sealer(
     make_consumer: ConsumerFactory,
     make_record: RecordFactory,
 ) -> None:
-    sealed: list[StoredEvent] = []
+    sealed: list[tuple[str, str, bytes, str, bool]] = []
 
     class Sealer:
-        async def on_durable(self, stored: list[StoredEvent]) -> None:
-            sealed.extend(stored)
+        async def on_durable(self, stored: Entries, created: Sequence[bool]) -> None:
+            sealed.extend(
+                zip(
+                    stored.index_names,
+                    stored.event_ids,
+                    stored.leaf_hashes,
+                    stored.timestamps,
+                    created,
+                    strict=True,
+                )
+            )
 
     client = CountingES(AsyncElasticsearch(es_url, max_retries=0))
     consumer = make_consumer(client, sealer=Sealer(), bulk_flush_interval_ms=20.0)
@@ -220,17 +231,16 @@ def test_concurrent_requests_share_bulks_and_reach_the_sealer(
     assert len(client.bulk_sizes) <= 10, client.bulk_sizes
     stored = {d.pop("_id"): d for d in _docs(clean_es, EVENTS_ALIAS)}
     assert len(stored) == 300
-    assert sorted(s.event_id for s in sealed) == sorted(
+    assert sorted(event_id for _, event_id, *_ in sealed) == sorted(
         r.attributes["audit.event.id"] for b in batches for r in b
     )
     # The sealer gets what the write path computed from each document, not the document:
     # the leaf hash and @timestamp of exactly what Elasticsearch stored.
-    for event in sealed:
-        doc = stored[event.event_id]
-        assert event.index_name.startswith("audit-events-") and event.created
-        assert event.document is None
-        assert event.leaf_hash == leaf_hash_of_document(doc)
-        assert event.timestamp == doc["@timestamp"]
+    for index_name, event_id, leaf, timestamp, created in sealed:
+        doc = stored[event_id]
+        assert index_name.startswith("audit-events-") and created
+        assert leaf == leaf_hash_of_document(doc)
+        assert timestamp == doc["@timestamp"]
 
 
 def test_build_consumer_reads_the_receiver_config(tmp_path: Any, es_url: str) -> None:
