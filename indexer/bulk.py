@@ -31,6 +31,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any, NamedTuple
 
 import orjson
@@ -55,6 +56,8 @@ _log = logging.getLogger(__name__)
 _HASH_FIELD = "audit.content_hash"
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _SORTED_LINE = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SORT_KEYS
+# Items' serialized lines, read off a batch in C.
+_ENCODED = methodcaller("encoded")
 
 # Only what the outcome needs: big responses parse faster without _index/_version/_shards.
 _FILTER_PATH = (
@@ -167,9 +170,13 @@ class BulkItem:
         source_at: int,
         content_hash: str | None = None,
         record: LogRecordData | None = None,
+        *,
+        leaf_hash: bytes | None = None,
+        timestamp: str = "",
     ) -> BulkItem:
         """An item already serialized, compact from the start: ``encoded`` is its two
-        NDJSON lines (action, then the sorted-key document from ``source_at`` on)."""
+        NDJSON lines (action, then the sorted-key document from ``source_at`` on); a
+        sealing write path also gives the leaf hash and ``@timestamp`` it computed."""
         item = cls.__new__(cls)
         item.index = index
         item.doc_id = doc_id
@@ -177,8 +184,8 @@ class BulkItem:
         item.content_hash = content_hash
         item.record = record
         item.sort_keys = True
-        item.leaf_hash = None
-        item.timestamp = ""
+        item.leaf_hash = leaf_hash
+        item.timestamp = timestamp
         item._encoded = encoded
         item._source_at = source_at
         return item
@@ -276,12 +283,15 @@ class BulkWriter:
         ]
 
     def _chunks(self, positions: range, items: Sequence[BulkItem]) -> list[list[int]]:
+        s = self.settings
+        sizes = list(map(len, map(_ENCODED, items)))
+        if len(sizes) <= s.max_docs and sum(sizes) <= s.max_bytes:
+            return [list(positions)]  # the usual case: one request
         chunks: list[list[int]] = []
         current: list[int] = []
         size = 0
-        s = self.settings
         for pos in positions:
-            n = len(items[pos].encoded())
+            n = sizes[pos]
             if current and (len(current) >= s.max_docs or size + n > s.max_bytes):
                 chunks.append(current)
                 current, size = [], 0
@@ -304,6 +314,10 @@ class BulkWriter:
             except _WholeRequestFailed as exc:
                 for pos in pending:
                     results[pos] = ItemResult(ItemStatus.UNAVAILABLE, str(exc))
+                break
+            if answers is None:  # no item failed
+                for pos in pending:
+                    results[pos] = CREATED
                 break
             retry: list[int] = []
             last_reason = ""
@@ -338,8 +352,14 @@ class BulkWriter:
         # Full jitter: concurrent writers that failed together do not retry together.
         return random.uniform(ceiling / 2, ceiling)
 
-    async def _send(self, items: Sequence[BulkItem], positions: list[int]) -> list[dict[str, Any]]:
-        body = b"".join(items[pos].encoded() for pos in positions)
+    async def _send(
+        self, items: Sequence[BulkItem], positions: list[int]
+    ) -> list[dict[str, Any]] | None:
+        """Each item's answer, in order; None when Elasticsearch says no item failed."""
+        if len(positions) == len(items):
+            body = b"".join(map(_ENCODED, items))
+        else:
+            body = b"".join([items[pos].encoded() for pos in positions])
         began = time.monotonic()
         try:
             response = await asyncio.wait_for(
@@ -362,9 +382,14 @@ class BulkWriter:
         finally:
             if self._observe is not None:
                 self._observe(time.monotonic() - began, len(positions))
-        body_items = response.body.get("items") if hasattr(response, "body") else None
+        answer = response.body if hasattr(response, "body") else None
+        if not isinstance(answer, dict):
+            raise _WholeRequestFailed("_bulk answer is not a JSON object")
+        body_items = answer.get("items")
         if not isinstance(body_items, list) or len(body_items) != len(positions):
             raise _WholeRequestFailed("_bulk answer does not have one item per document")
+        if answer.get("errors") is False:
+            return None
         return [next(iter(entry.values())) for entry in body_items]
 
     async def _resolve_conflicts(

@@ -44,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, methodcaller
 from typing import Any, Protocol
 
 import orjson
@@ -94,6 +94,8 @@ _DOC_ID = attrgetter("doc_id")
 _LEAF_HASH = attrgetter("leaf_hash")
 _TIMESTAMP = attrgetter("timestamp")
 _CONTENT_HASH = attrgetter("content_hash")
+_ENCODED = methodcaller("encoded")
+_PREPARED = attrgetter("prepared")
 _SPOOL_VERSION = 1
 _MAX_MESSAGE_RECORDS = 3
 _MAX_MESSAGE_CHARS = 1024
@@ -365,7 +367,12 @@ class IngestConsumer:
         events: list[BulkItem] = []
         positions: list[int] = []
         dead: list[BulkItem] = []
-        for pos, record in enumerate(records):
+        prepared = list(map(_PREPARED, records))
+        every = None not in prepared
+        if every:  # the decoder prepared every record: the usual case
+            events = list(map(_from_prepared, records, prepared))
+            positions = list(range(len(records)))
+        for pos, record in () if every else enumerate(records):
             if record.prepared is not None:
                 events.append(_from_prepared(record, record.prepared))
                 positions.append(pos)
@@ -389,7 +396,9 @@ class IngestConsumer:
         await self._settle_dead_letters(dead, results[len(events) :], received_ns)
 
         followups: list[BulkItem] = []
-        for item, pos, result in zip(events, positions, results, strict=False):
+        # Usually every event was created: nothing to follow up, seen at C speed.
+        created = results[: len(events)].count(CREATED) == len(events)
+        for item, pos, result in () if created else zip(events, positions, results, strict=False):
             if result.status is ItemStatus.CONFLICT:
                 reason = Violation("audit.event.id", "conflict", result.detail)
                 rejections.append(_Rejection(pos, [reason], "conflict"))
@@ -506,7 +515,7 @@ class IngestConsumer:
         if not items:
             return []
         loop = asyncio.get_running_loop()
-        nbytes = sum(len(it.encoded()) for it in items)
+        nbytes = sum(map(len, map(_ENCODED, items)))
         request = _Request(items, loop.create_future(), nbytes)
         if not self._pending:
             self._first_pending_at = loop.time()
@@ -792,10 +801,9 @@ def _observe_bulk(duration_s: float, docs: int) -> None:
 def _from_prepared(record: LogRecordData, prepared: Prepared) -> BulkItem:
     """The item of a record whose write the decoder prepared (see receiver.prepare)."""
     index, doc_id, encoded, source_at, sha, leaf_hash, timestamp = prepared
-    item = BulkItem.from_encoded(index, doc_id, encoded, source_at, sha, record)
-    item.leaf_hash = leaf_hash
-    item.timestamp = timestamp
-    return item
+    return BulkItem.from_encoded(
+        index, doc_id, encoded, source_at, sha, record, leaf_hash=leaf_hash, timestamp=timestamp
+    )
 
 
 def _safe_hash(record: LogRecordData) -> str | None:

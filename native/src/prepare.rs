@@ -111,7 +111,9 @@ pub struct Plan {
     ecs_outcome: Vec<(Vec<u8>, String)>,
     fields: Vec<FieldPlan>,
     resource_fields: Vec<ResourceFieldPlan>,
-    known: HashSet<Vec<u8>>,
+    /// Indexes into `fields`, ordered by attribute: a record's sorted attributes are
+    /// matched against them in one merge.
+    by_attribute: Vec<usize>,
     resource_known: HashSet<Vec<u8>>,
     category: Vec<u8>,
     outcome: Vec<u8>,
@@ -238,7 +240,11 @@ impl Plan {
             resource_required_categories: categories.into_iter().map(String::into_bytes).collect(),
             ecs_category: pairs(&item(settings, "ecs_category")?)?,
             ecs_outcome: pairs(&item(settings, "ecs_outcome")?)?,
-            known: fields.iter().map(|f| f.attribute.clone()).collect(),
+            by_attribute: {
+                let mut order: Vec<usize> = (0..fields.len()).collect();
+                order.sort_by(|&a, &b| fields[a].attribute.cmp(&fields[b].attribute));
+                order
+            },
             resource_known: resource_fields
                 .iter()
                 .map(|f| f.attribute.clone())
@@ -383,6 +389,44 @@ fn lookup<'a>(attrs: &Attrs<'a>, key: &[u8]) -> Option<Option<&'a Value>> {
         .map(|i| attrs[i].1)
 }
 
+/// A record's attributes matched against the plan's fields in one merge of two sorted
+/// lists, instead of a search per field.
+struct Matched<'a> {
+    /// Per field of the plan: `Some(value)` when its attribute is present (the value
+    /// possibly None), `None` when absent.
+    fields: Vec<Option<Option<&'a Value>>>,
+    /// The attributes no field names, sorted.
+    unknown: Attrs<'a>,
+}
+
+fn match_fields<'a>(plan: &Plan, attrs: &Attrs<'a>) -> Matched<'a> {
+    let mut fields = vec![None; plan.fields.len()];
+    let mut unknown = Vec::new();
+    let order = &plan.by_attribute;
+    let mut j = 0;
+    for &(key, value) in attrs {
+        while j < order.len() && plan.fields[order[j]].attribute[..] < *key {
+            j += 1;
+        }
+        let mut k = j;
+        while k < order.len() && plan.fields[order[k]].attribute[..] == *key {
+            fields[order[k]] = Some(value);
+            k += 1;
+        }
+        if k == j {
+            unknown.push((key, value));
+        }
+    }
+    Matched { fields, unknown }
+}
+
+fn as_str(found: Option<Option<&Value>>) -> Option<&[u8]> {
+    match found {
+        Some(Some(Value::StringValue(s))) => Some(&s[..]),
+        _ => None,
+    }
+}
+
 fn present_str<'a>(attrs: &Attrs<'a>, key: &[u8]) -> Option<&'a [u8]> {
     match lookup(attrs, key) {
         Some(Some(Value::StringValue(s))) => Some(&s[..]),
@@ -418,13 +462,10 @@ fn free_value<'a>(value: Option<&'a Value>, max_text_bytes: usize) -> Built<Node
     })
 }
 
-/// The extras of `attrs` (keys not in `known`) as stored values.
-fn extras<'a>(attrs: &Attrs<'a>, known: &HashSet<Vec<u8>>, plan: &Plan) -> Built<Members<'a>> {
-    let mut out = Vec::new();
-    for &(key, value) in attrs {
-        if known.contains(key) {
-            continue;
-        }
+/// The attributes no schema field names (`unknown`, sorted) as stored values.
+fn extras<'a>(unknown: &[(&'a [u8], Option<&'a Value>)], plan: &Plan) -> Built<Members<'a>> {
+    let mut out = Vec::with_capacity(unknown.len());
+    for &(key, value) in unknown {
         if !plain_key(key, plan.max_key_bytes) {
             return Err(Fallback);
         }
@@ -476,7 +517,12 @@ fn resource_part_built<'a>(
             }
         }
     }
-    let origin = extras(&attrs, &plan.resource_known, plan)?;
+    let unknown: Attrs<'a> = attrs
+        .iter()
+        .filter(|(key, _)| !plan.resource_known.contains(*key))
+        .copied()
+        .collect();
+    let origin = extras(&unknown, plan)?;
     Ok(ResourcePart { placed, origin })
 }
 
@@ -503,10 +549,11 @@ pub fn prepare<'py>(
     let Ok(attrs) = sorted_attrs(&lr.attributes) else {
         return Ok(None);
     };
-    if !valid_fields(py, plan, &attrs)? {
+    let matched = match_fields(plan, &attrs);
+    if !valid_fields(py, plan, &attrs, &matched)? {
         return Ok(None);
     }
-    let Ok(prepared) = build(plan, resource, lr, ctx, &attrs) else {
+    let Ok(prepared) = build(plan, resource, lr, ctx, &attrs, &matched) else {
         return Ok(None);
     };
     let Prepared {
@@ -535,12 +582,17 @@ pub fn prepare<'py>(
 
 /// `validate._plain_valid`'s checks of the attributes, with every value of a schema field
 /// also required to be printable ASCII.
-fn valid_fields(py: Python<'_>, plan: &Plan, attrs: &Attrs<'_>) -> PyResult<bool> {
+fn valid_fields(
+    py: Python<'_>,
+    plan: &Plan,
+    attrs: &Attrs<'_>,
+    matched: &Matched<'_>,
+) -> PyResult<bool> {
     if attrs.len() > plan.max_attributes {
         return Ok(false);
     }
-    for f in &plan.fields {
-        let s = match lookup(attrs, &f.attribute) {
+    for (f, &found) in plan.fields.iter().zip(&matched.fields) {
+        let s = match found {
             None if f.required == Required::Always => return Ok(false),
             None => continue,
             Some(Some(Value::StringValue(s))) => s,
@@ -613,6 +665,7 @@ fn build<'a>(
     lr: &'a LogRecord,
     ctx: &Context<'a>,
     attrs: &Attrs<'a>,
+    matched: &Matched<'a>,
 ) -> Built<Prepared> {
     let content_hash = ctx.content_hash.ok_or(Fallback)?;
     let received = i128::from(ctx.received_ns);
@@ -627,7 +680,7 @@ fn build<'a>(
     if ts_wide < plan.min_time_ns || ts_wide > received + plan.max_future_ns {
         return Err(Fallback);
     }
-    let extra = extras(attrs, &plan.known, plan)?;
+    let extra = extras(&matched.unknown, plan)?;
 
     let (event_id, id_source) = match present_str(attrs, &plan.event_id) {
         Some(id) if !id.is_empty() => (String::from_utf8_lossy(id).to_ascii_lowercase(), "emitter"),
@@ -673,11 +726,11 @@ fn build<'a>(
     }
 
     let mut untrusted = Vec::new();
-    for f in &plan.fields {
+    for (f, &found) in plan.fields.iter().zip(&matched.fields) {
         if f.attribute == plan.event_id {
             continue;
         }
-        let Some(value) = present_str(attrs, &f.attribute).filter(|s| !s.is_empty()) else {
+        let Some(value) = as_str(found).filter(|s| !s.is_empty()) else {
             continue;
         };
         if f.truncate && f.max_bytes != 0 {
@@ -853,7 +906,7 @@ fn derive_event_id(content_hash: &str) -> Option<String> {
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian calendar).
-fn civil_from_days(days: i128) -> (i128, i128, i128) {
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -862,12 +915,12 @@ fn civil_from_days(days: i128) -> (i128, i128, i128) {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i128::from(month <= 2), month, day)
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
-/// `value` in decimal, zero-padded to `width` digits.
-fn push_digits(out: &mut String, value: i128, width: usize) {
-    let mut digits = [b'0'; 39];
+/// `value` (not negative) in decimal, zero-padded to `width` digits.
+fn push_digits(out: &mut String, value: i64, width: usize) {
+    let mut digits = [b'0'; 20];
     let mut v = value.unsigned_abs();
     let mut i = digits.len();
     while v > 0 || digits.len() - i < width {
@@ -878,9 +931,17 @@ fn push_digits(out: &mut String, value: i128, width: usize) {
     out.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
+/// Whole seconds and the nanoseconds past them of a time in nanoseconds; the seconds of
+/// any 64-bit nanosecond count fit an i64, so the calendar works in 64-bit arithmetic.
+fn split_ns(ns: i128) -> (i64, i64) {
+    let secs = i64::try_from(ns.div_euclid(NS_PER_S)).unwrap_or(i64::MAX);
+    let frac = i64::try_from(ns.rem_euclid(NS_PER_S)).unwrap_or(0);
+    (secs, frac)
+}
+
 /// `document.format_ns`: RFC 3339 UTC with nanoseconds (`ns` is never negative here).
 pub fn format_ns(ns: i128) -> String {
-    let secs = ns.div_euclid(NS_PER_S);
+    let (secs, frac) = split_ns(ns);
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
     let mut out = String::with_capacity(30);
@@ -891,7 +952,7 @@ pub fn format_ns(ns: i128) -> String {
         (rem / 3600, 2, ':'),
         (rem % 3600 / 60, 2, ':'),
         (rem % 60, 2, '.'),
-        (ns.rem_euclid(NS_PER_S), 9, 'Z'),
+        (frac, 9, 'Z'),
     ] {
         push_digits(&mut out, value, width);
         out.push(sep);
@@ -901,7 +962,7 @@ pub fn format_ns(ns: i128) -> String {
 
 /// `document.event_index`'s date suffix.
 fn day_suffix(ns: i128) -> String {
-    let (year, month, day) = civil_from_days(ns.div_euclid(NS_PER_S * 86_400));
+    let (year, month, day) = civil_from_days(split_ns(ns).0.div_euclid(86_400));
     let mut out = String::with_capacity(10);
     push_digits(&mut out, year, 4);
     out.push('.');
