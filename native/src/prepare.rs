@@ -50,6 +50,9 @@ struct FieldPlan {
     pattern: Option<Pattern>,
     client_supplied: bool,
     ip_copy: Vec<Vec<String>>,
+    /// Ranks (see [`Layout`]) of `path` and of each `ip_copy` path.
+    rank: u16,
+    ip_copy_ranks: Vec<u16>,
 }
 
 /// A schema field's pattern, matched against printable ASCII only (see [`valid_fields`]).
@@ -90,6 +93,7 @@ struct ResourceFieldPlan {
     path: Vec<String>,
     always: bool,
     max_bytes: i64,
+    rank: u16,
 }
 
 /// A schema's settings, read once from the dict `receiver.prepare._plan_settings` builds.
@@ -121,6 +125,215 @@ pub struct Plan {
     actor_id: Vec<u8>,
     actor_name: Vec<u8>,
     category_needs: Vec<Vec<u8>>,
+    layout: Layout,
+}
+
+/// Every path a document of this plan can hold a value at, in the order the document's
+/// sorted keys put them: a path's rank is its index. A document is then a list of
+/// (rank, value) written in rank order, with no tree to build, search or sort: the
+/// objects on the way are opened and closed as consecutive paths part.
+///
+/// Two values at one path, or one at a path and another below it, is a collision, which
+/// is left to Python: the paths below a path are the ranks right after it, up to
+/// `subtree_end`.
+struct Layout {
+    paths: Vec<Vec<String>>,
+    /// Each path's segments as JSON strings, ready to write as keys.
+    keys: Vec<Vec<Vec<u8>>>,
+    subtree_end: Vec<u16>,
+    timestamp: u16,
+    event_id: u16,
+    event_kind: u16,
+    event_category: u16,
+    event_outcome: u16,
+    event_dataset: u16,
+    event_ingested: u16,
+    event_created: u16,
+    schema_version: u16,
+    event_id_source: u16,
+    content_hash: u16,
+    related: u16,
+    extra: u16,
+    origin: u16,
+    trace_id: u16,
+    span_id: u16,
+    trace_flags: u16,
+    correlation_id: u16,
+    client_ip: Option<u16>,
+    log_level: u16,
+    message: u16,
+    event_name: u16,
+    scope_name: u16,
+    scope_version: u16,
+    clock_skew_ms: u16,
+    untrusted: u16,
+    flags: u16,
+}
+
+const FIXED_PATHS: [&str; 26] = [
+    "@timestamp",
+    "event.id",
+    "event.kind",
+    "event.category",
+    "event.outcome",
+    "event.dataset",
+    "event.ingested",
+    "event.created",
+    "audit.schema_version",
+    "audit.event_id_source",
+    "audit.content_hash",
+    "related",
+    "audit.extra",
+    "audit.origin",
+    "trace.id",
+    "span.id",
+    "audit.trace_flags",
+    "audit.correlation_id",
+    "log.level",
+    "message",
+    "audit.event_name",
+    "audit.scope.name",
+    "audit.scope.version",
+    "audit.clock_skew_ms",
+    "audit.untrusted",
+    "audit.flags",
+];
+
+impl Layout {
+    /// The layout of the fixed paths and `more` (the schema's stored paths).
+    fn new(more: &[&Vec<String>]) -> PyResult<Self> {
+        let mut paths: Vec<Vec<String>> = FIXED_PATHS
+            .iter()
+            .map(|p| path(p))
+            .collect::<PyResult<_>>()?;
+        paths.extend(more.iter().map(|p| (*p).clone()));
+        paths.sort();
+        paths.dedup();
+        if paths.len() > usize::from(u16::MAX) {
+            return Err(PyValueError::new_err("too many stored paths"));
+        }
+        let keys = paths
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .map(|segment| {
+                        let mut key = Vec::with_capacity(segment.len() + 2);
+                        string(&mut key, segment.as_bytes());
+                        key
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut subtree_end = Vec::with_capacity(paths.len());
+        for (i, p) in paths.iter().enumerate() {
+            let below = paths[i + 1..]
+                .iter()
+                .take_while(|q| q.starts_with(p))
+                .count();
+            subtree_end.push((i + below) as u16);
+        }
+        let rank_of = |dotted: &str| -> u16 {
+            let target = path(dotted).unwrap_or_default();
+            paths.binary_search(&target).map_or(u16::MAX, |i| i as u16)
+        };
+        Ok(Layout {
+            timestamp: rank_of("@timestamp"),
+            event_id: rank_of("event.id"),
+            event_kind: rank_of("event.kind"),
+            event_category: rank_of("event.category"),
+            event_outcome: rank_of("event.outcome"),
+            event_dataset: rank_of("event.dataset"),
+            event_ingested: rank_of("event.ingested"),
+            event_created: rank_of("event.created"),
+            schema_version: rank_of("audit.schema_version"),
+            event_id_source: rank_of("audit.event_id_source"),
+            content_hash: rank_of("audit.content_hash"),
+            related: rank_of("related"),
+            extra: rank_of("audit.extra"),
+            origin: rank_of("audit.origin"),
+            trace_id: rank_of("trace.id"),
+            span_id: rank_of("span.id"),
+            trace_flags: rank_of("audit.trace_flags"),
+            correlation_id: rank_of("audit.correlation_id"),
+            client_ip: Some(rank_of("client.ip")).filter(|&r| r != u16::MAX),
+            log_level: rank_of("log.level"),
+            message: rank_of("message"),
+            event_name: rank_of("audit.event_name"),
+            scope_name: rank_of("audit.scope.name"),
+            scope_version: rank_of("audit.scope.version"),
+            clock_skew_ms: rank_of("audit.clock_skew_ms"),
+            untrusted: rank_of("audit.untrusted"),
+            flags: rank_of("audit.flags"),
+            paths,
+            keys,
+            subtree_end,
+        })
+    }
+
+    fn rank(&self, p: &[String]) -> u16 {
+        self.paths
+            .binary_search_by(|q| q.as_slice().cmp(p))
+            .map_or(u16::MAX, |i| i as u16)
+    }
+
+    /// Whether `rank` or a path below it holds a value in `entries` (in any order).
+    fn holds(&self, entries: &[(u16, Node<'_>)], rank: u16) -> bool {
+        let end = self.subtree_end[usize::from(rank)];
+        entries.iter().any(|&(r, _)| (rank..=end).contains(&r))
+    }
+
+    /// Sort `entries` by rank and write them as the document's JSON; a collision is left
+    /// to Python.
+    fn write(&self, entries: &mut [(u16, Node<'_>)], out: &mut Vec<u8>) -> Built<()> {
+        entries.sort_unstable_by_key(|&(rank, _)| rank);
+        for pair in entries.windows(2) {
+            if pair[1].0 <= self.subtree_end[usize::from(pair[0].0)] {
+                return Err(Fallback);
+            }
+        }
+        out.push(b'{');
+        // The segments of the objects open below the root, and per open object (the root
+        // first) whether it has no member yet.
+        let mut open: Vec<&str> = Vec::with_capacity(4);
+        let mut empty: Vec<bool> = Vec::with_capacity(5);
+        empty.push(true);
+        for (rank, value) in entries.iter_mut() {
+            let path = &self.paths[usize::from(*rank)];
+            let keys = &self.keys[usize::from(*rank)];
+            let parent = &path[..path.len() - 1];
+            let shared = open
+                .iter()
+                .zip(parent)
+                .take_while(|(a, b)| **a == b.as_str())
+                .count();
+            while open.len() > shared {
+                open.pop();
+                empty.pop();
+                out.push(b'}');
+            }
+            for (depth, segment) in parent.iter().enumerate().skip(shared) {
+                if !std::mem::replace(&mut empty[depth], false) {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&keys[depth]);
+                out.extend_from_slice(b":{");
+                open.push(segment);
+                empty.push(true);
+            }
+            let depth = parent.len();
+            if !std::mem::replace(&mut empty[depth], false) {
+                out.push(b',');
+            }
+            out.extend_from_slice(&keys[depth]);
+            out.push(b':');
+            value.write(out);
+        }
+        for _ in open {
+            out.push(b'}');
+        }
+        out.push(b'}');
+        Ok(())
+    }
 }
 
 fn item<'py>(settings: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -203,6 +416,8 @@ impl Plan {
                 },
                 client_supplied: item(&f, "client_supplied")?.extract()?,
                 ip_copy,
+                rank: 0,
+                ip_copy_ranks: Vec::new(),
             });
         }
         let aliases = item(settings, "resource_aliases")?;
@@ -221,7 +436,21 @@ impl Plan {
                 path: path(&text(&rf, "stored")?)?,
                 always: item(&rf, "always")?.extract()?,
                 max_bytes: item(&rf, "max_bytes")?.extract()?,
+                rank: 0,
             });
+        }
+        let stored: Vec<&Vec<String>> = fields
+            .iter()
+            .flat_map(|f| std::iter::once(&f.path).chain(&f.ip_copy))
+            .chain(resource_fields.iter().map(|rf| &rf.path))
+            .collect();
+        let layout = Layout::new(&stored)?;
+        for f in &mut fields {
+            f.rank = layout.rank(&f.path);
+            f.ip_copy_ranks = f.ip_copy.iter().map(|c| layout.rank(c)).collect();
+        }
+        for rf in &mut resource_fields {
+            rf.rank = layout.rank(&rf.path);
         }
         let categories: Vec<String> = item(settings, "resource_required_categories")?.extract()?;
         let needs: Vec<String> = item(&names, "category_needs")?.extract()?;
@@ -257,6 +486,7 @@ impl Plan {
             actor_id: name("actor_id")?,
             actor_name: name("actor_name")?,
             category_needs: needs.into_iter().map(String::into_bytes).collect(),
+            layout,
         })
     }
 
@@ -290,42 +520,6 @@ struct Fallback;
 type Built<T> = Result<T, Fallback>;
 
 impl<'a> Node<'a> {
-    fn obj() -> Self {
-        Node::Obj(Vec::with_capacity(8))
-    }
-
-    /// Store `value` at `path`, creating objects on the way; any existing value there or
-    /// above it is a collision, left to Python.
-    fn insert<S: AsRef<str>>(&mut self, path: &'a [S], value: Node<'a>) -> Built<()> {
-        let Node::Obj(map) = self else {
-            return Err(Fallback);
-        };
-        let (first, rest) = path.split_first().ok_or(Fallback)?;
-        let key = first.as_ref().as_bytes();
-        if rest.is_empty() {
-            if map.iter().any(|(k, _)| *k == key) {
-                return Err(Fallback);
-            }
-            map.push((key, value));
-            return Ok(());
-        }
-        let i = match map.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                map.push((key, Node::obj()));
-                map.len() - 1
-            }
-        };
-        map[i].1.insert(rest, value)
-    }
-
-    fn get(&self, key: &[u8]) -> Option<&Node<'a>> {
-        match self {
-            Node::Obj(map) => map.iter().find(|(k, _)| *k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
     /// Serialize as orjson does with sorted keys (sorting the objects in place).
     fn write(&mut self, out: &mut Vec<u8>) {
         match self {
@@ -476,7 +670,8 @@ fn extras<'a>(unknown: &[(&'a [u8], Option<&'a Value>)], plan: &Plan) -> Built<M
 
 /// What every record of one ResourceLogs shares.
 pub struct ResourcePart<'a> {
-    placed: Vec<(&'a [String], &'a [u8])>,
+    /// (rank, value) of the resource's stored fields.
+    placed: Vec<(u16, &'a [u8])>,
     origin: Members<'a>,
 }
 
@@ -513,7 +708,7 @@ fn resource_part_built<'a>(
         };
         if let Some(Value::StringValue(s)) = value {
             if !s.is_empty() {
-                placed.push((&rf.path[..], &s[..]));
+                placed.push((rf.rank, &s[..]));
             }
         }
     }
@@ -690,40 +885,33 @@ fn build<'a>(
     let outcome = present_str(attrs, &plan.outcome).ok_or(Fallback)?;
     let timestamp = format_ns(ts_wide);
 
-    let mut doc = Node::obj();
-    let mut event = Vec::with_capacity(8);
-    event.push((&b"id"[..], Node::Owned(event_id.clone())));
-    event.push((b"kind", Node::Str(b"event")));
+    let lay = &plan.layout;
+    let mut doc: Vec<(u16, Node<'a>)> = Vec::with_capacity(48);
+    doc.push((lay.timestamp, Node::Owned(timestamp.clone())));
+    doc.push((lay.event_id, Node::Owned(event_id.clone())));
+    doc.push((lay.event_kind, Node::Str(b"event")));
     let ecs_category = plan
         .ecs_category
         .iter()
         .find(|(c, _)| c[..] == *category)
         .map(|(_, v)| v.iter().map(|s| Node::Str(s.as_bytes())).collect())
         .unwrap_or_default();
-    event.push((b"category", Node::List(ecs_category)));
+    doc.push((lay.event_category, Node::List(ecs_category)));
     let ecs_outcome = plan
         .ecs_outcome
         .iter()
         .find(|(o, _)| o[..] == *outcome)
         .map_or(&b"unknown"[..], |(_, v)| v.as_bytes());
-    event.push((b"outcome", Node::Str(ecs_outcome)));
-    event.push((b"dataset", Node::Str(b"otel_audit.events")));
-    event.push((b"ingested", Node::Str(ctx.ingested.as_bytes())));
+    doc.push((lay.event_outcome, Node::Str(ecs_outcome)));
+    doc.push((lay.event_dataset, Node::Str(b"otel_audit.events")));
+    doc.push((lay.event_ingested, Node::Str(ctx.ingested.as_bytes())));
     if lr.observed_time_unix_nano != 0 {
-        event.push((
-            b"created",
-            Node::Owned(format_ns(i128::from(lr.observed_time_unix_nano))),
-        ));
+        let created = format_ns(i128::from(lr.observed_time_unix_nano));
+        doc.push((lay.event_created, Node::Owned(created)));
     }
-    let mut audit = Vec::with_capacity(16);
-    audit.push((&b"schema_version"[..], Node::Str(plan.version.as_bytes())));
-    audit.push((b"event_id_source", Node::Str(id_source.as_bytes())));
-    audit.push((b"content_hash", Node::Owned(content_hash.to_owned())));
-    if let Node::Obj(map) = &mut doc {
-        map.push((&b"@timestamp"[..], Node::Owned(timestamp.clone())));
-        map.push((b"event", Node::Obj(event)));
-        map.push((b"audit", Node::Obj(audit)));
-    }
+    doc.push((lay.schema_version, Node::Str(plan.version.as_bytes())));
+    doc.push((lay.event_id_source, Node::Str(id_source.as_bytes())));
+    doc.push((lay.content_hash, Node::Str(content_hash.as_bytes())));
 
     let mut untrusted = Vec::new();
     for (f, &found) in plan.fields.iter().zip(&matched.fields) {
@@ -736,14 +924,14 @@ fn build<'a>(
         if f.truncate && f.max_bytes != 0 {
             fits(value, usize::try_from(f.max_bytes).map_err(|_| Fallback)?)?;
         }
-        doc.insert(&f.path, Node::Str(value))?;
+        doc.push((f.rank, Node::Str(value)));
         if f.client_supplied {
             untrusted.push(Node::Str(f.stored.as_bytes()));
         }
         if !f.ip_copy.is_empty() {
             if let Some(ip) = as_ipv4(value)? {
-                for copy in &f.ip_copy {
-                    doc.insert(copy, Node::Owned(ip.clone()))?;
+                for &rank in &f.ip_copy_ranks {
+                    doc.push((rank, Node::Owned(ip.clone())));
                 }
             }
         }
@@ -761,86 +949,74 @@ fn build<'a>(
         &b"user"[..],
         Node::List(users.into_iter().map(Node::Str).collect()),
     ));
-    if let Some(ip) = doc.get(b"client").and_then(|c| c.get(b"ip")) {
-        related.push((b"ip", Node::List(vec![ip.clone()])));
+    if let Some(rank) = lay.client_ip {
+        // `client.ip` as the fields left it; an object there is left to Python.
+        if lay.holds(&doc, rank) {
+            let (_, ip) = doc.iter().find(|(r, _)| *r == rank).ok_or(Fallback)?;
+            related.push((b"ip", Node::List(vec![ip.clone()])));
+        }
     }
-    doc.insert(&["related"], Node::Obj(related))?;
+    doc.push((lay.related, Node::Obj(related)));
 
     if !extra.is_empty() {
-        doc.insert(&["audit", "extra"], Node::Obj(extra))?;
+        doc.push((lay.extra, Node::Obj(extra)));
     }
-    for &(path, value) in &resource.placed {
-        doc.insert(path, Node::Str(value))?;
+    for &(rank, value) in &resource.placed {
+        doc.push((rank, Node::Str(value)));
     }
     if !resource.origin.is_empty() {
         let origin = vec![(&b"resource"[..], Node::Obj(resource.origin.clone()))];
-        doc.insert(&["audit", "origin"], Node::Obj(origin))?;
+        doc.push((lay.origin, Node::Obj(origin)));
     }
 
     if ctx.trace_id.is_empty() {
         flags.push("no_trace");
     } else {
-        doc.insert(&["trace", "id"], Node::Str(ctx.trace_id.as_bytes()))?;
+        doc.push((lay.trace_id, Node::Str(ctx.trace_id.as_bytes())));
         if !ctx.span_id.is_empty() {
-            doc.insert(&["span", "id"], Node::Str(ctx.span_id.as_bytes()))?;
+            doc.push((lay.span_id, Node::Str(ctx.span_id.as_bytes())));
         }
         if lr.flags != 0 {
-            doc.insert(
-                &["audit", "trace_flags"],
-                Node::Int(i64::from(lr.flags & 0xFF)),
-            )?;
+            doc.push((lay.trace_flags, Node::Int(i64::from(lr.flags & 0xFF))));
         }
-        let has_correlation = doc
-            .get(b"audit")
-            .and_then(|a| a.get(b"correlation_id"))
-            .is_some();
-        if !has_correlation {
-            doc.insert(
-                &["audit", "correlation_id"],
-                Node::Str(ctx.trace_id.as_bytes()),
-            )?;
+        if !lay.holds(&doc, lay.correlation_id) {
+            doc.push((lay.correlation_id, Node::Str(ctx.trace_id.as_bytes())));
         }
     }
     if !lr.severity_text.is_empty() {
-        doc.insert(
-            &["log", "level"],
-            Node::Str(fits(&lr.severity_text, MAX_LEVEL_BYTES)?),
-        )?;
+        let level = fits(&lr.severity_text, MAX_LEVEL_BYTES)?;
+        doc.push((lay.log_level, Node::Str(level)));
     }
     match lr.body.as_ref().and_then(|b| b.value.as_ref()) {
         None => {}
         Some(Value::StringValue(s)) if s.is_ascii() && s.is_empty() => {}
         Some(Value::StringValue(s)) if s.is_ascii() => {
-            doc.insert(&["message"], Node::Str(fits(s, plan.max_body_bytes)?))?;
+            doc.push((lay.message, Node::Str(fits(s, plan.max_body_bytes)?)));
         }
         Some(_) => return Err(Fallback),
     }
     if !lr.event_name.is_empty() {
-        doc.insert(
-            &["audit", "event_name"],
-            Node::Str(fits(&lr.event_name, MAX_NAME_BYTES)?),
-        )?;
+        let name = fits(&lr.event_name, MAX_NAME_BYTES)?;
+        doc.push((lay.event_name, Node::Str(name)));
     }
     if !ctx.scope_name.is_empty() || !ctx.scope_version.is_empty() {
-        doc.insert(
-            &["audit", "scope", "name"],
-            Node::Str(fits(ctx.scope_name, MAX_NAME_BYTES)?),
-        )?;
+        let name = fits(ctx.scope_name, MAX_NAME_BYTES)?;
+        doc.push((lay.scope_name, Node::Str(name)));
         let version = fits(ctx.scope_version, MAX_NAME_BYTES)?;
-        doc.insert(&["audit", "scope", "version"], Node::Str(version))?;
+        doc.push((lay.scope_version, Node::Str(version)));
     }
     let skew = received - ts_wide;
     if skew.abs() > plan.max_clock_skew_ns {
         flags.push("clock_skew");
         let ms = i64::try_from(skew.div_euclid(1_000_000)).map_err(|_| Fallback)?;
-        doc.insert(&["audit", "clock_skew_ms"], Node::Int(ms))?;
+        doc.push((lay.clock_skew_ms, Node::Int(ms)));
     }
     if !untrusted.is_empty() {
-        doc.insert(&["audit", "untrusted"], Node::List(untrusted))?;
+        doc.push((lay.untrusted, Node::List(untrusted)));
     }
     if !flags.is_empty() {
         let flags = flags.into_iter().map(|f| Node::Str(f.as_bytes())).collect();
-        doc.insert(&["audit", "flags"], Node::List(flags))?;
+        doc.push((lay.flags, Node::List(flags)));
     }
 
     let index = format!("{}{}", plan.index_prefix, day_suffix(ts_wide));
@@ -851,7 +1027,7 @@ fn build<'a>(
     string(&mut encoded, event_id.as_bytes());
     encoded.extend_from_slice(b"}}\n");
     let source_at = encoded.len();
-    doc.write(&mut encoded);
+    lay.write(&mut doc, &mut encoded)?;
     let leaf = plan.leaf.then(|| {
         let mut hasher = Sha256::new();
         hasher.update([0u8]);
