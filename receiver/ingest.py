@@ -44,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter, methodcaller
+from operator import attrgetter
 from typing import Any, Protocol
 
 import orjson
@@ -94,7 +94,6 @@ _DOC_ID = attrgetter("doc_id")
 _LEAF_HASH = attrgetter("leaf_hash")
 _TIMESTAMP = attrgetter("timestamp")
 _CONTENT_HASH = attrgetter("content_hash")
-_ENCODED = methodcaller("encoded")
 _PREPARED = attrgetter("prepared")
 _SPOOL_VERSION = 1
 _MAX_MESSAGE_RECORDS = 3
@@ -370,7 +369,8 @@ class IngestConsumer:
         prepared = list(map(_PREPARED, records))
         every = None not in prepared
         if every:  # the decoder prepared every record: the usual case
-            events = list(map(_from_prepared, records, prepared))
+            from_encoded = BulkItem.from_encoded
+            events = [from_encoded(*p, record=r) for p, r in zip(prepared, records, strict=True)]
             positions = list(range(len(records)))
         for pos, record in () if every else enumerate(records):
             if record.prepared is not None:
@@ -515,7 +515,7 @@ class IngestConsumer:
         if not items:
             return []
         loop = asyncio.get_running_loop()
-        nbytes = sum(map(len, map(_ENCODED, items)))
+        nbytes = sum(map(len, BulkItem.encoded_all(items)))
         request = _Request(items, loop.create_future(), nbytes)
         if not self._pending:
             self._first_pending_at = loop.time()
@@ -800,10 +800,7 @@ def _observe_bulk(duration_s: float, docs: int) -> None:
 
 def _from_prepared(record: LogRecordData, prepared: Prepared) -> BulkItem:
     """The item of a record whose write the decoder prepared (see receiver.prepare)."""
-    index, doc_id, encoded, source_at, sha, leaf_hash, timestamp = prepared
-    return BulkItem.from_encoded(
-        index, doc_id, encoded, source_at, sha, record, leaf_hash=leaf_hash, timestamp=timestamp
-    )
+    return BulkItem.from_encoded(*prepared, record=record)
 
 
 def _safe_hash(record: LogRecordData) -> str | None:

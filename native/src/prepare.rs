@@ -282,14 +282,32 @@ impl Layout {
         entries.iter().any(|&(r, _)| (rank..=end).contains(&r))
     }
 
-    /// Sort `entries` by rank and write them as the document's JSON; a collision is left
-    /// to Python.
+    /// Write `entries` (in any order) as the document's JSON, in rank order; a collision
+    /// is left to Python.
     fn write(&self, entries: &mut [(u16, Node<'_>)], out: &mut Vec<u8>) -> Built<()> {
-        entries.sort_unstable_by_key(|&(rank, _)| rank);
-        for pair in entries.windows(2) {
-            if pair[1].0 <= self.subtree_end[usize::from(pair[0].0)] {
+        // Where each rank's value is in `entries`: a document holds a few dozen values
+        // among a few dozen ranks, so placing them beats sorting them.
+        const NONE: u16 = u16::MAX;
+        let mut at = vec![NONE; self.paths.len()];
+        for (i, &(rank, _)) in entries.iter().enumerate() {
+            let slot = at.get_mut(usize::from(rank)).ok_or(Fallback)?;
+            if *slot != NONE {
                 return Err(Fallback);
             }
+            *slot = i as u16;
+        }
+        let mut order = Vec::with_capacity(entries.len());
+        let mut below_end: Option<u16> = None;
+        for (rank, &i) in at.iter().enumerate() {
+            if i == NONE {
+                continue;
+            }
+            let rank = rank as u16;
+            if below_end.is_some_and(|end| rank <= end) {
+                return Err(Fallback);
+            }
+            below_end = Some(self.subtree_end[usize::from(rank)]);
+            order.push(usize::from(i));
         }
         out.push(b'{');
         // The segments of the objects open below the root, and per open object (the root
@@ -297,7 +315,8 @@ impl Layout {
         let mut open: Vec<&str> = Vec::with_capacity(4);
         let mut empty: Vec<bool> = Vec::with_capacity(5);
         empty.push(true);
-        for (rank, value) in entries.iter_mut() {
+        for i in order {
+            let (rank, value) = &mut entries[i];
             let path = &self.paths[usize::from(*rank)];
             let keys = &self.keys[usize::from(*rank)];
             let parent = &path[..path.len() - 1];

@@ -1133,3 +1133,63 @@ def test_a_prepared_record_reads_its_fields_from_the_request_again() -> None:
         assert copy == full
         sources.add(id(lazy._source))
     assert len(sources) == 1  # one request, decoded a second time once
+
+
+def _schema_storing(**stored: str) -> Any:
+    import copy
+
+    from otel_audit.schema import _parse
+
+    raw = copy.deepcopy(_SCHEMA.raw)
+    for field in raw["fields"]:
+        if field["attribute"] in stored:
+            field["stored"] = stored[field["attribute"]]
+    return _parse(raw)
+
+
+@pytest.mark.parametrize(
+    ("stored", "collides"),
+    [
+        # Objects opened before and after every other key, and one inside `event`.
+        ({"audit.reason": "aaa.first", "audit.tenant.id": "zzz.last.leaf"}, False),
+        ({"audit.reason": "event.zz_reason", "audit.tenant.id": "audit.aa.tenant"}, False),
+        # A value where the document already has one, or above or below one.
+        ({"audit.reason": "event.kind"}, True),
+        ({"audit.reason": "audit"}, True),
+        ({"audit.reason": "related.extra"}, True),
+        ({"audit.reason": "client.ip.inner"}, True),
+        ({"audit.reason": "audit.content_hash"}, True),
+        ({"audit.reason": "user.id"}, True),
+    ],
+)
+def test_stored_paths_of_a_custom_schema(stored: dict[str, str], collides: bool) -> None:
+    # The document layout is built per schema: values at fresh paths are written where
+    # sorted keys put them, and a collision is left to Python (which decides it as it
+    # always has), never written over.
+    schema = _schema_storing(**stored)
+    plan = native_plan(schema, leaf=True)
+    assert plan is not None
+    extra = {"audit.reason": "quota exceeded", "audit.tenant.id": "t-1"}
+    with_ip = {"client.address": "10.1.2.3"}
+    records = [
+        _record({**_base_attrs(1), **extra, **with_ip}),
+        _record({**_base_attrs(2), **with_ip}),
+    ]
+    resource = [(k, _s(v)) for k, v in _BASE_RESOURCE.items()]
+    body = _request(records, resource).SerializeToString()
+    decoded = decode.decode_logs_protobuf(body, plan, _R)
+    python = decode._decode_logs_protobuf_python(body).records
+    expected = [reference(r, received_ns=_R, schema=schema, leaf=True) for r in python]
+    got = [r.prepared for r in decoded.records]
+    # Without the moved fields nothing collides: prepared, as Python prepares it.
+    assert got[1] is not None and got[1] == expected[1]
+    if collides:
+        assert got[0] is None
+    else:
+        assert got[0] is not None and got[0] == expected[0]
+        document = orjson.loads(got[0][2][got[0][3] :])
+        for attribute, path in stored.items():
+            node = document
+            for segment in path.split("."):
+                node = node[segment]
+            assert node == extra[attribute]
