@@ -33,6 +33,7 @@ from otel_audit.integrity import (
     ProofError,
     decode_hash,
     encode_hash,
+    encode_hashes,
 )
 from otel_audit.schema import Schema
 
@@ -157,7 +158,7 @@ class BlockRecord:
             "sealed_at": cp.timestamp_ms,
             "event_ids": list(self.event_ids),
             "event_indices": list(self.event_indices),
-            "leaf_hashes": [encode_hash(h) for h in self.leaf_hashes],
+            "leaf_hashes": encode_hashes(self.leaf_hashes),
             "frontier": [encode_hash(h) for h in self.frontier],
             "checkpoint": cp.to_json_dict(),
         }

@@ -17,6 +17,9 @@ from otel_audit.integrity import (
     Ed25519PrivateKey,
     Keyring,
     chain_link_problems,
+    decode_hash,
+    encode_hash,
+    encode_hashes,
     key_id,
     make_checkpoint,
     sign_checkpoint,
@@ -155,3 +158,10 @@ def test_chain_links(signing_key: Ed25519PrivateKey) -> None:
     assert any("shrank" in p for p in chain_link_problems(first, shrunk))
     other = _cp(signing_key, sequence=1, previous_hash=first.digest(), origin="x")
     assert any("origin changed" in p for p in chain_link_problems(first, other))
+
+
+def test_encode_hashes_encodes_each_as_encode_hash_does() -> None:
+    values = [bytes(range(i, i + 32)) for i in range(0, 200, 7)] + [b"", b"\xff" * 31]
+    assert encode_hashes(values) == [encode_hash(v) for v in values]
+    assert [decode_hash(h, "h") for h in encode_hashes(values[:-2])] == values[:-2]
+    assert encode_hashes(iter([])) == []
