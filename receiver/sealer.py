@@ -472,11 +472,23 @@ class Sealer:
             if self._pending:
                 self._oldest_pending_at = time.monotonic()
             elif self._journal is not None and self.state.journal_offset == self._journal.size:
-                self._state, self._journal = await asyncio.to_thread(
-                    self._dir.rotate_journal, self.state, self._journal
-                )
+                await self._rotate_journal(self._journal)
         self.blocks_sealed += 1
         self.events_sealed += n
+
+    async def _rotate_journal(self, journal: Journal) -> None:
+        rotation = asyncio.ensure_future(
+            asyncio.to_thread(self._dir.rotate_journal, self.state, journal)
+        )
+        try:
+            await asyncio.shield(rotation)
+        finally:
+            # Cancelled (shutdown) while the thread rotates: let it finish and take the new
+            # journal, so nothing closes the old file again or keeps writing to it.
+            if not rotation.done():
+                await asyncio.wait({rotation})
+            if not rotation.cancelled() and rotation.exception() is None:
+                self._state, self._journal = rotation.result()
 
     async def _heartbeat(self) -> None:
         record = self._inflight
