@@ -232,48 +232,55 @@ impl Layout {
                 .count();
             subtree_end.push((i + below) as u16);
         }
-        let rank_of = |dotted: &str| -> u16 {
-            let target = path(dotted).unwrap_or_default();
-            paths.binary_search(&target).map_or(u16::MAX, |i| i as u16)
+        let find = |dotted: &str| -> Option<u16> {
+            let target = path(dotted).ok()?;
+            paths.binary_search(&target).ok().map(|i| i as u16)
+        };
+        // Every fixed path is in `paths` (FIXED_PATHS): a name missing there is a bug that
+        // refuses the plan (Python then prepares everything) rather than a bad rank later.
+        let rank_of = |dotted: &str| -> PyResult<u16> {
+            find(dotted).ok_or_else(|| PyValueError::new_err(format!("no rank for {dotted}")))
         };
         Ok(Layout {
-            timestamp: rank_of("@timestamp"),
-            event_id: rank_of("event.id"),
-            event_kind: rank_of("event.kind"),
-            event_category: rank_of("event.category"),
-            event_outcome: rank_of("event.outcome"),
-            event_dataset: rank_of("event.dataset"),
-            event_ingested: rank_of("event.ingested"),
-            event_created: rank_of("event.created"),
-            schema_version: rank_of("audit.schema_version"),
-            event_id_source: rank_of("audit.event_id_source"),
-            content_hash: rank_of("audit.content_hash"),
-            related: rank_of("related"),
-            extra: rank_of("audit.extra"),
-            origin: rank_of("audit.origin"),
-            trace_id: rank_of("trace.id"),
-            span_id: rank_of("span.id"),
-            trace_flags: rank_of("audit.trace_flags"),
-            correlation_id: rank_of("audit.correlation_id"),
-            client_ip: Some(rank_of("client.ip")).filter(|&r| r != u16::MAX),
-            log_level: rank_of("log.level"),
-            message: rank_of("message"),
-            event_name: rank_of("audit.event_name"),
-            scope_name: rank_of("audit.scope.name"),
-            scope_version: rank_of("audit.scope.version"),
-            clock_skew_ms: rank_of("audit.clock_skew_ms"),
-            untrusted: rank_of("audit.untrusted"),
-            flags: rank_of("audit.flags"),
+            timestamp: rank_of("@timestamp")?,
+            event_id: rank_of("event.id")?,
+            event_kind: rank_of("event.kind")?,
+            event_category: rank_of("event.category")?,
+            event_outcome: rank_of("event.outcome")?,
+            event_dataset: rank_of("event.dataset")?,
+            event_ingested: rank_of("event.ingested")?,
+            event_created: rank_of("event.created")?,
+            schema_version: rank_of("audit.schema_version")?,
+            event_id_source: rank_of("audit.event_id_source")?,
+            content_hash: rank_of("audit.content_hash")?,
+            related: rank_of("related")?,
+            extra: rank_of("audit.extra")?,
+            origin: rank_of("audit.origin")?,
+            trace_id: rank_of("trace.id")?,
+            span_id: rank_of("span.id")?,
+            trace_flags: rank_of("audit.trace_flags")?,
+            correlation_id: rank_of("audit.correlation_id")?,
+            client_ip: find("client.ip"),
+            log_level: rank_of("log.level")?,
+            message: rank_of("message")?,
+            event_name: rank_of("audit.event_name")?,
+            scope_name: rank_of("audit.scope.name")?,
+            scope_version: rank_of("audit.scope.version")?,
+            clock_skew_ms: rank_of("audit.clock_skew_ms")?,
+            untrusted: rank_of("audit.untrusted")?,
+            flags: rank_of("audit.flags")?,
             paths,
             keys,
             subtree_end,
         })
     }
 
-    fn rank(&self, p: &[String]) -> u16 {
+    /// The rank of a path the layout was built with.
+    fn rank(&self, p: &[String]) -> PyResult<u16> {
         self.paths
             .binary_search_by(|q| q.as_slice().cmp(p))
-            .map_or(u16::MAX, |i| i as u16)
+            .map(|i| i as u16)
+            .map_err(|_| PyValueError::new_err(format!("no rank for {}", p.join("."))))
     }
 
     /// Whether `rank` or a path below it holds a value in `entries` (in any order).
@@ -465,11 +472,15 @@ impl Plan {
             .collect();
         let layout = Layout::new(&stored)?;
         for f in &mut fields {
-            f.rank = layout.rank(&f.path);
-            f.ip_copy_ranks = f.ip_copy.iter().map(|c| layout.rank(c)).collect();
+            f.rank = layout.rank(&f.path)?;
+            f.ip_copy_ranks = f
+                .ip_copy
+                .iter()
+                .map(|c| layout.rank(c))
+                .collect::<PyResult<_>>()?;
         }
         for rf in &mut resource_fields {
-            rf.rank = layout.rank(&rf.path);
+            rf.rank = layout.rank(&rf.path)?;
         }
         let categories: Vec<String> = item(settings, "resource_required_categories")?.extract()?;
         let needs: Vec<String> = item(&names, "category_needs")?.extract()?;
