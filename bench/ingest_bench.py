@@ -185,7 +185,7 @@ async def _count_events(url: str) -> int:
 async def _blocks_summary(url: str) -> dict[str, int]:
     from elasticsearch import AsyncElasticsearch
 
-    from indexer.blocks import BLOCKS_INDEX
+    from indexer.integrity.blocks import BLOCKS_INDEX
 
     async with AsyncElasticsearch(url, request_timeout=120) as es:
         if not await es.indices.exists(index=BLOCKS_INDEX):
@@ -209,14 +209,14 @@ async def _blocks_summary(url: str) -> dict[str, int]:
 def _stored_bodies(bodies: list[bytes], max_docs: int, max_bytes: int) -> tuple[list[bytes], int]:
     """NDJSON ``_bulk`` bodies of exactly what the receiver stores for ``bodies``.
 
-    The same bytes as the ingest consumer sends (:func:`receiver.prepare.reference`, which
+    The same bytes as the ingest consumer sends (:func:`receiver.ingest.prepare.reference`, which
     the native decoder's prepared writes equal): decode, validate, content hash, build,
     index by the event's own time, ``create`` with the event id, sorted keys, chunked like
     the receiver's batches.
     """
     from otel_audit.schema import load_schema
-    from receiver.decode import decode_logs_protobuf
-    from receiver.prepare import reference
+    from receiver.ingest.prepare import reference
+    from receiver.otlp.decode import decode_logs_protobuf
 
     schema = load_schema()
     out: list[bytes] = []
@@ -404,7 +404,7 @@ def _ingest(
 
 
 def _warm_events(warm: Replay, warmup: list[bytes]) -> int:
-    from receiver.decode import decode_logs_protobuf
+    from receiver.otlp.decode import decode_logs_protobuf
 
     return sum(len(decode_logs_protobuf(b).records) for b in warmup) - warm.rejected
 
@@ -412,7 +412,7 @@ def _warm_events(warm: Replay, warmup: list[bytes]) -> int:
 def _ingest_settings(url: str) -> dict[str, Any]:
     """The receiver's bulk settings, resolved as ``build_consumer`` resolves them."""
     from receiver.config import load_config
-    from receiver.ingest import IngestSettings
+    from receiver.ingest.consumer import IngestSettings
 
     config = load_config(None, overrides={"es_url": url})
     defaults = IngestSettings()

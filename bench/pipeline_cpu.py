@@ -30,7 +30,7 @@ from otel_audit.document import build_document, content_hash
 from otel_audit.record import LogRecordData
 from otel_audit.schema import load_schema
 from otel_audit.validate import validate
-from receiver.decode import decode_logs_protobuf
+from receiver.otlp.decode import decode_logs_protobuf
 
 
 def _best(rounds: int, fn: Callable[[], Any]) -> float:

@@ -119,7 +119,7 @@ def _trace_docs(
 ) -> tuple[list[Any], list[Any]]:
     from otel_audit.document import build_document, event_index
     from otel_audit.record import LogRecordData
-    from receiver.span_record import SpanData
+    from otel_audit.span_record import SpanData
     from receiver.spans import build_span_document, span_index
 
     rng = random.Random(trace_no * 7919 + 17)
@@ -415,10 +415,10 @@ def _pct(values: list[float], p: float) -> float:
 async def measure(
     es: str, meta: dict[str, Any], iterations: int, audit: bool
 ) -> list[tuple[str, list[float], int]]:
-    from indexer.query_api import start_query_api
-    from indexer.query_auth import hash_token
-    from indexer.query_config import QueryConfig, TokenEntry
-    from receiver.ingest import build_consumer
+    from indexer.query.api import start_query_api
+    from indexer.query.auth import hash_token
+    from indexer.query.config import QueryConfig, TokenEntry
+    from receiver.ingest.consumer import build_consumer
 
     spool = tempfile.mkdtemp(prefix="query-bench-spool-")
     consumer = build_consumer(SimpleNamespace(es_url=es, spool_dir=spool, bulk_flush_interval_ms=1))

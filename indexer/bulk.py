@@ -178,7 +178,7 @@ class BulkItem:
         """An item already serialized, compact from the start: ``encoded`` is its two
         NDJSON lines (action, then the sorted-key document from ``source_at`` on); a
         sealing write path also gives the leaf hash and ``@timestamp`` it computed. The
-        positional parameters are a ``receiver.prepare.Prepared`` tuple's fields."""
+        positional parameters are a ``receiver.ingest.prepare.Prepared`` tuple's fields."""
         item = cls.__new__(cls)
         item.index = index
         item.doc_id = doc_id

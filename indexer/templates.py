@@ -147,7 +147,7 @@ def registered_templates(
 TEMPLATE_OWNERS: tuple[str, ...] = (
     "receiver.spans",
     "indexer.deadletter",
-    "indexer.blocks",
+    "indexer.integrity.blocks",
 )
 
 

@@ -11,7 +11,7 @@ class DecodeError(ValueError):
     """The body is not a serialized ExportLogsServiceRequest."""
 
 class Plan:
-    """A schema's settings for preparing writes (see receiver/prepare.py)."""
+    """A schema's settings for preparing writes (see receiver/ingest/prepare.py)."""
 
     def __init__(self, settings: dict[str, Any], leaf: bool, /) -> None: ...
     @property
@@ -28,9 +28,9 @@ def decode_logs(
     """Decode a serialized ExportLogsServiceRequest into (records, rejected, reasons).
 
     Each record is ``record_factory(*fields)``, fields in the order of
-    ``receiver.decode._RECORD_FIELDS``: the record's content hash (hex, as
+    ``receiver.otlp.decode._RECORD_FIELDS``: the record's content hash (hex, as
     ``otel_audit.document.content_hash`` computes it) or None for a record holding a
-    double, then, with a ``plan``, its prepared write (``receiver.prepare.Prepared``) or
+    double, then, with a ``plan``, its prepared write (``receiver.ingest.prepare.Prepared``) or
     None. With a ``prepared_factory`` a prepared record is instead
     ``prepared_factory(prepared, position)``, its position in ``records``, and none of
     its fields is built. Raises DecodeError for an invalid body.
@@ -44,7 +44,7 @@ def journal_lines(
     start: int,
     /,
 ) -> tuple[bytes, list[int]]:
-    """The sealer's journal lines for these entries (``receiver.seal_state.Journal``) and
+    """The sealer's journal lines for these entries (``receiver.sealing.state.Journal``) and
     the offset just past each, counted from ``start``."""
 
 def merkle_extend(

@@ -16,14 +16,14 @@ from collections.abc import Sequence
 
 # module path -> the sub-commands it registers (for lazy import)
 COMMAND_MODULES: tuple[str, ...] = (
-    "otel_audit.schema_cli",
-    "indexer.local_es_cli",
-    "otel_audit.integrity_cli",
-    "indexer.integrity_cli",
+    "otel_audit.schema.cli",
+    "indexer.local_es.cli",
+    "otel_audit.integrity.cli",
+    "indexer.integrity.cli",
     "indexer.templates_cli",
-    "indexer.kibana_cli",
+    "indexer.kibana.cli",
     "receiver.serve_cli",
-    "indexer.query_cli",
+    "indexer.query.cli",
     "demo.cli",
     "indexer.retention",
 )

@@ -38,7 +38,7 @@ class LogRecordData:
     content_sha256=None)``)."""
     prepared: Any = field(default=None, compare=False, repr=False)
     """The receiver's write of this record when its decoder already did it (see
-    ``receiver.prepare``), else ``None``. Not part of the wire form; a copy with changed
+    ``receiver.ingest.prepare``), else ``None``. Not part of the wire form; a copy with changed
     content must clear it, as ``content_sha256``."""
 
     def as_wire_dict(self) -> dict[str, Any]:

@@ -44,9 +44,9 @@ __all__ = [
 ENV_PREFIX = "OTEL_AUDIT_"
 
 SECTION_MODULES: tuple[str, ...] = (
-    "indexer.query_config",
+    "indexer.query.config",
     "receiver.spans",
-    "receiver.integrity_config",
+    "receiver.sealing.config",
 )
 """Modules imported before loading, each calling :func:`register_section` for its section."""
 

@@ -7,8 +7,9 @@ waits for the requests in progress to finish, then calls the consumer's optional
 ``shutdown(timeout_s)`` so that it flushes, all within ``timeout_s``. :func:`serve` runs
 until SIGTERM or SIGINT and returns the process exit code (0 after a clean shutdown).
 
-The consumer comes from ``config.consumer``: ``ingest`` (``receiver.ingest.build_consumer``,
-imported lazily), ``null_sink``/``discard`` (:mod:`receiver.null_sink`) or
+The consumer comes from ``config.consumer``: ``ingest``
+(``receiver.ingest.consumer.build_consumer``, imported lazily), ``null_sink``/``discard``
+(:mod:`receiver.ingest.null_sink`) or
 ``package.module:factory``. Spans go to ``config.spans_consumer`` likewise (``default`` is
 ``receiver.spans.build_spans_consumer`` when present; ``none`` turns traces off).
 """
@@ -28,11 +29,11 @@ import grpc
 from aiohttp import web
 
 from receiver.config import ReceiverConfig, parse_endpoint
-from receiver.decode import PROTOBUF_DECODER
-from receiver.export import ExportHandler, SpansSink, optional_method
-from receiver.grpc_server import build_grpc_server
-from receiver.http_server import build_admin_app, build_otlp_app
-from receiver.inflight import ByteBudget
+from receiver.otlp.decode import PROTOBUF_DECODER
+from receiver.otlp.export import ExportHandler, SpansSink, optional_method
+from receiver.otlp.grpc import build_grpc_server
+from receiver.otlp.http import build_admin_app, build_otlp_app
+from receiver.otlp.inflight import ByteBudget
 from receiver.pipeline import LogsConsumer
 
 __all__ = ["ReceiverServer", "build_logs_consumer", "build_spans_consumer", "serve"]
@@ -45,14 +46,14 @@ records, documents) until it is answered, so Python's default (700, 10, 10) woul
 and scan them, several times per request."""
 
 _LOGS_FACTORIES = {
-    "ingest": "receiver.ingest:build_consumer",
-    "null_sink": "receiver.null_sink:build_null_sink",
-    "discard": "receiver.null_sink:build_discard_sink",
+    "ingest": "receiver.ingest.consumer:build_consumer",
+    "null_sink": "receiver.ingest.null_sink:build_null_sink",
+    "discard": "receiver.ingest.null_sink:build_discard_sink",
 }
 _SPANS_FACTORIES = {
     "default": "receiver.spans:build_spans_consumer",
-    "null_sink": "receiver.null_sink:build_null_sink",
-    "discard": "receiver.null_sink:build_discard_sink",
+    "null_sink": "receiver.ingest.null_sink:build_null_sink",
+    "discard": "receiver.ingest.null_sink:build_discard_sink",
 }
 
 
@@ -178,7 +179,7 @@ class ReceiverServer:
                 "traces": traces,
                 "consumer": config.consumer,
                 "logs_decoder": PROTOBUF_DECODER,
-                # Whether the decoder prepares plain records' writes (receiver.prepare).
+                # Whether the decoder prepares plain records' writes (receiver.ingest.prepare).
                 "native_prepare": getattr(self.logs_consumer, "native_plan", None) is not None,
             },
         )
@@ -246,7 +247,7 @@ async def serve(config: ReceiverConfig) -> int:
     try:
         await server.start()
         # The query API records each query through the same consumer, in process.
-        from indexer.query_api import start_query_api
+        from indexer.query.api import start_query_api
 
         query_api = await start_query_api(config, logs_consumer)
         # What exists after startup lives as long as the process: keep it out of every

@@ -23,8 +23,8 @@ import orjson
 from indexer.templates import TemplateSettings, register_template
 from otel_audit.document import format_ns
 from otel_audit.schema import Schema
+from otel_audit.span_record import SpanData
 from receiver.errors import Unavailable
-from receiver.span_record import SpanData
 
 __all__ = [
     "SPANS_ALIAS",

@@ -15,7 +15,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from indexer.local_es import LocalElasticsearch
-from indexer.local_es_state import wipe_project_state
+from indexer.local_es.state import wipe_project_state
 
 
 def _in_ci() -> bool:

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from indexer.local_es_config import ES_VERSION
+from indexer.local_es.config import ES_VERSION
 from otel_audit.cli import build_parser
-from receiver.collector_build import MAIN_CONFIG, ensure_collector, validate_config
 from receiver.config import ReceiverConfig, load_config, parse_endpoint
+from tests.support.collector_build import MAIN_CONFIG, ensure_collector, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"

@@ -2,7 +2,7 @@
 //!
 //! `decode_logs(body, record_factory)` parses a serialized `ExportLogsServiceRequest` with
 //! prost and builds the same records, rejected records and reasons as the pure-Python
-//! decoder in `receiver/decode.py`, whose semantics are the contract: see that module.
+//! decoder in `receiver/otlp/decode.py`, whose semantics are the contract: see that module.
 //! Only the Python objects the receiver keeps are created, none per protobuf message.
 //! Each record also carries its content hash (see [`content_hash`]), computed from the
 //! parsed message, so the receiver need not serialize the record again to hash it.
@@ -41,7 +41,7 @@ const MAX_SHARED_KEYS: usize = 1024;
 /// Decode a serialized `ExportLogsServiceRequest` into `(records, rejected, reasons)`.
 ///
 /// Each record is `record_factory(*fields)` with the fields in the order of
-/// `receiver.decode._RECORD_FIELDS`: the next to last is the record's content hash (hex),
+/// `receiver.otlp.decode._RECORD_FIELDS`: the next to last is the record's content hash (hex),
 /// or `None` when the record holds a value that only Python hashes (a double); the last
 /// is, with a `plan`, the record's prepared write (see [`prepare`]) or `None`. A record
 /// whose trace id is not 0 or 16 bytes, or whose span id is not 0 or 8 bytes, goes to

@@ -3,8 +3,8 @@
 //!
 //! The Python path is the contract: `otel_audit.validate` (its fast path `_plain_valid`),
 //! `otel_audit.document.build_document_and_plainness`, `indexer.bulk.BulkItem.encoded` and
-//! `otel_audit.integrity.leaf_hash_of_event`; `receiver/prepare.py` says which records
-//! are prepared here, and `tests/receiver/test_prepare_native.py` holds the output
+//! `otel_audit.integrity.leaf_hash_of_event`; `receiver/ingest/prepare.py` says which records
+//! are prepared here, and `tests/receiver/ingest/test_prepare_native.py` holds the output
 //! byte-identical to that path's. Whatever this module is not certain of (a value that
 //! would be cut, a float, a nested value, a non-ASCII identifier, a duplicate key, a
 //! collision between stored paths, an IPv6 address) makes [`prepare`] answer `None`, and
@@ -96,7 +96,7 @@ struct ResourceFieldPlan {
     rank: u16,
 }
 
-/// A schema's settings, read once from the dict `receiver.prepare._plan_settings` builds.
+/// A schema's settings, read once from the dict `receiver.ingest.prepare._plan_settings` builds.
 #[pyclass(frozen, module = "otel_audit_native")]
 pub struct Plan {
     version: String,
@@ -763,7 +763,7 @@ pub struct Context<'a> {
     pub ingested: &'a str,
 }
 
-/// The record's `Prepared` tuple (see `receiver/prepare.py`), or None for Python to do.
+/// The record's `Prepared` tuple (see `receiver/ingest/prepare.py`), or None for Python to do.
 pub fn prepare<'py>(
     py: Python<'py>,
     plan: &Plan,

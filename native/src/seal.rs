@@ -1,9 +1,9 @@
 //! The sealer's per-event work, done for a whole batch at once: the journal's lines and
 //! the Merkle tree's right edge.
 //!
-//! The Python code is the reference: `receiver.seal_state.Journal` writes the same lines
+//! The Python code is the reference: `receiver.sealing.state.Journal` writes the same lines
 //! with orjson and `otel_audit.integrity.merkle.CompactRange` extends the same edge with
-//! hashlib; `tests/receiver/test_seal_native.py` holds the two identical.
+//! hashlib; `tests/receiver/sealing/test_seal_native.py` holds the two identical.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

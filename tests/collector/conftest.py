@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver.collector_build import (
+from tests.support.collector_build import (
     MAIN_CONFIG,
     CollectorBuildError,
     CollectorPorts,

@@ -27,7 +27,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from receiver.collector_build import (
+from tests.support.collector_build import (
     CONFIG_DIR,
     MAIN_CONFIG,
     CollectorPorts,

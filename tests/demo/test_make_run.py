@@ -8,7 +8,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from demo.run import run_demo
-from receiver.collector_build import free_port
+from tests.support.collector_build import free_port
 
 pytestmark = pytest.mark.integration
 

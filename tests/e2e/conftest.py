@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from indexer.query_auth import hash_token
+from indexer.query.auth import hash_token
 from otel_audit.integrity.keys import generate_private_key, write_key_pair
-from receiver.child_process import answers_200, log_tail, stop_child
-from receiver.collector_build import free_port
 
 # The Collector fixtures live beside the Collector tests; the e2e tests use the same ones.
 from tests.collector.conftest import collector_binary, start_collector  # noqa: F401
+from tests.support.child_process import answers_200, log_tail, stop_child
+from tests.support.collector_build import free_port
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 

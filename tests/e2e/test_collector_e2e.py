@@ -31,8 +31,8 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from demo.services import DemoCluster, start_demo_services
-from receiver.collector_build import CONFIG_DIR, MAIN_CONFIG
 from tests.e2e.conftest import ReceiverProcess, StartReceiver
+from tests.support.collector_build import CONFIG_DIR, MAIN_CONFIG
 
 pytestmark = [pytest.mark.collector, pytest.mark.integration]
 

@@ -10,7 +10,7 @@ import orjson
 from indexer.bulk import BulkItem, PreEncodedNdjson
 from otel_audit.document import build_document, content_hash, event_index
 from otel_audit.record import LogRecordData
-from receiver.ingest import _decode_spool, _encode_spool
+from receiver.ingest.consumer import _decode_spool, _encode_spool
 
 
 def _item(*, sort_keys: bool = False) -> BulkItem:

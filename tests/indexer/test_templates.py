@@ -14,7 +14,7 @@ from otel_audit import audit_event
 from otel_audit.document import build_document, event_index
 from otel_audit.record import LogRecordData
 from otel_audit.schema import load_schema
-from otel_audit.schema_docs import example_record
+from otel_audit.schema.docs import example_record
 from otel_audit.testing import assert_audit_event, capture_audit_events
 from otel_audit.validate import validate
 

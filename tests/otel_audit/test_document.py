@@ -22,7 +22,7 @@ from otel_audit.document import (
 )
 from otel_audit.record import LogRecordData
 from otel_audit.schema import load_schema
-from otel_audit.schema_docs import example_record
+from otel_audit.schema.docs import example_record
 from otel_audit.validate import validate
 
 SCHEMA = load_schema()

@@ -11,9 +11,9 @@ import pytest
 from elasticsearch import AsyncElasticsearch
 
 from otel_audit.record import LogRecordData
-from receiver.ingest import IngestConsumer, IngestSettings, Sealer
-from receiver.spool import Spool
-from tests.receiver.front_harness import (
+from receiver.ingest.consumer import IngestConsumer, IngestSettings, Sealer
+from receiver.ingest.spool import Spool
+from tests.support.front_harness import (
     CapturingConsumer,
     LiveReceiver,
     audit_attributes,

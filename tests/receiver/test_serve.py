@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from tests.receiver.front_harness import logs_request
+from tests.support.front_harness import logs_request
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ def _start(tmp_path: Path, consumer: str) -> tuple[subprocess.Popen[str], dict[s
 
 
 def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
-    proc, fields = _start(tmp_path, "tests.receiver.front_harness:build_slow_consumer")
+    proc, fields = _start(tmp_path, "tests.support.front_harness:build_slow_consumer")
     url = f"http://{fields['http']}/v1/logs"
     body = logs_request(3).SerializeToString()
     headers = {"Content-Type": "application/x-protobuf"}

@@ -9,8 +9,8 @@ import pytest
 from elasticsearch import AsyncElasticsearch, Elasticsearch
 
 from indexer.templates import registered_templates
+from otel_audit.span_record import SpanData
 from receiver.errors import Unavailable
-from receiver.span_record import SpanData
 from receiver.spans import (
     SpansConfig,
     SpansConsumer,

@@ -1,0 +1,155 @@
+"""Signed checkpoints kept outside Elasticsearch, so deleting or rolling back blocks shows.
+
+Every checkpoint the sealer signs is appended here as well as to ``audit-blocks``. A
+verifier compares the two: a checkpoint here that Elasticsearch no longer has means the
+newest blocks were cut off (or the whole index deleted); one that differs means a block
+was replaced.
+
+The default store is a directory, one sub-directory per chain and one file per
+checkpoint::
+
+    <checkpoint_dir>/<chain id>/00000000000000000041.json
+
+Files are written to a temporary name, fsynced and renamed, so a crash never leaves a
+torn checkpoint. Point the directory at storage the Elasticsearch administrators cannot
+rewrite (another host, a WORM bucket mounted as files, a different team's volume).
+
+Other stores plug in through :class:`CheckpointStore` and :func:`open_checkpoint_store`
+(``package.module:factory`` called with the location string).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+
+from indexer.state_files import fsync_dir, write_atomic
+from otel_audit.integrity import Checkpoint, CheckpointFormatError
+
+__all__ = [
+    "CheckpointStore",
+    "DirectoryCheckpointStore",
+    "open_checkpoint_store",
+]
+
+_NAME_RE = re.compile(r"(\d{20})\.json")
+
+
+class CheckpointStore(Protocol):
+    """Where signed checkpoints go besides Elasticsearch."""
+
+    def append(self, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` durably; storing the identical one again is a no-op.
+
+        Raises ``FileExistsError`` when a *different* checkpoint has the same chain and
+        sequence: the store never overwrites.
+        """
+        ...
+
+    def chains(self) -> list[str]:
+        """Every chain id with at least one checkpoint."""
+        ...
+
+    def read(self, chain_id: str) -> Iterator[Checkpoint | CheckpointFormatError]:
+        """The chain's checkpoints in sequence order; unreadable ones as the error."""
+        ...
+
+    def latest(self, chain_id: str) -> Checkpoint | None:
+        """The chain's checkpoint with the highest sequence, or ``None``."""
+        ...
+
+
+class DirectoryCheckpointStore:
+    """The default :class:`CheckpointStore`: one JSON file per checkpoint."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _chain_dir(self, chain_id: str) -> Path:
+        # Chain ids are printable ASCII without spaces; '/' would escape the directory.
+        if "/" in chain_id or chain_id in (".", ".."):
+            raise ValueError(f"chain id {chain_id!r} cannot name a directory")
+        return self.root / chain_id
+
+    def append(self, checkpoint: Checkpoint) -> None:
+        """Write the checkpoint file (fsync + rename); see :meth:`CheckpointStore.append`."""
+        directory = self._chain_dir(checkpoint.origin)
+        created = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        if created:
+            fsync_dir(directory.parent)
+        path = directory / f"{checkpoint.sequence:020d}.json"
+        data = orjson.dumps(checkpoint.to_json_dict(), option=orjson.OPT_SORT_KEYS)
+        if path.exists():
+            if path.read_bytes() == data:
+                return
+            raise FileExistsError(
+                f"{path} already holds a different checkpoint for sequence {checkpoint.sequence}"
+            )
+        write_atomic(path, data)
+
+    def chains(self) -> list[str]:
+        """Chain ids that have a directory here."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+    def _files(self, chain_id: str) -> list[tuple[int, Path]]:
+        directory = self._chain_dir(chain_id)
+        if not directory.is_dir():
+            return []
+        out = []
+        for child in directory.iterdir():
+            m = _NAME_RE.fullmatch(child.name)
+            if m:
+                out.append((int(m.group(1)), child))
+        out.sort()
+        return out
+
+    @staticmethod
+    def _load(path: Path) -> Checkpoint | CheckpointFormatError:
+        try:
+            return Checkpoint.from_json_dict(orjson.loads(path.read_bytes()))
+        except (OSError, orjson.JSONDecodeError) as exc:
+            return CheckpointFormatError(f"{path}: unreadable checkpoint ({exc})")
+        except CheckpointFormatError as exc:
+            return CheckpointFormatError(f"{path}: {exc}")
+
+    def read(self, chain_id: str) -> Iterator[Checkpoint | CheckpointFormatError]:
+        """Checkpoints of the chain in sequence order."""
+        for _seq, path in self._files(chain_id):
+            yield self._load(path)
+
+    def latest(self, chain_id: str) -> Checkpoint | None:
+        """Newest readable checkpoint of the chain."""
+        for _seq, path in reversed(self._files(chain_id)):
+            loaded = self._load(path)
+            if isinstance(loaded, Checkpoint):
+                return loaded
+        return None
+
+
+def open_checkpoint_store(location: str) -> CheckpointStore:
+    """Open the store named by ``location``.
+
+    A plain path (or ``dir:PATH``) is a :class:`DirectoryCheckpointStore`;
+    ``package.module:factory`` imports ``factory`` and calls it with the text after the
+    first ``=`` (``mypkg.s3:open=bucket/prefix``), or with no argument.
+    """
+    if not location:
+        raise ValueError("checkpoint store location is empty")
+    if location.startswith("dir:"):
+        return DirectoryCheckpointStore(location[4:])
+    head, sep, arg = location.partition("=")
+    if ":" in head and "/" not in head.split(":", 1)[0] and not Path(location).exists():
+        module_name, _, attr = head.partition(":")
+        factory = getattr(importlib.import_module(module_name), attr)
+        store: CheckpointStore = factory(arg) if sep else factory()
+        return store
+    return DirectoryCheckpointStore(location)

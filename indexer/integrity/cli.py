@@ -1,0 +1,219 @@
+"""``otel-audit verify`` and ``otel-audit prove``: the auditor's commands.
+
+``verify [--from T] [--to T] [--chain ID] --public-key KEY [--checkpoint-dir DIR] [--json]``
+checks blocks, external checkpoints and events; exit status 0 only when clean, 1 when
+there are findings, 2 when it could not run. Progress goes to stderr.
+
+``prove EVENT_ID [--out FILE]`` writes an inclusion proof bundle (stdout by default) that
+``otel-audit verify-proof FILE --public-key KEY`` checks offline.
+
+Elasticsearch is ``--es-url`` or ``OTEL_AUDIT_ES_URL``. Without ``--public-key`` and
+``--checkpoint-dir`` the development locations under ``integrity-state/`` (the
+receiver's default ``integrity.state_dir``) are used when they exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from elasticsearch import Elasticsearch
+from elasticsearch.serializer import OrjsonSerializer
+
+__all__ = ["register"]
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+_DEFAULT_STATE = "integrity-state"
+_MAX_LISTED = 20
+
+
+def _client(args: argparse.Namespace) -> Elasticsearch:
+    url = args.es_url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
+    return Elasticsearch(
+        url, request_timeout=120, serializers={"application/json": OrjsonSerializer()}
+    )
+
+
+def _error(args: argparse.Namespace, message: str) -> int:
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps({"ok": False, "error": message}) + "\n")
+    else:
+        sys.stderr.write(f"otel-audit: error: {message}\n")
+    return EXIT_USAGE
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("OTEL_AUDIT_INTEGRITY__STATE_DIR", _DEFAULT_STATE))
+
+
+def _progress(events: int, elapsed_s: float) -> None:
+    rate = events / elapsed_s if elapsed_s else 0.0
+    sys.stderr.write(f"verify: {events:,} events checked, {rate:,.0f}/s\n")
+    sys.stderr.flush()
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from elastic_transport import TransportError
+
+    from indexer.integrity.checkpoint_store import CheckpointStore, open_checkpoint_store
+    from indexer.integrity.verify import VerifyOptions, verify
+    from otel_audit.integrity import IntegrityError, Keyring
+
+    keys = args.public_key or [str(_state_dir() / "keys")]
+    try:
+        keyring = Keyring.from_paths(keys)
+    except IntegrityError as exc:
+        return _error(args, f"{exc} (give --public-key)")
+    store: CheckpointStore | None = None
+    location = args.checkpoint_dir or os.environ.get("OTEL_AUDIT_INTEGRITY__CHECKPOINT_DIR")
+    if location is None and (_state_dir() / "checkpoints").is_dir():
+        location = str(_state_dir() / "checkpoints")
+    if location and location != "none":
+        try:
+            store = open_checkpoint_store(location)
+        except (ValueError, ImportError, AttributeError) as exc:
+            return _error(args, f"checkpoint store {location!r}: {exc}")
+    options = VerifyOptions(
+        chain_id=args.chain,
+        time_from=args.time_from,
+        time_to=args.time_to,
+        grace_s=args.grace_s,
+        progress=None if args.quiet else _progress,
+    )
+    es = _client(args)
+    try:
+        report = verify(es, keyring, store, options)
+    except TransportError as exc:
+        return _error(args, f"Elasticsearch: {exc}")
+    finally:
+        es.close()
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_json_dict(), indent=2) + "\n")
+    else:
+        _print_report(report)
+    return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _print_report(report: Any) -> None:
+    out = sys.stdout.write
+    data = report.to_json_dict()
+    s = data["summary"]
+    for warning in report.warnings:
+        out(f"warning: {warning}\n")
+    for chain_id, info in sorted(report.chains.items()):
+        out(
+            f"chain {chain_id}: {info['blocks']} blocks, last sequence {info['last_sequence']}, "
+            f"tree size {info['tree_size']}, keys {', '.join(info['key_ids'])}\n"
+        )
+    by_kind: dict[str, list[Any]] = {}
+    for f in report.findings:
+        by_kind.setdefault(str(f.kind), []).append(f)
+    # Root causes first: a truncated chain explains the inserted events after it.
+    order = [
+        "truncated",
+        "bad_signature",
+        "unknown_key",
+        "missing",
+        "modified",
+        "reordered",
+        "inserted",
+    ]
+    for kind in sorted(by_kind, key=lambda k: order.index(k) if k in order else 99):
+        items = by_kind[kind]
+        out(f"\n{kind.upper()}: {len(items)}\n")
+        causes = {f.cause for f in items if f.cause}
+        for cause in sorted(causes):
+            out(f"  cause: {cause}\n")
+        for f in items[:_MAX_LISTED]:
+            where = " ".join(
+                p
+                for p in (
+                    f"event {f.event_id}" if f.event_id else "",
+                    f"in {f.index}" if f.index else "",
+                    f"[chain {f.chain_id} block {f.sequence}]"
+                    if f.chain_id is not None and f.sequence is not None
+                    else "",
+                )
+                if p
+            )
+            out(f"  - {where + ': ' if where else ''}{f.message}\n")
+        if len(items) > _MAX_LISTED:
+            out(f"  ... and {len(items) - _MAX_LISTED} more (--json lists all)\n")
+    verdict = "CLEAN" if report.ok else "TAMPERING DETECTED"
+    out(
+        f"\n{verdict}: {s['blocks_checked']} blocks, {s['events_checked']} events checked, "
+        f"{s['events_pending']} not sealed yet, {sum(s['findings'].values())} findings "
+        f"in {s['elapsed_s']:.1f} s ({s['events_per_s']:,.0f} events/s)\n"
+    )
+
+
+def _prove(args: argparse.Namespace) -> int:
+    from elastic_transport import TransportError
+
+    from indexer.integrity.prove import ProveError, prove
+
+    es = _client(args)
+    try:
+        bundle = prove(es, args.event_id)
+    except ProveError as exc:
+        return _error(args, str(exc))
+    except TransportError as exc:
+        return _error(args, f"Elasticsearch: {exc}")
+    finally:
+        es.close()
+    text = json.dumps(bundle.to_json_dict(), indent=2, sort_keys=True) + "\n"
+    if args.out in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text, encoding="utf-8")
+        sys.stderr.write(
+            f"wrote inclusion proof of event {args.event_id} (leaf {bundle.leaf_index} of "
+            f"{bundle.tree_size}, chain {bundle.checkpoint.origin}) to {args.out}\n"
+        )
+    return EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``verify`` and ``prove`` sub-commands."""
+    v = subparsers.add_parser(
+        "verify", help="check blocks, checkpoints and events for tampering (exit 0 = clean)"
+    )
+    v.add_argument(
+        "--from", dest="time_from", metavar="TIME", help="events with @timestamp >= TIME"
+    )
+    v.add_argument("--to", dest="time_to", metavar="TIME", help="events with @timestamp <= TIME")
+    v.add_argument("--chain", metavar="ID", help="only this chain's blocks")
+    v.add_argument(
+        "--public-key",
+        action="append",
+        metavar="KEY",
+        help="public key PEM file or directory; repeat for rotated keys",
+    )
+    v.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="external checkpoint store (directory or module:factory=ARG; 'none' to skip)",
+    )
+    v.add_argument(
+        "--grace-s",
+        type=float,
+        default=5.0,
+        help="events ingested this close to the newest checkpoint count as pending",
+    )
+    v.add_argument("--es-url", help="Elasticsearch URL (default OTEL_AUDIT_ES_URL)")
+    v.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(handler=_verify)
+
+    p = subparsers.add_parser("prove", help="write an offline inclusion proof for one event")
+    p.add_argument("event_id", metavar="EVENT_ID")
+    p.add_argument("--out", metavar="FILE", help="output file (default stdout)")
+    p.add_argument("--es-url", help="Elasticsearch URL (default OTEL_AUDIT_ES_URL)")
+    p.add_argument("--json", action="store_true", help="errors as JSON")
+    p.set_defaults(handler=_prove)

@@ -1,0 +1,165 @@
+"""What both OTLP servers do with a decoded request: hand it to the consumers, count it.
+
+:class:`ExportHandler` is shared by the gRPC and HTTP servers. It passes the good records
+to the :class:`~receiver.pipeline.LogsConsumer`, the records rejected while decoding to
+the consumer's optional ``reject_records(records, reasons)`` (the ingest pipeline keeps
+them in the dead-letter index), and merges both into one partial-success answer. It also
+tracks the requests in progress so that shutdown can drain them, and refuses new work
+(Unavailable, retryable) once draining has begun.
+
+Optional consumer methods, looked up at run time (a plain ``LogsConsumer`` works too):
+
+- ``async reject_records(records, reasons) -> None``: keep records rejected before the
+  consumer saw them (one reason per record).
+- ``async start() -> None``, ``async shutdown(timeout_s) -> None``: lifecycle, called by
+  :class:`receiver.server.ReceiverServer`.
+- ``ready() -> bool``: whether the consumer can make records durable now (``/readyz``).
+- ``native_plan`` (attribute): a :func:`receiver.ingest.prepare.native_plan` for the protobuf
+  decoder, which then attaches each covered record's write as ``record.prepared``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from otel_audit.span_record import SpanData
+from receiver.errors import Unavailable
+from receiver.metrics import RECORDS_ACCEPTED, RECORDS_RECEIVED, RECORDS_REJECTED
+from receiver.otlp.decode import DecodedLogs, decode_logs_json, decode_logs_protobuf
+from receiver.otlp.decode_traces import DecodedSpans
+from receiver.otlp.inflight import ByteBudget
+from receiver.pipeline import IngestResult, LogsConsumer
+
+__all__ = ["ExportHandler", "SpansSink"]
+
+log = logging.getLogger("otel_audit.receiver")
+
+_LOGS_ACCEPTED = RECORDS_ACCEPTED.labels(signal="logs")
+_LOGS_RECEIVED = RECORDS_RECEIVED.labels(signal="logs")
+_LOGS_INVALID_ID = RECORDS_REJECTED.labels(signal="logs", reason="invalid_id")
+_SPANS_ACCEPTED = RECORDS_ACCEPTED.labels(signal="traces")
+_SPANS_RECEIVED = RECORDS_RECEIVED.labels(signal="traces")
+_SPANS_INVALID_ID = RECORDS_REJECTED.labels(signal="traces", reason="invalid_id")
+_SPANS_STORE = RECORDS_REJECTED.labels(signal="traces", reason="store")
+
+
+class SpansSink(Protocol):
+    """The span store's interface: returns how many spans it accepted."""
+
+    async def consume_spans(self, spans: list[SpanData]) -> int: ...
+
+
+def _decode_message(kind: str, reasons: list[str]) -> str:
+    first = reasons[0]
+    more = len(reasons) - 1
+    return f"{len(reasons)} {kind} rejected: {first}" + (f" (+{more} more)" if more else "")
+
+
+class ExportHandler:
+    """Consumer calls, in-flight tracking and draining for both servers."""
+
+    def __init__(
+        self,
+        logs_consumer: LogsConsumer,
+        spans_consumer: SpansSink | None,
+        budget: ByteBudget,
+    ) -> None:
+        self.logs_consumer = logs_consumer
+        self.spans_consumer = spans_consumer
+        self.budget = budget
+        self._reject = getattr(logs_consumer, "reject_records", None)
+        self._plan = getattr(logs_consumer, "native_plan", None)
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.draining = False
+
+    def begin(self) -> None:
+        """Count a request in; refuse it when shutting down."""
+        if self.draining:
+            raise Unavailable("receiver is shutting down; retry against another replica")
+        self._active += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        """Count a request out."""
+        self._active -= 1
+        if self._active == 0:
+            self._idle.set()
+
+    @property
+    def active(self) -> int:
+        """Requests in progress."""
+        return self._active
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request is in progress; False when ``timeout_s`` ran out first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout_s))
+        except TimeoutError:
+            return False
+        return True
+
+    def decode_logs(self, body: bytes, *, json: bool = False) -> DecodedLogs:
+        """Decode a logs request. Protobuf records that the consumer's ``native_plan``
+        (optional attribute; see :mod:`receiver.ingest.prepare`) covers carry their write."""
+        if json:
+            return decode_logs_json(body)
+        return decode_logs_protobuf(body, self._plan)
+
+    async def export_logs(self, decoded: DecodedLogs) -> tuple[int, str]:
+        """Consume one request's records; (rejected count, message) for partial_success."""
+        records = decoded.records
+        _LOGS_RECEIVED.inc(decoded.total)
+        if records:
+            result: IngestResult = await self.logs_consumer.consume_logs(records)
+        else:
+            result = IngestResult(accepted=0, rejected=0)
+        rejected = result.rejected
+        messages = [result.error_message] if result.rejected and result.error_message else []
+        if decoded.rejected:
+            await self._keep_rejected(decoded)
+            rejected += len(decoded.rejected)
+            messages.append(_decode_message("log records", decoded.reasons))
+            _LOGS_INVALID_ID.inc(len(decoded.rejected))
+        if result.accepted:
+            _LOGS_ACCEPTED.inc(result.accepted)
+        return rejected, "; ".join(messages)
+
+    async def _keep_rejected(self, decoded: DecodedLogs) -> None:
+        if self._reject is not None:
+            await self._reject(decoded.rejected, decoded.reasons)
+        else:
+            log.warning(
+                "records rejected while decoding are not kept: the consumer has no reject_records",
+                extra={"rejected": len(decoded.rejected), "reason": decoded.reasons[0]},
+            )
+
+    async def export_spans(self, decoded: DecodedSpans) -> tuple[int, str]:
+        """Consume one request's spans; (rejected count, message) for partial_success."""
+        sink = self.spans_consumer
+        if sink is None:  # the servers do not route traces without a consumer
+            raise Unavailable("no span store is configured")
+        _SPANS_RECEIVED.inc(decoded.total)
+        spans = decoded.spans
+        accepted = await sink.consume_spans(spans) if spans else 0
+        accepted = max(0, min(int(accepted), len(spans)))
+        rejected = len(spans) - accepted
+        messages = [f"{rejected} spans rejected by the span store"] if rejected else []
+        if rejected:
+            _SPANS_STORE.inc(rejected)
+        if decoded.rejected:
+            rejected += len(decoded.rejected)
+            messages.append(_decode_message("spans", decoded.reasons))
+            _SPANS_INVALID_ID.inc(len(decoded.rejected))
+        if accepted:
+            _SPANS_ACCEPTED.inc(accepted)
+        return rejected, "; ".join(messages)
+
+
+def optional_method(obj: Any, name: str) -> Any:
+    """``obj.name`` when it is callable, else None (optional consumer methods)."""
+    method = getattr(obj, name, None)
+    return method if callable(method) else None

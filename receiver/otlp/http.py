@@ -1,0 +1,232 @@
+"""OTLP/HTTP: ``POST /v1/logs`` and ``POST /v1/traces`` (aiohttp), plus health and metrics.
+
+Bodies are ``application/x-protobuf`` or ``application/json`` (parameters such as
+``charset`` are fine; anything else is 415), plain or ``Content-Encoding: gzip``, with a
+Content-Length or chunked. The body is read as a stream and held to ``max_request_bytes``
+both as received and after decompression; decompression is bounded step by step, so a
+gzip bomb is refused (413) after allocating at most the limit. The answer uses the
+request's content type. ``/healthz``, ``/readyz`` and ``/metrics`` are served here too
+(and on the admin listener when one is configured).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from receiver import metrics
+from receiver.errors import InvalidRequest, ReceiverError, RequestTooLarge, RetryableError
+from receiver.otlp.decode_traces import decode_traces_json, decode_traces_protobuf
+from receiver.otlp.export import ExportHandler
+from receiver.otlp.inflight import Reservation
+from receiver.otlp.status import (
+    CONTENT_TYPE_JSON,
+    CONTENT_TYPE_PROTOBUF,
+    UnsupportedMediaType,
+    http_error,
+    logs_success,
+    traces_success,
+)
+
+__all__ = ["build_admin_app", "build_otlp_app", "read_body"]
+
+log = logging.getLogger("otel_audit.receiver.http")
+
+_READ_CHUNK = 256 * 1024
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+def _content_kind(request: web.Request) -> bool:
+    """True for JSON, False for protobuf; UnsupportedMediaType otherwise."""
+    media = request.content_type.lower()  # aiohttp strips parameters such as charset
+    if media == CONTENT_TYPE_PROTOBUF:
+        return False
+    if media == CONTENT_TYPE_JSON:
+        return True
+    shown = request.headers.get("Content-Type", "(none)")[:100]
+    raise UnsupportedMediaType(
+        f"Content-Type {shown!r} is not supported: use application/x-protobuf or application/json"
+    )
+
+
+class _Gunzip:
+    """Bounded streaming gzip decompression (several members allowed)."""
+
+    def __init__(self, limit: int) -> None:
+        self._room = limit
+        self._limit = limit
+        self._d = zlib.decompressobj(_GZIP_WBITS)
+        self._fresh = True
+
+    def feed(self, data: bytes, out: list[bytes], reservation: Reservation) -> None:
+        while data:
+            if self._d.eof:
+                self._d = zlib.decompressobj(_GZIP_WBITS)
+            self._fresh = False
+            try:
+                chunk = self._d.decompress(data, self._room + 1)
+            except zlib.error as exc:
+                raise InvalidRequest(f"body is not valid gzip: {exc}") from None
+            self._room -= len(chunk)
+            if self._room < 0:
+                raise RequestTooLarge(
+                    f"decompressed body is over max_request_bytes ({self._limit})"
+                )
+            if chunk:
+                reservation.add(len(chunk))
+                out.append(chunk)
+            data = self._d.unused_data if self._d.eof else self._d.unconsumed_tail
+
+    def finish(self) -> None:
+        if not self._fresh and not self._d.eof:
+            raise InvalidRequest("gzip body is truncated")
+
+
+async def read_body(request: web.Request, limit: int, reservation: Reservation) -> bytes:
+    """The request body, decompressed, within ``limit`` bytes before and after."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity", "gzip", "x-gzip"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding[:40]!r} is not supported: use gzip or identity"
+        )
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestTooLarge(f"body of {length} bytes is over max_request_bytes ({limit})")
+    gunzip = _Gunzip(limit) if encoding in ("gzip", "x-gzip") else None
+    parts: list[bytes] = []
+    received = 0
+    stream = request.content
+    while True:
+        chunk = await stream.readany()
+        if not chunk:
+            break
+        received += len(chunk)
+        if received > limit:
+            raise RequestTooLarge(f"body is over max_request_bytes ({limit})")
+        if gunzip is None:
+            reservation.add(len(chunk))
+            parts.append(chunk)
+        else:
+            gunzip.feed(chunk, parts, reservation)
+    if gunzip is not None:
+        if received == 0:
+            raise InvalidRequest("gzip body is empty")
+        gunzip.finish()
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+Decoder = Callable[[bytes], Any]
+
+
+class _OtlpRoutes:
+    def __init__(self, handler: ExportHandler, max_request_bytes: int) -> None:
+        self.handler = handler
+        self.max_request_bytes = max_request_bytes
+
+    async def logs(self, request: web.Request) -> web.Response:
+        return await self._export(request, "logs")
+
+    async def traces(self, request: web.Request) -> web.Response:
+        return await self._export(request, "traces")
+
+    async def _export(self, request: web.Request, signal: str) -> web.Response:
+        started = time.perf_counter()
+        is_json = True
+        status = 200
+        handler = self.handler
+        try:
+            is_json = _content_kind(request)
+            handler.begin()
+            try:
+                with handler.budget.reserve() as reservation:
+                    body = await read_body(request, self.max_request_bytes, reservation)
+                    if signal == "logs":
+                        decoded = handler.decode_logs(body, json=is_json)
+                        del body
+                        rejected, message = await handler.export_logs(decoded)
+                        payload = logs_success(rejected, message, json=is_json)
+                    else:
+                        spans = (decode_traces_json if is_json else decode_traces_protobuf)(body)
+                        del body
+                        rejected, message = await handler.export_spans(spans)
+                        payload = traces_success(rejected, message, json=is_json)
+            finally:
+                handler.end()
+            response = web.Response(
+                body=payload,
+                content_type=CONTENT_TYPE_JSON if is_json else CONTENT_TYPE_PROTOBUF,
+            )
+        except Exception as exc:
+            answer = http_error(exc, json=is_json)
+            status = answer.status
+            _log_failure(exc, status, signal)
+            response = web.Response(
+                status=answer.status,
+                body=answer.body,
+                headers=answer.headers,
+                content_type=answer.content_type,
+            )
+        metrics.REQUESTS.labels("http", signal, str(status)).inc()
+        metrics.REQUEST_DURATION.labels("http", signal).observe(time.perf_counter() - started)
+        return response
+
+
+def _log_failure(exc: BaseException, status: int, signal: str) -> None:
+    fields = {"status": status, "signal": signal, "error": str(exc)[:200]}
+    if isinstance(exc, ReceiverError):
+        level = logging.WARNING if isinstance(exc, RetryableError) else logging.INFO
+        log.log(level, "export refused", extra=fields)
+    else:
+        log.error("export failed", exc_info=exc, extra=fields)
+
+
+class _HealthRoutes:
+    def __init__(self, ready: Callable[[], bool]) -> None:
+        self.ready = ready
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready"}, status=503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+def _add_health(app: web.Application, ready: Callable[[], bool]) -> None:
+    health = _HealthRoutes(ready)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
+
+
+def build_otlp_app(
+    handler: ExportHandler,
+    *,
+    max_request_bytes: int,
+    ready: Callable[[], bool],
+    traces: bool = True,
+) -> web.Application:
+    """The OTLP/HTTP application (logs, traces when a span consumer exists, health)."""
+    app = web.Application()
+    routes = _OtlpRoutes(handler, max_request_bytes)
+    app.router.add_post("/v1/logs", routes.logs)
+    if traces:
+        app.router.add_post("/v1/traces", routes.traces)
+    _add_health(app, ready)
+    return app
+
+
+def build_admin_app(ready: Callable[[], bool]) -> web.Application:
+    """Health and metrics only, for a separate admin listener."""
+    app = web.Application()
+    _add_health(app, ready)
+    return app

@@ -1,0 +1,541 @@
+"""The sealer: groups durably stored events into signed Merkle blocks behind the ack.
+
+::
+
+    ingest write path --on_durable(stored)--> leaf hashes -> journal (fsync) -> pending
+                                                                             |
+    seal loop: block_max_events reached or oldest pending older than block_max_interval_ms
+      -> extend the chain's compact range, sign the checkpoint (root over the whole chain)
+      -> create the block record in audit-blocks (op_type=create, _id chain:sequence)
+      -> append the checkpoint to the external checkpoint store
+      -> advance state.json past the sealed journal entries
+    idle for heartbeat_interval_s -> a heartbeat checkpoint (same tree size, new time)
+
+Crash safety: an event confirmed by Elasticsearch is journaled before the client gets
+its answer, so after a crash it is either in a block or still in the journal. On start the
+sealer reads ``audit-blocks`` for records of its chain newer than ``state.json`` (a crash
+between writing a block and saving the state) and adopts them, skipping the journal
+entries they sealed; everything else in the journal is sealed again, in order. A block
+write that answers 409 is compared with the record already stored: the same one is
+success, another is an error (never overwritten).
+
+Exactly once: the journal only receives events this write created, plus re-confirmed
+duplicates (a client retry after a crash) that are neither pending nor found in
+``audit-blocks`` nor in a block sealed in the last few seconds (not yet searchable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from elastic_transport import TransportError
+from elasticsearch import AsyncElasticsearch
+from elasticsearch import exceptions as es_exc
+
+from indexer.integrity.blocks import (
+    BLOCKS_INDEX,
+    KIND_BLOCK,
+    KIND_HEARTBEAT,
+    BlockRecord,
+    merge_time_range,
+)
+from indexer.integrity.checkpoint_store import CheckpointStore, open_checkpoint_store
+from otel_audit.integrity import (
+    PRIVATE_KEY_FILENAME,
+    CheckpointFormatError,
+    CompactRange,
+    Ed25519PrivateKey,
+    IntegrityError,
+    KeyFormatError,
+    generate_private_key,
+    key_id,
+    load_private_key,
+    load_private_key_from_env,
+    make_checkpoint,
+    sign_checkpoint,
+    write_key_pair,
+)
+from receiver.sealing.config import IntegrityConfig
+from receiver.sealing.state import ChainState, Entries, Journal, Pending, StateDir
+from receiver.waiting import wait_event
+
+__all__ = ["Sealer", "build_sealer", "load_signing_key"]
+
+_log = logging.getLogger("otel_audit.receiver.sealer")
+
+# Blocks sealed this recently may not be searchable yet (refresh interval): their ids
+# are kept in memory for the duplicate check.
+_RECENT_S = 10.0
+_RETRY_MAX_S = 5.0
+
+
+def load_signing_key(
+    config: IntegrityConfig, environ: Mapping[str, str] | None = None
+) -> Ed25519PrivateKey:
+    """The private key from ``key_file``, else ``key_env``, else a generated development key.
+
+    Raises :class:`IntegrityError` (KeyFormatError) naming what is missing or unusable.
+    """
+    env = os.environ if environ is None else environ
+    if config.key_file:
+        return load_private_key(config.key_file)
+    if env.get(config.key_env):
+        return load_private_key_from_env(config.key_env, dict(env))
+    if not config.generate_dev_key:
+        raise KeyFormatError(
+            f"integrity.key_file is empty and {config.key_env} is not set; create a key with "
+            "'otel-audit keys generate --out DIR' and configure it"
+        )
+    key_dir = Path(config.state_dir) / "keys"
+    path = key_dir / PRIVATE_KEY_FILENAME
+    if path.exists():
+        key = load_private_key(path)
+    else:
+        key = generate_private_key()
+        write_key_pair(key, key_dir)
+    _log.warning(
+        "DEVELOPMENT SIGNING KEY IN USE: no integrity.key_file or %s configured, so blocks "
+        "are signed with %s (key id %s). Configure a real key before production.",
+        config.key_env,
+        path,
+        key_id(key),
+    )
+    return key
+
+
+class Sealer:
+    """Seals stored events of one chain; ``start()``, ``force_flush()``, ``shutdown()``."""
+
+    def __init__(
+        self,
+        es: AsyncElasticsearch,
+        config: IntegrityConfig,
+        *,
+        private_key: Ed25519PrivateKey | None = None,
+        store: CheckpointStore | None = None,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        if not config.state_dir:
+            config = replace(config, state_dir="integrity-state")
+        self.config = config
+        self._es = es
+        self._key = private_key if private_key is not None else load_signing_key(config)
+        self.key_id = key_id(self._key)
+        self._dir = StateDir(config.state_dir)
+        self._store = store or open_checkpoint_store(
+            config.checkpoint_dir or str(Path(config.state_dir) / "checkpoints")
+        )
+        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self.chain_id = ""
+        self._state: ChainState | None = None
+        self._journal: Journal | None = None
+        self._pending = Pending()
+        self._oldest_pending_at = 0.0
+        self._recent: deque[tuple[float, frozenset[str]]] = deque()
+        self._lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
+        self._flush_now = False
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: BlockRecord | None = None
+        self._inflight_range: CompactRange | None = None
+        self._closing = False
+        self._leftover = 0
+        self.blocks_sealed = 0
+        self.events_sealed = 0
+        self.heartbeats = 0
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @property
+    def state(self) -> ChainState:
+        """The chain state after the last checkpoint (after ``start()``)."""
+        if self._state is None:
+            raise RuntimeError("sealer not started")
+        return self._state
+
+    @property
+    def pending_count(self) -> int:
+        """Stored events not sealed yet."""
+        return len(self._pending)
+
+    async def start(self) -> None:
+        """Lock the state dir, load the journal, start the seal loop.
+
+        Reconciling with Elasticsearch happens in the seal loop (retried), so the
+        receiver starts and journals events while Elasticsearch is down.
+        """
+        if self._task is not None:
+            return
+        await asyncio.to_thread(self._dir.open)
+        self.chain_id = await asyncio.to_thread(self._dir.chain_id, self.config.chain_id)
+        state = await asyncio.to_thread(self._dir.load_state, self.chain_id)
+        if state is None:
+            state = ChainState(self.chain_id)
+        for stale in self._dir.stale_journals(state.journal_gen):
+            stale.unlink(missing_ok=True)
+        self._journal = Journal(self._dir.journal_path(state.journal_gen))
+        self._state = state
+        leftover, ends = await asyncio.to_thread(self._journal.read_from, state.journal_offset)
+        # An entry journaled twice (a retry racing its first write) is sealed once; the
+        # journal offset still moves past both.
+        keep = leftover.new_positions(set())
+        if keep is not None:
+            leftover, ends = leftover.select(keep), [ends[i] for i in keep]
+        self._pending.add(leftover, ends)
+        self._leftover = len(self._pending)
+        self._oldest_pending_at = time.monotonic()
+        self._task = asyncio.create_task(self._seal_loop(), name="sealer")
+
+    async def _recover(self) -> None:
+        """Adopt blocks written before a crash, drop journal entries already sealed."""
+        state = await self._adopt_records_from_es(self.state)
+        self._check_store_not_ahead(state)
+        async with self._lock:
+            self._state = state
+            if self._leftover:
+                head = self._pending.entries.event_ids[: self._leftover]
+                sealed = await self._sealed_in_es(head)
+                kept = self._pending.discard_head(sealed, self._leftover)
+                if kept:
+                    _log.warning(
+                        "sealing %d events stored before a restart but not sealed yet", kept
+                    )
+                self._leftover = 0
+        _log.info(
+            "sealer ready: chain %s at sequence %d, tree size %d, key %s",
+            self.chain_id,
+            state.sequence,
+            state.tree_size,
+            self.key_id,
+        )
+
+    async def force_flush(self, timeout_s: float = 30.0) -> None:
+        """Seal everything pending now and wait until it is sealed."""
+        deadline = time.monotonic() + timeout_s
+        while self._pending:
+            self._flush_now = True
+            self._wakeup.set()
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{len(self._pending)} events still unsealed")
+            if self._task is None or self._task.done():
+                raise RuntimeError("sealer is not running")
+            await asyncio.sleep(0.005)
+        self._flush_now = False
+
+    async def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Seal what is pending (within ``timeout_s``), stop, release the state dir."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._task is not None and not self._task.done():
+            try:
+                await self.force_flush(timeout_s)
+            except (TimeoutError, RuntimeError) as exc:
+                # Unsealed events stay in the journal and are sealed on the next start.
+                _log.warning("shutdown: %s; they are sealed on the next start", exc)
+            self._task.cancel()
+            done, _ = await asyncio.wait({self._task}, timeout=max(1.0, timeout_s))
+            if not done:
+                _log.error("the seal loop did not stop after cancellation; abandoning it")
+        if self._journal is not None:
+            self._journal.close()
+        self._dir.close()
+
+    # -- the write path hook --------------------------------------------------
+
+    async def on_durable(self, stored: Entries, created: Sequence[bool]) -> None:
+        """Journal events Elasticsearch confirmed; returns once the journal is fsynced.
+
+        ``created[i]`` is False for an event this write found already stored (a 409 with
+        the same content): it is journaled only if no block holds it yet.
+        """
+        if self._journal is None or self._closing:
+            raise RuntimeError("sealer is not running")
+        fresh = stored
+        if not all(created):
+            fresh = stored.select([i for i, c in enumerate(created) if c])
+            confirmed = stored.select([i for i, c in enumerate(created) if not c])
+            fresh.extend(await self._not_yet_sealed(confirmed))
+        if not fresh:
+            return
+        async with self._lock:
+            fresh = fresh.unique(self._pending.ids)
+            if not fresh:
+                return
+            ends = await asyncio.to_thread(self._journal.append, fresh)
+            if not self._pending:
+                self._oldest_pending_at = time.monotonic()
+                # The loop may be asleep until the next heartbeat; this block's clock starts now.
+                self._wakeup.set()
+            self._pending.add(fresh, ends)
+        if len(self._pending) >= self.config.block_max_events:
+            self._wakeup.set()
+
+    async def _not_yet_sealed(self, entries: Entries) -> Entries:
+        recent: set[str] = set()
+        for _, ids in self._recent:
+            recent |= ids
+        candidates = entries.unique(self._pending.ids | recent)
+        if not candidates:
+            return candidates
+        sealed = await self._sealed_in_es(candidates.event_ids)
+        return candidates.unique(sealed)
+
+    async def _sealed_in_es(self, ids: list[str]) -> set[str]:
+        wanted = set(ids)
+        found: set[str] = set()
+        for i in range(0, len(ids), 5000):
+            chunk = ids[i : i + 5000]
+            try:
+                resp = await self._es.search(
+                    index=BLOCKS_INDEX,
+                    query={"terms": {"event_ids": chunk}},
+                    source_includes=["event_ids"],
+                    size=10000,
+                    ignore_unavailable=True,
+                )
+            except es_exc.NotFoundError:
+                return found
+            for hit in resp["hits"]["hits"]:
+                found.update(i for i in hit["_source"].get("event_ids", []) if i in wanted)
+        return found
+
+    # -- recovery -------------------------------------------------------------
+
+    async def _chain_records_after(self, sequence: int) -> list[BlockRecord]:
+        await self._es.indices.refresh(index=BLOCKS_INDEX, ignore_unavailable=True)
+        out: list[BlockRecord] = []
+        while True:
+            try:
+                resp = await self._es.search(
+                    index=BLOCKS_INDEX,
+                    query={
+                        "bool": {
+                            "filter": [
+                                {"term": {"chain_id": self.chain_id}},
+                                {"range": {"sequence": {"gt": sequence}}},
+                            ]
+                        }
+                    },
+                    sort=[{"sequence": "asc"}],
+                    size=500,
+                    ignore_unavailable=True,
+                )
+            except es_exc.NotFoundError:
+                return out
+            hits = resp["hits"]["hits"]
+            out.extend(BlockRecord.from_document(h["_source"]) for h in hits)
+            if len(hits) < 500:
+                return out
+            sequence = out[-1].sequence
+
+    async def _adopt_records_from_es(self, state: ChainState) -> ChainState:
+        """Take over records written before a crash that ``state.json`` does not know yet."""
+        records = await self._chain_records_after(state.sequence)
+        if not records:
+            return state
+        for rec in records:
+            cp = rec.checkpoint
+            if cp.sequence != state.sequence + 1 or cp.previous_hash != state.last_digest:
+                raise RuntimeError(
+                    f"audit-blocks holds record {rec.doc_id} that does not follow this "
+                    f"receiver's state (sequence {state.sequence}); refusing to fork the chain"
+                )
+            problems = rec.seal_problems(None)
+            if problems or rec.first_leaf != state.tree_size:
+                raise RuntimeError(f"record {rec.doc_id} is inconsistent: {problems}")
+            offset = state.journal_offset
+            n = len(rec.event_ids)
+            pending = self._pending
+            if n and pending.entries.event_ids[:n] == list(rec.event_ids):
+                # The usual crash window: the block covers the journal's head exactly.
+                offset = pending.ends[n - 1]
+                pending.drop(n)
+                self._leftover = max(0, self._leftover - n)
+            cr = rec.frontier_range()
+            cr.extend(rec.leaf_hashes)
+            state = state.after_block(cp, cr, offset)
+            await asyncio.to_thread(self._store.append, cp)
+        _log.warning(
+            "adopted %d records of chain %s written before a restart", len(records), self.chain_id
+        )
+        await asyncio.to_thread(self._dir.save_state, state)
+        return state
+
+    def _check_store_not_ahead(self, state: ChainState) -> None:
+        latest = self._store.latest(self.chain_id)
+        if latest is not None and latest.sequence > state.sequence:
+            raise RuntimeError(
+                f"the checkpoint store has checkpoint {latest.sequence} of chain "
+                f"{self.chain_id} but Elasticsearch and the local state end at "
+                f"{state.sequence}: blocks were lost or deleted. Run 'otel-audit verify'; "
+                "start this receiver with a new chain id (integrity.chain_id) to go on"
+            )
+
+    # -- sealing --------------------------------------------------------------
+
+    async def _seal_loop(self) -> None:
+        backoff_s = 0.1
+        interval_s = self.config.block_max_interval_ms / 1000
+        heartbeat_s = self.config.heartbeat_interval_s
+        while True:
+            try:
+                await self._recover()
+                break
+            except Exception as exc:
+                _log.error("sealer cannot resume the chain yet (%s); retrying", exc)
+                await asyncio.sleep(_RETRY_MAX_S)
+        last_checkpoint = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if self._pending:
+                timeout = max(0.0, self._oldest_pending_at + interval_s - now)
+            else:
+                timeout = max(0.0, last_checkpoint + heartbeat_s - now)
+            # A flush request with nothing pending must still wait: without an await here
+            # the loop would spin and starve force_flush(), which clears the request.
+            flushing = self._flush_now and bool(self._pending)
+            if not flushing and len(self._pending) < self.config.block_max_events:
+                await wait_event(self._wakeup, timeout)
+            self._wakeup.clear()
+            now = time.monotonic()
+            try:
+                if self._pending and (
+                    self._flush_now
+                    or len(self._pending) >= self.config.block_max_events
+                    or now - self._oldest_pending_at >= interval_s
+                ):
+                    await self._seal_block()
+                    last_checkpoint = time.monotonic()
+                elif not self._pending and now - last_checkpoint >= heartbeat_s:
+                    await self._heartbeat()
+                    last_checkpoint = time.monotonic()
+                backoff_s = 0.1
+            except (TransportError, es_exc.ApiError, OSError) as exc:
+                _log.warning("sealing failed (%s); retrying in %.1f s", exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(_RETRY_MAX_S, backoff_s * 2)
+            except Exception:
+                _log.exception("sealing failed; retrying in %.1f s", _RETRY_MAX_S)
+                await asyncio.sleep(_RETRY_MAX_S)
+
+    def _next_record(self, kind: str, entries: Entries) -> BlockRecord:
+        state = self.state
+        cr = state.compact_range()
+        leaf_hashes = tuple(entries.leaf_hashes)
+        cr.extend(leaf_hashes)
+        self._inflight_range = cr
+        ts = max(self._clock_ms(), state.last_timestamp_ms)
+        cp = sign_checkpoint(
+            make_checkpoint(
+                origin=self.chain_id,
+                tree_size=cr.size,
+                root_hash=cr.root(),
+                sequence=state.sequence + 1,
+                previous_hash=state.last_digest,
+                timestamp_ms=ts,
+            ),
+            self._key,
+        )
+        stamps = [t for t in entries.timestamps if t]
+        return BlockRecord(
+            kind=kind,
+            checkpoint=cp,
+            first_leaf=state.tree_size,
+            event_ids=tuple(entries.event_ids),
+            event_indices=tuple(entries.index_names),
+            leaf_hashes=leaf_hashes,
+            frontier=state.frontier,
+            time_range=merge_time_range(stamps),
+        )
+
+    async def _seal_block(self) -> None:
+        n = min(len(self._pending), self.config.block_max_events)
+        record = self._inflight
+        if record is None or record.kind != KIND_BLOCK or len(record.event_ids) != n:
+            record = self._next_record(KIND_BLOCK, self._pending.entries.head(n))
+            self._inflight = record
+        await self._commit(record, journal_offset=self._pending.ends[n - 1])
+        async with self._lock:
+            self._pending.drop(n)
+            self._recent.append((time.monotonic(), frozenset(record.event_ids)))
+            while self._recent and self._recent[0][0] < time.monotonic() - _RECENT_S:
+                self._recent.popleft()
+            if self._pending:
+                self._oldest_pending_at = time.monotonic()
+            elif self._journal is not None and self.state.journal_offset == self._journal.size:
+                await self._rotate_journal(self._journal)
+        self.blocks_sealed += 1
+        self.events_sealed += n
+
+    async def _rotate_journal(self, journal: Journal) -> None:
+        rotation = asyncio.ensure_future(
+            asyncio.to_thread(self._dir.rotate_journal, self.state, journal)
+        )
+        try:
+            await asyncio.shield(rotation)
+        finally:
+            # Cancelled (shutdown) while the thread rotates: let it finish and take the new
+            # journal, so nothing closes the old file again or keeps writing to it.
+            if not rotation.done():
+                await asyncio.wait({rotation})
+            if not rotation.cancelled() and rotation.exception() is None:
+                self._state, self._journal = rotation.result()
+
+    async def _heartbeat(self) -> None:
+        record = self._inflight
+        if record is None or record.kind != KIND_HEARTBEAT:
+            record = self._next_record(KIND_HEARTBEAT, Entries())
+            self._inflight = record
+        await self._commit(record, journal_offset=self.state.journal_offset)
+        self.heartbeats += 1
+
+    async def _commit(self, record: BlockRecord, journal_offset: int) -> None:
+        """Write the record to ES and the checkpoint store, then advance the state."""
+        doc = record.to_document()
+        try:
+            await self._es.create(index=BLOCKS_INDEX, id=record.doc_id, document=doc)
+        except es_exc.ConflictError:
+            existing = await self._es.get(index=BLOCKS_INDEX, id=record.doc_id)
+            if existing["_source"].get("block_hash") != doc["block_hash"]:
+                raise RuntimeError(
+                    f"audit-blocks already holds a different {record.doc_id}; refusing to "
+                    "overwrite it"
+                ) from None
+        cp = record.checkpoint
+        await asyncio.to_thread(self._store.append, cp)
+        # The range _next_record built for this record, unless anything moved since.
+        cr = self._inflight_range
+        if cr is None or cr.size != cp.tree_size or cr.root() != cp.root_hash:
+            cr = self.state.compact_range()
+            cr.extend(record.leaf_hashes)
+        new_state = self.state.after_block(cp, cr, journal_offset)
+        await asyncio.to_thread(self._dir.save_state, new_state)
+        self._state = new_state
+        self._inflight = None
+        self._inflight_range = None
+
+
+def build_sealer(config: Any, es: AsyncElasticsearch) -> Sealer | None:
+    """The sealer for a receiver configuration, or ``None`` when integrity is disabled."""
+    # Only a loaded receiver configuration seals; plain settings objects (tests, tools
+    # that reuse the write path) have no integrity section.
+    sections = getattr(config, "sections", {}) or {}
+    integrity = sections.get("integrity")
+    if not isinstance(integrity, IntegrityConfig) or not integrity.enabled:
+        return None
+    if not integrity.state_dir:
+        spool = Path(getattr(config, "spool_dir", "spool"))
+        integrity = replace(integrity, state_dir=str(spool.parent / "integrity-state"))
+    try:
+        return Sealer(es, integrity)
+    except (IntegrityError, CheckpointFormatError) as exc:
+        raise ValueError(f"integrity: {exc}") from exc
