@@ -185,7 +185,7 @@ async def _count_events(url: str) -> int:
 async def _blocks_summary(url: str) -> dict[str, int]:
     from elasticsearch import AsyncElasticsearch
 
-    from indexer.integrity.blocks import BLOCKS_INDEX
+    from indexer.indices import BLOCKS_INDEX
 
     async with AsyncElasticsearch(url, request_timeout=120) as es:
         if not await es.indices.exists(index=BLOCKS_INDEX):

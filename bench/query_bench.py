@@ -117,10 +117,11 @@ TOKEN = "bench-reader-token"
 def _trace_docs(
     trace_no: int, base_ns: int, span_ns: int, fast: bool = True
 ) -> tuple[list[Any], list[Any]]:
-    from otel_audit.document import build_document, event_index
+    from indexer.indices import event_index, span_index
+    from indexer.spans import build_span_document
+    from otel_audit.document import build_document
     from otel_audit.record import LogRecordData
     from otel_audit.span_record import SpanData
-    from receiver.spans import build_span_document, span_index
 
     rng = random.Random(trace_no * 7919 + 17)
     trace_id = format(rng.getrandbits(128) | 1, "032x")
@@ -269,9 +270,9 @@ def _chunk(args: tuple[int, int, int, int]) -> tuple[bytes, bytes, int, int]:
 
 
 def _templates() -> dict[str, dict[str, Any]]:
+    from indexer.spans import SpansConfig, spans_template
     from indexer.templates import TemplateSettings, events_template
     from otel_audit.schema import load_schema
-    from receiver.spans import SpansConfig, spans_template
 
     schema = load_schema()
     settings = TemplateSettings()
@@ -432,7 +433,7 @@ async def measure(
         audit_queries=audit,
         tokens=(TokenEntry(subject="bench", sha256=hash_token(TOKEN), roles=("reader",)),),
     )
-    runner = await start_query_api(cfg, consumer)
+    runner = await start_query_api(cfg, consumer.consume_logs)
     api = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1"
     rng = random.Random(99)
     results: list[tuple[str, list[float], int]] = []

@@ -31,12 +31,13 @@ from elastic_transport import HttpHeaders, NodeConfig, Urllib3HttpNode
 from elasticsearch import Elasticsearch
 from elasticsearch.serializer import OrjsonSerializer
 
-from indexer.integrity.blocks import BLOCKS_INDEX, KIND_BLOCK, BlockRecord, merge_time_range
+from indexer.indices import BLOCKS_INDEX, event_index
+from indexer.integrity.blocks import KIND_BLOCK, BlockRecord, merge_time_range
 from indexer.integrity.checkpoint_store import DirectoryCheckpointStore
 from indexer.integrity.leaf_scan import pit_search_body
 from indexer.integrity.verify import VerifyOptions, verify
 from indexer.templates import registered_templates
-from otel_audit.document import build_document, event_index, format_ns
+from otel_audit.document import build_document, format_ns
 from otel_audit.integrity import (
     GENESIS_HASH,
     CompactRange,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from demo.services import TrafficReport, start_demo_services
+from indexer.indices import EVENTS_PATTERN, REJECTED_PATTERN
 
 __all__ = ["run_demo", "send_traffic"]
 
@@ -109,13 +110,13 @@ def print_arrivals(es: Any, report: TrafficReport, since: str, timeout_s: float 
     stored = 0
     while time.monotonic() < deadline:
         es.indices.refresh(index="audit-*", ignore_unavailable=True, allow_no_indices=True)
-        stored = es.count(index="audit-events-*", query={"terms": {"event.id": ids}})["count"]
+        stored = es.count(index=EVENTS_PATTERN, query={"terms": {"event.id": ids}})["count"]
         if stored >= len(ids):
             break
         time.sleep(0.5)
     # Nested terms aggregations: multi_terms is not in the bare server.
     aggs = es.search(
-        index="audit-events-*",
+        index=EVENTS_PATTERN,
         size=0,
         query={"terms": {"event.id": ids}},
         aggs={
@@ -144,7 +145,7 @@ def print_arrivals(es: Any, report: TrafficReport, since: str, timeout_s: float 
         ("service", "action", "outcome", "count"),
     )
     rejected = es.search(
-        index="audit-rejected-*",
+        index=REJECTED_PATTERN,
         size=50,
         query={"range": {"@timestamp": {"gte": since}}},
         sort=[{"@timestamp": "asc"}],

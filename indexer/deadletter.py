@@ -31,14 +31,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from indexer.bulk import BulkItem
-from indexer.templates import TemplateSettings, register_template
+from indexer.indices import REJECTED_ALIAS, REJECTED_PATTERN, rejected_index
+from indexer.mappings import TemplateSettings, index_settings
 from otel_audit.document import format_ns
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema
@@ -46,26 +46,16 @@ from otel_audit.validate import Violation
 
 __all__ = [
     "KINDS",
-    "REJECTED_ALIAS",
-    "REJECTED_INDEX_PREFIX",
-    "rejected_index",
     "rejected_item",
     "rejected_template",
 ]
 
-REJECTED_INDEX_PREFIX = "audit-rejected-"
-REJECTED_ALIAS = "audit-rejected"
 KINDS = ("validation", "conflict", "mapping", "decode")
 
 _MAX_KEYWORD_BYTES = 1024
 _MAX_MESSAGE_BYTES = 4096
 _MAX_REASONS = 100
 _MAX_DEPTH = 32
-
-
-def rejected_index(received_ns: int) -> str:
-    """The daily dead-letter index for a receive time."""
-    return REJECTED_INDEX_PREFIX + time.strftime("%Y.%m.%d", time.gmtime(received_ns // 10**9))
 
 
 def _keyword() -> dict[str, Any]:
@@ -78,20 +68,13 @@ def rejected_template(
     """The composable index template for ``audit-rejected-*``."""
     settings = settings or TemplateSettings()
     return {
-        "index_patterns": [REJECTED_INDEX_PREFIX + "*"],
+        "index_patterns": [REJECTED_PATTERN],
         "priority": 200,
         "version": 1,
         "_meta": {"description": "otel-audit records refused by the receiver, with reasons"},
         "template": {
             "aliases": {REJECTED_ALIAS: {}},
-            "settings": {
-                "index": {
-                    "number_of_shards": settings.number_of_shards,
-                    "number_of_replicas": settings.number_of_replicas,
-                    "refresh_interval": f"{settings.refresh_interval_s:g}s",
-                    "translog": {"durability": "request"},
-                }
-            },
+            "settings": {"index": index_settings(settings)},
             "mappings": {
                 # Unknown fields are kept in _source but never mapped: no mapping errors here.
                 "dynamic": False,
@@ -120,9 +103,6 @@ def rejected_template(
             },
         },
     }
-
-
-register_template("rejected", lambda schema, settings: rejected_template(schema, settings))
 
 
 def _cut(value: str, limit: int) -> str:

@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from indexer.indices import SPANS_INDEX_PREFIX
+
 __all__ = ["RetentionAction", "plan_span_retention", "register", "run_span_retention"]
 
-_DEFAULT_PREFIX = "audit-spans-"
+_DEFAULT_PREFIX = SPANS_INDEX_PREFIX
 
 
 @dataclass(frozen=True, slots=True)

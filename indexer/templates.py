@@ -1,86 +1,52 @@
-"""Elasticsearch index templates, derived from the audit schema.
+"""Elasticsearch index templates, derived from the audit schema: the one list of them.
 
 Only composable index templates and plain mappings are used: they exist on the bare
 Elasticsearch server and on every full distribution. Each template is a function of the
-schema (and a few deployment settings) so there is no second copy of the field list.
-
-Templates other modules own register themselves with :func:`register_template`; the
-``otel-audit templates install`` command installs every registered one.
+schema (and of :class:`~indexer.mappings.TemplateSettings`), so there is no second copy
+of the field list. The events template is defined here; the dead-letter, span and block
+templates beside their documents; :func:`registered_templates` lists all four, and
+``otel-audit templates install`` (and the receiver at start) installs them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from otel_audit.document import EVENTS_INDEX_PREFIX
+from indexer.deadletter import rejected_template
+from indexer.indices import (
+    BLOCKS_TEMPLATE,
+    EVENTS_ALIAS,
+    EVENTS_PATTERN,
+    EVENTS_TEMPLATE,
+    REJECTED_TEMPLATE,
+    SPANS_TEMPLATE,
+)
+from indexer.integrity.blocks import blocks_template
+from indexer.mappings import TemplateSettings, index_settings, insert_mapping, leaf_mapping
+from indexer.spans import spans_template
 from otel_audit.schema import Schema, load_schema
 
 __all__ = [
-    "EVENTS_ALIAS",
     "TemplateSettings",
+    "event_properties",
     "events_template",
     "install_templates",
-    "register_template",
     "registered_templates",
 ]
-
-EVENTS_ALIAS = "audit-events"
-TEMPLATE_PREFIX = "otel-audit-"
-
-
-@dataclass(frozen=True, slots=True)
-class TemplateSettings:
-    """Deployment knobs that belong in index settings, not in the schema."""
-
-    number_of_shards: int = 1
-    number_of_replicas: int = 0
-    refresh_interval_s: float = 1.0
-
-
-def _leaf_mapping(kind: str, max_bytes: int | None = None) -> dict[str, Any]:
-    if kind == "keyword":
-        return {"type": "keyword", "ignore_above": max_bytes or 1024}
-    if kind == "text":
-        return {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}}
-    if kind == "date_nanos":
-        return {"type": "date_nanos"}
-    if kind == "ip":
-        return {"type": "ip"}
-    if kind == "long":
-        return {"type": "long"}
-    if kind == "flattened":
-        return {"type": "flattened", "ignore_above": 1024, "depth_limit": 20}
-    raise ValueError(f"schema type {kind!r} has no mapping")
-
-
-def _insert(props: dict[str, Any], dotted: str, leaf: dict[str, Any]) -> None:
-    parts = dotted.split(".")
-    node = props
-    for part in parts[:-1]:
-        holder = node.setdefault(part, {"properties": {}})
-        if "properties" not in holder:
-            raise ValueError(f"{dotted}: {part} is both a leaf and an object")
-        node = holder["properties"]
-    if parts[-1] in node:
-        if node[parts[-1]] != leaf:
-            raise ValueError(f"{dotted} is mapped twice with different types")
-        return
-    node[parts[-1]] = leaf
 
 
 def event_properties(schema: Schema) -> dict[str, Any]:
     """Mapping properties of the stored event document."""
     props: dict[str, Any] = {}
     for f in schema.fields:
-        _insert(props, f.stored, _leaf_mapping(f.type, f.max_bytes))
+        insert_mapping(props, f.stored, leaf_mapping(f.type, f.max_bytes))
     for rf in schema.resource_fields:
-        _insert(props, rf.stored, _leaf_mapping(rf.type, rf.max_bytes))
+        insert_mapping(props, rf.stored, leaf_mapping(rf.type, rf.max_bytes))
     for rec in schema.record_fields:
-        _insert(props, rec["stored"], _leaf_mapping(rec["type"]))
+        insert_mapping(props, rec["stored"], leaf_mapping(rec["type"]))
     for d in schema.derived_fields:
-        _insert(props, d["stored"], _leaf_mapping(d["type"]))
+        insert_mapping(props, d["stored"], leaf_mapping(d["type"]))
     return props
 
 
@@ -91,7 +57,7 @@ def events_template(
     schema = schema or load_schema()
     settings = settings or TemplateSettings()
     return {
-        "index_patterns": [EVENTS_INDEX_PREFIX + "*"],
+        "index_patterns": [EVENTS_PATTERN],
         "priority": 200,
         "version": int(schema.version),
         "_meta": {
@@ -102,12 +68,9 @@ def events_template(
         "template": {
             "aliases": {EVENTS_ALIAS: {}},
             "settings": {
+                # Every write request is fsynced before it is acknowledged.
                 "index": {
-                    "number_of_shards": settings.number_of_shards,
-                    "number_of_replicas": settings.number_of_replicas,
-                    "refresh_interval": f"{settings.refresh_interval_s:g}s",
-                    # Every write request is fsynced before it is acknowledged.
-                    "translog": {"durability": "request"},
+                    **index_settings(settings),
                     "sort": {"field": "@timestamp", "order": "desc"},
                 }
             },
@@ -123,43 +86,27 @@ def events_template(
 
 
 TemplateBuilder = Callable[[Schema, TemplateSettings], dict[str, Any]]
-_REGISTRY: dict[str, TemplateBuilder] = {
-    TEMPLATE_PREFIX + "events": lambda schema, settings: events_template(schema, settings),
+
+TEMPLATES: dict[str, TemplateBuilder] = {
+    BLOCKS_TEMPLATE: blocks_template,
+    EVENTS_TEMPLATE: events_template,
+    REJECTED_TEMPLATE: rejected_template,
+    SPANS_TEMPLATE: lambda schema, settings: spans_template(schema, settings),
 }
-
-
-def register_template(name: str, builder: TemplateBuilder) -> None:
-    """Add a template (``otel-audit-<name>``) to what :func:`install_templates` installs."""
-    _REGISTRY[TEMPLATE_PREFIX + name] = builder
+"""Every index template the project installs, by its Elasticsearch name."""
 
 
 def registered_templates(
     schema: Schema | None = None, settings: TemplateSettings | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Every registered template, by its Elasticsearch name."""
+    """Every template's body, by its Elasticsearch name."""
     schema = schema or load_schema()
     settings = settings or TemplateSettings()
-    _import_owners()
-    return {name: build(schema, settings) for name, build in sorted(_REGISTRY.items())}
-
-
-# Modules that register templates of their own when imported.
-TEMPLATE_OWNERS: tuple[str, ...] = (
-    "receiver.spans",
-    "indexer.deadletter",
-    "indexer.integrity.blocks",
-)
-
-
-def _import_owners() -> None:
-    import importlib
-
-    for module in TEMPLATE_OWNERS:
-        importlib.import_module(module)
+    return {name: build(schema, settings) for name, build in sorted(TEMPLATES.items())}
 
 
 def install_templates(es: Any, settings: TemplateSettings | None = None) -> list[str]:
-    """Install (create or update) every registered template; returns their names.
+    """Install (create or update) every template; returns their names.
 
     ``es`` is a synchronous ``elasticsearch.Elasticsearch`` client.
     """

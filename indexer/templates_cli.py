@@ -1,9 +1,9 @@
 """``otel-audit templates install|show``: the Elasticsearch index templates.
 
-``install`` creates or updates every registered template (events, and whatever other
-modules register: dead letters, spans, ...) on the cluster at ``--url`` (default
-OTEL_AUDIT_ES_URL). Run it before the receiver writes its first event, so new daily
-indices get the mapping. ``show`` prints the templates without touching a cluster.
+``install`` creates or updates every template (events, dead letters, spans, block
+records) on the cluster at ``--url`` (default OTEL_AUDIT_ES_URL). Run it before the
+receiver writes its first event, so new daily indices get the mapping. ``show`` prints
+the templates and their fields without touching a cluster.
 
 Exit codes: 0 ok, 1 failed.
 """
@@ -74,4 +74,18 @@ def _show(args: argparse.Namespace) -> int:
     for name, body in templates.items():
         patterns = ", ".join(body.get("index_patterns", []))
         sys.stdout.write(f"{name}: {patterns}\n")
+        props = body.get("template", {}).get("mappings", {}).get("properties", {})
+        for path, kind in _leaves(props):
+            sys.stdout.write(f"  {path:<32} {kind}\n")
     return 0
+
+
+def _leaves(props: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for key, value in sorted(props.items()):
+        path = f"{prefix}{key}"
+        if "properties" in value:
+            out.extend(_leaves(value["properties"], path + "."))
+        else:
+            out.append((path, str(value.get("type", "object"))))
+    return out

@@ -31,17 +31,14 @@ from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema, load_schema
 
 __all__ = [
-    "EVENTS_INDEX_PREFIX",
     "RESOURCE_ALIASES",
     "build_document",
     "build_document_and_plainness",
     "content_hash",
     "derive_event_id",
-    "event_index",
     "format_ns",
 ]
 
-EVENTS_INDEX_PREFIX = "audit-events-"
 _MAX_SAFE_INT = 2**53 - 1
 
 
@@ -56,20 +53,6 @@ def format_ns(ts_ns: int) -> str:
 def _format_secs(secs: int) -> str:
     # Events of one batch share their seconds: strftime once per second, not per field.
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-
-
-_NS_PER_DAY = 86_400 * 1_000_000_000
-
-
-def event_index(ts_ns: int, prefix: str = EVENTS_INDEX_PREFIX) -> str:
-    """The daily index chosen by the event's own timestamp, so retries land in the same one."""
-    return prefix + _day_suffix(ts_ns // _NS_PER_DAY)
-
-
-@functools.lru_cache(maxsize=256)
-def _day_suffix(day: int) -> str:
-    # A batch's events fall on one or two days: strftime once per day, not per event.
-    return time.strftime("%Y.%m.%d", time.gmtime(day * 86_400))
 
 
 def _json_default(value: Any) -> Any:

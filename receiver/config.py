@@ -5,9 +5,9 @@ environment variables that override them (``es_url`` <- ``OTEL_AUDIT_ES_URL``). 
 the names. Defaults live only in the dataclass fields below. Precedence: defaults, then
 the file, then the environment.
 
-Other components add their own nested sections (``integrity:``, ``query:`` ...) with
-:func:`register_section` and a line in :data:`SECTION_MODULES`; a section's keys are
-overridden by ``OTEL_AUDIT_<SECTION>__<KEY>`` (double underscore). Unknown top-level keys,
+Other components' settings are nested sections (``integrity:``, ``query:``, ``spans:``),
+each a frozen dataclass listed in :data:`SECTIONS`; a section's keys are overridden by
+``OTEL_AUDIT_<SECTION>__<KEY>`` (double underscore). Unknown top-level keys,
 unknown section keys, wrong types and bad endpoints are errors naming the key and the file.
 
 Listening addresses default to loopback (``127.0.0.1``), as the OpenTelemetry Collector
@@ -19,7 +19,6 @@ free port (for tests).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import types
 import typing
@@ -30,25 +29,31 @@ from typing import Any, TypeVar
 
 import yaml
 
+from indexer.query.config import QueryConfig
+from indexer.spans import SpansConfig
+from receiver.sealing.config import IntegrityConfig
+
 __all__ = [
     "ENV_PREFIX",
-    "SECTION_MODULES",
+    "SECTIONS",
     "ConfigError",
     "ReceiverConfig",
     "config_as_dict",
     "load_config",
     "parse_endpoint",
-    "register_section",
 ]
 
 ENV_PREFIX = "OTEL_AUDIT_"
 
-SECTION_MODULES: tuple[str, ...] = (
-    "indexer.query.config",
-    "receiver.spans",
-    "receiver.sealing.config",
+SECTIONS: Mapping[str, type[Any]] = types.MappingProxyType(
+    {"integrity": IntegrityConfig, "query": QueryConfig, "spans": SpansConfig}
 )
-"""Modules imported before loading, each calling :func:`register_section` for its section."""
+"""The nested sections by YAML key.
+
+A section is a frozen dataclass with defaults; its fields may be str, int, float, bool,
+tuples of those, or nested dataclasses; a ``validate(self)`` method, when present, is
+called after loading and may raise ValueError naming the key.
+"""
 
 _MIB = 1024 * 1024
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -145,27 +150,17 @@ class ReceiverConfig:
                 raise ValueError(f"{key}: must not be empty")
 
 
-_SECTIONS: dict[str, type[Any]] = {}
 _TOP_LEVEL = frozenset(
     f.name for f in dataclasses.fields(ReceiverConfig) if f.name not in ("sections", "source")
 )
 
 
-def register_section(name: str, cls: type[Any]) -> None:
-    """Allow a top-level ``name:`` section holding ``cls`` (a frozen dataclass with defaults).
-
-    ``cls`` fields may be str, int, float, bool, tuples of those, or nested dataclasses; a
-    ``validate(self)`` method, when present, is called after loading and may raise
-    ValueError naming the key. Registering the same name twice with another class is an
-    error.
-    """
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"section {name!r}: {cls!r} is not a dataclass")
-    if name in _TOP_LEVEL:
-        raise ValueError(f"section {name!r} clashes with a receiver key")
-    if _SECTIONS.get(name, cls) is not cls:
-        raise ValueError(f"section {name!r} is already registered")
-    _SECTIONS[name] = cls
+def _check_sections(sections: Mapping[str, type[Any]]) -> None:
+    for name, cls in sections.items():
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"section {name!r}: {cls!r} is not a dataclass")
+        if name in _TOP_LEVEL:
+            raise ValueError(f"section {name!r} clashes with a receiver key")
 
 
 def parse_endpoint(value: str, key: str = "endpoint") -> tuple[str, int]:
@@ -272,12 +267,9 @@ def _check_numbers(obj: Any, where: str) -> None:
             _check_numbers(value, path)
 
 
-def _load_section_modules() -> None:
-    for name in SECTION_MODULES:
-        importlib.import_module(name)
-
-
-def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def _env_overrides(
+    env: Mapping[str, str], section_types: Mapping[str, type[Any]]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     top: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {}
     top_types = _field_types(ReceiverConfig)
@@ -285,7 +277,7 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, di
         env_name = ENV_PREFIX + name.upper()
         if env_name in env:
             top[name] = _coerce(env[env_name], tp, f"{name} (from {env_name})", from_env=True)
-    for section, cls in _SECTIONS.items():
+    for section, cls in section_types.items():
         for name, tp in _field_types(cls).items():
             env_name = f"{ENV_PREFIX}{section.upper()}__{name.upper()}"
             if env_name in env:
@@ -301,14 +293,16 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    sections: Mapping[str, type[Any]] = SECTIONS,
 ) -> ReceiverConfig:
     """Load and validate the configuration.
 
     ``path`` is a YAML file (optional), ``env`` the environment (``os.environ`` by default),
-    ``overrides`` top-level values applied last (command-line flags). Raises
-    :class:`ConfigError` naming the key and the file.
+    ``overrides`` top-level values applied last (command-line flags), ``sections`` the
+    nested sections to accept (:data:`SECTIONS`). Raises :class:`ConfigError` naming the
+    key and the file.
     """
-    _load_section_modules()
+    _check_sections(sections)
     env = os.environ if env is None else env
     source = str(path) if path is not None else "defaults"
     raw: dict[str, Any] = {}
@@ -331,7 +325,7 @@ def load_config(
         top_raw: dict[str, Any] = {}
         section_raw: dict[str, Mapping[str, Any]] = {}
         for key, value in raw.items():
-            if key in _SECTIONS:
+            if key in sections:
                 if value is None:
                     value = {}
                 if not isinstance(value, Mapping):
@@ -340,17 +334,17 @@ def load_config(
             elif key in _TOP_LEVEL:
                 top_raw[key] = value
             else:
-                known = ", ".join(sorted(_TOP_LEVEL | set(_SECTIONS)))
+                known = ", ".join(sorted(_TOP_LEVEL | set(sections)))
                 raise ValueError(f"{key}: unknown key (known: {known})")
         base = _build(ReceiverConfig, top_raw, "")
         built_sections = {
-            name: _build(cls, section_raw.get(name, {}), name) for name, cls in _SECTIONS.items()
+            name: _build(cls, section_raw.get(name, {}), name) for name, cls in sections.items()
         }
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
     try:
-        env_top, env_sections = _env_overrides(env)
+        env_top, env_sections = _env_overrides(env, sections)
     except ValueError as exc:
         raise ConfigError(f"environment: {exc}") from None
     for name, values in env_sections.items():

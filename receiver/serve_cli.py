@@ -1,9 +1,10 @@
-"""``otel-audit serve``: run the OTLP receiver.
+"""``otel-audit serve`` and ``otel-audit query-api``: run the receiver, or the query API alone.
 
 ::
 
     otel-audit serve --config receiver.yaml
     otel-audit serve --check-config --json      # print the effective config and exit
+    otel-audit query-api --config receiver.yaml # /api/v1 alone; its audit events go by OTLP
 
 Environment variables ``OTEL_AUDIT_<KEY>`` override the file; flags override both.
 """
@@ -12,14 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from typing import Any
+
+from receiver.config import ConfigError, config_as_dict, load_config
 
 __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``serve`` sub-command."""
+    """Add the ``serve`` and ``query-api`` sub-commands."""
     parser = subparsers.add_parser(
         "serve",
         help="run the OTLP receiver (gRPC :4317, HTTP :4318)",
@@ -37,9 +41,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="with --check-config: print JSON")
     parser.set_defaults(handler=_run)
 
+    a = subparsers.add_parser(
+        "query-api",
+        help="run the query API on its own",
+        description="Serve /api/v1 with the query section of the config; query audit "
+        "events go through OTLP to the receiver (query.receiver_endpoint).",
+    )
+    a.add_argument("--config", default=None, help="YAML config file (same as serve)")
+    a.add_argument("--endpoint", default=None, help="listen host:port (default 127.0.0.1:8080)")
+    a.set_defaults(handler=_run_query_api)
+
 
 def _run(args: argparse.Namespace) -> int:
-    from receiver.config import ConfigError, config_as_dict, load_config
 
     overrides = {
         key: value
@@ -71,3 +84,34 @@ def _run(args: argparse.Namespace) -> int:
 
     setup_logging(config.log_level)
     return asyncio.run(serve(config))
+
+
+def _run_query_api(args: argparse.Namespace) -> int:
+    overrides = {"query_api_endpoint": args.endpoint} if args.endpoint else None
+    try:
+        config = load_config(args.config, overrides=overrides)
+    except ConfigError as exc:
+        print(f"query-api: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve_api(config))
+
+
+async def _serve_api(config: Any) -> int:
+    from indexer.query.api import start_query_api
+    from indexer.query.config import query_config_of
+
+    cfg = query_config_of(config)
+    if not cfg.tokens:
+        print(
+            "query-api: warning: no query.tokens configured; every request is refused",
+            file=sys.stderr,
+        )
+    runner = await start_query_api(config, None)
+    print(f"query-api: listening on {cfg.endpoint}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    return 0

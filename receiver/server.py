@@ -28,8 +28,8 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from receiver import native
 from receiver.config import ReceiverConfig, parse_endpoint
-from receiver.otlp.decode import PROTOBUF_DECODER
 from receiver.otlp.export import ExportHandler, SpansSink, optional_method
 from receiver.otlp.grpc import build_grpc_server
 from receiver.otlp.http import build_admin_app, build_otlp_app
@@ -178,7 +178,7 @@ class ReceiverServer:
                 "admin_port": self.admin_port or None,
                 "traces": traces,
                 "consumer": config.consumer,
-                "logs_decoder": PROTOBUF_DECODER,
+                "logs_decoder": native.DESCRIPTION,
                 # Whether the decoder prepares plain records' writes (receiver.ingest.prepare).
                 "native_prepare": getattr(self.logs_consumer, "native_plan", None) is not None,
             },
@@ -249,7 +249,7 @@ async def serve(config: ReceiverConfig) -> int:
         # The query API records each query through the same consumer, in process.
         from indexer.query.api import start_query_api
 
-        query_api = await start_query_api(config, logs_consumer)
+        query_api = await start_query_api(config, logs_consumer.consume_logs)
         # What exists after startup lives as long as the process: keep it out of every
         # later collection, and collect less often (about 2 us of CPU per event less).
         gc.freeze()

@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from indexer.templates import TemplateSettings, register_template
+from indexer.indices import BLOCKS_INDEX
+from indexer.mappings import TemplateSettings
 from otel_audit.integrity import (
     Checkpoint,
     CheckpointFormatError,
@@ -38,7 +39,6 @@ from otel_audit.integrity import (
 from otel_audit.schema import Schema
 
 __all__ = [
-    "BLOCKS_INDEX",
     "KIND_BLOCK",
     "KIND_HEARTBEAT",
     "BlockRecord",
@@ -47,7 +47,6 @@ __all__ = [
     "merge_time_range",
 ]
 
-BLOCKS_INDEX = "audit-blocks"
 KIND_BLOCK = "block"
 KIND_HEARTBEAT = "heartbeat"
 
@@ -104,9 +103,6 @@ def blocks_template(schema: Schema, settings: TemplateSettings) -> dict[str, Any
             },
         },
     }
-
-
-register_template("blocks", blocks_template)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from indexer.integrity.blocks import BLOCKS_INDEX, KIND_BLOCK, BlockRecord
+from indexer.indices import BLOCKS_INDEX
+from indexer.integrity.blocks import KIND_BLOCK, BlockRecord
 from otel_audit.integrity import ProofBundle, inclusion_proof, make_bundle
 
 __all__ = ["ProveError", "prove"]

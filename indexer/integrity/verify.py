@@ -36,10 +36,10 @@ from typing import Any
 from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_exc
 
-from indexer.integrity.blocks import BLOCKS_INDEX, BlockRecord
+from indexer.indices import BLOCKS_INDEX, EVENTS_PATTERN
+from indexer.integrity.blocks import BlockRecord
 from indexer.integrity.checkpoint_store import CheckpointStore
 from indexer.integrity.leaf_scan import LeafScan, pit_pages
-from otel_audit.document import EVENTS_INDEX_PREFIX
 from otel_audit.integrity import (
     Checkpoint,
     CheckpointFormatError,
@@ -440,7 +440,7 @@ def verify(
     # The events are read (and hashed) from here on, while the blocks are checked.
     with LeafScan(
         es,
-        EVENTS_INDEX_PREFIX + "*",
+        EVENTS_PATTERN,
         query,
         options.page_size,
         options.slices,

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from otel_audit.document import EVENTS_INDEX_PREFIX
+from indexer.indices import EVENTS_PATTERN, REJECTED_PATTERN, SPANS_PATTERN
 from otel_audit.schema import Schema, load_schema
 
 __all__ = [
@@ -48,8 +48,6 @@ SEARCH_AUTH_FAILURES_ID = "otel-audit-authentication-failures"
 SEARCH_REJECTED_ID = "otel-audit-rejected-records"
 DASHBOARD_ID = "otel-audit-overview"
 
-REJECTED_INDEX_PATTERN = "audit-rejected-*"
-SPANS_INDEX_PATTERN = "audit-spans-*"
 
 TRACE_ID_FIELD = "trace.id"
 APM_LINK_FIELD = "trace.apm_link"
@@ -96,15 +94,15 @@ class DataView:
 def data_views() -> tuple[DataView, ...]:
     """The data views, events first (the saved searches and the dashboard use it)."""
     return (
-        DataView(EVENTS_VIEW_ID, "Audit events", EVENTS_INDEX_PREFIX + "*", "@timestamp", True),
+        DataView(EVENTS_VIEW_ID, "Audit events", EVENTS_PATTERN, "@timestamp", True),
         DataView(
             REJECTED_VIEW_ID,
             "Audit rejected records",
-            REJECTED_INDEX_PATTERN,
+            REJECTED_PATTERN,
             "@timestamp",
             False,
         ),
-        DataView(SPANS_VIEW_ID, "Audit spans", SPANS_INDEX_PATTERN, "@timestamp", True),
+        DataView(SPANS_VIEW_ID, "Audit spans", SPANS_PATTERN, "@timestamp", True),
     )
 
 

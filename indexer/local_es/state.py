@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from elasticsearch import Elasticsearch
 
+from indexer.indices import PROJECT_INDEX_PATTERNS, PROJECT_TEMPLATES
+
 __all__ = [
     "PROJECT_COMPONENT_TEMPLATES",
     "PROJECT_INDEX_PATTERNS",
@@ -16,9 +18,8 @@ __all__ = [
     "wipe_project_state",
 ]
 
-PROJECT_INDEX_PATTERNS = ("audit-*", ".audit-*", "otel-audit-*")
-PROJECT_INDEX_TEMPLATES = "otel-audit*"
-PROJECT_COMPONENT_TEMPLATES = "otel-audit*"
+PROJECT_INDEX_TEMPLATES = PROJECT_TEMPLATES
+PROJECT_COMPONENT_TEMPLATES = PROJECT_TEMPLATES
 PROJECT_SNAPSHOT_REPOSITORIES = "otel-audit*"
 
 

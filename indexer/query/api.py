@@ -19,7 +19,7 @@ sort values and the filters. Every answered query is recorded as an audit event
 
 Inside ``otel-audit serve``::
 
-    runner = await start_query_api(receiver_config, logs_consumer)
+    runner = await start_query_api(receiver_config, logs_consumer.consume_logs)
     ...
     await runner.cleanup()
 """
@@ -37,7 +37,7 @@ import orjson
 from aiohttp import web
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError, TransportError
 
-from indexer.query.audit import QueryAuditor
+from indexer.query.audit import QueryAuditor, WriteRecords
 from indexer.query.auth import Authenticator, AuthError, Principal
 from indexer.query.config import QueryConfig, query_config_of
 from indexer.query.filters import (
@@ -53,7 +53,6 @@ from indexer.query.filters import (
 from indexer.query.openapi import openapi_document
 from indexer.query.stats import shape_stats, stats_body
 from indexer.query.traces import build_trace_view
-from receiver.pipeline import LogsConsumer
 
 __all__ = ["API_PREFIX", "build_app", "start_query_api"]
 
@@ -482,18 +481,18 @@ async def _healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok", "elasticsearch": status})
 
 
-def build_app(config: Any, logs_consumer: LogsConsumer | None = None) -> web.Application:
+def build_app(config: Any, write_records: WriteRecords | None = None) -> web.Application:
     """The query API application.
 
     ``config`` is the receiver's :class:`~receiver.config.ReceiverConfig` (its ``query``
-    section is used) or a :class:`QueryConfig`. With ``logs_consumer`` the query audit
-    events go to it in process; without, through OTLP to ``receiver_endpoint``.
+    section is used) or a :class:`QueryConfig`. With ``write_records`` the query audit
+    events are written in process; without, sent through OTLP to ``receiver_endpoint``.
     """
     cfg = query_config_of(config)
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024)
     app[_CFG_KEY] = cfg
     app[_AUTH_KEY] = Authenticator(cfg.tokens)
-    app[_AUDIT_KEY] = QueryAuditor.for_app(cfg, logs_consumer)
+    app[_AUDIT_KEY] = QueryAuditor.for_app(cfg, write_records)
     app[_TASKS_KEY] = _Tasks()
 
     async def es_ctx(app: web.Application) -> Any:
@@ -517,14 +516,14 @@ def build_app(config: Any, logs_consumer: LogsConsumer | None = None) -> web.App
     return app
 
 
-async def start_query_api(config: Any, logs_consumer: LogsConsumer | None = None) -> web.AppRunner:
+async def start_query_api(config: Any, write_records: WriteRecords | None = None) -> web.AppRunner:
     """Build the app and listen on the configured endpoint; ``await runner.cleanup()`` stops it.
 
     The bound port (when the endpoint asks for port 0) is ``runner.addresses[0][1]``.
     """
     cfg = query_config_of(config)
     host, port = cfg.host_port()
-    runner = web.AppRunner(build_app(cfg, logs_consumer), access_log=None)
+    runner = web.AppRunner(build_app(cfg, write_records), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

@@ -6,8 +6,9 @@ resource type ``audit_log``, actor the token's subject; a request refused for la
 role is recorded with outcome ``denied``. The record goes through the normal pipeline:
 
 * inside ``otel-audit serve``: a :class:`~otel_audit.record.LogRecordData` handed to the
-  in-process :class:`~receiver.pipeline.LogsConsumer`, awaited before the answer is sent:
-  if the access cannot be recorded the query fails (fail closed, 503);
+  receiver's ingest in process (a :data:`WriteRecords` callable, its ``consume_logs``),
+  awaited before the answer is sent: if the access cannot be recorded the query fails
+  (fail closed, 503);
 * standalone (``otel-audit query-api``): the OTel SDK's OTLP/HTTP log exporter sends it
   to the receiver; the SDK batches and retries, the answer does not wait for it.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -25,18 +26,38 @@ from indexer.query.config import QueryConfig
 from otel_audit import _logs_compat
 from otel_audit.emit import new_event_id
 from otel_audit.record import LogRecordData
-from receiver.pipeline import LogsConsumer
 
 __all__ = [
     "AuditSink",
     "ConsumerSink",
     "OtlpSink",
     "QueryAuditor",
+    "WriteRecords",
+    "Written",
     "query_audit_record",
 ]
 
 _log = logging.getLogger(__name__)
 SCOPE_NAME = "otel_audit.query_api"
+
+
+class Written(Protocol):
+    """What writing records answers: how many were rejected, and why."""
+
+    @property
+    def rejected(self) -> int:
+        """Records refused."""
+        ...
+
+    @property
+    def error_message(self) -> str:
+        """Why, when any was refused."""
+        ...
+
+
+WriteRecords = Callable[[list[LogRecordData]], Awaitable[Written]]
+"""Makes records durable in process and says which were refused (the receiver's
+``consume_logs``)."""
 
 
 class AuditSink(Protocol):
@@ -97,13 +118,13 @@ def query_audit_record(
 
 
 class ConsumerSink:
-    """Hands records to the receiver's in-process consumer and waits until durable."""
+    """Hands records to the receiver's ingest in process and waits until they are durable."""
 
-    def __init__(self, consumer: LogsConsumer) -> None:
-        self._consumer = consumer
+    def __init__(self, write: WriteRecords) -> None:
+        self._write = write
 
     async def record(self, record: LogRecordData) -> None:
-        result = await self._consumer.consume_logs([record])
+        result = await self._write([record])
         if result.rejected:
             # Our own record failing validation is a bug: surface it, never hide it.
             raise RuntimeError(f"query audit event rejected: {result.error_message}")
@@ -154,12 +175,12 @@ class QueryAuditor:
         self.sink = sink if config.audit_queries else None
 
     @classmethod
-    def for_app(cls, config: QueryConfig, consumer: LogsConsumer | None) -> QueryAuditor:
-        """In-process consumer when given, else OTLP to ``config.receiver_endpoint``."""
+    def for_app(cls, config: QueryConfig, write: WriteRecords | None) -> QueryAuditor:
+        """In-process ``write`` when given, else OTLP to ``config.receiver_endpoint``."""
         if not config.audit_queries:
             return cls(config, None)
-        if consumer is not None:
-            return cls(config, ConsumerSink(consumer))
+        if write is not None:
+            return cls(config, ConsumerSink(write))
         return cls(config, OtlpSink(config.receiver_endpoint, config.service_name))
 
     async def record(

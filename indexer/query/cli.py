@@ -10,7 +10,6 @@ the API on its own; ``tokens hash`` prints the SHA-256 to put in the config.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import os
@@ -116,16 +115,6 @@ def register(subparsers: Any) -> None:
     t.add_argument("trace_id", help="32 hex digits")
     _add_client_args(t)
     t.set_defaults(handler=_trace)
-
-    a = subparsers.add_parser(
-        "query-api",
-        help="run the query API on its own",
-        description="Serve /api/v1 with the query section of the config; query audit "
-        "events go through OTLP to the receiver (query.receiver_endpoint).",
-    )
-    a.add_argument("--config", default=None, help="YAML config file (same as serve)")
-    a.add_argument("--endpoint", default=None, help="listen host:port (default 127.0.0.1:8080)")
-    a.set_defaults(handler=_query_api)
 
     tok = subparsers.add_parser("tokens", help="query API tokens")
     tsub = tok.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
@@ -280,41 +269,6 @@ def _trace(args: argparse.Namespace) -> int:
         print(json.dumps(view, ensure_ascii=False, indent=2))
     else:
         print(render_trace(view))
-    return 0
-
-
-def _query_api(args: argparse.Namespace) -> int:
-    from receiver.config import ConfigError, load_config
-
-    overrides = {"query_api_endpoint": args.endpoint} if args.endpoint else None
-    try:
-        config = load_config(args.config, overrides=overrides)
-    except ConfigError as exc:
-        print(f"query-api: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(_serve_api(config))
-
-
-async def _serve_api(config: Any) -> int:
-    import signal
-
-    from indexer.query.api import start_query_api
-    from indexer.query.config import query_config_of
-
-    cfg = query_config_of(config)
-    if not cfg.tokens:
-        print(
-            "query-api: warning: no query.tokens configured; every request is refused",
-            file=sys.stderr,
-        )
-    runner = await start_query_api(config, None)
-    print(f"query-api: listening on {cfg.endpoint}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
     return 0
 
 

@@ -2,7 +2,7 @@
 
 YAML example: the ``query:`` section of the ``otel-audit serve`` config file, which
 ``otel-audit query-api --config`` reads too (a section registered with
-:func:`receiver.config.register_section`; ``OTEL_AUDIT_QUERY__MAX_LIMIT`` and the like
+``receiver.config.SECTIONS``; ``OTEL_AUDIT_QUERY__MAX_LIMIT`` and the like
 override single keys)::
 
     query:
@@ -26,6 +26,8 @@ import os
 import re
 from dataclasses import dataclass, replace
 from typing import Any
+
+from indexer.indices import BLOCKS_INDEX, EVENTS_ALIAS, SPANS_ALIAS
 
 __all__ = [
     "ROLES",
@@ -82,11 +84,11 @@ class QueryConfig:
     """Most spans returned by one trace view."""
     max_trace_events: int = 5000
     """Most audit events returned by one trace view."""
-    events_index: str = "audit-events"
+    events_index: str = EVENTS_ALIAS
     """Alias (or pattern) searched for audit events."""
-    spans_index: str = "audit-spans"
+    spans_index: str = SPANS_ALIAS
     """Alias (or pattern) searched for spans."""
-    blocks_index: str = "audit-blocks"
+    blocks_index: str = BLOCKS_INDEX
     """Index of sealed integrity blocks; may be absent."""
     audit_queries: bool = True
     """Record every served query as an ``audit_log.*`` audit event."""
@@ -178,12 +180,3 @@ def query_config_of(config: Any) -> QueryConfig:
         es_url=config.es_url,
         receiver_endpoint=f"http://{host}:{port}",
     )
-
-
-def _register() -> None:
-    from receiver.config import register_section
-
-    register_section("query", QueryConfig)
-
-
-_register()

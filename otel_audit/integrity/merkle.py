@@ -48,15 +48,10 @@ MAX_TREE_SIZE = 2**64 - 1
 _MAX_PROOF_LEN = 65
 
 _sha256 = hashlib.sha256
-_Extend = Callable[[int, list[bytes], list[bytes]], tuple[list[bytes], int]]
-try:
-    # The receiver's native extension, when installed, extends a compact range in one call
-    # (native/src/seal.rs); the loop below is the reference and takes over where it stops.
-    import otel_audit_native
-
-    _native_extend: _Extend | None = otel_audit_native.merkle_extend
-except (ImportError, AttributeError):  # not installed, or a build from before it had this
-    _native_extend = None
+FastExtend = Callable[[int, list[bytes], list[bytes]], tuple[list[bytes], int]]
+"""``(size, hashes, leaves) -> (new hashes, leaves taken)``: an accelerated
+:meth:`CompactRange.extend` (the receiver hands in its native one); it may stop early and
+leave the rest of the leaves to the reference loop."""
 _LEAF = b"\x00"
 _NODE = b"\x01"
 
@@ -310,13 +305,17 @@ class CompactRange:
     leaves go in. ``root()`` equals :func:`root_hash` over every leaf appended so far.
     ``state()``/``from_state()`` persist it, so a long-lived chain resumes after a
     restart without reading its old leaves.
+
+    ``fast_extend`` (optional) takes over :meth:`extend`; the loop here is the reference
+    and appends whatever leaves it does not take.
     """
 
-    __slots__ = ("_hashes", "_size")
+    __slots__ = ("_fast_extend", "_hashes", "_size")
 
-    def __init__(self) -> None:
+    def __init__(self, *, fast_extend: FastExtend | None = None) -> None:
         self._size = 0
         self._hashes: list[bytes] = []
+        self._fast_extend = fast_extend
 
     @property
     def size(self) -> int:
@@ -330,8 +329,9 @@ class CompactRange:
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
         """Append leaf hashes in order; amortised one node hash per leaf."""
         leaves = leaf_hashes if isinstance(leaf_hashes, list) else list(leaf_hashes)
-        if _native_extend is not None and leaves:
-            self._hashes, taken = _native_extend(self._size, self._hashes, leaves)
+        fast = self._fast_extend
+        if fast is not None and leaves:
+            self._hashes, taken = fast(self._size, self._hashes, leaves)
             self._size += taken
             if taken == len(leaves):
                 return
@@ -370,7 +370,9 @@ class CompactRange:
         return self._size, tuple(self._hashes)
 
     @classmethod
-    def from_state(cls, size: int, hashes: Sequence[bytes]) -> CompactRange:
+    def from_state(
+        cls, size: int, hashes: Sequence[bytes], *, fast_extend: FastExtend | None = None
+    ) -> CompactRange:
         """Rebuild from :meth:`state` output; raises :class:`ProofError` if inconsistent."""
         size = _check_size(size, "size")
         if not isinstance(hashes, list | tuple):
@@ -379,14 +381,14 @@ class CompactRange:
             raise ProofError(
                 f"a compact range of size {size} has {size.bit_count()} hashes, got {len(hashes)}"
             )
-        cr = cls()
+        cr = cls(fast_extend=fast_extend)
         cr._size = size
         cr._hashes = [_check_hash(h, f"hashes[{i}]") for i, h in enumerate(hashes)]
         return cr
 
     def copy(self) -> CompactRange:
         """Return an independent copy (to compute a tentative root without committing)."""
-        cr = CompactRange()
+        cr = CompactRange(fast_extend=self._fast_extend)
         cr._size = self._size
         cr._hashes = list(self._hashes)
         return cr

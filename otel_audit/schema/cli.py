@@ -1,8 +1,8 @@
-"""``otel-audit schema``: show the audit schema, its generated reference and index template.
+"""``otel-audit schema``: show the audit schema and its generated reference.
 
 ``show`` prints the schema (``--json``: the schema file as is), ``docs`` prints or
-``--write``s ``docs/schema.md`` (``--check`` exits 1 when the file is stale), ``template``
-prints the Elasticsearch index templates derived from the schema.
+``--write``s ``docs/schema.md`` (``--check`` exits 1 when the file is stale). The index
+templates derived from it: ``otel-audit templates show``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
-    """Add ``schema show|docs|template`` to the ``otel-audit`` command line."""
+    """Add ``schema show|docs`` to the ``otel-audit`` command line."""
     parser = subparsers.add_parser("schema", help="show the audit schema and what derives from it")
     sub = parser.add_subparsers(dest="schema_command", metavar="SUBCOMMAND", required=True)
 
@@ -34,10 +34,6 @@ def register(subparsers: Any) -> None:
         "--output", type=Path, default=None, help="file to write or check (default docs/schema.md)"
     )
     docs.set_defaults(handler=_docs)
-
-    template = sub.add_parser("template", help="print the Elasticsearch index templates")
-    template.add_argument("--json", action="store_true", help="print the template bodies as JSON")
-    template.set_defaults(handler=_template)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -75,30 +71,3 @@ def _docs(args: argparse.Namespace) -> int:
         return 0
     sys.stdout.write(text)
     return 0
-
-
-def _template(args: argparse.Namespace) -> int:
-    from indexer.templates import registered_templates
-
-    templates = registered_templates()
-    if args.json:
-        print(json.dumps(templates, indent=2))
-        return 0
-    for name, body in templates.items():
-        patterns = ", ".join(body.get("index_patterns", []))
-        print(f"{name}  ({patterns})")
-        props = body.get("template", {}).get("mappings", {}).get("properties", {})
-        for path, kind in _leaves(props):
-            print(f"  {path:<32} {kind}")
-    return 0
-
-
-def _leaves(props: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for key, value in sorted(props.items()):
-        path = f"{prefix}{key}"
-        if "properties" in value:
-            out.extend(_leaves(value["properties"], path + "."))
-        else:
-            out.append((path, str(value.get("type", "object"))))
-    return out

@@ -28,17 +28,17 @@ import logging
 from typing import Any
 
 from indexer.bulk import BulkItem
+from indexer.indices import EVENTS_INDEX_PREFIX, event_index
 from otel_audit.document import (
-    EVENTS_INDEX_PREFIX,
     RESOURCE_ALIASES,
     build_document_and_plainness,
     content_hash,
-    event_index,
 )
 from otel_audit.integrity import leaf_hash_of_event
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema
 from otel_audit.validate import validate
+from receiver import native
 
 __all__ = ["Prepared", "native_plan", "prepare_in_python", "reference"]
 
@@ -53,13 +53,11 @@ def native_plan(schema: Schema, *, leaf: bool) -> Any | None:
     """The extension's plan for ``schema`` (hashing leaves when ``leaf``), or None when the
     native decoder is not in use or cannot take this schema (the Python path then does
     everything, as it always can)."""
-    from receiver.otlp import decode
-
-    native = decode.native_module()
-    if native is None:
+    ext = native.module()
+    if ext is None:
         return None
     try:
-        return native.Plan(_plan_settings(schema), leaf)
+        return ext.Plan(_plan_settings(schema), leaf)
     except ValueError as exc:
         _log.warning(
             "the native decoder cannot prepare documents for this schema; Python will",

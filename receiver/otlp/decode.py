@@ -31,11 +31,9 @@ import base64
 import binascii
 import dataclasses
 import math
-import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -43,17 +41,16 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otel_audit.record import LogRecordData
+from receiver import native
 from receiver.errors import InvalidRequest
 
 __all__ = [
-    "ENV_NATIVE_DECODER",
     "MAX_ANY_DEPTH",
     "NATIVE_DECODER",
     "PROTOBUF_DECODER",
     "DecodedLogs",
     "PreparedRecord",
     "any_value_from_pb",
-    "choose_decoder",
     "decode_logs_json",
     "decode_logs_protobuf",
     "hex_id_from_json",
@@ -113,42 +110,9 @@ class DecodedLogs:
 
 # --- which protobuf decoder ---------------------------------------------------------------
 
-ENV_NATIVE_DECODER = "OTEL_AUDIT_NATIVE_DECODER"
-"""``0`` decodes protobuf with the ``protobuf`` library even when the extension is there."""
-
-# The extension release whose semantics this module was checked against: a stale build
-# (an older native/ left in the virtualenv) is ignored rather than trusted.
-_NATIVE_VERSION = "0.5.0"
-
-
-def _import_native() -> tuple[ModuleType | None, str]:
-    """(the extension module or None, why not)."""
-    try:
-        import otel_audit_native
-    except ImportError as exc:
-        return None, f"otel_audit_native is not importable: {exc}"
-    version = getattr(otel_audit_native, "__version__", "unknown")
-    if version != _NATIVE_VERSION:
-        return None, (
-            f"otel_audit_native {version} is installed, {_NATIVE_VERSION} expected"
-            " (reinstall native/)"
-        )
-    return otel_audit_native, ""
-
-
-def choose_decoder(environ: Mapping[str, str], native: ModuleType | None, why: str) -> str:
-    """A description of the protobuf decoder to use: ``native ...`` or ``python (why)``."""
-    if environ.get(ENV_NATIVE_DECODER, "").strip().lower() in ("0", "false", "no", "off"):
-        return f"python ({ENV_NATIVE_DECODER}={environ[ENV_NATIVE_DECODER]})"
-    if native is None:
-        return f"python ({why})"
-    return f"native (otel_audit_native {native.__version__})"
-
-
-_native, _native_missing = _import_native()
-PROTOBUF_DECODER = choose_decoder(os.environ, _native, _native_missing)
+PROTOBUF_DECODER = native.DESCRIPTION
 """Which protobuf decoder is active and, for the Python one, why; logged at start-up."""
-NATIVE_DECODER: bool = PROTOBUF_DECODER.startswith("native")
+NATIVE_DECODER: bool = native.ENABLED
 """True when protobuf requests are decoded by the ``otel_audit_native`` extension."""
 
 
@@ -199,11 +163,6 @@ def _bad_id(trace_id: bytes, span_id: bytes) -> str:
     return f"span_id must be 8 bytes, got {len(span_id)}"
 
 
-def native_module() -> ModuleType | None:
-    """The ``otel_audit_native`` extension when protobuf is decoded with it, else None."""
-    return _native if NATIVE_DECODER else None
-
-
 def decode_logs_protobuf(
     body: bytes, plan: Any | None = None, received_ns: int | None = None
 ) -> DecodedLogs:
@@ -221,18 +180,19 @@ def decode_logs_protobuf(
 def _decode_logs_protobuf_native(
     body: bytes, plan: Any | None = None, received_ns: int | None = None
 ) -> DecodedLogs:
-    if _native is None:
-        raise RuntimeError(f"no native decoder: {_native_missing}")
+    ext = native.module()
+    if ext is None:
+        raise RuntimeError(f"no native decoder: {native.DESCRIPTION}")
     if type(body) is not bytes:
         body = bytes(body)  # the extension takes bytes only; protobuf took any buffer
     if plan is not None and received_ns is None:
         received_ns = time.time_ns()
     lazy = _Source(body).prepared_record if plan is not None else None
     try:
-        records, rejected, reasons = _native.decode_logs(
+        records, rejected, reasons = ext.decode_logs(
             body, LogRecordData, plan, received_ns or 0, lazy
         )
-    except _native.DecodeError as exc:
+    except ext.DecodeError as exc:
         raise InvalidRequest(f"body is not an ExportLogsServiceRequest: {exc}") from None
     return DecodedLogs(records, rejected, reasons)
 
@@ -283,9 +243,10 @@ class _Source:
 
     def record(self, position: int) -> LogRecordData:
         if self._records is None:
-            if _native is None:  # pragma: no cover - a prepared record came from it
-                raise RuntimeError(f"no native decoder: {_native_missing}")
-            self._records = _native.decode_logs(self._body, LogRecordData)[0]
+            ext = native.module()
+            if ext is None:  # pragma: no cover - a prepared record came from it
+                raise RuntimeError(f"no native decoder: {native.DESCRIPTION}")
+            self._records = ext.decode_logs(self._body, LogRecordData)[0]
         return self._records[position]
 
     def prepared_record(self, prepared: Any, position: int) -> PreparedRecord:

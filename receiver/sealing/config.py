@@ -20,7 +20,6 @@ import re
 from dataclasses import dataclass
 
 from otel_audit.integrity import PRIVATE_KEY_ENV
-from receiver.config import register_section
 
 __all__ = ["IntegrityConfig"]
 
@@ -67,6 +66,3 @@ class IntegrityConfig:
             raise ValueError(
                 f"chain_id: {self.chain_id!r} must be 1-200 of letters, digits and . _ : -"
             )
-
-
-register_section("integrity", IntegrityConfig)

@@ -40,8 +40,8 @@ from elastic_transport import TransportError
 from elasticsearch import AsyncElasticsearch
 from elasticsearch import exceptions as es_exc
 
+from indexer.indices import BLOCKS_INDEX
 from indexer.integrity.blocks import (
-    BLOCKS_INDEX,
     KIND_BLOCK,
     KIND_HEARTBEAT,
     BlockRecord,

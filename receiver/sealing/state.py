@@ -42,13 +42,15 @@ from otel_audit.integrity import (
     decode_hash,
     encode_hash,
 )
-from receiver.otlp.decode import native_module
+from receiver import native
 
 __all__ = ["ChainState", "Entries", "Journal", "Pending", "StateDir"]
 
-_native = native_module()
+_native = native.module()
 # The native extension writes a batch's lines in one call; the orjson loop is the reference.
 _native_lines = getattr(_native, "journal_lines", None) if _native is not None else None
+# ... and extends the chain's Merkle frontier; CompactRange's loop is the reference.
+_native_extend = getattr(_native, "merkle_extend", None) if _native is not None else None
 
 
 @dataclass(slots=True)
@@ -172,7 +174,7 @@ class ChainState:
 
     def compact_range(self) -> CompactRange:
         """The chain's Merkle frontier as a :class:`CompactRange`."""
-        return CompactRange.from_state(self.tree_size, self.frontier)
+        return CompactRange.from_state(self.tree_size, self.frontier, fast_extend=_native_extend)
 
     def after_block(
         self, checkpoint: Checkpoint, tree: CompactRange, journal_offset: int

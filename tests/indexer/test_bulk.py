@@ -13,8 +13,9 @@ import pytest
 from elasticsearch import AsyncElasticsearch, Elasticsearch
 
 from indexer.bulk import BulkItem, BulkSettings, BulkWriter, ItemResult, ItemStatus
-from indexer.templates import EVENTS_ALIAS, install_templates
-from otel_audit.document import build_document, content_hash, event_index
+from indexer.indices import EVENTS_ALIAS, event_index
+from indexer.templates import install_templates
+from otel_audit.document import build_document, content_hash
 from otel_audit.record import LogRecordData
 
 pytestmark = pytest.mark.integration

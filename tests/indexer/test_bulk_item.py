@@ -8,7 +8,8 @@ import uuid
 import orjson
 
 from indexer.bulk import BulkItem, PreEncodedNdjson
-from otel_audit.document import build_document, content_hash, event_index
+from indexer.indices import event_index
+from otel_audit.document import build_document, content_hash
 from otel_audit.record import LogRecordData
 from receiver.ingest.consumer import _decode_spool, _encode_spool
 

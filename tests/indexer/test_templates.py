@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -9,9 +10,10 @@ import pytest
 from elasticsearch import Elasticsearch
 from opentelemetry.sdk.trace import TracerProvider
 
-from indexer.templates import EVENTS_ALIAS, event_properties, events_template, install_templates
+from indexer.indices import EVENTS_ALIAS, event_index
+from indexer.templates import event_properties, events_template, install_templates
 from otel_audit import audit_event
-from otel_audit.document import build_document, event_index
+from otel_audit.document import build_document
 from otel_audit.record import LogRecordData
 from otel_audit.schema import load_schema
 from otel_audit.schema.docs import example_record
@@ -202,3 +204,22 @@ def test_strict_mapping_rejects_unknown_fields(clean_es: Elasticsearch) -> None:
             document=doc,
             op_type="create",
         )
+
+
+def test_templates_show_lists_every_template_and_its_fields(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from otel_audit.cli import main
+
+    assert main(["templates", "show", "--json"]) == 0
+    templates = json.loads(capsys.readouterr().out)
+    assert sorted(templates) == [
+        "otel-audit-blocks",
+        "otel-audit-events",
+        "otel-audit-rejected",
+        "otel-audit-spans",
+    ]
+    assert templates["otel-audit-events"]["index_patterns"] == ["audit-events-*"]
+    assert main(["templates", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "otel-audit-events: audit-events-*" in out and "event.action" in out

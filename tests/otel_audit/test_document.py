@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import base64
-import time
 import uuid
 from dataclasses import replace
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from otel_audit.document import (
     build_document,
     content_hash,
     derive_event_id,
-    event_index,
     format_ns,
 )
 from otel_audit.record import LogRecordData
@@ -208,16 +204,5 @@ def test_example_document_is_what_the_docs_show() -> None:
     assert doc["audit"]["extra"] == {"order.total_cents": 129900}
 
 
-def test_index_and_time_format() -> None:
-    assert event_index(T) == "audit-events-2026.01.01"
-    # The day boundaries, on both sides of the epoch, and the largest uint64 time.
-    assert event_index(1_767_225_599_999_999_999) == "audit-events-2025.12.31"
-    assert event_index(-1) == "audit-events-1969.12.31"
-    assert event_index(0, prefix="x-") == "x-1970.01.01"
-
-
-@given(st.integers(min_value=-(2**40) * 10**9, max_value=2**64 - 1))
-def test_event_index_is_the_utc_day_of_the_timestamp(ts_ns: int) -> None:
-    expected = time.strftime("%Y.%m.%d", time.gmtime(ts_ns // 1_000_000_000))
-    assert event_index(ts_ns) == "audit-events-" + expected
+def test_time_format() -> None:
     assert format_ns(0) == "1970-01-01T00:00:00.000000000Z"

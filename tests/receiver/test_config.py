@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from receiver.config import (
     ReceiverConfig,
     load_config,
     parse_endpoint,
-    register_section,
 )
 
 TESTDATA = Path(__file__).parent / "testdata"
@@ -141,22 +139,23 @@ class _Section:
             raise ValueError("block_max_events: must be at least 1")
 
 
+SECTIONS = {**config_module.SECTIONS, "testsection": _Section}
+
+
 @pytest.fixture
-def section() -> Iterator[str]:
-    register_section("testsection", _Section)
-    yield "testsection"
-    config_module._SECTIONS.pop("testsection")
+def section() -> str:
+    return "testsection"
 
 
 def test_registered_section_loads_with_defaults_file_and_env(section: str, tmp_path: Path) -> None:
-    assert load_config(env={}).section(section, _Section) == _Section()
+    assert load_config(env={}, sections=SECTIONS).section(section, _Section) == _Section()
     path = tmp_path / "c.yaml"
     path.write_text(
         "testsection:\n  key_file: /k.pem\n  tags: [a, b]\n  inner:\n    depth: 3\n"
         "grpc_endpoint: 127.0.0.1:1\n"
     )
     env = {"OTEL_AUDIT_TESTSECTION__ENABLED": "false", "OTEL_AUDIT_TESTSECTION__TAGS": "x,y"}
-    config = load_config(path, env=env)
+    config = load_config(path, env=env, sections=SECTIONS)
     value = config.section(section, _Section)
     assert value.key_file == "/k.pem" and value.inner == _Inner(3)
     assert value.enabled is False and value.tags == ("x", "y")
@@ -177,13 +176,12 @@ def test_section_errors_name_the_key(section: str, tmp_path: Path, text: str, wo
     path = tmp_path / "c.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
-        load_config(path, env={})
+        load_config(path, env={}, sections=SECTIONS)
     assert words in str(info.value) and "c.yaml" in str(info.value)
 
 
-def test_sections_cannot_shadow_receiver_keys_or_be_registered_twice(section: str) -> None:
+def test_sections_cannot_shadow_receiver_keys() -> None:
     with pytest.raises(ValueError, match="clashes"):
-        register_section("es_url", _Section)
-    with pytest.raises(ValueError, match="already registered"):
-        register_section(section, _Inner)
-    register_section(section, _Section)  # the same class again is fine (re-import)
+        load_config(env={}, sections={"es_url": _Section})
+    with pytest.raises(TypeError, match="not a dataclass"):
+        load_config(env={}, sections={"testsection": dict})

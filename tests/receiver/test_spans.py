@@ -8,15 +8,12 @@ import time
 import pytest
 from elasticsearch import AsyncElasticsearch, Elasticsearch
 
+from indexer.indices import span_index
+from indexer.spans import SpansConfig, build_span_document
 from indexer.templates import registered_templates
 from otel_audit.span_record import SpanData
 from receiver.errors import Unavailable
-from receiver.spans import (
-    SpansConfig,
-    SpansConsumer,
-    build_span_document,
-    span_index,
-)
+from receiver.spans import SpansConsumer
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 

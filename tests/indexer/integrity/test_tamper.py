@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
-from indexer.integrity.blocks import BLOCKS_INDEX, BlockRecord
+from indexer.indices import BLOCKS_INDEX
+from indexer.integrity.blocks import BlockRecord
 from indexer.integrity.prove import prove
 from otel_audit.integrity import (
     Keyring,

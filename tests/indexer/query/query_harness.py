@@ -17,11 +17,12 @@ import aiohttp
 import orjson
 from elasticsearch import Elasticsearch
 
+from indexer.indices import event_index
 from indexer.query.api import start_query_api
 from indexer.query.auth import hash_token
 from indexer.query.config import QueryConfig, TokenEntry
 from indexer.templates import install_templates
-from otel_audit.document import build_document, event_index
+from otel_audit.document import build_document
 from otel_audit.record import LogRecordData
 from receiver.ingest.consumer import IngestConsumer, build_consumer
 
@@ -133,7 +134,7 @@ class Api:
             )
         )
         await self.consumer.start()
-        self.runner = await start_query_api(self.config, self.consumer)
+        self.runner = await start_query_api(self.config, self.consumer.consume_logs)
         port = self.runner.addresses[0][1]
         self.base = f"http://127.0.0.1:{port}/api/v1"
         self.session = aiohttp.ClientSession()

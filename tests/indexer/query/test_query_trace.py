@@ -159,7 +159,7 @@ def test_trace_across_three_services(clean_es: Elasticsearch, es_url: str, tmp_p
         spans = build_spans_consumer(config, logs)
         server = ReceiverServer(config, logs, spans)
         await server.start()
-        runner = await start_query_api(config, logs)
+        runner = await start_query_api(config, logs.consume_logs)
         api = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1"
         try:
             sent = await asyncio.to_thread(_run_services, f"http://127.0.0.1:{server.http_port}")

@@ -53,13 +53,8 @@ def test_cli_docs_check_and_write(tmp_path: object, capsys: pytest.CaptureFixtur
     assert out.read_text(encoding="utf-8") == render()
 
 
-def test_cli_show_and_template(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_show(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema", "show", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["marker_attribute"] == "audit.action"
     assert main(["schema", "show"]) == 0
     assert "audit.actor.id" in capsys.readouterr().out
-    assert main(["schema", "template", "--json"]) == 0
-    templates = json.loads(capsys.readouterr().out)
-    assert templates["otel-audit-events"]["index_patterns"] == ["audit-events-*"]
-    assert main(["schema", "template"]) == 0
-    assert "event.action" in capsys.readouterr().out

@@ -21,9 +21,8 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
-from indexer.deadletter import REJECTED_ALIAS
+from indexer.indices import EVENTS_ALIAS, REJECTED_ALIAS
 from indexer.local_es import LocalElasticsearch
-from indexer.templates import EVENTS_ALIAS
 from receiver.errors import Unavailable
 from receiver.ingest.consumer import IngestConsumer
 from tests.receiver.conftest import ConsumerFactory, audit_record

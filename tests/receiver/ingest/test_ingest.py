@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from elasticsearch import AsyncElasticsearch, Elasticsearch
 
-from indexer.deadletter import REJECTED_ALIAS
-from indexer.templates import EVENTS_ALIAS
+from indexer.indices import EVENTS_ALIAS, REJECTED_ALIAS
 from otel_audit.integrity import leaf_hash_of_document
 from otel_audit.record import LogRecordData
 from receiver.ingest.consumer import IngestConsumer, build_consumer

@@ -34,6 +34,7 @@ from bench.otlp_load import build_requests
 from otel_audit.integrity import leaf_hash_of_document
 from otel_audit.record import LogRecordData
 from otel_audit.schema import load_schema
+from receiver import native
 from receiver.ingest.prepare import native_plan, reference
 from receiver.otlp import decode
 from receiver.otlp.decode import DecodedLogs
@@ -42,7 +43,7 @@ from tests.support.front_harness import any_value, comparable_record
 # Without the native decoder (not installed, or OTEL_AUDIT_NATIVE_DECODER=0) nothing is
 # prepared and every test here skips; under CI=true the conftest turns each skip into a
 # failure: CI always builds and exercises the native decoder.
-pytestmark = pytest.mark.skipif(not decode.NATIVE_DECODER, reason=decode.PROTOBUF_DECODER)
+pytestmark = pytest.mark.skipif(not native.ENABLED, reason=native.DESCRIPTION)
 
 _SCHEMA = load_schema()
 _LIMITS = _SCHEMA.limits

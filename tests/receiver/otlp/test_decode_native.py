@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
+from receiver import native as native_gate
 from receiver.errors import InvalidRequest
 from receiver.otlp import decode
 from receiver.otlp.decode import DecodedLogs
@@ -49,7 +50,7 @@ from tests.support.front_harness import (
 # Without the extension every test here skips, and under CI=true the conftest turns each
 # skip into a failure: CI always builds and exercises the native decoder.
 pytestmark = pytest.mark.skipif(
-    decode._native is None, reason=f"no native decoder: {decode._native_missing}"
+    native_gate._native is None, reason=f"no native decoder: {native_gate._missing}"
 )
 
 
@@ -427,14 +428,18 @@ def test_a_bytes_like_body_is_accepted() -> None:
 
 
 def test_the_environment_can_force_the_python_decoder() -> None:
-    env = {decode.ENV_NATIVE_DECODER: "0"}
-    assert decode.choose_decoder(env, decode._native, "") == "python (OTEL_AUDIT_NATIVE_DECODER=0)"
-    assert decode.choose_decoder({}, decode._native, "").startswith("native (otel_audit_native ")
-    assert decode.choose_decoder({}, None, "why") == "python (why)"
+    env = {native_gate.ENV_NATIVE_DECODER: "0"}
+    assert (
+        native_gate.describe(env, native_gate._native, "") == "python (OTEL_AUDIT_NATIVE_DECODER=0)"
+    )
+    assert native_gate.describe({}, native_gate._native, "").startswith(
+        "native (otel_audit_native "
+    )
+    assert native_gate.describe({}, None, "why") == "python (why)"
 
 
 def test_a_stale_extension_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert decode._native is not None
-    monkeypatch.setattr(decode._native, "__version__", "0.0.0")
-    module, why = decode._import_native()
+    assert native_gate._native is not None
+    monkeypatch.setattr(native_gate._native, "__version__", "0.0.0")
+    module, why = native_gate._import()
     assert module is None and "0.0.0 is installed" in why

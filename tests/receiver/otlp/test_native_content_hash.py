@@ -23,6 +23,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otel_audit.document import content_hash
 from otel_audit.record import LogRecordData
+from receiver import native
 from receiver.otlp import decode
 from tests.support.front_harness import (
     array_value as _array,
@@ -41,7 +42,7 @@ from tests.support.front_harness import (
 # Without the extension every test here skips, and under CI=true the conftest turns each
 # skip into a failure: CI always builds and exercises the native decoder.
 pytestmark = pytest.mark.skipif(
-    decode._native is None, reason=f"no native decoder: {decode._native_missing}"
+    native._native is None, reason=f"no native decoder: {native._missing}"
 )
 
 # Characters whose JSON encoding is easy to get wrong: every control character, the

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
-from indexer.integrity.blocks import BLOCKS_INDEX
+from indexer.indices import BLOCKS_INDEX
 from indexer.integrity.checkpoint_store import DirectoryCheckpointStore
 from indexer.integrity.verify import VerifyOptions, verify
 from otel_audit import _logs_compat
