@@ -46,6 +46,7 @@ from otel_audit.validate import Violation
 
 __all__ = [
     "KINDS",
+    "bare_item",
     "rejected_item",
     "rejected_template",
 ]
@@ -246,3 +247,23 @@ def _dead_letter_id(doc: dict[str, Any]) -> str:
     basis = {k: v for k, v in doc.items() if k != "@timestamp"}
     data = orjson.dumps(basis, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(data).hexdigest()[:40]
+
+
+def bare_item(item: BulkItem, why: str) -> BulkItem:
+    """A dead-letter write reduced to fields that cannot fail: the original as JSON text.
+
+    For a dead-letter document Elasticsearch refused anyway (``why``): its reasons gain
+    one that says so, and its ``_id`` gains ``-bare``.
+    """
+    doc = item.document
+    bare = {
+        "@timestamp": doc.get("@timestamp"),
+        "kind": doc.get("kind"),
+        "reasons": [
+            *doc.get("reasons", []),
+            {"field": "dead_letter", "rule": "mapping", "message": why[:1000]},
+        ],
+        "original_format": "json_text",
+        "original": {"json": orjson.dumps(doc).decode("utf-8", "replace")},
+    }
+    return BulkItem(index=item.index, doc_id=item.doc_id + "-bare", document=bare)

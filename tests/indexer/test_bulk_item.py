@@ -11,7 +11,7 @@ from indexer.bulk import BulkItem, PreEncodedNdjson
 from indexer.indices import event_index
 from otel_audit.document import build_document, content_hash
 from otel_audit.record import LogRecordData
-from receiver.ingest.consumer import _decode_spool, _encode_spool
+from receiver.ingest.router import decode_frame, encode_frame
 
 
 def _item(*, sort_keys: bool = False) -> BulkItem:
@@ -56,7 +56,7 @@ def test_compacted_items_spool_and_come_back_the_same() -> None:
     docs = [it.document for it in items]
     for it in items:
         it.compact()
-    back = _decode_spool(_encode_spool(items))
+    back = decode_frame(encode_frame(items))
     assert [(b.index, b.doc_id, b.content_hash, b.document) for b in back] == [
         (it.index, it.doc_id, it.content_hash, doc) for it, doc in zip(items, docs, strict=True)
     ]
