@@ -15,26 +15,35 @@ NATIVE_SRC    := native/pyproject.toml native/Cargo.toml native/Cargo.lock \
 
 install: $(STAMP)
 
+# Without cargo the receiver runs its pure-Python paths (same results, more CPU per event);
+# under CI=true a missing toolchain is an error, since CI must exercise the native ones.
 $(STAMP): pyproject.toml $(NATIVE_SRC)
-	@PATH="$(CARGO_PATH)" command -v cargo >/dev/null || { echo "make: cargo not found on" \
-	  "PATH or in ~/.cargo/bin; native/ (the protobuf decoder) needs a Rust toolchain:" \
-	  "install one with rustup (https://rustup.rs) or your package manager" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	PATH="$(CARGO_PATH)" CARGO_TARGET_DIR="$(NATIVE_TARGET)" $(PY) -m pip install --quiet ./native
+	@if PATH="$(CARGO_PATH)" command -v cargo >/dev/null; then \
+	  PATH="$(CARGO_PATH)" CARGO_TARGET_DIR="$(NATIVE_TARGET)" $(PY) -m pip install --quiet ./native; \
+	elif [ "$${CI:-}" = true ]; then \
+	  echo "make: cargo not found (PATH, ~/.cargo/bin) and CI=true: native/ must be built" >&2; exit 1; \
+	else \
+	  echo "make: no cargo, so the pure-Python receiver is installed without native/ (rustup.rs)"; \
+	fi
 	touch $(STAMP)
 
+# Style, types, and the import contracts in pyproject.toml (imports point only downward).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
-# The whole suite: lint, unit and integration tests. The Collector is built (or found in
-# its cache) first, outside any test's timeout; integration tests start the local
-# Elasticsearch through the project's own code.
+# The whole suite: lint, unit and integration tests, then the integration tests once more
+# on the pure-Python paths (OTEL_AUDIT_NATIVE_DECODER=0), which a machine without cargo
+# runs. The Collector is built (or found in its cache) first, outside any test's timeout;
+# integration tests start the local Elasticsearch through the project's own code.
 test: lint collector
 	$(PY) -m pytest
+	OTEL_AUDIT_NATIVE_DECODER=0 $(PY) -m pytest -m integration -p no:cacheprovider
 
 unit: $(STAMP)
 	$(PY) -m pytest -m "not integration and not collector"

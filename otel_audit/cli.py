@@ -1,32 +1,45 @@
-"""The ``otel-audit`` command line.
+"""The ``otel-audit`` command line: the one root that sees every layer.
 
 Each sub-command lives beside the code it drives and exposes ``register(subparsers)``;
-this module only lists them, imported lazily so that ``otel-audit --help`` stays fast
-and the service-side library never imports server dependencies.
+this module only lists them. It is the only module of ``otel_audit`` that imports the
+server packages (``make lint``'s import contracts name it as the exception), and it does
+so when the parser is built, so that importing ``otel_audit`` stays free of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
-# module path -> the sub-commands it registers (for lazy import)
-COMMAND_MODULES: tuple[str, ...] = (
-    "otel_audit.schema.cli",
-    "indexer.local_es.cli",
-    "otel_audit.integrity.cli",
-    "indexer.integrity.cli",
-    "indexer.templates_cli",
-    "indexer.kibana.cli",
-    "receiver.serve_cli",
-    "indexer.query.cli",
-    "demo.cli",
-    "indexer.retention",
-)
+
+def command_modules() -> tuple[ModuleType, ...]:
+    """The modules that register sub-commands, in ``--help`` order."""
+    from demo import cli as demo_cli
+    from indexer import retention, templates_cli
+    from indexer.integrity import cli as verify_cli
+    from indexer.kibana import cli as kibana_cli
+    from indexer.local_es import cli as local_es_cli
+    from indexer.query import cli as query_cli
+    from otel_audit.integrity import cli as keys_cli
+    from otel_audit.schema import cli as schema_cli
+    from receiver import serve_cli
+
+    return (
+        schema_cli,
+        local_es_cli,
+        keys_cli,
+        verify_cli,
+        templates_cli,
+        kibana_cli,
+        serve_cli,
+        query_cli,
+        demo_cli,
+        retention,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audit events on OpenTelemetry and Elasticsearch.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(name)
+    for module in command_modules():
         module.register(sub)
     return parser
 

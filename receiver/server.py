@@ -23,6 +23,7 @@ import inspect
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -45,15 +46,41 @@ _GC_THRESHOLDS = (10_000, 20, 20)
 records, documents) until it is answered, so Python's default (700, 10, 10) would collect,
 and scan them, several times per request."""
 
-_LOGS_FACTORIES = {
-    "ingest": "receiver.ingest.consumer:build_consumer",
-    "null_sink": "receiver.ingest.null_sink:build_null_sink",
-    "discard": "receiver.ingest.null_sink:build_discard_sink",
+
+def _ingest(config: ReceiverConfig) -> LogsConsumer:
+    from receiver.ingest.consumer import build_consumer
+
+    return build_consumer(config)
+
+
+def _null_sink(config: ReceiverConfig) -> Any:
+    from receiver.ingest.null_sink import build_null_sink
+
+    return build_null_sink(config)
+
+
+def _discard(config: ReceiverConfig) -> Any:
+    from receiver.ingest.null_sink import build_discard_sink
+
+    return build_discard_sink(config)
+
+
+def _span_store(config: ReceiverConfig) -> SpansSink:
+    from receiver.spans import build_spans_consumer as build_span_store
+
+    return build_span_store(config)
+
+
+# Built-in consumers by config name; anything else is a user's ``package.module:factory``.
+_LOGS_FACTORIES: dict[str, Callable[[ReceiverConfig], Any]] = {
+    "ingest": _ingest,
+    "null_sink": _null_sink,
+    "discard": _discard,
 }
-_SPANS_FACTORIES = {
-    "default": "receiver.spans:build_spans_consumer",
-    "null_sink": "receiver.ingest.null_sink:build_null_sink",
-    "discard": "receiver.ingest.null_sink:build_discard_sink",
+_SPANS_FACTORIES: dict[str, Callable[[ReceiverConfig], Any]] = {
+    "default": _span_store,
+    "null_sink": _null_sink,
+    "discard": _discard,
 }
 
 
@@ -70,8 +97,8 @@ def _load_factory(spec: str, key: str) -> Any:
 
 def build_logs_consumer(config: ReceiverConfig) -> LogsConsumer:
     """The log records consumer named by ``config.consumer``."""
-    spec = _LOGS_FACTORIES.get(config.consumer, config.consumer)
-    consumer: LogsConsumer = _load_factory(spec, "consumer")(config)
+    factory = _LOGS_FACTORIES.get(config.consumer) or _load_factory(config.consumer, "consumer")
+    consumer: LogsConsumer = factory(config)
     return consumer
 
 
@@ -80,19 +107,10 @@ def build_spans_consumer(config: ReceiverConfig, logs_consumer: Any = None) -> S
     name = config.spans_consumer
     if name == "none":
         return None
-    if name == "default":
-        try:
-            factory = _load_factory(_SPANS_FACTORIES["default"], "spans_consumer")
-        except (ImportError, ValueError) as exc:
-            # The trace service is optional: logs are what the receiver must take.
-            log.warning("trace service off: no span store", extra={"error": str(exc)})
-            return None
-        sink: SpansSink = factory(config)
-        return sink
     if name in ("null_sink", "discard") and hasattr(logs_consumer, "consume_spans"):
         return logs_consumer  # type: ignore[no-any-return]
-    spec = _SPANS_FACTORIES.get(name, name)
-    sink = _load_factory(spec, "spans_consumer")(config)
+    factory = _SPANS_FACTORIES.get(name) or _load_factory(name, "spans_consumer")
+    sink: SpansSink = factory(config)
     return sink
 
 

@@ -165,7 +165,7 @@ def test_trace_across_three_services(clean_es: Elasticsearch, es_url: str, tmp_p
             sent = await asyncio.to_thread(_run_services, f"http://127.0.0.1:{server.http_port}")
             headers = {"Authorization": f"Bearer {TOKENS['reader']}"}
             async with aiohttp.ClientSession(headers=headers) as http:
-                deadline = time.monotonic() + 15
+                deadline = time.monotonic() + 30
                 while True:
                     async with http.get(f"{api}/traces/{sent['trace_id']}") as resp:
                         view = await resp.json() if resp.status == 200 else {}
