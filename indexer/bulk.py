@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-_HASH_FIELD = "audit.content_hash"
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _SORTED_LINE = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SORT_KEYS
 # Items' serialized lines, read off a batch in C.

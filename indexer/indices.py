@@ -30,6 +30,7 @@ __all__ = [
     "EVENTS_PATTERN",
     "EVENTS_TEMPLATE",
     "PROJECT_INDEX_PATTERNS",
+    "PROJECT_SNAPSHOT_REPOSITORIES",
     "PROJECT_TEMPLATES",
     "REJECTED_ALIAS",
     "REJECTED_INDEX_PREFIX",
@@ -70,6 +71,8 @@ PROJECT_INDEX_PATTERNS = ("audit-*", ".audit-*", "otel-audit-*")
 """Every index the project may create (the test wipe deletes these, nothing else)."""
 PROJECT_TEMPLATES = "otel-audit*"
 """Every index and component template the project may install."""
+PROJECT_SNAPSHOT_REPOSITORIES = "otel-audit*"
+"""Every snapshot repository the project may register."""
 
 _NS_PER_DAY = 86_400 * 1_000_000_000
 

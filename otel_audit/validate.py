@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 from otel_audit.record import LogRecordData
 from otel_audit.schema import AttributeField, Schema, load_schema
 
-__all__ = ["Violation", "is_audit_event", "summarize", "validate"]
+__all__ = ["Violation", "summarize", "validate"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KEY_BAD = re.compile(r"[\x00-\x1f\x7f]|^\.|\.$|\.\.")
@@ -48,13 +48,6 @@ class Violation(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
-
-
-def is_audit_event(record: LogRecordData, schema: Schema | None = None) -> bool:
-    """True when the record carries the marker attribute (``audit.action``)."""
-    schema = schema or load_schema()
-    attrs = record.attributes
-    return isinstance(attrs, dict) and schema.marker_attribute in attrs
 
 
 def summarize(violations: list[Violation], limit: int = 3) -> str:

@@ -1,26 +1,20 @@
-"""The Elasticsearch state this project owns, and how to wipe it between tests.
+"""Wiping the Elasticsearch state this project owns, between tests.
 
-One list of names, so the test fixtures and any reset command remove the same things
-and never touch indices or templates that belong to someone else on a shared node.
+The names come from :mod:`indexer.indices`, so the fixtures remove exactly what the
+project creates and never touch indices or templates of someone else on a shared node.
 """
 
 from __future__ import annotations
 
 from elasticsearch import Elasticsearch
 
-from indexer.indices import PROJECT_INDEX_PATTERNS, PROJECT_TEMPLATES
+from indexer.indices import (
+    PROJECT_INDEX_PATTERNS,
+    PROJECT_SNAPSHOT_REPOSITORIES,
+    PROJECT_TEMPLATES,
+)
 
-__all__ = [
-    "PROJECT_COMPONENT_TEMPLATES",
-    "PROJECT_INDEX_PATTERNS",
-    "PROJECT_INDEX_TEMPLATES",
-    "PROJECT_SNAPSHOT_REPOSITORIES",
-    "wipe_project_state",
-]
-
-PROJECT_INDEX_TEMPLATES = PROJECT_TEMPLATES
-PROJECT_COMPONENT_TEMPLATES = PROJECT_TEMPLATES
-PROJECT_SNAPSHOT_REPOSITORIES = "otel-audit*"
+__all__ = ["wipe_project_state"]
 
 
 def wipe_project_state(client: Elasticsearch) -> None:
@@ -36,7 +30,7 @@ def wipe_project_state(client: Elasticsearch) -> None:
         ignore_unavailable=True,
         allow_no_indices=True,
     )
-    es.indices.delete_index_template(name=PROJECT_INDEX_TEMPLATES)
-    es.cluster.delete_component_template(name=PROJECT_COMPONENT_TEMPLATES)
-    es.indices.delete_template(name=PROJECT_INDEX_TEMPLATES)
+    es.indices.delete_index_template(name=PROJECT_TEMPLATES)
+    es.cluster.delete_component_template(name=PROJECT_TEMPLATES)
+    es.indices.delete_template(name=PROJECT_TEMPLATES)
     es.snapshot.delete_repository(name=PROJECT_SNAPSHOT_REPOSITORIES)

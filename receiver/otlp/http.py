@@ -15,7 +15,6 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -37,7 +36,6 @@ __all__ = ["build_admin_app", "build_otlp_app", "read_body"]
 
 log = logging.getLogger("otel_audit.receiver.http")
 
-_READ_CHUNK = 256 * 1024
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
@@ -118,9 +116,6 @@ async def read_body(request: web.Request, limit: int, reservation: Reservation) 
             raise InvalidRequest("gzip body is empty")
         gunzip.finish()
     return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-Decoder = Callable[[bytes], Any]
 
 
 class _OtlpRoutes:
