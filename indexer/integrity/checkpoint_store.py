@@ -14,8 +14,9 @@ Files are written to a temporary name, fsynced and renamed, so a crash never lea
 torn checkpoint. Point the directory at storage the Elasticsearch administrators cannot
 rewrite (another host, a WORM bucket mounted as files, a different team's volume).
 
-Other stores plug in through :class:`CheckpointStore` and :func:`open_checkpoint_store`
-(``package.module:factory`` called with the location string).
+Other stores implement :class:`otel_audit.integrity.store.CheckpointStore` and plug in
+through :func:`open_checkpoint_store` (``package.module:factory`` called with the location
+string).
 """
 
 from __future__ import annotations
@@ -25,44 +26,16 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
 import orjson
 
 from indexer.state_files import fsync_dir, write_atomic
 from otel_audit.integrity import Checkpoint, CheckpointFormatError
+from otel_audit.integrity.store import CheckpointStore
 
-__all__ = [
-    "CheckpointStore",
-    "DirectoryCheckpointStore",
-    "open_checkpoint_store",
-]
+__all__ = ["DirectoryCheckpointStore", "open_checkpoint_store"]
 
 _NAME_RE = re.compile(r"(\d{20})\.json")
-
-
-class CheckpointStore(Protocol):
-    """Where signed checkpoints go besides Elasticsearch."""
-
-    def append(self, checkpoint: Checkpoint) -> None:
-        """Store ``checkpoint`` durably; storing the identical one again is a no-op.
-
-        Raises ``FileExistsError`` when a *different* checkpoint has the same chain and
-        sequence: the store never overwrites.
-        """
-        ...
-
-    def chains(self) -> list[str]:
-        """Every chain id with at least one checkpoint."""
-        ...
-
-    def read(self, chain_id: str) -> Iterator[Checkpoint | CheckpointFormatError]:
-        """The chain's checkpoints in sequence order; unreadable ones as the error."""
-        ...
-
-    def latest(self, chain_id: str) -> Checkpoint | None:
-        """The chain's checkpoint with the highest sequence, or ``None``."""
-        ...
 
 
 class DirectoryCheckpointStore:

@@ -61,9 +61,10 @@ def _progress(events: int, elapsed_s: float) -> None:
 def _verify(args: argparse.Namespace) -> int:
     from elastic_transport import TransportError
 
-    from indexer.integrity.checkpoint_store import CheckpointStore, open_checkpoint_store
+    from indexer.integrity.checkpoint_store import open_checkpoint_store
     from indexer.integrity.verify import VerifyOptions, verify
     from otel_audit.integrity import IntegrityError, Keyring
+    from otel_audit.integrity.store import CheckpointStore
 
     keys = args.public_key or [str(_state_dir() / "keys")]
     try:

@@ -38,7 +38,6 @@ from elasticsearch import exceptions as es_exc
 
 from indexer.indices import BLOCKS_INDEX, EVENTS_PATTERN
 from indexer.integrity.blocks import BlockRecord
-from indexer.integrity.checkpoint_store import CheckpointStore
 from indexer.integrity.leaf_scan import LeafScan, pit_pages
 from otel_audit.integrity import (
     Checkpoint,
@@ -50,6 +49,7 @@ from otel_audit.integrity import (
     leaf_hash_of_document,
     verify_checkpoint,
 )
+from otel_audit.integrity.store import CheckpointStore
 
 __all__ = [
     "Finding",

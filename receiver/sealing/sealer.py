@@ -47,7 +47,7 @@ from indexer.integrity.blocks import (
     BlockRecord,
     merge_time_range,
 )
-from indexer.integrity.checkpoint_store import CheckpointStore, open_checkpoint_store
+from indexer.integrity.checkpoint_store import open_checkpoint_store
 from otel_audit.integrity import (
     PRIVATE_KEY_FILENAME,
     CheckpointFormatError,
@@ -63,6 +63,7 @@ from otel_audit.integrity import (
     sign_checkpoint,
     write_key_pair,
 )
+from otel_audit.integrity.store import CheckpointStore
 from receiver.sealing.config import IntegrityConfig
 from receiver.sealing.state import ChainState, Entries, Journal, Pending, StateDir
 from receiver.waiting import wait_event
