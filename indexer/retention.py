@@ -88,13 +88,24 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import os
+    from elasticsearch import ApiError, TransportError
 
-    from elasticsearch import Elasticsearch
+    from indexer.es_client import EsConnection, describe_error, sync_client
+    from otel_audit.exits import Exit
 
-    url = args.es_url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
-    es = Elasticsearch(url, request_timeout=60)
-    plan = run_span_retention(es, dry_run=args.dry_run, default_days=args.default_days)
+    try:
+        connection = EsConnection.from_env(url=args.es_url)
+    except ValueError as exc:
+        print(f"retention: {exc}", file=sys.stderr)
+        return Exit.USAGE
+    es = sync_client(connection, request_timeout=60)
+    try:
+        plan = run_span_retention(es, dry_run=args.dry_run, default_days=args.default_days)
+    except (ApiError, TransportError) as exc:
+        print(f"retention: {describe_error(exc, connection)}", file=sys.stderr)
+        return Exit.UNAVAILABLE
+    finally:
+        es.close()
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "indices": [asdict(a) for a in plan]}))
         return 0

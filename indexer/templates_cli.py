@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
+from indexer.es_client import ENV_KEYS, EsConnection, describe_error, sync_client
 from indexer.templates import install_templates, registered_templates
+from otel_audit.exits import Exit
 
 __all__ = ["register"]
 
-ENV_ES_URL = "OTEL_AUDIT_ES_URL"
-DEFAULT_ES_URL = "http://127.0.0.1:9200"
+ENV_ES_URL = ENV_KEYS["url"]
 
 
 def register(subparsers: Any) -> None:
@@ -42,20 +42,27 @@ def register(subparsers: Any) -> None:
     show.set_defaults(handler=_show)
 
 
+def _fail(args: argparse.Namespace, message: str, code: Exit) -> int:
+    if args.json:
+        sys.stdout.write(json.dumps({"ok": False, "error": message}) + "\n")
+    sys.stderr.write(f"otel-audit templates: {message}\n")
+    return code
+
+
 def _install(args: argparse.Namespace) -> int:
-    from elasticsearch import Elasticsearch
     from elasticsearch import exceptions as es_exceptions
 
-    url = args.url or os.environ.get(ENV_ES_URL) or DEFAULT_ES_URL
-    client = Elasticsearch(url, request_timeout=30)
+    try:
+        connection = EsConnection.from_env(url=args.url)
+    except ValueError as exc:
+        return _fail(args, str(exc), Exit.USAGE)
+    url = connection.cloud_id or connection.url
+    client = sync_client(connection, request_timeout=30)
     try:
         names = install_templates(client)
     except (es_exceptions.ApiError, es_exceptions.TransportError) as exc:
-        message = f"installing templates at {url} failed: {exc}"
-        if args.json:
-            sys.stdout.write(json.dumps({"ok": False, "error": message}) + "\n")
-        sys.stderr.write(f"otel-audit templates: {message}\n")
-        return 1
+        message = f"installing templates failed: {describe_error(exc, connection)}"
+        return _fail(args, message, Exit.UNAVAILABLE)
     finally:
         client.close()
     if args.json:

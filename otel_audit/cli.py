@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from otel_audit.exits import Exit
+
 
 def command_modules() -> tuple[ModuleType, ...]:
     """The modules that register sub-commands, in ``--help`` order."""
@@ -42,11 +44,22 @@ def command_modules() -> tuple[ModuleType, ...]:
     )
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("otel-audit")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otel-audit",
         description="Audit events on OpenTelemetry and Elasticsearch.",
+        epilog="Exit codes: 0 ok, 1 findings, 2 usage, 3 unavailable, 4 stale, 130 interrupted.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in command_modules():
         module.register(sub)
@@ -60,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rc = handler(args)
     except KeyboardInterrupt:
-        return 130
+        return Exit.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (``otel-audit ... | head``): not an error worth a traceback.
         with contextlib.suppress(OSError):

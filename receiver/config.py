@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from indexer.es_client import EsConnection
 from indexer.query.config import QueryConfig
 from indexer.spans import SpansConfig
 from receiver.sealing.config import IntegrityConfig
@@ -82,7 +83,19 @@ class ReceiverConfig:
     overload_retry_after_s: float = 1.0
     """Retry delay suggested to clients pushed back for overload."""
     es_url: str = "http://127.0.0.1:9200"
-    """Elasticsearch base URL."""
+    """Elasticsearch base URL (several nodes: comma-separated)."""
+    es_cloud_id: str = ""
+    """Elastic Cloud deployment id, instead of ``es_url``."""
+    es_api_key: str = field(default="", repr=False)
+    """API key for Elasticsearch (``id:key`` or its base64 form); never logged."""
+    es_username: str = ""
+    """Basic-authentication user for Elasticsearch (with ``es_password``)."""
+    es_password: str = field(default="", repr=False)
+    """Basic-authentication password; never logged."""
+    es_ca_file: str = ""
+    """PEM file of the CA that signed the cluster's HTTPS certificate."""
+    es_ca_fingerprint: str = ""
+    """SHA-256 fingerprint of that CA, instead of ``es_ca_file``."""
     spool_dir: str = "spool"
     """Directory of the local spool used while Elasticsearch is unavailable."""
     spool_max_bytes: int = 1024 * _MIB
@@ -140,8 +153,7 @@ class ReceiverConfig:
                 "max_inflight_bytes: must be at least max_request_bytes "
                 f"({self.max_request_bytes}), or no request of the maximum size could run"
             )
-        if not self.es_url.startswith(("http://", "https://")):
-            raise ValueError(f"es_url: {self.es_url!r} must start with http:// or https://")
+        EsConnection.from_config(self)  # raises naming the es_* key
         if self.bulk_max_docs < 1:
             raise ValueError("bulk_max_docs: must be at least 1")
         for key in ("consumer", "spans_consumer"):
@@ -388,6 +400,8 @@ def config_as_dict(config: ReceiverConfig) -> dict[str, Any]:
         for f in dataclasses.fields(config)
         if f.name not in ("sections", "source")
     }
+    for name, value in EsConnection.from_config(config).redacted().items():
+        out["es_" + name] = value
     for name, value in config.sections.items():
         out[name] = dataclasses.asdict(value)
     return out

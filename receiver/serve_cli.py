@@ -17,6 +17,7 @@ import signal
 import sys
 from typing import Any
 
+from otel_audit.exits import Exit
 from receiver.config import ConfigError, config_as_dict, load_config
 
 __all__ = ["register"]
@@ -67,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides=overrides)
     except ConfigError as exc:
         print(f"otel-audit serve: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     if args.check_config:
         data = config_as_dict(config)
         if args.json:
@@ -92,7 +93,7 @@ def _run_query_api(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides=overrides)
     except ConfigError as exc:
         print(f"query-api: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     return asyncio.run(_serve_api(config))
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from otel_audit.exits import Exit
 from receiver import native
 from receiver.config import ReceiverConfig, parse_endpoint
 from receiver.otlp.export import ExportHandler, SpansSink, optional_method
@@ -275,7 +276,7 @@ async def serve(config: ReceiverConfig) -> int:
     except Exception:
         log.exception("receiver failed to start")
         await server.shutdown(min(5.0, config.shutdown_timeout_s))
-        return 1
+        return Exit.UNAVAILABLE
     await stop.wait()
     await query_api.cleanup()
     await server.shutdown(config.shutdown_timeout_s)

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from indexer.es_client import EsConnection, async_client
 from indexer.indices import SPANS_TEMPLATE, span_index
 from indexer.mappings import TemplateSettings
 from indexer.spans import SpansConfig, build_span_document, spans_template
@@ -118,12 +119,10 @@ class SpansConsumer:
 
 
 def build_spans_consumer(config: Any) -> SpansConsumer:
-    """The span store for the receiver's configuration (its ``es_url`` and ``spans``)."""
-    from elasticsearch import AsyncElasticsearch
-
+    """The span store for the receiver's configuration (its connection and ``spans``)."""
     sections = getattr(config, "sections", {}) or {}
     spans_config = sections.get("spans")
     if not isinstance(spans_config, SpansConfig):
         spans_config = SpansConfig()
-    es = AsyncElasticsearch(config.es_url, request_timeout=10, max_retries=0)
+    es = async_client(EsConnection.from_config(config), request_timeout=10, max_retries=0)
     return SpansConsumer(es, spans_config, close_client=True)

@@ -24,28 +24,31 @@ from typing import Any
 from elasticsearch import Elasticsearch
 from elasticsearch.serializer import OrjsonSerializer
 
+from indexer.es_client import EsConnection, describe_error, sync_client
+from otel_audit.exits import Exit
+
 __all__ = ["register"]
 
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_USAGE = 2
 _DEFAULT_STATE = "integrity-state"
 _MAX_LISTED = 20
 
 
-def _client(args: argparse.Namespace) -> Elasticsearch:
-    url = args.es_url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
-    return Elasticsearch(
-        url, request_timeout=120, serializers={"application/json": OrjsonSerializer()}
+def _connection(args: argparse.Namespace) -> EsConnection:
+    return EsConnection.from_env(url=args.es_url)
+
+
+def _client(connection: EsConnection) -> Elasticsearch:
+    return sync_client(
+        connection, request_timeout=120, serializers={"application/json": OrjsonSerializer()}
     )
 
 
-def _error(args: argparse.Namespace, message: str) -> int:
+def _error(args: argparse.Namespace, message: str, code: Exit = Exit.USAGE) -> int:
     if getattr(args, "json", False):
         sys.stdout.write(json.dumps({"ok": False, "error": message}) + "\n")
     else:
         sys.stderr.write(f"otel-audit: error: {message}\n")
-    return EXIT_USAGE
+    return code
 
 
 def _state_dir() -> Path:
@@ -60,6 +63,7 @@ def _progress(events: int, elapsed_s: float) -> None:
 
 def _verify(args: argparse.Namespace) -> int:
     from elastic_transport import TransportError
+    from elasticsearch import ApiError
 
     from indexer.integrity.checkpoint_store import open_checkpoint_store
     from indexer.integrity.verify import VerifyOptions, verify
@@ -87,18 +91,22 @@ def _verify(args: argparse.Namespace) -> int:
         grace_s=args.grace_s,
         progress=None if args.quiet else _progress,
     )
-    es = _client(args)
+    try:
+        connection = _connection(args)
+    except ValueError as exc:
+        return _error(args, str(exc))
+    es = _client(connection)
     try:
         report = verify(es, keyring, store, options)
-    except TransportError as exc:
-        return _error(args, f"Elasticsearch: {exc}")
+    except (TransportError, ApiError) as exc:
+        return _error(args, describe_error(exc, connection), Exit.UNAVAILABLE)
     finally:
         es.close()
     if args.json:
         sys.stdout.write(json.dumps(report.to_json_dict(), indent=2) + "\n")
     else:
         _print_report(report)
-    return EXIT_OK if report.ok else EXIT_FINDINGS
+    return Exit.OK if report.ok else Exit.FINDINGS
 
 
 def _print_report(report: Any) -> None:
@@ -156,16 +164,21 @@ def _print_report(report: Any) -> None:
 
 def _prove(args: argparse.Namespace) -> int:
     from elastic_transport import TransportError
+    from elasticsearch import ApiError
 
     from indexer.integrity.prove import ProveError, prove
 
-    es = _client(args)
+    try:
+        connection = _connection(args)
+    except ValueError as exc:
+        return _error(args, str(exc))
+    es = _client(connection)
     try:
         bundle = prove(es, args.event_id)
     except ProveError as exc:
-        return _error(args, str(exc))
-    except TransportError as exc:
-        return _error(args, f"Elasticsearch: {exc}")
+        return _error(args, str(exc), Exit.FINDINGS)
+    except (TransportError, ApiError) as exc:
+        return _error(args, describe_error(exc, connection), Exit.UNAVAILABLE)
     finally:
         es.close()
     text = json.dumps(bundle.to_json_dict(), indent=2, sort_keys=True) + "\n"
@@ -177,7 +190,7 @@ def _prove(args: argparse.Namespace) -> int:
             f"wrote inclusion proof of event {args.event_id} (leaf {bundle.leaf_index} of "
             f"{bundle.tree_size}, chain {bundle.checkpoint.origin}) to {args.out}\n"
         )
-    return EXIT_OK
+    return Exit.OK
 
 
 def register(subparsers: Any) -> None:

@@ -28,6 +28,7 @@ from indexer.kibana.client import (
     wait_until_available,
 )
 from indexer.kibana.objects import render_ndjson
+from otel_audit.exits import Exit
 
 __all__ = ["ENV_API_KEY", "ENV_PASSWORD", "ENV_URL", "register"]
 
@@ -35,9 +36,6 @@ ENV_URL = "OTEL_AUDIT_KIBANA_URL"
 ENV_PASSWORD = "OTEL_AUDIT_KIBANA_PASSWORD"
 ENV_API_KEY = "OTEL_AUDIT_KIBANA_API_KEY"
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 STATUS_POLL_INTERVAL_S = 2.0
 """Pause between /api/status polls while waiting for Kibana (--wait-s)."""
@@ -92,7 +90,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
         sys.stdout.write(text)
 
 
-def _fail(args: argparse.Namespace, message: str, code: int = EXIT_FAILED) -> int:
+def _fail(args: argparse.Namespace, message: str, code: int = Exit.FINDINGS) -> int:
     if args.json:
         sys.stdout.write(json.dumps({"ok": False, "error": message}, indent=2) + "\n")
     sys.stderr.write(f"otel-audit kibana: {message}\n")
@@ -146,16 +144,16 @@ def _report_text(report: ImportReport) -> str:
 def _import(args: argparse.Namespace) -> int:
     url = args.url or os.environ.get(ENV_URL)
     if not url:
-        return _fail(args, f"--url is required (or set {ENV_URL})", EXIT_USAGE)
+        return _fail(args, f"--url is required (or set {ENV_URL})", Exit.USAGE)
     if not url.startswith(("http://", "https://")):
-        return _fail(args, f"--url {url!r} must start with http:// or https://", EXIT_USAGE)
+        return _fail(args, f"--url {url!r} must start with http:// or https://", Exit.USAGE)
     try:
         auth = _auth(args)
         ndjson = _read_objects(args.file)
     except OSError as exc:
-        return _fail(args, f"cannot read {args.file}: {exc.strerror or exc}", EXIT_USAGE)
+        return _fail(args, f"cannot read {args.file}: {exc.strerror or exc}", Exit.USAGE)
     except ValueError as exc:
-        return _fail(args, str(exc), EXIT_USAGE)
+        return _fail(args, str(exc), Exit.USAGE)
 
     def progress(message: str) -> None:
         sys.stderr.write(message + "\n")
@@ -178,7 +176,7 @@ def _import(args: argparse.Namespace) -> int:
     except KibanaError as exc:
         return _fail(args, str(exc))
     _emit(args, report.to_json_dict(), _report_text(report))
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return Exit.OK if report.ok else Exit.FINDINGS
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -191,7 +189,7 @@ def _render(args: argparse.Namespace) -> int:
         fresh = current == text
         message = "up to date" if fresh else "stale: run 'otel-audit kibana render -o FILE'"
         _emit(args, {"ok": fresh, "file": args.check}, f"{args.check}: {message}\n")
-        return EXIT_OK if fresh else EXIT_FAILED
+        return Exit.OK if fresh else Exit.FINDINGS
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         count = text.count("\n")
@@ -202,4 +200,4 @@ def _render(args: argparse.Namespace) -> int:
         )
     else:
         sys.stdout.write(text)
-    return EXIT_OK
+    return Exit.OK

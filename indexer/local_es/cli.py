@@ -19,6 +19,7 @@ from indexer.local_es.manager import (
     LocalEsConfigError,
     LocalEsError,
 )
+from otel_audit.exits import Exit
 
 __all__ = ["register"]
 
@@ -89,7 +90,7 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
 
 
 def _fail(args: argparse.Namespace, exc: LocalEsError) -> int:
-    code = 2 if isinstance(exc, LocalEsConfigError) else 1
+    code = Exit.USAGE if isinstance(exc, LocalEsConfigError) else Exit.UNAVAILABLE
     if args.json:
         print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)}))
     print(f"local-es: error: {exc}", file=sys.stderr)
@@ -136,4 +137,4 @@ def _status(args: argparse.Namespace) -> int:
     else:
         text = f"stopped: {status.url}" + (f" ({status.detail})" if status.detail else "")
     _emit(args, {"ok": True, **status.to_dict()}, text)
-    return 0 if status.running else 3
+    return Exit.OK if status.running else Exit.UNAVAILABLE

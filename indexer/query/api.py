@@ -37,9 +37,10 @@ import orjson
 from aiohttp import web
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError, TransportError
 
+from indexer.es_client import async_client
 from indexer.query.audit import QueryAuditor, WriteRecords
 from indexer.query.auth import Authenticator, AuthError, Principal
-from indexer.query.config import QueryConfig, query_config_of
+from indexer.query.config import QueryConfig, es_connection_of, query_config_of
 from indexer.query.filters import (
     Cursor,
     EventFilter,
@@ -489,6 +490,7 @@ def build_app(config: Any, write_records: WriteRecords | None = None) -> web.App
     events are written in process; without, sent through OTLP to ``receiver_endpoint``.
     """
     cfg = query_config_of(config)
+    connection = es_connection_of(config)
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024)
     app[_CFG_KEY] = cfg
     app[_AUTH_KEY] = Authenticator(cfg.tokens)
@@ -496,7 +498,7 @@ def build_app(config: Any, write_records: WriteRecords | None = None) -> web.App
     app[_TASKS_KEY] = _Tasks()
 
     async def es_ctx(app: web.Application) -> Any:
-        app[_ES_KEY] = AsyncElasticsearch(cfg.es_url, request_timeout=cfg.request_timeout_s)
+        app[_ES_KEY] = async_client(connection, request_timeout=cfg.request_timeout_s)
         yield
         tasks = list(app[_TASKS_KEY].running)
         if tasks:
@@ -523,7 +525,7 @@ async def start_query_api(config: Any, write_records: WriteRecords | None = None
     """
     cfg = query_config_of(config)
     host, port = cfg.host_port()
-    runner = web.AppRunner(build_app(cfg, write_records), access_log=None)
+    runner = web.AppRunner(build_app(config, write_records), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

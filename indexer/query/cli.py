@@ -21,6 +21,7 @@ from typing import Any
 
 from indexer.query.auth import generate_token, hash_token
 from indexer.query.filters import FILTER_PARAMS
+from otel_audit.exits import Exit
 
 __all__ = ["escape_control", "register"]
 
@@ -45,11 +46,18 @@ def escape_control(text: str) -> str:
 
 
 class ApiError(Exception):
-    """The API answered with an error."""
+    """The API answered with an error (``status`` 0: it could not be reached)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+    @property
+    def exit_code(self) -> Exit:
+        """A refused request is the caller's to fix (usage); the rest is unavailability."""
+        if self.status in (400, 404, 422):
+            return Exit.USAGE
+        return Exit.UNAVAILABLE
 
 
 def _get(args: argparse.Namespace, path: str, params: list[tuple[str, str]]) -> Any:
@@ -201,7 +209,7 @@ def _query(args: argparse.Namespace) -> int:
             page = _get(args, "/events", nxt)
     except ApiError as exc:
         print(f"query: {exc}", file=sys.stderr)
-        return 2 if 400 <= exc.status < 500 else 1
+        return exc.exit_code
     if args.all:
         print(f"query: {total} events", file=sys.stderr)
     return 0
@@ -264,7 +272,7 @@ def _trace(args: argparse.Namespace) -> int:
         view = _get(args, f"/traces/{urllib.parse.quote(args.trace_id, safe='')}", [])
     except ApiError as exc:
         print(f"trace: {exc}", file=sys.stderr)
-        return 2 if 400 <= exc.status < 500 else 1
+        return exc.exit_code
     if args.json:
         print(json.dumps(view, ensure_ascii=False, indent=2))
     else:
@@ -279,7 +287,7 @@ def _tokens_hash(args: argparse.Namespace) -> int:
         token = sys.stdin.readline().rstrip("\r\n")
     if not token:
         print("tokens hash: empty token", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     print(hash_token(token))
     return 0
 
@@ -291,7 +299,7 @@ def _tokens_generate(args: argparse.Namespace) -> int:
     bad = sorted(set(roles) - ROLES)
     if bad:
         print(f"tokens generate: unknown role(s) {', '.join(bad)}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     token = generate_token()
     print(f"token (give it to {args.subject}; it is not stored anywhere): {token}", file=sys.stderr)
     entry = {"subject": args.subject, "sha256": hash_token(token), "roles": roles}

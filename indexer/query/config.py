@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from indexer.es_client import EsConnection
 from indexer.indices import BLOCKS_INDEX, EVENTS_ALIAS, SPANS_ALIAS
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "QueryConfig",
     "QueryConfigError",
     "TokenEntry",
+    "es_connection_of",
     "query_config_of",
 ]
 
@@ -158,6 +160,19 @@ class QueryConfig:
             es_url=self.es_url or es_url,
             receiver_endpoint=self.receiver_endpoint or receiver_endpoint,
         )
+
+
+def es_connection_of(config: Any) -> EsConnection:
+    """How the query API reaches Elasticsearch: the receiver's connection (``es_*`` keys),
+    or the ``OTEL_AUDIT_ES_*`` environment for a bare :class:`QueryConfig`; a
+    ``query.es_url`` overrides the URL either way."""
+    if isinstance(config, QueryConfig):
+        return EsConnection.from_env(url=config.es_url or None)
+    connection = EsConnection.from_config(config)
+    section = config.sections.get("query") if hasattr(config, "sections") else None
+    if isinstance(section, QueryConfig) and section.es_url:
+        return replace(connection, url=section.es_url)
+    return connection
 
 
 def query_config_of(config: Any) -> QueryConfig:

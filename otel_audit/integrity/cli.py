@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from otel_audit.exits import Exit
 from otel_audit.integrity.bundle import (
     BundleVerification,
     Reason,
@@ -27,10 +28,6 @@ from otel_audit.integrity.keys import Keyring, generate_private_key, write_key_p
 
 __all__ = ["register"]
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
-
 
 def _print_json(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
@@ -41,7 +38,7 @@ def _error(args: argparse.Namespace, message: str) -> int:
         _print_json({"ok": False, "error": message})
     else:
         sys.stderr.write(f"otel-audit: error: {message}\n")
-    return EXIT_USAGE
+    return Exit.USAGE
 
 
 def _keys_generate(args: argparse.Namespace) -> int:
@@ -65,7 +62,7 @@ def _keys_generate(args: argparse.Namespace) -> int:
             f"private key: {files.private_key_path} (mode 0600; keep it secret)\n"
             f"public key:  {files.public_key_path} (give this to verifiers)\n"
         )
-    return EXIT_OK
+    return Exit.OK
 
 
 def _verify_proof(args: argparse.Namespace) -> int:
@@ -93,7 +90,7 @@ def _verify_proof(args: argparse.Namespace) -> int:
         sys.stdout.write("FAILED: the proof does not hold\n")
         for reason in result.reasons:
             sys.stdout.write(f"  {reason.code}: {reason.message}\n")
-    return EXIT_OK if result.ok else EXIT_INVALID
+    return Exit.OK if result.ok else Exit.FINDINGS
 
 
 def register(subparsers: Any) -> None:

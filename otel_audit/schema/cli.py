@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from otel_audit.exits import Exit
 from otel_audit.schema import load_schema
 
 __all__ = ["register"]
@@ -62,7 +63,7 @@ def _docs(args: argparse.Namespace) -> int:
         current = path.read_text(encoding="utf-8") if path.exists() else ""
         if current != text:
             print(f"{path} is stale; regenerate it with `{REGENERATE}`", file=sys.stderr)
-            return 1
+            return Exit.FINDINGS
         return 0
     if args.write:
         path.parent.mkdir(parents=True, exist_ok=True)

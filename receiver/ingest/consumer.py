@@ -41,6 +41,7 @@ from indexer.bulk import (
     PreEncodedNdjson,
 )
 from indexer.deadletter import rejected_item
+from indexer.es_client import EsConnection, async_client
 from otel_audit.document import content_hash
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema, load_schema
@@ -355,13 +356,14 @@ def _result(total: int, rejections: list[_Rejection]) -> IngestResult:
 def build_consumer(config: Any, *, sealer: Sealer | None = None) -> IngestConsumer:
     """The ingest consumer for the receiver's configuration object.
 
-    Reads ``es_url``, ``spool_dir``, ``spool_max_bytes``, ``bulk_max_docs`` and
+    Reads the connection (``es_url``, ``es_api_key`` ...: :mod:`indexer.es_client`),
+    ``spool_dir``, ``spool_max_bytes``, ``bulk_max_docs`` and
     ``bulk_flush_interval_ms``, plus ``bulk_max_bytes``, ``bulk_timeout_s`` and
     ``max_inflight_bulks`` when the configuration has them (defaults otherwise).
     """
     settings = IngestSettings.of(config)
-    es = AsyncElasticsearch(
-        settings.es_url,
+    es = async_client(
+        EsConnection.from_config(config),
         request_timeout=settings.bulk_timeout_s,
         retry_on_timeout=False,
         max_retries=0,

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from indexer.es_client import EsConnection
 from receiver import config as config_module
 from receiver.config import (
     ConfigError,
     ReceiverConfig,
+    config_as_dict,
     load_config,
     parse_endpoint,
 )
@@ -35,7 +37,14 @@ def test_good_file_sets_every_key() -> None:
     assert config.admin_endpoint == "127.0.0.1:9464"
     assert config.max_request_bytes == 32 * 1024 * 1024
     assert config.overload_retry_after_s == 2.0 and isinstance(config.overload_retry_after_s, float)
-    assert config.es_url == "http://es.internal:9200"
+    assert EsConnection.from_config(config).urls == [
+        "https://es-1.internal:9200",
+        "https://es-2.internal:9200",
+    ]
+    assert EsConnection.from_config(config).client_options()["basic_auth"] == (
+        "otel-audit-writer",
+        "correct horse battery staple",
+    )
     assert config.spool_dir == "/var/lib/otel-audit/spool"
     assert (config.bulk_max_docs, config.bulk_flush_interval_ms) == (500, 20)
     assert (config.bulk_max_bytes, config.bulk_timeout_s) == (4 * 1024 * 1024, 7.5)
@@ -66,6 +75,9 @@ def test_empty_file_is_all_defaults() -> None:
         ("bad_log_level.yaml", "log_level: 'verbose' is not one of"),
         ("bad_not_mapping.yaml", "the top level must be a mapping"),
         ("bad_yaml.yaml", "not valid YAML"),
+        ("bad_es_credentials.yaml", "es_api_key and es_username/es_password: give one"),
+        ("bad_es_ca_file.yaml", "es_ca_file: '/nonexistent/ca.pem' is not a readable file"),
+        ("bad_es_url.yaml", "es_url: 'es.internal:9200' must start with http"),
     ],
 )
 def test_bad_files_name_the_key_and_the_file(name: str, words: str) -> None:
@@ -185,3 +197,11 @@ def test_sections_cannot_shadow_receiver_keys() -> None:
         load_config(env={}, sections={"es_url": _Section})
     with pytest.raises(TypeError, match="not a dataclass"):
         load_config(env={}, sections={"testsection": dict})
+
+
+def test_secrets_are_never_shown() -> None:
+    config = load_config(TESTDATA / "good.yaml", env={"OTEL_AUDIT_ES_PASSWORD": "from-env"})
+    assert config.es_password == "from-env"
+    shown = repr(config) + str(config_as_dict(config))
+    assert "from-env" not in shown and "correct horse" not in shown
+    assert config_as_dict(config)["es_password"] == "<redacted>"
