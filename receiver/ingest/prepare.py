@@ -29,11 +29,7 @@ from typing import Any
 
 from indexer.bulk import BulkItem
 from indexer.indices import EVENTS_INDEX_PREFIX, event_index
-from otel_audit.document import (
-    RESOURCE_ALIASES,
-    build_document_and_plainness,
-    content_hash,
-)
+from otel_audit.document import build_document_and_plainness, content_hash
 from otel_audit.integrity import leaf_hash_of_event
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema
@@ -82,7 +78,7 @@ def _plan_settings(schema: Schema) -> dict[str, Any]:
         "max_future_s": limits.max_future_s,
         "min_time_unix_nano": limits.min_time_unix_nano,
         "resource_required_categories": sorted(schema.resource_required_categories),
-        "resource_aliases": dict(RESOURCE_ALIASES),
+        "resource_aliases": {rf.attribute: rf.alias for rf in schema.resource_fields if rf.alias},
         # The attributes otel_audit.validate and otel_audit.document read by name.
         "names": {
             "category": "audit.category",
