@@ -35,6 +35,7 @@ from otel_audit.schema import Schema, SchemaError, load_schema
 __all__ = [
     "build_document",
     "build_document_and_plainness",
+    "build_document_for_write",
     "content_hash",
     "derive_event_id",
     "format_ns",
@@ -328,7 +329,7 @@ def _object_of(schema: Schema, *roles: str) -> tuple[tuple[str, ...], list[str]]
 
 def _builder_source(schema: Schema) -> str:
     """Python source of ``build(record, received_ns, event_id, sha, cutter, plan)``, which
-    returns :func:`build_document_and_plainness`'s answer."""
+    returns :func:`build_document_for_write`'s answer."""
 
     def at(role: str) -> tuple[str, ...]:
         return _path(schema.path_of(role))
@@ -364,9 +365,10 @@ def _builder_source(schema: Schema) -> str:
     line(f"category = attrs[{schema.attribute_of('category')!r}]")
     line(f"outcome = attrs[{schema.attribute_of('outcome')!r}]")
     unknown = constant("ecs_outcome.default")
+    line("timestamp = format_ns(ts)")
     src.head(
         [
-            (at("timestamp"), "format_ns(ts)"),
+            (at("timestamp"), "timestamp"),
             (at("event_id"), "event_id"),
             (at("kind"), repr(constant("kind"))),
             (at("ecs_category"), "list(ECS_CATEGORY.get(category, ()))"),
@@ -461,7 +463,7 @@ def _builder_source(schema: Schema) -> str:
         put(at("truncated"), "cutter.cut")
     with block("if flags:"):
         put(at("flags"), "flags")
-    line("return doc, plain and origin_plain")
+    line("return doc, plain and origin_plain, event_id, timestamp")
     return src.function("build(record, received_ns, event_id, sha, cutter, plan)")
 
 
@@ -623,13 +625,32 @@ def build_document_and_plainness(
     skips :func:`otel_audit.integrity.leaf_hash_of_event`'s checks, which the builder
     answers here for almost nothing. ``False`` only means "let the leaf hash check".
     """
+    doc, plain, _, _ = build_document_for_write(
+        record,
+        received_ns=received_ns,
+        event_id=event_id,
+        content_sha256=content_sha256,
+        schema=schema,
+    )
+    return doc, plain
+
+
+def build_document_for_write(
+    record: LogRecordData,
+    *,
+    received_ns: int,
+    event_id: str | None = None,
+    content_sha256: str | None = None,
+    schema: Schema | None = None,
+) -> tuple[dict[str, Any], bool, str, str]:
+    """:func:`build_document_and_plainness`, with the document's event id and timestamp
+    (the write's ``_id`` and what it reports), wherever the schema stores them."""
     schema = schema or load_schema()
     plan = _plan(schema)
     sha = content_sha256 or content_hash(record)
-    doc: dict[str, Any]
-    plain: bool
-    doc, plain = plan.build(record, received_ns, event_id, sha, _Cutter(schema), plan)
-    return doc, plain
+    built: tuple[dict[str, Any], bool, str, str]
+    built = plan.build(record, received_ns, event_id, sha, _Cutter(schema), plan)
+    return built
 
 
 @functools.lru_cache(maxsize=4096)

@@ -29,7 +29,7 @@ from typing import Any
 
 from indexer.bulk import BulkItem
 from indexer.indices import EVENTS_INDEX_PREFIX, event_index
-from otel_audit.document import build_document_and_plainness, content_hash
+from otel_audit.document import build_document_for_write, content_hash
 from otel_audit.integrity import leaf_hash_of_event
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema
@@ -125,17 +125,17 @@ def prepare_in_python(
     the :data:`Prepared` tuple the native decoder makes for the records it covers. The
     ingest write path uses it for every other record."""
     sha = content_hash(record)
-    doc, plain = build_document_and_plainness(
+    doc, plain, event_id, timestamp = build_document_for_write(
         record, received_ns=received_ns, content_sha256=sha, schema=schema
     )
     ts = record.time_unix_nano or record.observed_time_unix_nano
-    item = BulkItem(event_index(ts), doc["event"]["id"], doc, sha, record, sort_keys=True)
+    item = BulkItem(event_index(ts), event_id, doc, sha, record, sort_keys=True)
     # Serialized and hashed now, while the document just built is still in the CPU's
     # caches; after the rest of the request is built it would be read back from memory.
     encoded = item.encoded()
     leaf_hash = leaf_hash_of_event(doc, item.sorted_source(), plain=plain) if leaf else None
     source_at = len(encoded) - len(item.source_json()) - 1
-    return (item.index, item.doc_id, encoded, source_at, sha, leaf_hash, doc["@timestamp"])
+    return (item.index, item.doc_id, encoded, source_at, sha, leaf_hash, timestamp)
 
 
 def reference(
