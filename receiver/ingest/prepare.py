@@ -18,7 +18,9 @@ generated requests. A record is prepared natively only when
   array or map among the attributes, the resource's extra values or the body; ASCII keys);
 - ``client.address``, when present, is an IPv4 address or not an address at all.
 
-A plan (:func:`native_plan`) carries the schema's settings into the extension, once.
+A plan (:func:`native_plan`) carries the schema's settings into the extension, once: its
+fields, limits, and by role the stored paths and literal values of everything else the
+document holds, so that no name or value of the document is written in the extension.
 Documents are serialized with sorted keys: those bytes are the leaf's RFC 8785 form.
 """
 
@@ -78,16 +80,12 @@ def _plan_settings(schema: Schema) -> dict[str, Any]:
         "max_future_s": limits.max_future_s,
         "min_time_unix_nano": limits.min_time_unix_nano,
         "resource_required_categories": sorted(schema.resource_required_categories),
-        "resource_aliases": {rf.attribute: rf.alias for rf in schema.resource_fields if rf.alias},
-        # The attributes otel_audit.validate and otel_audit.document read by name.
-        "names": {
-            "category": "audit.category",
-            "outcome": "audit.outcome",
-            "event_id": "audit.event.id",
-            "actor_id": "audit.actor.id",
-            "actor_name": "audit.actor.name",
-            "category_needs": ["audit.resource.type", "audit.resource.id"],
-        },
+        # What the builders know by role (otel_audit.schema): where the document holds each
+        # value, the attributes they read, the literal values and the record fields' limits.
+        "paths": dict(schema.paths),
+        "attributes": dict(schema.attributes),
+        "constants": dict(schema.constants),
+        "max_bytes": dict(schema.role_max_bytes),
         "ecs_category": {k: list(v) for k, v in schema.ecs_category.items()},
         "ecs_outcome": dict(schema.ecs_outcome),
         "fields": [
@@ -109,6 +107,7 @@ def _plan_settings(schema: Schema) -> dict[str, Any]:
         "resource_fields": [
             {
                 "attribute": rf.attribute,
+                "alias": rf.alias or None,
                 "stored": rf.stored,
                 "always": rf.required == "always",
                 "max_bytes": rf.max_bytes,
