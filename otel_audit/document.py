@@ -16,6 +16,7 @@ the builder to this).
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import ipaddress
@@ -23,17 +24,18 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
 from otel_audit.record import LogRecordData
-from otel_audit.schema import Schema, load_schema
+from otel_audit.schema import Schema, SchemaError, load_schema
 
 __all__ = [
-    "RESOURCE_ALIASES",
     "build_document",
     "build_document_and_plainness",
+    "build_document_for_write",
     "content_hash",
     "derive_event_id",
     "format_ns",
@@ -132,7 +134,7 @@ class _Cutter:
         return str(value)
 
 
-def _body_text(body: Any, cutter: _Cutter, limit: int) -> str | None:
+def _body_text(body: Any, cutter: _Cutter, limit: int, stored: str) -> str | None:
     if body is None or body == "":
         return None
     if isinstance(body, str):
@@ -144,33 +146,34 @@ def _body_text(body: Any, cutter: _Cutter, limit: int) -> str | None:
             text = orjson.dumps(body, default=_json_default).decode("utf-8")
         except (TypeError, orjson.JSONEncodeError):
             text = json.dumps(body, default=repr, ensure_ascii=False)
-    return cutter.text(text, limit, "message")
+    return cutter.text(text, limit, stored)
 
 
 class _Plan:
     """What the document builder needs from a schema, worked out once per schema."""
 
     __slots__ = (
+        "build",
         "extra_keys",
         "extra_limit",
+        "extra_prefix",
         "known",
+        "origin_prefix",
         "resource_fields",
         "resource_known",
-        "write_fields",
     )
 
     def __init__(self, schema: Schema) -> None:
-        self.write_fields = _compile_field_writer(schema)
-        self.resource_fields = tuple(
-            (rf.attribute, _path(rf.stored)[:-1], _path(rf.stored)[-1])
-            for rf in schema.resource_fields
-        )
+        self.resource_fields = tuple((rf.attribute, rf.alias) for rf in schema.resource_fields)
         self.known = schema.by_attribute
         self.resource_known = schema.resource_by_attribute
         self.extra_limit = schema.limits.max_text_bytes
+        self.extra_prefix = schema.path_of("extra") + "."
+        self.origin_prefix = schema.path_of("origin") + "."
         self.extra_keys: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
         """The keys the schema does not name, and whether they are all ASCII, by the
         attribute keys they came in."""
+        self.build = _compile_builder(schema)
 
 
 @functools.cache
@@ -178,78 +181,307 @@ def _plan(schema: Schema) -> _Plan:
     return _Plan(schema)
 
 
-# --- the schema's field mapping as generated code ------------------------------------------
+# --- the document as generated code --------------------------------------------------------
 #
-# Placing the schema's attributes is most of the document build. A generic loop over the
-# schema's fields pays, per field, for unpacking its settings, walking its parent keys and
-# testing options it does not have. Instead, _field_writer_source turns the schema into the
-# source of one straight-line function with the settings written in as constants, and
-# _compile_field_writer compiles it once per schema. The generated function does exactly
-# what the loop did, in the same order (so the documents keep their key order): for each
-# field with a non-empty string value, cut it if the schema says so, create its parent
-# objects on first use, store it, note it as untrusted if clients supply it, and store the
-# normalized IP copies. Parent objects live in locals, created on first use; "event" and
-# "audit" already exist when the writer runs.
-
-_BUILT_BEFORE_FIELDS = {
-    (): frozenset({"@timestamp", "event", "audit"}),
-    ("event",): frozenset({"id", "kind", "category", "outcome", "dataset", "ingested", "created"}),
-    ("audit",): frozenset({"schema_version", "event_id_source", "content_hash"}),
-}
-"""The objects build_document fills before the field writer runs, with their keys."""
+# Where each value goes is the schema's: the fields' stored paths, and the stored paths and
+# literal values of the record and derived fields, which the builder knows by role (see
+# otel_audit.schema). A generic builder would look every one of them up, walk its parent
+# objects and test options it does not have, for every document. Instead, _builder_source
+# turns the schema into the source of one straight-line function with the paths, limits and
+# values written in as constants, and _compile_builder compiles it once per schema.
+#
+# The function places each value at its path: the objects on the way live in locals,
+# created on first use. The first values (timestamp, ids, ECS kind, dataset, ...) are one
+# nested literal; the schema's fields follow in schema order (so documents keep their key
+# order), each cut if the schema says so, noted as untrusted if clients supply it and
+# copied as a normalized IP; then the related entities, the extra attributes, the resource
+# fields, the trace context, the record's own fields and the receiver's findings. Two
+# objects are written whole, replacing whatever a field put there: the related entities
+# and the resource's origin (the native layout treats a value below them as a collision).
 
 
-def _field_writer_source(schema: Schema) -> str:
-    """Python source of ``write_fields(attrs, doc, event, audit, cutter, untrusted)``."""
-    fields = [f for f in schema.fields if f.attribute != "audit.event.id"]
-    leaves = {_path(f.stored) for f in fields}
-    names: dict[tuple[str, ...], str] = {(): "doc", ("event",): "event", ("audit",): "audit"}
+class _Source:
+    """Generated lines that place values at stored paths.
 
-    def node(parents: tuple[str, ...], body: list[str], indent: str) -> str:
-        """The local holding the object at ``parents``; appends the lines creating it."""
-        if parents in _BUILT_BEFORE_FIELDS:
-            return names[parents]
-        key = parents[-1]
-        if parents in leaves or key in _BUILT_BEFORE_FIELDS.get(parents[:-1], ()):
+    ``names`` holds the local of each object, ``known`` per open block the objects every
+    way to this point has created (the rest are created on first use: a local is None until
+    its object exists, and an object's parents exist before it).
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.indent = "    "
+        self.names: dict[tuple[str, ...], str] = {(): "doc"}
+        self.made: set[str] = set()
+        """The locals the head assigns (the rest start as None)."""
+        self.known: list[set[tuple[str, ...]]] = [set()]
+        self.no_parent: set[tuple[str, ...]] = set()
+        """Paths that hold a value, where the schema's fields may not open an object."""
+
+    def line(self, text: str) -> None:
+        self.lines.append(self.indent + text)
+
+    @contextlib.contextmanager
+    def block(self, header: str) -> Iterator[None]:
+        self.line(header)
+        outer = self.indent
+        self.indent += "    "
+        self.known.append(set(self.known[-1]))
+        try:
+            yield
+        finally:
+            self.known.pop()
+            self.indent = outer
+
+    def name(self, parents: tuple[str, ...]) -> str:
+        return self.names.setdefault(parents, f"node_{len(self.names)}")
+
+    def node(self, parents: tuple[str, ...], *, field: bool = False) -> str:
+        """The local of the object at ``parents``, after the lines creating it if need be."""
+        name = self.name(parents)
+        if parents in self.known[-1]:
+            return name
+        if field and parents in self.no_parent:
             raise ValueError(f"schema stores a value at {'.'.join(parents)} and fields below it")
-        name = names.setdefault(parents, f"node_{len(names)}")
-        body.append(f"{indent}if {name} is None:")
-        above = node(parents[:-1], body, indent + "    ")
-        body.append(f"{indent}    {name} = {above}[{key!r}] = {{}}")
+        self.line(f"if {name} is None:")
+        self.indent += "    "
+        above = self.node(parents[:-1], field=field)
+        self.line(f"{name} = {above}[{parents[-1]!r}] = {{}}")
+        self.indent = self.indent[:-4]
+        self.known[-1].update(parents[:i] for i in range(len(parents) + 1))
         return name
 
-    body: list[str] = []
+    def put(self, path: tuple[str, ...], expr: str, *, field: bool = False) -> None:
+        parent = self.node(path[:-1], field=field)
+        self.line(f"{parent}[{path[-1]!r}] = {expr}")
+
+    def replace(self, path: tuple[str, ...], expr: str) -> None:
+        """Put the new object ``expr`` at ``path``, over whatever a field put there."""
+        parent = self.node(path[:-1])
+        self.line(f"{self.name(path)} = {parent}[{path[-1]!r}] = {expr}")
+        for below, name in self.names.items():
+            if len(below) > len(path) and below[: len(path)] == path:
+                self.line(f"{name} = None")
+                for known in self.known:
+                    known.discard(below)
+        self.known[-1].add(path)
+
+    def get(self, path: tuple[str, ...]) -> str:
+        """An expression of the value at ``path``, None when there is none."""
+        name = self.name(path[:-1])
+        if path[:-1] in self.known[-1]:
+            return f"{name}.get({path[-1]!r})"
+        return f"({name}.get({path[-1]!r}) if {name} is not None else None)"
+
+    def absent(self, path: tuple[str, ...]) -> str:
+        """An expression: True when ``path`` holds no value."""
+        name = self.name(path[:-1])
+        if path[:-1] in self.known[-1]:
+            return f"{path[-1]!r} not in {name}"
+        return f"({name} is None or {path[-1]!r} not in {name})"
+
+    def head(self, items: list[tuple[tuple[str, ...], str]]) -> None:
+        """Create the document holding ``items`` (path, expression) as nested literals, the
+        objects' keys in item order."""
+        tree: dict[str, Any] = {}
+        for path, expr in items:
+            node = tree
+            for depth, key in enumerate(path[:-1]):
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise SchemaError(
+                        f"schema stores a value at {'.'.join(path[: depth + 1])}"
+                        f" and {'.'.join(path)} below it"
+                    )
+            if path[-1] in node:
+                raise SchemaError(f"schema stores two values at {'.'.join(path)}")
+            node[path[-1]] = expr
+            self.no_parent.add(path)
+
+        def emit(node: dict[str, Any], parents: tuple[str, ...]) -> str:
+            members = []
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    value = emit(value, (*parents, key))
+                members.append(f"{key!r}: {value}")
+            name = self.name(parents)
+            self.line(f"{name} = {{{', '.join(members)}}}")
+            self.made.add(name)
+            self.known[-1].add(parents)
+            return name
+
+        emit(tree, ())
+
+    def function(self, signature: str) -> str:
+        unset = [f"    {n} = None" for n in self.names.values() if n not in self.made]
+        return "\n".join([f"def {signature}:", *unset, *self.lines]) + "\n"
+
+
+def _object_of(schema: Schema, *roles: str) -> tuple[tuple[str, ...], list[str]]:
+    """The path of the object the fields with ``roles`` are written in as one, and their
+    keys in it."""
+    paths = [_path(schema.path_of(role)) for role in roles]
+    parents = {p[:-1] for p in paths}
+    if len(parents) != 1 or () in parents:
+        raise SchemaError(f"the fields with the roles {', '.join(roles)} are not in one object")
+    return paths[0][:-1], [p[-1] for p in paths]
+
+
+def _builder_source(schema: Schema) -> str:
+    """Python source of ``build(record, received_ns, event_id, sha, cutter, plan)``, which
+    returns :func:`build_document_for_write`'s answer."""
+
+    def at(role: str) -> tuple[str, ...]:
+        return _path(schema.path_of(role))
+
+    def text(role: str, value: str) -> str:
+        """``value``, a string of the record, cut to the limit of ``role``."""
+        limit = schema.max_bytes_of(role)
+        return (
+            f"{value} if len({value}) * 4 <= {limit}"
+            f" else cutter.text({value}, {limit}, {schema.path_of(role)!r})"
+        )
+
+    constant = schema.constant
+    src = _Source()
+    line, block, put = src.line, src.block, src.put
+    event_id_attribute = schema.attribute_of("event_id")
+
+    line("attrs = record.attributes")
+    line("get = attrs.get")
+    line(f"emitted_id = get({event_id_attribute!r})")
+    with block("if event_id is None:"):
+        line("emitted = isinstance(emitted_id, str) and emitted_id")
+        line("event_id = emitted_id.lower() if emitted else None")
+    emitter = constant("event_id_source.emitter")
+    line(f"id_source = {emitter!r} if emitted_id else {constant('event_id_source.derived')!r}")
+    with block("if event_id is None:"):
+        line("event_id = derive_event_id(sha)")
+    line("flags = []")
+    line("ts = record.time_unix_nano")
+    with block("if not ts:"):
+        line("ts = record.observed_time_unix_nano")
+        line(f"flags.append({constant('flags.no_event_time')!r})")
+    line(f"category = attrs[{schema.attribute_of('category')!r}]")
+    line(f"outcome = attrs[{schema.attribute_of('outcome')!r}]")
+    unknown = constant("ecs_outcome.default")
+    line("timestamp = format_ns(ts)")
+    src.head(
+        [
+            (at("timestamp"), "timestamp"),
+            (at("event_id"), "event_id"),
+            (at("kind"), repr(constant("kind"))),
+            (at("ecs_category"), "list(ECS_CATEGORY.get(category, ()))"),
+            (at("ecs_outcome"), f"ECS_OUTCOME.get(outcome, {unknown!r})"),
+            (at("dataset"), repr(constant("dataset"))),
+            (at("ingested"), "format_ingested(received_ns)"),
+            (at("schema_version"), repr(schema.version)),
+            (at("event_id_source"), "id_source"),
+            (at("content_hash"), "sha"),
+        ]
+    )
+    with block("if record.observed_time_unix_nano:"):
+        put(at("created"), "format_ns(record.observed_time_unix_nano)")
+
+    line("untrusted = []")
+    fields = [f for f in schema.fields if f.attribute != event_id_attribute]
+    src.no_parent.update(_path(f.stored) for f in fields)
     for f in fields:
-        path = _path(f.stored)
-        body.append(f"    value = get({f.attribute!r})")
-        body.append("    if isinstance(value, str) and value != '':")
-        if f.oversize == "truncate" and f.max_bytes:
-            body.append(f"        if len(value) * 4 > {f.max_bytes}:")
-            body.append(f"            value = cutter.text(value, {f.max_bytes}, {f.stored!r})")
-        parent = node(path[:-1], body, "        ")
-        body.append(f"        {parent}[{path[-1]!r}] = value")
-        if f.client_supplied:
-            body.append(f"        untrusted.append({f.stored!r})")
-        if f.ip_copy:
-            body.append("        ip = as_ip(value)")
-            body.append("        if ip is not None:")
-            for copy in f.ip_copy:
-                ip_path = _path(copy)
-                parent = node(ip_path[:-1], body, "            ")
-                body.append(f"            {parent}[{ip_path[-1]!r}] = ip")
-    head = [
-        "def write_fields(attrs, doc, event, audit, cutter, untrusted):",
-        "    get = attrs.get",
-        *(f"    {name} = None" for name in names.values() if name.startswith("node_")),
-    ]
-    return "\n".join(head + body) + "\n"
+        line(f"value = get({f.attribute!r})")
+        with block("if isinstance(value, str) and value != '':"):
+            if f.oversize == "truncate" and f.max_bytes:
+                with block(f"if len(value) * 4 > {f.max_bytes}:"):
+                    line(f"value = cutter.text(value, {f.max_bytes}, {f.stored!r})")
+            put(_path(f.stored), "value", field=True)
+            if f.client_supplied:
+                line(f"untrusted.append({f.stored!r})")
+            if f.ip_copy:
+                line("ip = as_ip(value)")
+                with block("if ip is not None:"):
+                    for copy in f.ip_copy:
+                        put(_path(copy), "ip", field=True)
+
+    related, (user_key, ip_key) = _object_of(schema, "related_user", "related_ip")
+    actors = f"get({schema.attribute_of('actor_id')!r}), get({schema.attribute_of('actor_name')!r})"
+    line(f"related = {{{user_key!r}: sorted({{v for v in ({actors}) if v}})}}")
+    line(f"client_ip = {src.get(at('client_ip'))}")
+    with block("if client_ip:"):
+        line(f"related[{ip_key!r}] = [client_ip]")
+    src.replace(related, "related")
+
+    line("extra, plain = attribute_extras(attrs, plan, cutter)")
+    with block("if extra:"):
+        put(at("extra"), "extra")
+    line("resource_values, origin, origin_plain = resource_part(record.resource, plan, cutter)")
+    for i, rf in enumerate(schema.resource_fields):
+        line(f"value = resource_values[{i}]")
+        with block("if value is not None:"):
+            put(_path(rf.stored), "value")
+    origin, (origin_key,) = _object_of(schema, "origin")
+    with block("if origin:"):
+        src.replace(origin, f"{{{origin_key!r}: dict(origin)}}")
+
+    with block("if record.trace_id:"):
+        put(at("trace_id"), "record.trace_id")
+        with block("if record.span_id:"):
+            put(at("span_id"), "record.span_id")
+        with block("if record.flags:"):
+            put(at("trace_flags"), "int(record.flags) & 0xFF")
+    with block("else:"):
+        line(f"flags.append({constant('flags.no_trace')!r})")
+    with block(f"if {src.absent(at('correlation_id'))} and record.trace_id:"):
+        put(at("correlation_id"), "record.trace_id")
+
+    # Short text cannot exceed a limit even at 4 bytes per char: only longer text is cut.
+    line("level = record.severity_text")
+    with block("if level:"):
+        put(at("log_level"), text("log_level", "level"))
+    max_body = schema.limits.max_body_bytes
+    line("body = record.body")
+    with block(f"if type(body) is str and len(body) * 4 <= {max_body}:"), block("if body:"):
+        put(at("message"), "body")
+    with block("else:"):
+        line(f"message = body_text(body, cutter, {max_body}, {schema.path_of('message')!r})")
+        with block("if message is not None:"):
+            put(at("message"), "message")
+    line("name = record.event_name")
+    with block("if name:"):
+        put(at("event_name"), text("event_name", "name"))
+    line("scope_name = record.scope_name")
+    line("scope_version = record.scope_version")
+    with block("if scope_name or scope_version:"):
+        put(at("scope_name"), text("scope_name", "scope_name"))
+        put(at("scope_version"), text("scope_version", "scope_version"))
+
+    line("skew_ns = received_ns - ts")
+    with block(f"if abs(skew_ns) > {schema.limits.max_clock_skew_s * 1_000_000_000}:"):
+        line(f"flags.append({constant('flags.clock_skew')!r})")
+        put(at("clock_skew_ms"), "skew_ns // 1_000_000")
+    with block("if untrusted:"):
+        put(at("untrusted"), "untrusted")
+    with block("if cutter.cut:"):
+        put(at("truncated"), "cutter.cut")
+    with block("if flags:"):
+        put(at("flags"), "flags")
+    line("return doc, plain and origin_plain, event_id, timestamp")
+    return src.function("build(record, received_ns, event_id, sha, cutter, plan)")
 
 
-def _compile_field_writer(schema: Schema) -> Any:
-    source = _field_writer_source(schema)
-    namespace: dict[str, Any] = {"as_ip": _as_ip}
-    exec(compile(source, f"<document fields of schema {schema.version}>", "exec"), namespace)
-    return namespace["write_fields"]
+def _compile_builder(schema: Schema) -> Any:
+    source = _builder_source(schema)
+    namespace: dict[str, Any] = {
+        "ECS_CATEGORY": schema.ecs_category,
+        "ECS_OUTCOME": schema.ecs_outcome,
+        "as_ip": _as_ip,
+        "attribute_extras": _attribute_extras,
+        "body_text": _body_text,
+        "derive_event_id": derive_event_id,
+        "format_ingested": _format_ingested,
+        "format_ns": format_ns,
+        "resource_part": _resource_part,
+    }
+    exec(compile(source, f"<document builder of schema {schema.version}>", "exec"), namespace)
+    return namespace["build"]
 
 
 _last_ingested: list[tuple[int, str]] = [(-1, "")]
@@ -313,49 +545,45 @@ def _attribute_extras(
         else:
             # free() makes integers safe (big ones become strings), so any int it returns
             # prints the same under orjson and RFC 8785; floats and containers do not.
-            v = out[k] = cutter.free(v, f"audit.extra.{k}")
+            v = out[k] = cutter.free(v, f"{plan.extra_prefix}{k}")
             if type(v) not in _PLAIN_FREE_TYPES:
                 plain = False
     return out, plain
 
 
-RESOURCE_ALIASES = {"deployment.environment.name": "deployment.environment"}
-"""Resource attributes read from an older name when absent under the current one."""
-
-_Placed = tuple[tuple[tuple[str, ...], str, str], ...]
-_last_resource: list[tuple[tuple[tuple[str, Any], ...], _Placed, dict[str, Any], bool]] = []
-"""The items of the last all-string resource with its stored values: a batch shares one."""
+_Resource = tuple[tuple[str | None, ...], dict[str, Any], bool]
+_last_resource: list[tuple[_Plan, tuple[tuple[str, Any], ...], _Resource]] = []
+"""The plan and items of the last all-string resource with its share of the document: a
+batch shares one."""
 
 
-def _resource_part(
-    resource: dict[str, Any], plan: _Plan, cutter: _Cutter
-) -> tuple[_Placed, dict[str, Any], bool]:
-    """(parent keys, leaf key, value) of each stored resource field, the other values, and
-    whether those are plain (see :func:`build_document_and_plainness`)."""
+def _resource_part(resource: dict[str, Any], plan: _Plan, cutter: _Cutter) -> _Resource:
+    """The value of each of the plan's resource fields (None when it stores none), the
+    other values, and whether those are plain (see :func:`build_document_and_plainness`)."""
     items = tuple(resource.items())
     if _last_resource:
-        seen, placed, origin, plain = _last_resource[0]
+        seen_plan, seen, part = _last_resource[0]
         # Ordered items of str values: equal means the same stored values in the same order.
-        if seen == items:
-            return placed, origin, plain
-    placements = []
-    for attribute, parents, leaf in plan.resource_fields:
+        if seen_plan is plan and seen == items:
+            return part
+    values: list[str | None] = []
+    for attribute, alias in plan.resource_fields:
         rv = resource.get(attribute)
-        if rv is None and attribute in RESOURCE_ALIASES:
-            rv = resource.get(RESOURCE_ALIASES[attribute])
-        if isinstance(rv, str) and rv:
-            placements.append((parents, leaf, rv))
+        if rv is None and alias:
+            rv = resource.get(alias)
+        values.append(rv if isinstance(rv, str) and rv else None)
     cuts = len(cutter.cut)
     origin = _free_values(
-        resource, plan.resource_known, cutter, "audit.origin.resource.", plan.extra_limit
+        resource, plan.resource_known, cutter, plan.origin_prefix, plan.extra_limit
     )
     plain = _PLAIN_FREE_TYPES.issuperset(map(type, origin.values())) and "".join(origin).isascii()
+    part = (tuple(values), origin, plain)
     # Only an all-string resource with nothing cut is remembered: other values compare
     # equal across types (1 == True) or could change under the copy, and every document
     # must record its own cuts.
     if len(cutter.cut) == cuts and all(type(v) is str for _, v in items):
-        _last_resource[:] = [(items, tuple(placements), origin, plain)]
-    return tuple(placements), origin, plain
+        _last_resource[:] = [(plan, items, part)]
+    return part
 
 
 def build_document(
@@ -368,7 +596,7 @@ def build_document(
 ) -> dict[str, Any]:
     """The stored document for a validated record.
 
-    ``event_id`` defaults to the record's ``audit.event.id`` or, when absent, an id derived
+    ``event_id`` defaults to the record's event id attribute or, when absent, an id derived
     from ``content_sha256`` (computed here when not given).
     """
     return build_document_and_plainness(
@@ -397,123 +625,32 @@ def build_document_and_plainness(
     skips :func:`otel_audit.integrity.leaf_hash_of_event`'s checks, which the builder
     answers here for almost nothing. ``False`` only means "let the leaf hash check".
     """
+    doc, plain, _, _ = build_document_for_write(
+        record,
+        received_ns=received_ns,
+        event_id=event_id,
+        content_sha256=content_sha256,
+        schema=schema,
+    )
+    return doc, plain
+
+
+def build_document_for_write(
+    record: LogRecordData,
+    *,
+    received_ns: int,
+    event_id: str | None = None,
+    content_sha256: str | None = None,
+    schema: Schema | None = None,
+) -> tuple[dict[str, Any], bool, str, str]:
+    """:func:`build_document_and_plainness`, with the document's event id and timestamp
+    (the write's ``_id`` and what it reports), wherever the schema stores them."""
     schema = schema or load_schema()
     plan = _plan(schema)
-    attrs = record.attributes
-    resource = record.resource
-    cutter = _Cutter(schema)
     sha = content_sha256 or content_hash(record)
-    emitted_id = attrs.get("audit.event.id")
-    if event_id is None:
-        event_id = emitted_id.lower() if isinstance(emitted_id, str) and emitted_id else None
-    id_source = "emitter" if emitted_id else "derived"
-    if event_id is None:
-        event_id = derive_event_id(sha)
-
-    flags: list[str] = []
-    ts = record.time_unix_nano
-    if not ts:
-        ts = record.observed_time_unix_nano
-        flags.append("no_event_time")
-
-    category = attrs["audit.category"]
-    outcome = attrs["audit.outcome"]
-    event: dict[str, Any] = {
-        "id": event_id,
-        "kind": "event",
-        "category": list(schema.ecs_category.get(category, ())),
-        "outcome": schema.ecs_outcome.get(outcome, "unknown"),
-        "dataset": "otel_audit.events",
-        "ingested": _format_ingested(received_ns),
-    }
-    audit: dict[str, Any] = {
-        "schema_version": schema.version,
-        "event_id_source": id_source,
-        "content_hash": sha,
-    }
-    doc: dict[str, Any] = {"@timestamp": format_ns(ts), "event": event, "audit": audit}
-    if record.observed_time_unix_nano:
-        event["created"] = format_ns(record.observed_time_unix_nano)
-
-    untrusted: list[str] = []
-    plan.write_fields(attrs, doc, event, audit, cutter, untrusted)
-
-    related_users = [v for v in (attrs.get("audit.actor.id"), attrs.get("audit.actor.name")) if v]
-    related: dict[str, Any] = {"user": sorted(set(related_users))}
-    client_ip = doc.get("client", {}).get("ip")
-    if client_ip:
-        related["ip"] = [client_ip]
-    doc["related"] = related
-
-    extra, plain = _attribute_extras(attrs, plan, cutter)
-    if extra:
-        audit["extra"] = extra
-
-    placed, origin, origin_plain = _resource_part(resource, plan, cutter)
-    for parents, leaf, rv in placed:
-        node = doc
-        for part in parents:
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            node = nxt
-        node[leaf] = rv
-    if origin:
-        audit["origin"] = {"resource": dict(origin)}
-
-    if record.trace_id:
-        doc["trace"] = {"id": record.trace_id}
-        if record.span_id:
-            doc["span"] = {"id": record.span_id}
-        if record.flags:
-            audit["trace_flags"] = int(record.flags) & 0xFF
-    else:
-        flags.append("no_trace")
-    if "correlation_id" not in audit and record.trace_id:
-        audit["correlation_id"] = record.trace_id
-
-    # Short text cannot exceed a limit even at 4 bytes per char: only longer text is cut.
-    level = record.severity_text
-    if level:
-        doc["log"] = {
-            "level": level if len(level) * 4 <= 64 else cutter.text(level, 64, "log.level")
-        }
-    body = record.body
-    if type(body) is str and len(body) * 4 <= schema.limits.max_body_bytes:
-        if body:
-            doc["message"] = body
-    else:
-        message = _body_text(body, cutter, schema.limits.max_body_bytes)
-        if message is not None:
-            doc["message"] = message
-    name = record.event_name
-    if name:
-        audit["event_name"] = (
-            name if len(name) * 4 <= 256 else cutter.text(name, 256, "audit.event_name")
-        )
-    scope_name = record.scope_name
-    scope_version = record.scope_version
-    if scope_name or scope_version:
-        audit["scope"] = {
-            "name": scope_name
-            if len(scope_name) * 4 <= 256
-            else cutter.text(scope_name, 256, "audit.scope.name"),
-            "version": scope_version
-            if len(scope_version) * 4 <= 256
-            else cutter.text(scope_version, 256, "audit.scope.version"),
-        }
-
-    skew_ns = received_ns - ts
-    if abs(skew_ns) > schema.limits.max_clock_skew_s * 1_000_000_000:
-        flags.append("clock_skew")
-        audit["clock_skew_ms"] = skew_ns // 1_000_000
-    if untrusted:
-        audit["untrusted"] = untrusted
-    if cutter.cut:
-        audit["truncated"] = cutter.cut
-    if flags:
-        audit["flags"] = flags
-    return doc, plain and origin_plain
+    built: tuple[dict[str, Any], bool, str, str]
+    built = plan.build(record, received_ns, event_id, sha, _Cutter(schema), plan)
+    return built
 
 
 @functools.lru_cache(maxsize=4096)

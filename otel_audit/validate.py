@@ -228,9 +228,9 @@ def _validate(record: LogRecordData, now_ns: int | None, schema: Schema) -> list
         elif f.required == "always":
             out.append(Violation(f.attribute, "required", "is required"))
 
-    category = values.get("audit.category")
+    category = values.get(schema.attribute_of("category"))
     if category in schema.resource_required_categories:
-        for name in ("audit.resource.type", "audit.resource.id"):
+        for name in schema.resource_category_attributes:
             given = attrs.get(name)
             if given is None or (isinstance(given, str) and (given == "" or given.isspace())):
                 out.append(Violation(name, "required", f"is required for category {category}"))
@@ -351,7 +351,10 @@ class _Plan(NamedTuple):
     check_fields: Any
     """``check_fields(attrs) -> bool``: the schema's fields are certainly valid (generated)."""
     known: dict[str, Any]
+    category: str
     resource_categories: frozenset[str]
+    category_needs: tuple[str, ...]
+    """The attributes a category in ``resource_categories`` requires."""
     resource_fields: tuple[tuple[str, bool, int], ...]
     resource_known: dict[str, Any]
     extra_keys: dict[tuple[Any, ...], tuple[Any, ...]]
@@ -363,7 +366,9 @@ def _plan(schema: Schema) -> _Plan:
     return _Plan(
         check_fields=_compile_field_checker(schema),
         known=schema.by_attribute,
+        category=schema.attribute_of("category"),
         resource_categories=schema.resource_required_categories,
+        category_needs=schema.resource_category_attributes,
         resource_fields=tuple(
             (rf.attribute, rf.required == "always", rf.max_bytes) for rf in schema.resource_fields
         ),
@@ -490,10 +495,10 @@ def _plain_valid(record: LogRecordData, now_ns: int | None, schema: Schema) -> b
     plan = _plan(schema)
     if not plan.check_fields(attrs):
         return False
-    if attrs["audit.category"] in plan.resource_categories and (
-        "audit.resource.type" not in attrs or "audit.resource.id" not in attrs
-    ):
-        return False
+    if attrs[plan.category] in plan.resource_categories:
+        for name in plan.category_needs:
+            if name not in attrs:
+                return False
     if not _plain_attribute_extras(attrs, plan, schema):
         return False
 

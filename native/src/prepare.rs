@@ -9,8 +9,14 @@
 //! would be cut, a float, a nested value, a non-ASCII identifier, a duplicate key, a
 //! collision between stored paths, an IPv6 address) makes [`prepare`] answer `None`, and
 //! Python does the whole job for that record, as it can for any record.
+//!
+//! The schema says where each value goes and what the literal values are: besides its
+//! fields, the plan hands over the stored path of every role (`timestamp`, `dataset`,
+//! `flags`, ...), the attributes read by role, the literal values and the record fields'
+//! limits (see `otel_audit.schema`). The roles, what each value means, are this module's;
+//! the names and values in the document are all the schema's.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
@@ -26,9 +32,6 @@ use crate::otlp::{KeyValue, Lenient, LogRecord, Value};
 
 const MAX_SAFE_INT: i64 = (1 << 53) - 1;
 const NS_PER_S: i128 = 1_000_000_000;
-/// Python's limits on the record's own strings (`otel_audit.document`), in UTF-8 bytes.
-const MAX_LEVEL_BYTES: usize = 64;
-const MAX_NAME_BYTES: usize = 256;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Required {
@@ -119,13 +122,74 @@ pub struct Plan {
     /// matched against them in one merge.
     by_attribute: Vec<usize>,
     resource_known: HashSet<Vec<u8>>,
+    /// The attributes read by role.
     category: Vec<u8>,
     outcome: Vec<u8>,
     event_id: Vec<u8>,
     actor_id: Vec<u8>,
     actor_name: Vec<u8>,
+    /// The attributes a category in `resource_required_categories` requires: the fields
+    /// required for those categories.
     category_needs: Vec<Vec<u8>>,
+    constants: Constants,
+    /// The limits of the record's own strings, in UTF-8 bytes (Python cuts longer text).
+    max_level_bytes: usize,
+    max_event_name_bytes: usize,
+    max_scope_name_bytes: usize,
+    max_scope_version_bytes: usize,
     layout: Layout,
+}
+
+/// The literal values the document stores, from the plan's `constants` table.
+struct Constants {
+    kind: String,
+    dataset: String,
+    /// The ECS outcome of an outcome the mapping lacks.
+    unmapped_outcome: String,
+    /// `audit.event_id_source` of an id the emitter sent, and of one derived here.
+    emitter: String,
+    derived: String,
+    no_event_time: String,
+    no_trace: String,
+    clock_skew: String,
+}
+
+impl Constants {
+    fn new(constants: &Table<'_>) -> PyResult<Self> {
+        Ok(Constants {
+            kind: constants.text("kind")?,
+            dataset: constants.text("dataset")?,
+            unmapped_outcome: constants.text("ecs_outcome.default")?,
+            emitter: constants.text("event_id_source.emitter")?,
+            derived: constants.text("event_id_source.derived")?,
+            no_event_time: constants.text("flags.no_event_time")?,
+            no_trace: constants.text("flags.no_trace")?,
+            clock_skew: constants.text("flags.clock_skew")?,
+        })
+    }
+}
+
+/// One of the plan's tables by role; a role it lacks refuses the plan, naming the role.
+struct Table<'py> {
+    name: &'static str,
+    dict: Bound<'py, PyDict>,
+}
+
+impl<'py> Table<'py> {
+    fn new(settings: &Bound<'py, PyDict>, name: &'static str) -> PyResult<Self> {
+        let dict = item(settings, name)?.cast_into::<PyDict>()?;
+        Ok(Table { name, dict })
+    }
+
+    fn get(&self, role: &str) -> PyResult<Bound<'py, PyAny>> {
+        self.dict.get_item(role)?.ok_or_else(|| {
+            PyValueError::new_err(format!("plan setting {} has no role {role}", self.name))
+        })
+    }
+
+    fn text(&self, role: &str) -> PyResult<String> {
+        self.get(role)?.extract()
+    }
 }
 
 /// Every path a document of this plan can hold a value at, in the order the document's
@@ -136,6 +200,10 @@ pub struct Plan {
 /// Two values at one path, or one at a path and another below it, is a collision, which
 /// is left to Python: the paths below a path are the ranks right after it, up to
 /// `subtree_end`.
+///
+/// The paths are the schema's fields' and those of the roles in [`ROLES`], from the plan's
+/// `paths` table. The related entities and the resource's origin are written whole, as
+/// Python writes them: one object at their parent path, with their last segments as keys.
 struct Layout {
     paths: Vec<Vec<String>>,
     /// Each path's segments as JSON strings, ready to write as keys.
@@ -153,13 +221,16 @@ struct Layout {
     event_id_source: u16,
     content_hash: u16,
     related: u16,
+    related_user: Vec<u8>,
+    related_ip: Vec<u8>,
     extra: u16,
     origin: u16,
+    origin_key: Vec<u8>,
     trace_id: u16,
     span_id: u16,
     trace_flags: u16,
     correlation_id: u16,
-    client_ip: Option<u16>,
+    client_ip: u16,
     log_level: u16,
     message: u16,
     event_name: u16,
@@ -170,42 +241,73 @@ struct Layout {
     flags: u16,
 }
 
-const FIXED_PATHS: [&str; 26] = [
-    "@timestamp",
-    "event.id",
-    "event.kind",
-    "event.category",
-    "event.outcome",
-    "event.dataset",
-    "event.ingested",
-    "event.created",
-    "audit.schema_version",
-    "audit.event_id_source",
-    "audit.content_hash",
-    "related",
-    "audit.extra",
-    "audit.origin",
-    "trace.id",
-    "span.id",
-    "audit.trace_flags",
-    "audit.correlation_id",
-    "log.level",
+/// The roles whose values the document holds at their own path.
+const ROLES: [&str; 25] = [
+    "timestamp",
+    "event_id",
+    "kind",
+    "ecs_category",
+    "ecs_outcome",
+    "dataset",
+    "ingested",
+    "created",
+    "schema_version",
+    "event_id_source",
+    "content_hash",
+    "extra",
+    "trace_id",
+    "span_id",
+    "trace_flags",
+    "correlation_id",
+    "client_ip",
+    "log_level",
     "message",
-    "audit.event_name",
-    "audit.scope.name",
-    "audit.scope.version",
-    "audit.clock_skew_ms",
-    "audit.untrusted",
-    "audit.flags",
+    "event_name",
+    "scope_name",
+    "scope_version",
+    "clock_skew_ms",
+    "untrusted",
+    "flags",
 ];
 
+/// The object the values of `roles` are written in as one (below the root), and their
+/// keys in it.
+fn object_of<const N: usize>(
+    paths: &Table<'_>,
+    roles: [&str; N],
+) -> PyResult<(Vec<String>, [Vec<u8>; N])> {
+    let apart = || {
+        let roles = roles.join(", ");
+        PyValueError::new_err(format!("the roles {roles} are not in one object"))
+    };
+    let mut parents = Vec::with_capacity(N);
+    let mut keys = Vec::with_capacity(N);
+    for role in roles {
+        let mut p = path(&paths.text(role)?)?;
+        keys.push(p.pop().unwrap_or_default().into_bytes());
+        parents.push(p);
+    }
+    let parent = parents.pop().filter(|p| !p.is_empty()).ok_or_else(apart)?;
+    if parents.iter().any(|p| *p != parent) {
+        return Err(apart());
+    }
+    Ok((parent, keys.try_into().map_err(|_| apart())?))
+}
+
 impl Layout {
-    /// The layout of the fixed paths and `more` (the schema's stored paths).
-    fn new(more: &[&Vec<String>]) -> PyResult<Self> {
-        let mut paths: Vec<Vec<String>> = FIXED_PATHS
+    /// The layout of the roles' paths (`by_role`, the plan's `paths` table) and `more`
+    /// (the schema's stored paths).
+    fn new(by_role: &Table<'_>, more: &[&Vec<String>]) -> PyResult<Self> {
+        let roles: HashMap<&str, Vec<String>> = ROLES
             .iter()
-            .map(|p| path(p))
+            .map(|&role| Ok((role, path(&by_role.text(role)?)?)))
             .collect::<PyResult<_>>()?;
+        let (related, [related_user, related_ip]) =
+            object_of(by_role, ["related_user", "related_ip"])?;
+        let (origin, [origin_key]) = object_of(by_role, ["origin"])?;
+        let mut paths: Vec<Vec<String>> = roles.values().cloned().collect();
+        paths.push(related.clone());
+        paths.push(origin.clone());
         paths.extend(more.iter().map(|p| (*p).clone()));
         paths.sort();
         paths.dedup();
@@ -232,43 +334,51 @@ impl Layout {
                 .count();
             subtree_end.push((i + below) as u16);
         }
-        let find = |dotted: &str| -> Option<u16> {
-            let target = path(dotted).ok()?;
-            paths.binary_search(&target).ok().map(|i| i as u16)
+        let find = |p: &[String]| -> PyResult<u16> {
+            paths
+                .binary_search_by(|q| q.as_slice().cmp(p))
+                .map(|i| i as u16)
+                .map_err(|_| PyValueError::new_err(format!("no rank for {}", p.join("."))))
         };
-        // Every fixed path is in `paths` (FIXED_PATHS): a name missing there is a bug that
+        // Every role in ROLES has its path in `paths`: a role missing there is a bug that
         // refuses the plan (Python then prepares everything) rather than a bad rank later.
-        let rank_of = |dotted: &str| -> PyResult<u16> {
-            find(dotted).ok_or_else(|| PyValueError::new_err(format!("no rank for {dotted}")))
+        let rank_of = |role: &str| -> PyResult<u16> {
+            let p = roles
+                .get(role)
+                .ok_or_else(|| PyValueError::new_err(format!("no rank for role {role}")))?;
+            find(p)
         };
         Ok(Layout {
-            timestamp: rank_of("@timestamp")?,
-            event_id: rank_of("event.id")?,
-            event_kind: rank_of("event.kind")?,
-            event_category: rank_of("event.category")?,
-            event_outcome: rank_of("event.outcome")?,
-            event_dataset: rank_of("event.dataset")?,
-            event_ingested: rank_of("event.ingested")?,
-            event_created: rank_of("event.created")?,
-            schema_version: rank_of("audit.schema_version")?,
-            event_id_source: rank_of("audit.event_id_source")?,
-            content_hash: rank_of("audit.content_hash")?,
-            related: rank_of("related")?,
-            extra: rank_of("audit.extra")?,
-            origin: rank_of("audit.origin")?,
-            trace_id: rank_of("trace.id")?,
-            span_id: rank_of("span.id")?,
-            trace_flags: rank_of("audit.trace_flags")?,
-            correlation_id: rank_of("audit.correlation_id")?,
-            client_ip: find("client.ip"),
-            log_level: rank_of("log.level")?,
+            timestamp: rank_of("timestamp")?,
+            event_id: rank_of("event_id")?,
+            event_kind: rank_of("kind")?,
+            event_category: rank_of("ecs_category")?,
+            event_outcome: rank_of("ecs_outcome")?,
+            event_dataset: rank_of("dataset")?,
+            event_ingested: rank_of("ingested")?,
+            event_created: rank_of("created")?,
+            schema_version: rank_of("schema_version")?,
+            event_id_source: rank_of("event_id_source")?,
+            content_hash: rank_of("content_hash")?,
+            related: find(&related)?,
+            related_user,
+            related_ip,
+            extra: rank_of("extra")?,
+            origin: find(&origin)?,
+            origin_key,
+            trace_id: rank_of("trace_id")?,
+            span_id: rank_of("span_id")?,
+            trace_flags: rank_of("trace_flags")?,
+            correlation_id: rank_of("correlation_id")?,
+            client_ip: rank_of("client_ip")?,
+            log_level: rank_of("log_level")?,
             message: rank_of("message")?,
-            event_name: rank_of("audit.event_name")?,
-            scope_name: rank_of("audit.scope.name")?,
-            scope_version: rank_of("audit.scope.version")?,
-            clock_skew_ms: rank_of("audit.clock_skew_ms")?,
-            untrusted: rank_of("audit.untrusted")?,
-            flags: rank_of("audit.flags")?,
+            event_name: rank_of("event_name")?,
+            scope_name: rank_of("scope_name")?,
+            scope_version: rank_of("scope_version")?,
+            clock_skew_ms: rank_of("clock_skew_ms")?,
+            untrusted: rank_of("untrusted")?,
+            flags: rank_of("flags")?,
             paths,
             keys,
             subtree_end,
@@ -403,8 +513,12 @@ impl Plan {
     fn new(settings: &Bound<'_, PyDict>, leaf: bool) -> PyResult<Self> {
         let int = |key: &str| -> PyResult<i128> { item(settings, key)?.extract() };
         let size = |key: &str| -> PyResult<usize> { item(settings, key)?.extract() };
-        let names = item(settings, "names")?.cast_into::<PyDict>()?;
-        let name = |key: &str| -> PyResult<Vec<u8>> { Ok(text(&names, key)?.into_bytes()) };
+        let paths = Table::new(settings, "paths")?;
+        let attributes = Table::new(settings, "attributes")?;
+        let attribute =
+            |role: &str| -> PyResult<Vec<u8>> { Ok(attributes.text(role)?.into_bytes()) };
+        let max_bytes = Table::new(settings, "max_bytes")?;
+        let limit = |role: &str| -> PyResult<usize> { max_bytes.get(role)?.extract() };
         let mut fields = Vec::new();
         for f in item(settings, "fields")?.try_iter()? {
             let f = f?.cast_into::<PyDict>()?;
@@ -446,19 +560,13 @@ impl Plan {
                 ip_copy_ranks: Vec::new(),
             });
         }
-        let aliases = item(settings, "resource_aliases")?;
-        let aliases: Vec<(Vec<u8>, String)> = pairs(&aliases)?;
         let mut resource_fields = Vec::new();
         for rf in item(settings, "resource_fields")?.try_iter()? {
             let rf = rf?.cast_into::<PyDict>()?;
-            let attribute = text(&rf, "attribute")?.into_bytes();
-            let alias = aliases
-                .iter()
-                .find(|(name, _)| *name == attribute)
-                .map(|(_, alias)| alias.clone().into_bytes());
+            let alias: Option<String> = item(&rf, "alias")?.extract()?;
             resource_fields.push(ResourceFieldPlan {
-                attribute,
-                alias,
+                attribute: text(&rf, "attribute")?.into_bytes(),
+                alias: alias.map(String::into_bytes),
                 path: path(&text(&rf, "stored")?)?,
                 always: item(&rf, "always")?.extract()?,
                 max_bytes: item(&rf, "max_bytes")?.extract()?,
@@ -470,7 +578,7 @@ impl Plan {
             .flat_map(|f| std::iter::once(&f.path).chain(&f.ip_copy))
             .chain(resource_fields.iter().map(|rf| &rf.path))
             .collect();
-        let layout = Layout::new(&stored)?;
+        let layout = Layout::new(&paths, &stored)?;
         for f in &mut fields {
             f.rank = layout.rank(&f.path)?;
             f.ip_copy_ranks = f
@@ -483,7 +591,11 @@ impl Plan {
             rf.rank = layout.rank(&rf.path)?;
         }
         let categories: Vec<String> = item(settings, "resource_required_categories")?.extract()?;
-        let needs: Vec<String> = item(&names, "category_needs")?.extract()?;
+        let category_needs = fields
+            .iter()
+            .filter(|f| f.required == Required::ResourceCategories)
+            .map(|f| f.attribute.clone())
+            .collect();
         Ok(Plan {
             version: text(settings, "version")?,
             index_prefix: text(settings, "index_prefix")?,
@@ -510,12 +622,17 @@ impl Plan {
                 .collect(),
             fields,
             resource_fields,
-            category: name("category")?,
-            outcome: name("outcome")?,
-            event_id: name("event_id")?,
-            actor_id: name("actor_id")?,
-            actor_name: name("actor_name")?,
-            category_needs: needs.into_iter().map(String::into_bytes).collect(),
+            category: attribute("category")?,
+            outcome: attribute("outcome")?,
+            event_id: attribute("event_id")?,
+            actor_id: attribute("actor_id")?,
+            actor_name: attribute("actor_name")?,
+            category_needs,
+            constants: Constants::new(&Table::new(settings, "constants")?)?,
+            max_level_bytes: limit("log_level")?,
+            max_event_name_bytes: limit("event_name")?,
+            max_scope_name_bytes: limit("scope_name")?,
+            max_scope_version_bytes: limit("scope_version")?,
             layout,
         })
     }
@@ -894,11 +1011,12 @@ fn build<'a>(
 ) -> Built<Prepared> {
     let content_hash = ctx.content_hash.ok_or(Fallback)?;
     let received = i128::from(ctx.received_ns);
-    let mut flags: Vec<&'static str> = Vec::new();
+    let constants = &plan.constants;
+    let mut flags: Vec<&'a str> = Vec::new();
     let ts = if lr.time_unix_nano != 0 {
         lr.time_unix_nano
     } else {
-        flags.push("no_event_time");
+        flags.push(&constants.no_event_time);
         lr.observed_time_unix_nano
     };
     let ts_wide = i128::from(ts);
@@ -908,8 +1026,14 @@ fn build<'a>(
     let extra = extras(&matched.unknown, plan)?;
 
     let (event_id, id_source) = match present_str(attrs, &plan.event_id) {
-        Some(id) if !id.is_empty() => (String::from_utf8_lossy(id).to_ascii_lowercase(), "emitter"),
-        _ => (derive_event_id(content_hash).ok_or(Fallback)?, "derived"),
+        Some(id) if !id.is_empty() => (
+            String::from_utf8_lossy(id).to_ascii_lowercase(),
+            &constants.emitter,
+        ),
+        _ => (
+            derive_event_id(content_hash).ok_or(Fallback)?,
+            &constants.derived,
+        ),
     };
     let category = present_str(attrs, &plan.category).ok_or(Fallback)?;
     let outcome = present_str(attrs, &plan.outcome).ok_or(Fallback)?;
@@ -919,7 +1043,7 @@ fn build<'a>(
     let mut doc: Vec<(u16, Node<'a>)> = Vec::with_capacity(48);
     doc.push((lay.timestamp, Node::Owned(timestamp.clone())));
     doc.push((lay.event_id, Node::Owned(event_id.clone())));
-    doc.push((lay.event_kind, Node::Str(b"event")));
+    doc.push((lay.event_kind, Node::Str(constants.kind.as_bytes())));
     let ecs_category = plan
         .ecs_category
         .iter()
@@ -931,9 +1055,9 @@ fn build<'a>(
         .ecs_outcome
         .iter()
         .find(|(o, _)| o[..] == *outcome)
-        .map_or(&b"unknown"[..], |(_, v)| v.as_bytes());
+        .map_or(constants.unmapped_outcome.as_bytes(), |(_, v)| v.as_bytes());
     doc.push((lay.event_outcome, Node::Str(ecs_outcome)));
-    doc.push((lay.event_dataset, Node::Str(b"otel_audit.events")));
+    doc.push((lay.event_dataset, Node::Str(constants.dataset.as_bytes())));
     doc.push((lay.event_ingested, Node::Str(ctx.ingested.as_bytes())));
     if lr.observed_time_unix_nano != 0 {
         let created = format_ns(i128::from(lr.observed_time_unix_nano));
@@ -976,15 +1100,16 @@ fn build<'a>(
     users.dedup();
     let mut related = Vec::with_capacity(2);
     related.push((
-        &b"user"[..],
+        &lay.related_user[..],
         Node::List(users.into_iter().map(Node::Str).collect()),
     ));
-    if let Some(rank) = lay.client_ip {
-        // `client.ip` as the fields left it; an object there is left to Python.
-        if lay.holds(&doc, rank) {
-            let (_, ip) = doc.iter().find(|(r, _)| *r == rank).ok_or(Fallback)?;
-            related.push((b"ip", Node::List(vec![ip.clone()])));
-        }
+    // The client IP as the fields left it; an object there is left to Python.
+    if lay.holds(&doc, lay.client_ip) {
+        let (_, ip) = doc
+            .iter()
+            .find(|(r, _)| *r == lay.client_ip)
+            .ok_or(Fallback)?;
+        related.push((&lay.related_ip[..], Node::List(vec![ip.clone()])));
     }
     doc.push((lay.related, Node::Obj(related)));
 
@@ -995,12 +1120,12 @@ fn build<'a>(
         doc.push((rank, Node::Str(value)));
     }
     if !resource.origin.is_empty() {
-        let origin = vec![(&b"resource"[..], Node::Obj(resource.origin.clone()))];
+        let origin = vec![(&lay.origin_key[..], Node::Obj(resource.origin.clone()))];
         doc.push((lay.origin, Node::Obj(origin)));
     }
 
     if ctx.trace_id.is_empty() {
-        flags.push("no_trace");
+        flags.push(&constants.no_trace);
     } else {
         doc.push((lay.trace_id, Node::Str(ctx.trace_id.as_bytes())));
         if !ctx.span_id.is_empty() {
@@ -1014,7 +1139,7 @@ fn build<'a>(
         }
     }
     if !lr.severity_text.is_empty() {
-        let level = fits(&lr.severity_text, MAX_LEVEL_BYTES)?;
+        let level = fits(&lr.severity_text, plan.max_level_bytes)?;
         doc.push((lay.log_level, Node::Str(level)));
     }
     match lr.body.as_ref().and_then(|b| b.value.as_ref()) {
@@ -1026,18 +1151,18 @@ fn build<'a>(
         Some(_) => return Err(Fallback),
     }
     if !lr.event_name.is_empty() {
-        let name = fits(&lr.event_name, MAX_NAME_BYTES)?;
+        let name = fits(&lr.event_name, plan.max_event_name_bytes)?;
         doc.push((lay.event_name, Node::Str(name)));
     }
     if !ctx.scope_name.is_empty() || !ctx.scope_version.is_empty() {
-        let name = fits(ctx.scope_name, MAX_NAME_BYTES)?;
+        let name = fits(ctx.scope_name, plan.max_scope_name_bytes)?;
         doc.push((lay.scope_name, Node::Str(name)));
-        let version = fits(ctx.scope_version, MAX_NAME_BYTES)?;
+        let version = fits(ctx.scope_version, plan.max_scope_version_bytes)?;
         doc.push((lay.scope_version, Node::Str(version)));
     }
     let skew = received - ts_wide;
     if skew.abs() > plan.max_clock_skew_ns {
-        flags.push("clock_skew");
+        flags.push(&constants.clock_skew);
         let ms = i64::try_from(skew.div_euclid(1_000_000)).map_err(|_| Fallback)?;
         doc.push((lay.clock_skew_ms, Node::Int(ms)));
     }

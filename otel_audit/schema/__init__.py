@@ -1,8 +1,19 @@
 """The audit schema, loaded once from ``audit_event.v1.json``.
 
-This is the only place that reads the schema file. The validator, the document builder,
-the Elasticsearch index template, the emit helper and ``docs/schema.md`` all derive from the
+This is the only place that reads the schema file. The validator, the document builder
+(in Python and, through ``receiver.ingest.prepare``, in the native extension), the
+Elasticsearch index template, the emit helper and ``docs/schema.md`` all derive from the
 objects defined here.
+
+Roles. The code that builds a stored document has to know what some fields *mean*: which
+attribute is the category, where the timestamp goes, which value marks a record without
+trace context. It knows them by *role*, a stable identifier the schema gives an entry of
+``fields``, ``record_fields`` or ``derived_fields`` (``"role": "timestamp"``); the stored
+path, the attribute name and any literal value are the schema's (:meth:`Schema.path_of`,
+:meth:`Schema.attribute_of`, :meth:`Schema.constant`). A derived field stores a
+``value`` (always the same), a ``default`` (when nothing maps), or one of its ``values``,
+each with its own role: those are the schema's constants, keyed ``role``,
+``role.default`` and ``role.value_role`` (``flags.no_trace``).
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "SCHEMA_FILE",
@@ -21,10 +32,17 @@ __all__ = [
     "Limits",
     "ResourceField",
     "Schema",
+    "SchemaError",
     "load_schema",
 ]
 
 SCHEMA_FILE = "audit_event.v1.json"
+
+_T = TypeVar("_T")
+
+
+class SchemaError(ValueError):
+    """The schema lacks what a consumer needs, or contradicts itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +62,7 @@ class AttributeField:
     pattern: re.Pattern[str] | None = None
     client_supplied: bool = False
     ip_copy: tuple[str, ...] = ()
+    role: str = ""
 
     @property
     def stored_path(self) -> tuple[str, ...]:
@@ -60,6 +79,8 @@ class ResourceField:
     required: str
     max_bytes: int
     description: str
+    alias: str = ""
+    """An older attribute name, read when this one is absent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +111,8 @@ class Schema:
     limits: Limits
     fields: tuple[AttributeField, ...]
     resource_fields: tuple[ResourceField, ...]
-    record_fields: tuple[dict[str, str], ...]
-    derived_fields: tuple[dict[str, str], ...]
+    record_fields: tuple[dict[str, Any], ...]
+    derived_fields: tuple[dict[str, Any], ...]
     resource_required_categories: frozenset[str]
     severity: dict[str, int]
     ecs_category: dict[str, tuple[str, ...]]
@@ -100,9 +121,74 @@ class Schema:
     raw: dict[str, Any]
     by_attribute: dict[str, AttributeField]
     resource_by_attribute: dict[str, ResourceField]
+    paths: dict[str, str]
+    """The stored path of every role."""
+    attributes: dict[str, str]
+    """The attribute of every role of an attribute field."""
+    constants: dict[str, str]
+    """The literal values derived fields store (see the module docstring for the keys)."""
+    role_max_bytes: dict[str, int]
+    """The size limit of the record fields that have one, by role."""
+    resource_category_attributes: tuple[str, ...]
+    """The attributes required when the category is in ``resource_required_categories``."""
 
     def field(self, attribute: str) -> AttributeField:
         return self.by_attribute[attribute]
+
+    def path_of(self, role: str) -> str:
+        """The stored path of the field with ``role``."""
+        return _lookup(self.paths, role, "no field has the role")
+
+    def attribute_of(self, role: str) -> str:
+        """The attribute of the field with ``role``."""
+        return _lookup(self.attributes, role, "no attribute field has the role")
+
+    def constant(self, key: str) -> str:
+        """A literal value the schema gives a derived field (``kind``, ``flags.no_trace``)."""
+        return _lookup(self.constants, key, "the schema has no constant")
+
+    def max_bytes_of(self, role: str) -> int:
+        """The size limit of the record field with ``role``."""
+        return _lookup(self.role_max_bytes, role, "no record field with a limit has the role")
+
+
+def _lookup(table: dict[str, _T], key: str, missing: str) -> _T:
+    try:
+        return table[key]
+    except KeyError:
+        raise SchemaError(f"{missing} {key}") from None
+
+
+def _roles(
+    fields: tuple[AttributeField, ...],
+    record_fields: tuple[dict[str, Any], ...],
+    derived_fields: tuple[dict[str, Any], ...],
+) -> tuple[dict[str, str], dict[str, str], dict[str, str], dict[str, int]]:
+    """(paths, attributes, constants, role_max_bytes) by role: see the module docstring."""
+    paths: dict[str, str] = {}
+    entries: list[tuple[str, str, dict[str, Any]]] = [
+        (f.role, f.stored, {}) for f in fields if f.role
+    ]
+    entries += [(e["role"], e["stored"], e) for e in record_fields + derived_fields if "role" in e]
+    constants: dict[str, str] = {}
+    max_bytes: dict[str, int] = {}
+    for role, stored, entry in entries:
+        if role in paths:
+            raise SchemaError(f"two fields have the role {role}")
+        paths[role] = stored
+        if "value" in entry:
+            constants[role] = str(entry["value"])
+        if "default" in entry:
+            constants[f"{role}.default"] = str(entry["default"])
+        for value in entry.get("values", ()):
+            key = f"{role}.{value['role']}"
+            if key in constants:
+                raise SchemaError(f"two values of {stored} have the role {value['role']}")
+            constants[key] = str(value["value"])
+        if "max_bytes" in entry:
+            max_bytes[role] = int(entry["max_bytes"])
+    attributes = {f.role: f.attribute for f in fields if f.role}
+    return paths, attributes, constants, max_bytes
 
 
 def _parse(raw: dict[str, Any]) -> Schema:
@@ -141,6 +227,7 @@ def _parse(raw: dict[str, Any]) -> Schema:
                 pattern=re.compile(f["pattern"]) if "pattern" in f else None,
                 client_supplied=bool(f.get("client_supplied", False)),
                 ip_copy=tuple(f.get("ip_copy", ())),
+                role=f.get("role", ""),
             )
         )
         if "ecs_category" in f:
@@ -155,8 +242,14 @@ def _parse(raw: dict[str, Any]) -> Schema:
             required=f["required"],
             max_bytes=int(f.get("max_bytes", limits.max_keyword_bytes)),
             description=f["description"],
+            alias=f.get("alias", ""),
         )
         for f in raw["resource_fields"]
+    )
+    record_fields = tuple(raw["record_fields"])
+    derived_fields = tuple(raw["derived_fields"])
+    paths, attributes, constants, role_max_bytes = _roles(
+        tuple(fields), record_fields, derived_fields
     )
     return Schema(
         name=raw["name"],
@@ -166,8 +259,8 @@ def _parse(raw: dict[str, Any]) -> Schema:
         limits=limits,
         fields=tuple(fields),
         resource_fields=resource_fields,
-        record_fields=tuple(raw["record_fields"]),
-        derived_fields=tuple(raw["derived_fields"]),
+        record_fields=record_fields,
+        derived_fields=derived_fields,
         resource_required_categories=frozenset(raw["resource_required_categories"]),
         severity={k: int(v) for k, v in raw["severity"].items()},
         ecs_category=ecs_category,
@@ -176,6 +269,13 @@ def _parse(raw: dict[str, Any]) -> Schema:
         raw=raw,
         by_attribute={f.attribute: f for f in fields},
         resource_by_attribute={f.attribute: f for f in resource_fields},
+        paths=paths,
+        attributes=attributes,
+        constants=constants,
+        role_max_bytes=role_max_bytes,
+        resource_category_attributes=tuple(
+            f.attribute for f in fields if f.required == "resource_categories"
+        ),
     )
 
 

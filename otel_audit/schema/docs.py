@@ -92,6 +92,22 @@ def example_document(schema: Schema | None = None) -> dict[str, Any]:
     return build_document(example_record(schema), received_ns=_EXAMPLE_RECEIVED_NS, schema=schema)
 
 
+def _values_text(values: list[dict[str, str]]) -> str:
+    return ", ".join(f"`{v['value']}` ({v['description']})" for v in values)
+
+
+def _derived_description(entry: dict[str, Any]) -> str:
+    """A derived field's description with the literal values the schema gives it."""
+    text = entry["description"]
+    if "value" in entry:
+        text += f" Always `{entry['value']}`."
+    if "default" in entry:
+        text += f" `{entry['default']}` when nothing maps."
+    if "values" in entry:
+        text = text.rstrip(".") + ": " + _values_text(entry["values"]) + "."
+    return str(text)
+
+
 def _stored_rows(schema: Schema) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     for rec in schema.record_fields:
@@ -101,7 +117,7 @@ def _stored_rows(schema: Schema) -> list[tuple[str, str, str, str]]:
     for rf in schema.resource_fields:
         rows.append((rf.stored, rf.type, f"resource `{rf.attribute}`", rf.description))
     for d in schema.derived_fields:
-        rows.append((d["stored"], d["type"], "derived", d["description"]))
+        rows.append((d["stored"], d["type"], "derived", _derived_description(d)))
     rows.sort(key=lambda r: (r[0] != "@timestamp", r[0]))
     return rows
 
@@ -160,7 +176,8 @@ def render(schema: Schema | None = None) -> str:
     )
     add("")
     add(
-        "Any other attribute is kept as sent under `audit.extra` (a `flattened` field, so "
+        f"Any other attribute is kept as sent under `{schema.path_of('extra')}` (a `flattened` "
+        "field, so "
         "new keys never change the mapping). Keys must be 1 to "
         f"{lim.max_attribute_key_bytes} bytes, without control characters, leading or "
         "trailing dots or empty segments (`..`)."
@@ -191,7 +208,7 @@ def render(schema: Schema | None = None) -> str:
             f"{_cell(rf.description)} |"
         )
     add("")
-    add("Other resource attributes are kept under `audit.origin.resource` (`flattened`).")
+    add(f"Other resource attributes are kept under `{schema.path_of('origin')}` (`flattened`).")
     add("")
     add("## Category and outcome in ECS terms")
     add("")
@@ -229,18 +246,14 @@ def render(schema: Schema | None = None) -> str:
     add("")
     add(
         f"- **Truncated**: a value cut to its limit ends with `{schema.truncation_marker}` and "
-        "its stored field name is listed in `audit.truncated`."
+        f"its stored field name is listed in `{schema.path_of('truncated')}`."
     )
     add(
         "- **Untrusted**: values the client supplied that nobody verified (client address, "
-        "user agent) are listed by stored field name in `audit.untrusted`."
+        f"user agent) are listed by stored field name in `{schema.path_of('untrusted')}`."
     )
-    add(
-        "- **Flags** in `audit.flags`: `clock_skew` (event time more than "
-        f"{lim.max_clock_skew_s} s from receive time; the difference is in "
-        "`audit.clock_skew_ms`), `no_event_time` (the record had no `Timestamp`; observed "
-        "time was used), `no_trace` (no trace context)."
-    )
+    flags = next(d for d in schema.derived_fields if d.get("role") == "flags")
+    add(f"- **Flags** in `{flags['stored']}`: {_values_text(flags['values'])}.")
     add("")
     add("## Validation rules")
     add("")

@@ -18,7 +18,9 @@ generated requests. A record is prepared natively only when
   array or map among the attributes, the resource's extra values or the body; ASCII keys);
 - ``client.address``, when present, is an IPv4 address or not an address at all.
 
-A plan (:func:`native_plan`) carries the schema's settings into the extension, once.
+A plan (:func:`native_plan`) carries the schema's settings into the extension, once: its
+fields, limits, and by role the stored paths and literal values of everything else the
+document holds, so that no name or value of the document is written in the extension.
 Documents are serialized with sorted keys: those bytes are the leaf's RFC 8785 form.
 """
 
@@ -29,11 +31,7 @@ from typing import Any
 
 from indexer.bulk import BulkItem
 from indexer.indices import EVENTS_INDEX_PREFIX, event_index
-from otel_audit.document import (
-    RESOURCE_ALIASES,
-    build_document_and_plainness,
-    content_hash,
-)
+from otel_audit.document import build_document_for_write, content_hash
 from otel_audit.integrity import leaf_hash_of_event
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema
@@ -82,16 +80,12 @@ def _plan_settings(schema: Schema) -> dict[str, Any]:
         "max_future_s": limits.max_future_s,
         "min_time_unix_nano": limits.min_time_unix_nano,
         "resource_required_categories": sorted(schema.resource_required_categories),
-        "resource_aliases": dict(RESOURCE_ALIASES),
-        # The attributes otel_audit.validate and otel_audit.document read by name.
-        "names": {
-            "category": "audit.category",
-            "outcome": "audit.outcome",
-            "event_id": "audit.event.id",
-            "actor_id": "audit.actor.id",
-            "actor_name": "audit.actor.name",
-            "category_needs": ["audit.resource.type", "audit.resource.id"],
-        },
+        # What the builders know by role (otel_audit.schema): where the document holds each
+        # value, the attributes they read, the literal values and the record fields' limits.
+        "paths": dict(schema.paths),
+        "attributes": dict(schema.attributes),
+        "constants": dict(schema.constants),
+        "max_bytes": dict(schema.role_max_bytes),
         "ecs_category": {k: list(v) for k, v in schema.ecs_category.items()},
         "ecs_outcome": dict(schema.ecs_outcome),
         "fields": [
@@ -113,6 +107,7 @@ def _plan_settings(schema: Schema) -> dict[str, Any]:
         "resource_fields": [
             {
                 "attribute": rf.attribute,
+                "alias": rf.alias or None,
                 "stored": rf.stored,
                 "always": rf.required == "always",
                 "max_bytes": rf.max_bytes,
@@ -129,17 +124,17 @@ def prepare_in_python(
     the :data:`Prepared` tuple the native decoder makes for the records it covers. The
     ingest write path uses it for every other record."""
     sha = content_hash(record)
-    doc, plain = build_document_and_plainness(
+    doc, plain, event_id, timestamp = build_document_for_write(
         record, received_ns=received_ns, content_sha256=sha, schema=schema
     )
     ts = record.time_unix_nano or record.observed_time_unix_nano
-    item = BulkItem(event_index(ts), doc["event"]["id"], doc, sha, record, sort_keys=True)
+    item = BulkItem(event_index(ts), event_id, doc, sha, record, sort_keys=True)
     # Serialized and hashed now, while the document just built is still in the CPU's
     # caches; after the rest of the request is built it would be read back from memory.
     encoded = item.encoded()
     leaf_hash = leaf_hash_of_event(doc, item.sorted_source(), plain=plain) if leaf else None
     source_at = len(encoded) - len(item.source_json()) - 1
-    return (item.index, item.doc_id, encoded, source_at, sha, leaf_hash, doc["@timestamp"])
+    return (item.index, item.doc_id, encoded, source_at, sha, leaf_hash, timestamp)
 
 
 def reference(

@@ -206,3 +206,47 @@ def test_example_document_is_what_the_docs_show() -> None:
 
 def test_time_format() -> None:
     assert format_ns(0) == "1970-01-01T00:00:00.000000000Z"
+
+
+def _schema_with(derived: dict[str, dict[str, Any]]) -> Any:
+    """The schema with the derived fields of the given roles changed as given."""
+    import copy
+
+    from otel_audit.schema import _parse
+
+    raw = copy.deepcopy(SCHEMA.raw)
+    for entry in raw["derived_fields"]:
+        entry.update(derived.get(entry.get("role"), {}))
+    return _parse(raw)
+
+
+def test_stored_paths_and_values_are_the_schemas() -> None:
+    schema = _schema_with(
+        {
+            "dataset": {"stored": "labels.dataset", "value": "acme.audit"},
+            "flags": {
+                "stored": "labels.findings",
+                "values": [
+                    {"role": "clock_skew", "value": "skew", "description": "."},
+                    {"role": "no_event_time", "value": "untimed", "description": "."},
+                    {"role": "no_trace", "value": "untraced", "description": "."},
+                ],
+            },
+            "related_user": {"stored": "audit.related.users"},
+            "related_ip": {"stored": "audit.related.ips"},
+        }
+    )
+    record = replace(rec(), trace_id="", span_id="", time_unix_nano=0)
+    doc = build_document(record, received_ns=T + 400 * 10**9, schema=schema)
+    assert "dataset" not in doc["event"] and "related" not in doc
+    assert doc["labels"] == {"dataset": "acme.audit", "findings": ["untimed", "untraced", "skew"]}
+    assert doc["audit"]["related"] == {"users": ["u-1"]}
+    assert "flags" not in doc["audit"]
+
+
+def test_related_entities_are_one_object() -> None:
+    from otel_audit.schema import SchemaError
+
+    schema = _schema_with({"related_ip": {"stored": "client.related_ip"}})
+    with pytest.raises(SchemaError, match="related_user, related_ip"):
+        build_document(rec(), received_ns=T, schema=schema)

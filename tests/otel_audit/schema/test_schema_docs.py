@@ -30,6 +30,8 @@ def test_reference_names_everything_in_the_schema() -> None:
         assert f"`{rf.attribute}`" in text
     for d in (*schema.record_fields, *schema.derived_fields):
         assert f"`{d['stored']}`" in text
+    for value in schema.constants.values():
+        assert f"`{value}`" in text
     for name in schema.raw["limits"]:
         assert f"`{name}`" in text
     assert schema.truncation_marker in text

@@ -1202,3 +1202,121 @@ def test_stored_paths_of_a_custom_schema(stored: dict[str, str], collides: bool)
             for segment in path.split("."):
                 node = node[segment]
             assert node == extra[attribute]
+
+
+# --- the schema's paths and values by role ---------------------------------------------------
+
+
+def _schema_with_roles(**changes: dict[str, Any]) -> Any:
+    """The schema with the entries of the given roles changed as given."""
+    import copy
+
+    from otel_audit.schema import _parse
+
+    raw = copy.deepcopy(_SCHEMA.raw)
+    for entry in (*raw["fields"], *raw["record_fields"], *raw["derived_fields"]):
+        entry.update(changes.get(entry.get("role", ""), {}))
+    return _parse(raw)
+
+
+def _values(**renamed: str) -> list[dict[str, str]]:
+    return [{"role": role, "value": value, "description": "."} for role, value in renamed.items()]
+
+
+def _stored(document: dict[str, Any], dotted: str) -> Any:
+    node: Any = document
+    for segment in dotted.split("."):
+        node = node[segment]
+    return node
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"dataset": {"stored": "labels.dataset", "value": "acme.audit"}},
+        {"kind": {"value": "audit"}, "dataset": {"value": "acme.events"}},
+        {
+            "flags": {
+                "stored": "labels.findings",
+                "values": _values(clock_skew="skew", no_event_time="untimed", no_trace="untraced"),
+            },
+            "event_id_source": {"values": _values(emitter="sent", derived="made")},
+        },
+        {
+            "related_user": {"stored": "audit.related.users"},
+            "related_ip": {"stored": "audit.related.ips"},
+            "origin": {"stored": "labels.origin.service"},
+            "extra": {"stored": "labels.more"},
+        },
+        {
+            "timestamp": {"stored": "time"},
+            "event_id": {"stored": "audit.id"},
+            "ingested": {"stored": "audit.received"},
+            "trace_id": {"stored": "labels.trace"},
+            "message": {"stored": "labels.text"},
+            "scope_name": {"stored": "scope.name"},
+        },
+        {"log_level": {"max_bytes": 4}, "event_name": {"max_bytes": 16}},
+    ],
+    ids=["dataset_moved", "constants", "flag_values", "objects_moved", "record_moved", "limits"],
+)
+def test_paths_and_values_come_from_the_schema(changes: dict[str, dict[str, Any]]) -> None:
+    # Neither side writes a stored name or literal of its own: a schema that moves a path or
+    # changes a value gets the same document from the native plan as from Python.
+    schema = _schema_with_roles(**changes)
+    plan = native_plan(schema, leaf=True)
+    assert plan is not None
+    no_trace = {"trace_id": b"", "span_id": b"", "flags": 0}
+    records = [
+        _record({**_base_attrs(1), "audit.reason": "quota exceeded"}),
+        _record({k: v for k, v in _base_attrs(2).items() if k != "audit.event.id"}),
+        _record(_base_attrs(3), time_unix_nano=0, **no_trace),
+        _record(_base_attrs(4), time_unix_nano=_R - 400 * _S, severity_text="WARN"),
+        _record(_base_attrs(5), event_name="invoice.update.all", severity_text="VERBOSE"),
+    ]
+    resource = [(k, _s(v)) for k, v in {**_BASE_RESOURCE, "k8s.pod.name": "p-1"}.items()]
+    body = _request(records, resource).SerializeToString()
+    decoded = decode.decode_logs_protobuf(body, plan, _R)
+    python = decode._decode_logs_protobuf_python(body).records
+    expected = [reference(r, received_ns=_R, schema=schema, leaf=True) for r in python]
+    got = [r.prepared for r in decoded.records]
+    assert None not in expected
+    # Only a value the schema's new limit cuts is left to Python.
+    cut = changes.get("log_level", {}).get("max_bytes") == 4
+    assert got == ([*expected[:4], None] if cut else expected)
+    for prepared in got[:4]:
+        assert prepared is not None
+        document = orjson.loads(prepared[2][prepared[3] : -1])
+        assert _stored(document, schema.path_of("timestamp")) == prepared[6]
+        assert _stored(document, schema.path_of("event_id")) == prepared[1]
+        assert _stored(document, schema.path_of("dataset")) == schema.constant("dataset")
+        assert _stored(document, schema.path_of("kind")) == schema.constant("kind")
+    flags = [orjson.loads(p[2][p[3] : -1]) for p in got[2:4] if p is not None]
+    assert _stored(flags[0], schema.path_of("flags")) == [
+        schema.constant("flags.no_event_time"),
+        schema.constant("flags.no_trace"),
+    ]
+    assert _stored(flags[1], schema.path_of("flags")) == [schema.constant("flags.clock_skew")]
+
+
+@pytest.mark.parametrize("table", ["paths", "attributes", "constants", "max_bytes"])
+def test_a_plan_without_a_role_is_refused_naming_it(table: str) -> None:
+    from receiver.ingest.prepare import _plan_settings
+
+    ext = native.module()
+    assert ext is not None
+    settings = _plan_settings(_SCHEMA)
+    role = {
+        "paths": "dataset",
+        "attributes": "actor_name",
+        "constants": "flags.no_trace",
+        "max_bytes": "scope_version",
+    }[table]
+    del settings[table][role]
+    with pytest.raises(ValueError, match=f"plan setting {table} has no role {role}$"):
+        ext.Plan(settings, True)
+    # A role whose members are not in one object is refused as well.
+    settings = _plan_settings(_SCHEMA)
+    settings["paths"]["related_ip"] = "client.related_ip"
+    with pytest.raises(ValueError, match="related_user, related_ip are not in one object"):
+        ext.Plan(settings, True)
