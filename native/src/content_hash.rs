@@ -287,7 +287,14 @@ mod tests {
         // The sort is by bytes, which is code point order.
         let mut keys = vec!["\u{1f600}".as_bytes(), "\u{e000}".as_bytes(), b"z"];
         keys.sort();
-        assert_eq!(keys, ["z".as_bytes(), "\u{e000}".as_bytes(), "\u{1f600}".as_bytes()]);
+        assert_eq!(
+            keys,
+            [
+                "z".as_bytes(),
+                "\u{e000}".as_bytes(),
+                "\u{1f600}".as_bytes()
+            ]
+        );
     }
 
     #[test]
