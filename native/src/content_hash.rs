@@ -1,16 +1,18 @@
-//! The content hash of a decoded record: the SHA-256 of the bytes
-//! `otel_audit.document.content_hash` hashes, that is
-//! `orjson.dumps(record.as_wire_dict(), option=OPT_SORT_KEYS, default=_json_default)`,
+//! The content hash of a decoded record (`docs/hashing.md`): the SHA-256 of the RFC 8785
+//! form of `record.as_wire_dict()`, integers written exactly, bytes as
+//! `{"$bytes": <padded standard base64>}` (`otel_audit.integrity.content` in Python),
 //! written here straight from the parsed message.
 //!
 //! The hash is stored with every event and compared when a retry meets the stored copy, so
 //! it must not depend on which decoder built the record. What is written here is therefore
-//! limited to what orjson's output is certain for: keys sorted by their UTF-8 bytes (which is
-//! code point order), a repeated key keeping its last value (as the record's dict does), no
-//! whitespace, strings with only `"`, `\` and control characters escaped (short forms where
-//! JSON has them, else `\u00xx` in lowercase; everything else raw UTF-8), bytes as
-//! `{"$bytes": <padded standard base64>}`. A record holding a double anywhere is left to
-//! Python ([`Unsupported`]): float formatting is not worth reproducing.
+//! limited to what is certain: keys sorted by their UTF-8 bytes (code point order, which is
+//! RFC 8785's UTF-16 order unless an object mixes a key with a character above U+FFFF and
+//! one with a character in U+E000..U+FFFF: such a record is left to Python), a repeated
+//! key keeping its last value (as the record's dict does), no whitespace, strings with
+//! only `"`, `\` and control characters escaped (short forms where JSON has them, else
+//! `\u00xx` in lowercase; everything else raw UTF-8), integers in decimal. A record holding
+//! a double anywhere is left to Python ([`Unsupported`]): RFC 8785 number formatting is not
+//! worth reproducing.
 
 use std::io::Write;
 
@@ -116,6 +118,9 @@ fn kvlist(out: &mut Vec<u8>, kvs: &[Lenient<KeyValue>], depth: usize) -> Written
         kvs.iter().map(|kv| (&kv.key, &kv.value)).collect();
     // Stable: of a repeated key's occurrences, the last one sent stays last.
     order.sort_by(|a, b| a.0.cmp(b.0));
+    if !orders_agree(order.iter().map(|(key, _)| &key[..])) {
+        return Err(Unsupported);
+    }
     out.push(b'{');
     let mut first = true;
     for (i, (key, value)) in order.iter().enumerate() {
@@ -135,6 +140,25 @@ fn kvlist(out: &mut Vec<u8>, kvs: &[Lenient<KeyValue>], depth: usize) -> Written
     }
     out.push(b'}');
     Ok(())
+}
+
+/// Whether sorting `keys` (UTF-8) by their bytes gives RFC 8785's order, by UTF-16 code
+/// units. Both are code point order except that UTF-16 puts characters above U+FFFF
+/// (surrogate pairs, D800..DFFF) before U+E000..U+FFFF; so they agree unless some key has
+/// a 4-byte UTF-8 sequence (lead byte F0..F4) and some key a character in U+E000..U+FFFF
+/// (lead byte EE or EF).
+fn orders_agree<'k>(keys: impl Iterator<Item = &'k [u8]>) -> bool {
+    let (mut astral, mut high) = (false, false);
+    for key in keys {
+        for &b in key {
+            match b {
+                0xEE | 0xEF => high = true,
+                0xF0..=0xFF => astral = true,
+                _ => {}
+            }
+        }
+    }
+    !(astral && high)
 }
 
 /// An `AnyValue` as the JSON of the Python value the decoder makes of it.
@@ -250,6 +274,26 @@ mod tests {
         assert_eq!(
             json_string("0123456789abcdef\u{7f}\u{80}\u{ff}\n"),
             "\"0123456789abcdef\u{7f}\u{80}\u{ff}\\n\""
+        );
+    }
+
+    #[test]
+    fn key_orders_disagree_only_for_astral_and_high_bmp_characters() {
+        let agree = |keys: &[&str]| orders_agree(keys.iter().map(|k| k.as_bytes()));
+        assert!(agree(&["a", "é", "\u{d7ff}", "\u{1f600}"]));
+        assert!(agree(&["\u{e000}", "\u{ffff}", "z"]));
+        assert!(!agree(&["\u{e000}", "\u{1f600}"]));
+        assert!(!agree(&["a\u{ffff}b\u{10000}"]));
+        // The sort is by bytes, which is code point order.
+        let mut keys = vec!["\u{1f600}".as_bytes(), "\u{e000}".as_bytes(), b"z"];
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "z".as_bytes(),
+                "\u{e000}".as_bytes(),
+                "\u{1f600}".as_bytes()
+            ]
         );
     }
 

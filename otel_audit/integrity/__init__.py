@@ -5,6 +5,7 @@ verifier that holds nothing but the public key.
 
 - :mod:`.merkle`: RFC 9162 hashing, inclusion/consistency proofs, :class:`CompactRange`
 - :mod:`.canonical`: RFC 8785 canonical JSON and the leaf hash of an event document
+- :mod:`.content`: the content hash of a record (what the emitter sent)
 - :mod:`.keys`: Ed25519 key files, key ids, keyrings, sign/verify
 - :mod:`.checkpoint`: the signed, hash-chained checkpoint format
 - :mod:`.bundle`: offline inclusion proof bundles and their verification
@@ -43,6 +44,13 @@ from otel_audit.integrity.checkpoint import (
     make_checkpoint,
     sign_checkpoint,
     verify_checkpoint,
+)
+from otel_audit.integrity.content import (
+    content_fast_path_applies,
+    content_json,
+    content_json_reference,
+    content_sha256,
+    content_value,
 )
 from otel_audit.integrity.errors import (
     CanonicalizationError,
@@ -118,6 +126,11 @@ __all__ = [
     "canonical_json_reference",
     "chain_link_problems",
     "consistency_proof",
+    "content_fast_path_applies",
+    "content_json",
+    "content_json_reference",
+    "content_sha256",
+    "content_value",
     "decode_hash",
     "document_for_hashing",
     "encode_hash",

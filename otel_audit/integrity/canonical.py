@@ -1,5 +1,7 @@
 """RFC 8785 (JCS) canonical JSON of stored event documents, and their leaf hashes.
 
+``docs/hashing.md`` specifies the bytes; this module is their Python implementation.
+
 The reference is the ``rfc8785`` library (~50 us per audit document). ``orjson`` with
 sorted keys produces the same bytes (~2 us) for most documents, but not for all:
 
