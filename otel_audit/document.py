@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import hashlib
 import ipaddress
 import json
 import math
@@ -29,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from otel_audit.integrity.content import content_sha256
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema, SchemaError, load_schema
 
@@ -66,23 +66,16 @@ def _json_default(value: Any) -> Any:
 
 
 def content_hash(record: LogRecordData) -> str:
-    """SHA-256 hex of what the emitter sent (nothing the receiver adds).
+    """SHA-256 hex of what the emitter sent (nothing the receiver adds), as
+    ``docs/hashing.md`` defines it (:func:`otel_audit.integrity.content_sha256`).
 
     Two deliveries of the same record give the same hash; a create conflict whose stored
     hash differs is a different record claiming the same event id. A hash the decoder already
-    computed (``record.content_sha256``, the same function of the same bytes) is used as is.
+    computed (``record.content_sha256``, the same function of the same record) is used as is.
     """
     if record.content_sha256 is not None:
         return record.content_sha256
-    wire = record.as_wire_dict()
-    try:
-        data = orjson.dumps(wire, option=orjson.OPT_SORT_KEYS, default=_json_default)
-    except (TypeError, orjson.JSONEncodeError):
-        # Values orjson refuses (ints beyond 64 bits, odd types): a slower, total encoding.
-        data = json.dumps(wire, sort_keys=True, default=repr, ensure_ascii=False).encode(
-            "utf-8", "surrogatepass"
-        )
-    return hashlib.sha256(data).hexdigest()
+    return content_sha256(record.as_wire_dict())
 
 
 def derive_event_id(content_sha256_hex: str) -> str:
