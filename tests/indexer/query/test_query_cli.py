@@ -62,7 +62,8 @@ def test_query_and_trace_commands(
             return codes, table.out + "\n" + table.err, as_json, trace + err
 
     codes, table, as_json, rest = asyncio.run(scenario())
-    assert codes == [0, 0, 0, 2, 2]
+    # A bad argument is usage (2); a refused token is the API refusing us (3).
+    assert codes == [0, 0, 0, 2, 3]
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["time", "action", "outcome"]
     assert sum(1 for line in lines if "cli-svc" in line) == 13
