@@ -10,6 +10,7 @@ audit events          ``audit-events-YYYY.MM.DD``     alias ``audit-events``
 dead letters          ``audit-rejected-YYYY.MM.DD``   alias ``audit-rejected``
 spans                 ``audit-spans-YYYY.MM.DD``      alias ``audit-spans``
 block records         ``audit-blocks``                (the index itself)
+lifecycle             ``audit-lifecycle``             (the index itself: lease, records)
 ====================  ==============================  ===============================
 
 Daily indices are chosen by a time the document carries (the event's own timestamp, the
@@ -29,6 +30,7 @@ __all__ = [
     "EVENTS_INDEX_PREFIX",
     "EVENTS_PATTERN",
     "EVENTS_TEMPLATE",
+    "LIFECYCLE_INDEX",
     "PROJECT_INDEX_PATTERNS",
     "PROJECT_SNAPSHOT_REPOSITORIES",
     "PROJECT_TEMPLATES",
@@ -60,6 +62,7 @@ SPANS_PATTERN = SPANS_INDEX_PREFIX + "*"
 SPANS_ALIAS = "audit-spans"
 
 BLOCKS_INDEX = "audit-blocks"
+LIFECYCLE_INDEX = "audit-lifecycle"
 
 TEMPLATE_PREFIX = "otel-audit-"
 EVENTS_TEMPLATE = TEMPLATE_PREFIX + "events"

@@ -1,12 +1,14 @@
 """Retention of the span indices: delete daily ``audit-spans-*`` indices past their days.
 
-Spans are context for audit events, not audit records, so they are kept for a shorter
-time (``spans.retention_days``, recorded in every span index's mapping ``_meta``). Audit
-events themselves are never deleted by this job: removing them would break the integrity
-chain on purpose, and that decision belongs to an operator with ``verify`` output at hand.
+Spans are context for audit events, not audit records: a span index is deleted once it
+is older than ``spans.retention_days`` (recorded in every span index's mapping ``_meta``)
+*and* no audit event that it explains is still hot. Trace views start from an event and
+look up its trace's spans, which start no later than the event: so a span index of day
+``D`` is kept while the events of ``D`` or ``D + 1`` are in Elasticsearch. Audit events
+themselves are never deleted here; the lifecycle (:mod:`indexer.lifecycle.runner`)
+archives them, deletes them past their policy and runs this step at the end of each run.
 
-The bare Elasticsearch server has no ILM, so this is our own job, run by
-``otel-audit retention run`` (from cron or a Kubernetes CronJob).
+``otel-audit retention run`` runs this step alone (from cron or a Kubernetes CronJob).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from indexer.indices import SPANS_INDEX_PREFIX
+from indexer.indices import EVENTS_INDEX_PREFIX, EVENTS_PATTERN, SPANS_INDEX_PREFIX
 
 __all__ = ["RetentionAction", "plan_span_retention", "register", "run_span_retention"]
 
@@ -43,10 +45,21 @@ def _index_day(name: str, prefix: str) -> date | None:
 
 
 def plan_span_retention(
-    es: Any, *, today: date | None = None, default_days: int = 7, prefix: str = _DEFAULT_PREFIX
+    es: Any,
+    *,
+    today: date | None = None,
+    default_days: int = 7,
+    prefix: str = _DEFAULT_PREFIX,
+    hot_event_days: set[date] | None = None,
 ) -> list[RetentionAction]:
-    """Decide, per daily span index, whether it is past its retention."""
+    """Decide, per daily span index, whether it is past its retention.
+
+    ``hot_event_days`` (the days whose event index exists) keeps a span index while its
+    day or the next holds hot events; None reads them from Elasticsearch.
+    """
     today = today or datetime.now(UTC).date()
+    if hot_event_days is None:
+        hot_event_days = _hot_event_days(es)
     mappings = es.indices.get_mapping(index=prefix + "*", allow_no_indices=True)
     actions = []
     for name in sorted(mappings):
@@ -56,17 +69,33 @@ def plan_span_retention(
         meta = mappings[name].get("mappings", {}).get("_meta", {})
         days = int(meta.get("retention_days", default_days))
         expired = day < today - timedelta(days=days)
+        if expired and (day in hot_event_days or day + timedelta(days=1) in hot_event_days):
+            actions.append(RetentionAction(name, day.isoformat(), days, "keep"))
+            continue
         actions.append(
             RetentionAction(name, day.isoformat(), days, "delete" if expired else "keep")
         )
     return actions
 
 
+def _hot_event_days(es: Any) -> set[date]:
+    names = es.indices.get(index=EVENTS_PATTERN, allow_no_indices=True)
+    days = (_index_day(name, EVENTS_INDEX_PREFIX) for name in names)
+    return {d for d in days if d is not None}
+
+
 def run_span_retention(
-    es: Any, *, dry_run: bool = False, today: date | None = None, default_days: int = 7
+    es: Any,
+    *,
+    dry_run: bool = False,
+    today: date | None = None,
+    default_days: int = 7,
+    hot_event_days: set[date] | None = None,
 ) -> list[RetentionAction]:
     """Delete the expired span indices (unless ``dry_run``); returns the plan."""
-    plan = plan_span_retention(es, today=today, default_days=default_days)
+    plan = plan_span_retention(
+        es, today=today, default_days=default_days, hot_event_days=hot_event_days
+    )
     if not dry_run:
         for action in plan:
             if action.action == "delete":
@@ -76,7 +105,8 @@ def run_span_retention(
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "retention", help="delete span indices past their retention (events are kept)"
+        "retention",
+        help="delete span indices past their retention while no event they explain is hot",
     )
     sub = parser.add_subparsers(dest="retention_command", required=True, metavar="SUBCOMMAND")
     run = sub.add_parser("run", help="apply the span retention now")

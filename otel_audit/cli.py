@@ -25,14 +25,16 @@ def command_modules() -> tuple[ModuleType, ...]:
     from indexer.integrity import cli as verify_cli
     from indexer.kibana import cli as kibana_cli
     from indexer.local_es import cli as local_es_cli
+    from indexer.local_s3 import cli as local_s3_cli
     from indexer.query import cli as query_cli
     from otel_audit.integrity import cli as keys_cli
     from otel_audit.schema import cli as schema_cli
-    from receiver import serve_cli
+    from receiver import lifecycle_cli, serve_cli
 
     return (
         schema_cli,
         local_es_cli,
+        local_s3_cli,
         keys_cli,
         verify_cli,
         templates_cli,
@@ -40,6 +42,7 @@ def command_modules() -> tuple[ModuleType, ...]:
         serve_cli,
         query_cli,
         demo_cli,
+        lifecycle_cli,
         retention,
     )
 

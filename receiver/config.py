@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import yaml
 
 from indexer.es_client import EsConnection
+from indexer.lifecycle.config import LifecycleConfig
 from indexer.query.config import QueryConfig
 from indexer.spans import SpansConfig
 from receiver.sealing.config import IntegrityConfig
@@ -47,7 +48,12 @@ __all__ = [
 ENV_PREFIX = "OTEL_AUDIT_"
 
 SECTIONS: Mapping[str, type[Any]] = types.MappingProxyType(
-    {"integrity": IntegrityConfig, "query": QueryConfig, "spans": SpansConfig}
+    {
+        "integrity": IntegrityConfig,
+        "query": QueryConfig,
+        "spans": SpansConfig,
+        "lifecycle": LifecycleConfig,
+    }
 )
 """The nested sections by YAML key.
 

@@ -15,6 +15,7 @@ Who increments what:
   words (``conflict``).
 - The ingest pipeline: ``RECORDS_SPOOLED``, ``SPOOL_DEPTH_BYTES``, ``SPOOL_DEPTH_RECORDS``,
   ``BULK_DURATION``, ``BULK_DOCS``.
+- The lifecycle schedule (``receiver/lifecycle.py``): ``LIFECYCLE_*``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ __all__ = [
     "BULK_DURATION",
     "CONTENT_TYPE",
     "INFLIGHT_BYTES",
+    "LIFECYCLE_ARCHIVED_BYTES",
+    "LIFECYCLE_ARCHIVED_DAYS",
+    "LIFECYCLE_ERRORS",
+    "LIFECYCLE_LAST_RUN",
+    "LIFECYCLE_OLDEST_HOT_DAY",
+    "LIFECYCLE_RUNS",
     "RECORDS_ACCEPTED",
     "RECORDS_RECEIVED",
     "RECORDS_REJECTED",
@@ -153,6 +160,43 @@ BULK_DOCS = Histogram(
     "Documents per Elasticsearch bulk request.",
     namespace=_NS,
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+    registry=REGISTRY,
+)
+LIFECYCLE_RUNS = Counter(
+    "lifecycle_runs",
+    "Lifecycle runs by this receiver, by outcome (ok, error).",
+    ["outcome"],
+    namespace=_NS,
+    registry=REGISTRY,
+)
+LIFECYCLE_ERRORS = Counter(
+    "lifecycle_errors",
+    "Days (or whole runs) the lifecycle could not process.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+LIFECYCLE_LAST_RUN = Gauge(
+    "lifecycle_last_run_timestamp_seconds",
+    "When this receiver's last lifecycle run finished (Unix seconds).",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+LIFECYCLE_ARCHIVED_DAYS = Gauge(
+    "lifecycle_archived_days",
+    "Days held only in the cold archive (removed from Elasticsearch).",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+LIFECYCLE_ARCHIVED_BYTES = Gauge(
+    "lifecycle_archived_bytes",
+    "Bytes of archived event files in the cold store.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+LIFECYCLE_OLDEST_HOT_DAY = Gauge(
+    "lifecycle_oldest_hot_day_timestamp_seconds",
+    "Start of the oldest day still in Elasticsearch (Unix seconds, UTC).",
+    namespace=_NS,
     registry=REGISTRY,
 )
 

@@ -269,6 +269,11 @@ async def serve(config: ReceiverConfig) -> int:
         from indexer.query.api import start_query_api
 
         query_api = await start_query_api(config, logs_consumer.consume_logs)
+        # Archive, retention and holds on a schedule; one receiver at a time (a lease).
+        from receiver.lifecycle import LifecycleSchedule
+
+        lifecycle = LifecycleSchedule(config, logs_consumer.consume_logs)
+        lifecycle.start()
         # What exists after startup lives as long as the process: keep it out of every
         # later collection, and collect less often (about 2 us of CPU per event less).
         gc.freeze()
@@ -278,6 +283,7 @@ async def serve(config: ReceiverConfig) -> int:
         await server.shutdown(min(5.0, config.shutdown_timeout_s))
         return Exit.UNAVAILABLE
     await stop.wait()
+    await lifecycle.shutdown()
     await query_api.cleanup()
     await server.shutdown(config.shutdown_timeout_s)
     return 0

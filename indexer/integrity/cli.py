@@ -75,6 +75,10 @@ def _verify(args: argparse.Namespace) -> int:
         keyring = Keyring.from_paths(keys)
     except IntegrityError as exc:
         return _error(args, f"{exc} (give --public-key)")
+    if args.archive:
+        from indexer.lifecycle.verify_cli import run_archive_verify
+
+        return run_archive_verify(args, keyring)
     store: CheckpointStore | None = None
     location = args.checkpoint_dir or os.environ.get("OTEL_AUDIT_INTEGRITY__CHECKPOINT_DIR")
     if location is None and (_state_dir() / "checkpoints").is_dir():
@@ -97,6 +101,10 @@ def _verify(args: argparse.Namespace) -> int:
         return _error(args, str(exc))
     es = _client(connection)
     try:
+        from indexer.lifecycle.verify_archive import PolicyDeletions
+
+        # Indices the lifecycle policy removed (signed records) are archived, not missing.
+        options.policy_deletions = PolicyDeletions.from_elasticsearch(es, keyring)
         report = verify(es, keyring, store, options)
     except (TransportError, ApiError) as exc:
         return _error(args, describe_error(exc, connection), Exit.UNAVAILABLE)
@@ -221,6 +229,9 @@ def register(subparsers: Any) -> None:
         help="events ingested this close to the newest checkpoint count as pending",
     )
     v.add_argument("--es-url", help="Elasticsearch URL (default OTEL_AUDIT_ES_URL)")
+    from indexer.lifecycle.verify_cli import add_arguments as add_archive_arguments
+
+    add_archive_arguments(v)
     v.add_argument("--quiet", action="store_true", help="no progress on stderr")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(handler=_verify)

@@ -118,6 +118,9 @@ class VerifyOptions:
     """Read and hash each slice in its own worker process (else threads of this one)."""
     progress: Callable[[int, float], None] | None = None
     """Called about once a second with (events so far, seconds elapsed)."""
+    policy_deletions: Any = None
+    """Signed lifecycle records (:class:`indexer.lifecycle.verify_archive.PolicyDeletions`):
+    a sealed event they say the policy removed is counted as archived, not missing."""
 
 
 @dataclass(slots=True)
@@ -129,6 +132,7 @@ class VerifyReport:
     blocks_checked: int = 0
     events_checked: int = 0
     events_pending: int = 0
+    events_archived: int = 0
     warnings: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -154,6 +158,7 @@ class VerifyReport:
                 "blocks_checked": self.blocks_checked,
                 "events_checked": self.events_checked,
                 "events_pending": self.events_pending,
+                "events_archived": self.events_archived,
                 "elapsed_s": round(self.elapsed_s, 3),
                 "events_per_s": round(rate, 1),
             },
@@ -602,7 +607,15 @@ def _verify(
             last_progress = now
     report.events_checked = scanned
 
-    # Sealed events the scan did not see: out of the time range, or gone.
+    # Sealed events the scan did not see: out of the time range, removed by the policy
+    # (a signed lifecycle record says so), or gone.
+    deletions = options.policy_deletions
+    if deletions:
+        for eid, want in list(expected.items()):
+            leaf = want.block.first_leaf + want.position
+            if deletions.covers(want.chain_id, leaf, want.index):
+                del expected[eid]
+                report.events_archived += 1
     leftover = list(expected.items())
     for i in range(0, len(leftover), 1000):
         chunk = leftover[i : i + 1000]

@@ -1,0 +1,508 @@
+"""The archive of one day: what is in it, how it is written, how it is verified.
+
+A day ``D`` (the events of ``audit-events-D``) is archived under ``days/D/``::
+
+    events.parquet        the events, one row each: chain id, leaf index, event id,
+                          @timestamp, the filter columns (ARCHIVE_FIELDS) and ``source``,
+                          the RFC 8785 bytes of the stored document (what its leaf hashes)
+    blocks.ndjson         every block record (audit-blocks documents) holding one of them
+    checkpoints.ndjson    the external checkpoints of those blocks
+    rejected.ndjson.gz    the day's dead letters (unsealed; covered by the file hash only)
+    manifest.json         written last, signed: counts, per-block roots, leaf ranges,
+                          and the SHA-256 and size of every file above
+
+Later, also signed (see :mod:`indexer.lifecycle.runner`): ``hot-deleted.json`` when the
+policy deleted the hot index, ``purged.json`` when it deleted the files past retention.
+
+:func:`verify_day` needs nothing but the store and the public keys: the manifest's
+signature, every file's hash, every block's signature and that its leaves recompute to
+its signed root, every checkpoint equal to its block's, and every event's leaf
+``SHA-256(0x00 || source)`` equal to the sealed leaf at its position, with every position
+the blocks assign to this day's index present exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from indexer.indices import EVENTS_INDEX_PREFIX
+from indexer.integrity.blocks import BlockRecord
+from indexer.lifecycle.signed import SignedRecordError, parse_record, verify_record
+from indexer.lifecycle.store import ColdStore
+from otel_audit.integrity import (
+    Checkpoint,
+    CheckpointFormatError,
+    CheckpointStatus,
+    Keyring,
+    encode_hash,
+    leaf_hash,
+    verify_checkpoint,
+)
+
+__all__ = [
+    "ARCHIVE_FIELDS",
+    "ARCHIVE_FORMAT",
+    "ArchiveFinding",
+    "DayFiles",
+    "DayReport",
+    "day_key",
+    "day_of_index",
+    "index_of_day",
+    "leaf_ranges",
+    "list_days",
+    "manifest_body",
+    "read_parquet",
+    "sha256_file",
+    "verify_day",
+]
+
+ARCHIVE_FORMAT = "otel-audit.archive.v1"
+MANIFEST = "manifest.json"
+EVENTS = "events.parquet"
+BLOCKS = "blocks.ndjson"
+CHECKPOINTS = "checkpoints.ndjson"
+REJECTED = "rejected.ndjson.gz"
+HOT_DELETED = "hot-deleted.json"
+PURGED = "purged.json"
+DATA_FILES = (EVENTS, BLOCKS, CHECKPOINTS, REJECTED)
+
+ARCHIVE_FIELDS: tuple[str, ...] = (
+    "event.action",
+    "audit.category",
+    "audit.outcome",
+    "audit.actor.type",
+    "user.id",
+    "audit.resource.type",
+    "audit.resource.id",
+    "service.name",
+    "organization.id",
+    "trace.id",
+    "span.id",
+    "audit.correlation_id",
+)
+"""Stored fields kept as their own columns, so an archived day is filtered without
+parsing every document (the query API's filters; anything else is read from ``source``)."""
+
+
+def day_key(day: str, name: str) -> str:
+    """The store key of one file of a day."""
+    return f"days/{day}/{name}"
+
+
+def day_of_index(index: str) -> str:
+    """``YYYY.MM.DD`` of a daily events index."""
+    return index.removeprefix(EVENTS_INDEX_PREFIX)
+
+
+def index_of_day(day: str) -> str:
+    """The daily events index of ``day``."""
+    return EVENTS_INDEX_PREFIX + day
+
+
+def list_days(store: ColdStore) -> list[str]:
+    """Days that have a manifest in the store, oldest first."""
+    return sorted(
+        key.split("/")[1]
+        for key in store.list("days")
+        if key.count("/") == 2 and key.endswith("/" + MANIFEST)
+    )
+
+
+def field_value(doc: Mapping[str, Any], path: str) -> str | None:
+    """The string at a dotted path of a document (None when absent or not a scalar)."""
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def leaf_ranges(pairs: Iterable[tuple[str, int]]) -> dict[str, list[list[int]]]:
+    """``{chain: [[start, end), ...]}`` of (chain, leaf index) pairs."""
+    by_chain: dict[str, list[int]] = {}
+    for chain, leaf in pairs:
+        by_chain.setdefault(chain, []).append(leaf)
+    out: dict[str, list[list[int]]] = {}
+    for chain, leaves in sorted(by_chain.items()):
+        leaves.sort()
+        ranges: list[list[int]] = []
+        for leaf in leaves:
+            if ranges and ranges[-1][1] == leaf:
+                ranges[-1][1] = leaf + 1
+            else:
+                ranges.append([leaf, leaf + 1])
+        out[chain] = ranges
+    return out
+
+
+@dataclass(slots=True)
+class DayFiles:
+    """The data files of one day, written to a local directory, and what the manifest says."""
+
+    directory: Path
+    events: int
+    time_range: tuple[str, str] | None
+    files: dict[str, dict[str, Any]]
+    blocks: list[dict[str, Any]]
+    leaves: dict[str, list[list[int]]]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_body(day: str, index: str, files: DayFiles, created_ms: int) -> dict[str, Any]:
+    """The unsigned manifest of a day."""
+    return {
+        "kind": "archive_manifest",
+        "format": ARCHIVE_FORMAT,
+        "day": day,
+        "index": index,
+        "created_ms": created_ms,
+        "events": files.events,
+        "time_range": list(files.time_range) if files.time_range else [],
+        "files": files.files,
+        "blocks": files.blocks,
+        "leaves": files.leaves,
+    }
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> Any:
+    """The archived events table (``pyarrow.Table``) of a downloaded events file."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=columns)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveFinding:
+    """One thing in the archive that is not as signed."""
+
+    kind: str
+    """``bad_signature``, ``unknown_key``, ``modified``, ``missing``, ``inserted``,
+    ``misplaced`` (a manifest of another day) or ``malformed``."""
+    day: str
+    message: str
+    event_id: str | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """JSON-ready dict without empty fields."""
+        out = {"kind": self.kind, "day": self.day, "message": self.message}
+        if self.event_id is not None:
+            out["event_id"] = self.event_id
+        return out
+
+
+@dataclass(slots=True)
+class DayReport:
+    """What :func:`verify_day` found for one day."""
+
+    day: str
+    state: str = "missing"
+    """``archived`` (files present and verified), ``purged`` (deleted past retention by a
+    signed record) or ``missing``."""
+    events: int = 0
+    blocks: int = 0
+    manifest: dict[str, Any] | None = None
+    manifest_sha256: str = ""
+    hot_deleted: dict[str, Any] | None = None
+    purged: dict[str, Any] | None = None
+    findings: list[ArchiveFinding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found."""
+        return not self.findings
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "day": self.day,
+            "state": self.state,
+            "events": self.events,
+            "blocks": self.blocks,
+            "hot_deleted": self.hot_deleted is not None,
+            "findings": [f.to_json_dict() for f in self.findings],
+        }
+
+
+def _signed(
+    store: ColdStore, day: str, name: str, kind: str, keyring: Keyring, report: DayReport
+) -> dict[str, Any] | None:
+    """A signed record of the day, or None (absent; or invalid, then a finding)."""
+    data = store.get_bytes(day_key(day, name))
+    if data is None:
+        return None
+    try:
+        record = parse_record(data, f"{day}/{name}")
+        verify_record(record, keyring, kind)
+    except SignedRecordError as exc:
+        kind_found = exc.kind if exc.kind in ("bad_signature", "unknown_key") else "malformed"
+        report.findings.append(ArchiveFinding(kind_found, day, f"{name}: {exc}"))
+        return None
+    if record.get("day") != day:
+        report.findings.append(
+            ArchiveFinding(
+                "misplaced", day, f"{name} is signed for day {record.get('day')!r}, not {day}"
+            )
+        )
+        return None
+    return record
+
+
+def verify_day(
+    store: ColdStore,
+    day: str,
+    keyring: Keyring,
+    *,
+    workdir: str | Path | None = None,
+    expected_manifest_sha256: str | None = None,
+) -> DayReport:
+    """Verify one archived day from the store alone (see the module docstring)."""
+    report = DayReport(day)
+    raw = store.get_bytes(day_key(day, MANIFEST))
+    report.purged = _signed(store, day, PURGED, "purged", keyring, report)
+    report.hot_deleted = _signed(store, day, HOT_DELETED, "hot_deleted", keyring, report)
+    if raw is None:
+        report.findings.append(ArchiveFinding("missing", day, "manifest.json is missing"))
+        return report
+    report.manifest_sha256 = hashlib.sha256(raw).hexdigest()
+    if expected_manifest_sha256 and expected_manifest_sha256 != report.manifest_sha256:
+        report.findings.append(
+            ArchiveFinding("modified", day, "manifest.json is not the manifest the policy recorded")
+        )
+    try:
+        manifest = parse_record(raw, f"{day}/manifest.json")
+        verify_record(manifest, keyring, "archive_manifest")
+    except SignedRecordError as exc:
+        kind = exc.kind if exc.kind in ("bad_signature", "unknown_key") else "malformed"
+        report.findings.append(ArchiveFinding(kind, day, f"manifest.json: {exc}"))
+        return report
+    if manifest.get("day") != day or manifest.get("format") != ARCHIVE_FORMAT:
+        report.findings.append(
+            ArchiveFinding(
+                "misplaced",
+                day,
+                f"manifest.json is signed for day {manifest.get('day')!r}, not {day}",
+            )
+        )
+        return report
+    report.manifest = manifest
+    report.events = int(manifest.get("events", 0))
+    report.blocks = len(manifest.get("blocks", []))
+    for record in (report.purged, report.hot_deleted):
+        if record is not None and record.get("manifest_sha256") != report.manifest_sha256:
+            report.findings.append(
+                ArchiveFinding(
+                    "modified", day, f"the {record['kind']} record names another manifest"
+                )
+            )
+    if report.purged is not None:
+        report.state = "purged"
+        return report
+    with tempfile.TemporaryDirectory(prefix="otel-audit-verify-", dir=workdir) as tmp:
+        _verify_files(store, day, manifest, keyring, Path(tmp), report)
+    if report.ok:
+        report.state = "archived"
+    return report
+
+
+def _verify_files(
+    store: ColdStore,
+    day: str,
+    manifest: Mapping[str, Any],
+    keyring: Keyring,
+    tmp: Path,
+    report: DayReport,
+) -> None:
+    files: Mapping[str, Any] = manifest.get("files", {})
+    present: dict[str, Path] = {}
+    for name, meta in sorted(files.items()):
+        if name not in DATA_FILES:
+            report.findings.append(ArchiveFinding("malformed", day, f"unknown file {name!r}"))
+            continue
+        path = tmp / name
+        if not store.download(day_key(day, name), path):
+            report.findings.append(ArchiveFinding("missing", day, f"{name} is missing"))
+            continue
+        if path.stat().st_size != meta.get("bytes") or sha256_file(path) != meta.get("sha256"):
+            report.findings.append(
+                ArchiveFinding("modified", day, f"{name} differs from its signed SHA-256")
+            )
+            # Still read it: the per-event checks say which events were changed.
+        present[name] = path
+    if EVENTS not in files or BLOCKS not in files:
+        report.findings.append(ArchiveFinding("malformed", day, "the manifest lists no events"))
+        return
+    blocks = _verify_blocks(present.get(BLOCKS), day, manifest, keyring, report)
+    if CHECKPOINTS in present:
+        _verify_checkpoints(present[CHECKPOINTS], day, blocks, report)
+    if EVENTS in present:
+        _verify_events(present[EVENTS], day, str(manifest.get("index")), blocks, manifest, report)
+
+
+def _verify_blocks(
+    path: Path | None,
+    day: str,
+    manifest: Mapping[str, Any],
+    keyring: Keyring,
+    report: DayReport,
+) -> dict[tuple[str, int], BlockRecord]:
+    """Trusted blocks by (chain, sequence)."""
+    out: dict[tuple[str, int], BlockRecord] = {}
+    if path is None:
+        return out
+    signed = {(b["chain_id"], b["sequence"]): b for b in manifest.get("blocks", [])}
+    for n, line in enumerate(path.read_bytes().splitlines()):
+        try:
+            rec = BlockRecord.from_document(orjson.loads(line))
+        except (orjson.JSONDecodeError, CheckpointFormatError) as exc:
+            report.findings.append(ArchiveFinding("malformed", day, f"blocks line {n + 1}: {exc}"))
+            continue
+        status = verify_checkpoint(rec.checkpoint, keyring)
+        if status is not CheckpointStatus.OK:
+            report.findings.append(
+                ArchiveFinding(
+                    str(status), day, f"block {rec.chain_id}:{rec.sequence} signature: {status}"
+                )
+            )
+            continue
+        problems = rec.seal_problems(None)
+        want = signed.pop((rec.chain_id, rec.sequence), None)
+        if want is None:
+            problems.append("the manifest does not list this block")
+        elif want["root_hash"] != encode_hash(rec.checkpoint.root_hash):
+            problems.append("its root differs from the manifest's")
+        if problems:
+            report.findings.append(
+                ArchiveFinding(
+                    "bad_signature",
+                    day,
+                    f"block {rec.chain_id}:{rec.sequence} was edited: " + "; ".join(problems),
+                )
+            )
+            continue
+        out[(rec.chain_id, rec.sequence)] = rec
+    for chain, seq in sorted(signed):
+        report.findings.append(
+            ArchiveFinding("missing", day, f"block {chain}:{seq} of the manifest is not archived")
+        )
+    return out
+
+
+def _verify_checkpoints(
+    path: Path, day: str, blocks: Mapping[tuple[str, int], BlockRecord], report: DayReport
+) -> None:
+    for n, line in enumerate(path.read_bytes().splitlines()):
+        try:
+            cp = Checkpoint.from_json_dict(orjson.loads(line))
+        except (orjson.JSONDecodeError, CheckpointFormatError) as exc:
+            report.findings.append(
+                ArchiveFinding("malformed", day, f"checkpoints line {n + 1}: {exc}")
+            )
+            continue
+        rec = blocks.get((cp.origin, cp.sequence))
+        if rec is not None and (
+            rec.checkpoint.digest() != cp.digest() or rec.checkpoint.signature != cp.signature
+        ):
+            report.findings.append(
+                ArchiveFinding(
+                    "bad_signature",
+                    day,
+                    f"checkpoint {cp.origin}:{cp.sequence} differs from its block's",
+                )
+            )
+
+
+def _positions(
+    blocks: Mapping[tuple[str, int], BlockRecord], index: str
+) -> dict[tuple[str, int], tuple[str, bytes]]:
+    """(chain, leaf index) -> (event id, sealed leaf) of every event sealed for ``index``."""
+    out: dict[tuple[str, int], tuple[str, bytes]] = {}
+    for rec in blocks.values():
+        for pos, (eid, idx, lh) in enumerate(
+            zip(rec.event_ids, rec.event_indices, rec.leaf_hashes, strict=True)
+        ):
+            if idx == index:
+                out[(rec.chain_id, rec.first_leaf + pos)] = (eid, lh)
+    return out
+
+
+def _verify_events(
+    path: Path,
+    day: str,
+    index: str,
+    blocks: Mapping[tuple[str, int], BlockRecord],
+    manifest: Mapping[str, Any],
+    report: DayReport,
+) -> None:
+    try:
+        table = read_parquet(path, ["chain", "leaf", "event_id", "source"])
+    except Exception as exc:  # pyarrow raises several kinds for a damaged file
+        report.findings.append(ArchiveFinding("malformed", day, f"events.parquet: {exc}"))
+        return
+    expected = _positions(blocks, index)
+    seen = 0
+    for chain, leaf, eid, source in _rows(table):
+        want = expected.pop((chain, leaf), None)
+        seen += 1
+        if want is None:
+            report.findings.append(
+                ArchiveFinding(
+                    "inserted",
+                    day,
+                    f"event at leaf {chain}:{leaf} is sealed for no block here",
+                    event_id=eid,
+                )
+            )
+            continue
+        sealed_id, sealed_leaf = want
+        if sealed_id != eid or leaf_hash(source) != sealed_leaf:
+            report.findings.append(
+                ArchiveFinding(
+                    "modified",
+                    day,
+                    f"event at leaf {chain}:{leaf} differs from what was sealed",
+                    event_id=sealed_id,
+                )
+            )
+    for (chain, leaf), (eid, _lh) in sorted(expected.items()):
+        report.findings.append(
+            ArchiveFinding(
+                "missing",
+                day,
+                f"sealed event at leaf {chain}:{leaf} is not in the archive",
+                event_id=eid,
+            )
+        )
+    if seen != manifest.get("events"):
+        report.findings.append(
+            ArchiveFinding(
+                "missing" if seen < int(manifest.get("events", 0)) else "inserted",
+                day,
+                f"events.parquet holds {seen} events, the manifest signs {manifest.get('events')}",
+            )
+        )
+
+
+def _rows(table: Any) -> Iterator[tuple[str, int, str, bytes]]:
+    for batch in table.to_batches(max_chunksize=65_536):
+        chains = batch.column(0).to_pylist()
+        leaves = batch.column(1).to_pylist()
+        ids = batch.column(2).to_pylist()
+        sources = batch.column(3).to_pylist()
+        yield from zip(chains, leaves, ids, sources, strict=True)

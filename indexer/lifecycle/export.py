@@ -1,0 +1,370 @@
+"""Read one day out of Elasticsearch for its archive, checking it against the seals first.
+
+Nothing is archived that is not exactly what was sealed: the day's block records must be
+signed by a trusted key and their leaves must recompute to their signed roots, every
+event of the index must be sealed (else the day is not ready yet), every sealed event of
+the index must be there, and each must hash to its sealed leaf. The ``source`` kept for an
+event is the RFC 8785 form of its document: the very bytes its leaf hashes, so the
+archive's verifier needs only SHA-256.
+
+Events are read with a point in time in two slices (threads; Elasticsearch does the work
+of fetching ``_source``) and written to the events file page by page, so memory stays
+bounded by a few pages whatever the size of the day.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from elasticsearch import Elasticsearch
+from elasticsearch import exceptions as es_exc
+
+from indexer.indices import BLOCKS_INDEX, REJECTED_INDEX_PREFIX
+from indexer.integrity.blocks import KIND_BLOCK, BlockRecord
+from indexer.integrity.leaf_scan import pit_pages
+from indexer.lifecycle.archive import (
+    ARCHIVE_FIELDS,
+    BLOCKS,
+    CHECKPOINTS,
+    EVENTS,
+    REJECTED,
+    DayFiles,
+    day_of_index,
+    field_value,
+    leaf_ranges,
+    sha256_file,
+)
+from otel_audit.integrity import (
+    Checkpoint,
+    CheckpointFormatError,
+    CheckpointStatus,
+    Keyring,
+    canonical_json,
+    document_for_hashing,
+    encode_hash,
+    leaf_hash,
+    verify_checkpoint,
+)
+from otel_audit.integrity.store import CheckpointStore
+
+__all__ = ["DayNotReady", "ExportError", "day_bounds", "export_day", "load_day_blocks"]
+
+_PAGE = 5000
+_SLICES = 2
+_ROW_GROUP = 131_072
+_SORT = orjson.OPT_SORT_KEYS
+
+
+class ExportError(Exception):
+    """The hot copy of a day does not match its seals: nothing is archived (run verify)."""
+
+
+class DayNotReady(Exception):
+    """The day still has events that are not sealed; it is archived on a later run."""
+
+
+def day_bounds(day: str) -> tuple[str, str]:
+    """RFC 3339 start (inclusive) and end (exclusive) of a ``YYYY.MM.DD`` day, UTC."""
+    from datetime import datetime, timedelta
+
+    start = datetime.strptime(day, "%Y.%m.%d")
+    end = start + timedelta(days=1)
+    return start.strftime("%Y-%m-%dT00:00:00Z"), end.strftime("%Y-%m-%dT00:00:00Z")
+
+
+def load_day_blocks(es: Elasticsearch, index: str, keyring: Keyring) -> list[BlockRecord]:
+    """Every block record holding an event of ``index``, checked against its signature."""
+    lo, hi = day_bounds(day_of_index(index))
+    query = {
+        "bool": {
+            "filter": [
+                {"term": {"kind": KIND_BLOCK}},
+                {"range": {"time_range.gte": {"lt": hi}}},
+                {"range": {"time_range.lte": {"gte": lo}}},
+            ]
+        }
+    }
+    out: list[BlockRecord] = []
+    after: list[Any] | None = None
+    while True:
+        body: dict[str, Any] = {
+            "size": 500,
+            "query": query,
+            "sort": [{"chain_id": "asc"}, {"sequence": "asc"}],
+        }
+        if after is not None:
+            body["search_after"] = after
+        try:
+            hits = es.search(index=BLOCKS_INDEX, **body)["hits"]["hits"]
+        except es_exc.NotFoundError:
+            return []
+        for hit in hits:
+            try:
+                rec = BlockRecord.from_document(hit["_source"])
+            except CheckpointFormatError as exc:
+                raise ExportError(f"block record {hit['_id']} is malformed: {exc}") from None
+            if index not in rec.event_indices:
+                continue
+            status = verify_checkpoint(rec.checkpoint, keyring)
+            if status is not CheckpointStatus.OK:
+                raise ExportError(f"block {rec.doc_id}: {status}; run otel-audit verify")
+            problems = rec.seal_problems(None)
+            if problems:
+                raise ExportError(f"block {rec.doc_id} was edited: {'; '.join(problems)}")
+            out.append(rec)
+        if len(hits) < 500:
+            return out
+        after = hits[-1]["sort"]
+
+
+@dataclass(slots=True)
+class _Sealed:
+    chain: str
+    leaf: int
+    leaf_hash: bytes
+
+
+class _EventsWriter:
+    """Rows into the events file, one row group at a time."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.pa = pa
+        self.schema = pa.schema(
+            [
+                ("chain", pa.string()),
+                ("leaf", pa.int64()),
+                ("event_id", pa.string()),
+                ("ts", pa.string()),
+                *((name, pa.string()) for name in ARCHIVE_FIELDS),
+                ("source", pa.binary()),
+            ]
+        )
+        self.writer = pq.ParquetWriter(
+            path,
+            self.schema,
+            compression="zstd",
+            compression_level=EVENTS_ZSTD_LEVEL,
+            use_dictionary=[
+                n for n in self.schema.names if n not in ("leaf", "event_id", "source")
+            ],
+            write_statistics=["ts", "leaf"],
+        )
+        self.columns: dict[str, list[Any]] = {n: [] for n in self.schema.names}
+        self.rows = 0
+        self.ts_min = ""
+        self.ts_max = ""
+
+    def add(self, chain: str, leaf: int, eid: str, doc: dict[str, Any], source: bytes) -> None:
+        c = self.columns
+        c["chain"].append(chain)
+        c["leaf"].append(leaf)
+        c["event_id"].append(eid)
+        ts = doc.get("@timestamp")
+        ts = ts if isinstance(ts, str) else ""
+        c["ts"].append(ts)
+        for name in ARCHIVE_FIELDS:
+            c[name].append(field_value(doc, name))
+        c["source"].append(source)
+        self.rows += 1
+        if ts and (not self.ts_min or ts < self.ts_min):
+            self.ts_min = ts
+        if ts > self.ts_max:
+            self.ts_max = ts
+        if len(c["leaf"]) >= _ROW_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.columns["leaf"]:
+            return
+        self.writer.write_table(self.pa.Table.from_pydict(self.columns, self.schema))
+        self.columns = {n: [] for n in self.schema.names}
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+EVENTS_ZSTD_LEVEL = 6
+"""zstd level of the events file (``python -m bench.lifecycle_bench`` compares levels)."""
+
+
+def export_day(
+    es: Elasticsearch,
+    index: str,
+    keyring: Keyring,
+    checkpoints: CheckpointStore | None,
+    directory: Path,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> DayFiles:
+    """Write the data files of ``index``'s day into ``directory``; see the module docstring.
+
+    Raises :class:`DayNotReady` or :class:`ExportError`.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    blocks = load_day_blocks(es, index, keyring)
+    sealed: dict[str, _Sealed] = {}
+    for rec in blocks:
+        for pos, (eid, idx, lh) in enumerate(
+            zip(rec.event_ids, rec.event_indices, rec.leaf_hashes, strict=True)
+        ):
+            if idx == index:
+                sealed[eid] = _Sealed(rec.chain_id, rec.first_leaf + pos, lh)
+    writer = _EventsWriter(directory / EVENTS)
+    pairs: list[tuple[str, int]] = []
+    unsealed = 0
+    try:
+        for hits in _pages(es, index):
+            for hit in hits:
+                eid = hit["_id"]
+                doc = hit["_source"]
+                want = sealed.pop(eid, None)
+                if want is None:
+                    unsealed += 1
+                    continue
+                source = orjson.dumps(doc, option=_SORT)
+                if leaf_hash(source) != want.leaf_hash:
+                    # Not the fast form (floats, unusual keys): the canonical form decides.
+                    source = canonical_json(document_for_hashing(doc))
+                    if leaf_hash(source) != want.leaf_hash:
+                        raise ExportError(
+                            f"event {eid} in {index} differs from what was sealed at leaf "
+                            f"{want.chain}:{want.leaf}; run otel-audit verify"
+                        )
+                writer.add(want.chain, want.leaf, eid, doc, source)
+                pairs.append((want.chain, want.leaf))
+            if progress is not None:
+                progress(writer.rows)
+    finally:
+        writer.close()
+    if unsealed:
+        raise DayNotReady(f"{index}: {unsealed} events are not sealed yet")
+    if sealed:
+        some = ", ".join(sorted(sealed)[:5])
+        raise ExportError(
+            f"{len(sealed)} sealed events of {index} are not in it (e.g. {some}); "
+            "run otel-audit verify"
+        )
+    cps = _checkpoints(checkpoints, blocks)
+    (directory / BLOCKS).write_bytes(
+        b"".join(orjson.dumps(b.to_document()) + b"\n" for b in blocks)
+    )
+    (directory / CHECKPOINTS).write_bytes(
+        b"".join(orjson.dumps(c.to_json_dict(), option=_SORT) + b"\n" for c in cps)
+    )
+    names = [EVENTS, BLOCKS, CHECKPOINTS]
+    if _write_rejected(es, day_of_index(index), directory / REJECTED):
+        names.append(REJECTED)
+    here = set(pairs)
+    block_entries = [
+        {
+            "chain_id": b.chain_id,
+            "sequence": b.sequence,
+            "tree_size": b.checkpoint.tree_size,
+            "root_hash": encode_hash(b.checkpoint.root_hash),
+            "block_hash": encode_hash(b.checkpoint.digest()),
+            "events_here": sum(
+                1 for pos in range(len(b.event_ids)) if (b.chain_id, b.first_leaf + pos) in here
+            ),
+        }
+        for b in blocks
+    ]
+    return DayFiles(
+        directory=directory,
+        events=writer.rows,
+        time_range=(writer.ts_min, writer.ts_max) if writer.rows else None,
+        files={
+            n: {"sha256": sha256_file(directory / n), "bytes": (directory / n).stat().st_size}
+            for n in names
+        },
+        blocks=block_entries,
+        leaves=leaf_ranges(pairs),
+    )
+
+
+def _pages(es: Elasticsearch, index: str) -> Any:
+    """Pages of hits of the whole index, read in slices by threads ahead of the caller."""
+    pit = str(es.open_point_in_time(index=index, keep_alive="5m")["id"])
+    pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2 * _SLICES)
+    stop = threading.Event()
+
+    def read(slice_id: int) -> None:
+        try:
+            for hits in pit_pages(es, pit, {"match_all": {}}, _PAGE, slice_id, _SLICES):
+                if stop.is_set():
+                    return
+                pages.put(("page", hits))
+            pages.put(("done", None))
+        except BaseException as exc:
+            pages.put(("error", exc))
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(_SLICES)]
+    for t in threads:
+        t.start()
+    done = 0
+    try:
+        while done < _SLICES:
+            what, value = pages.get()
+            if what == "page":
+                yield value
+            elif what == "done":
+                done += 1
+            else:
+                raise value
+    finally:
+        stop.set()
+        while any(t.is_alive() for t in threads):
+            with contextlib.suppress(queue.Empty):
+                pages.get(timeout=0.1)
+        with contextlib.suppress(Exception):  # it expires by itself
+            es.close_point_in_time(id=pit)
+
+
+def _checkpoints(store: CheckpointStore | None, blocks: list[BlockRecord]) -> list[Checkpoint]:
+    if store is None:
+        return []
+    wanted: dict[str, set[int]] = {}
+    for b in blocks:
+        wanted.setdefault(b.chain_id, set()).add(b.sequence)
+    out: list[Checkpoint] = []
+    for chain, seqs in sorted(wanted.items()):
+        for item in store.read(chain):
+            if isinstance(item, Checkpoint) and item.sequence in seqs:
+                out.append(item)
+    return out
+
+
+def _write_rejected(es: Elasticsearch, day: str, path: Path) -> bool:
+    """The day's dead letters as gzipped NDJSON; False when there are none."""
+    import gzip
+
+    index = REJECTED_INDEX_PREFIX + day
+    try:
+        if not es.indices.exists(index=index):
+            return False
+        pit = str(es.open_point_in_time(index=index, keep_alive="2m")["id"])
+    except es_exc.NotFoundError:
+        return False
+    count = 0
+    try:
+        with gzip.open(path, "wb", compresslevel=6) as gz:
+            for hits in pit_pages(es, pit, {"match_all": {}}, _PAGE):
+                for hit in hits:
+                    gz.write(orjson.dumps({"_id": hit["_id"], **hit["_source"]}) + b"\n")
+                    count += 1
+    finally:
+        with contextlib.suppress(Exception):
+            es.close_point_in_time(id=pit)
+    if not count:
+        path.unlink(missing_ok=True)
+    return count > 0
