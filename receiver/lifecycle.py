@@ -134,9 +134,7 @@ def consumer_recorder(
         return await consume_logs([rec])
 
     def record(rec: LogRecordData) -> None:
-        future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(
-            write(rec), loop
-        )
+        future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(write(rec), loop)
         result = future.result(timeout_s)
         if getattr(result, "rejected", 0):
             raise RuntimeError(f"lifecycle audit event refused: {result.error_message}")

@@ -82,6 +82,8 @@ def day_bounds(day: str) -> tuple[str, str]:
 def load_day_blocks(es: Elasticsearch, index: str, keyring: Keyring) -> list[BlockRecord]:
     """Every block record holding an event of ``index``, checked against its signature."""
     lo, hi = day_bounds(day_of_index(index))
+    # Blocks sealed a moment ago must count: read what is written, not what was refreshed.
+    es.options(ignore_status=404).indices.refresh(index=f"{BLOCKS_INDEX},{index}")
     query = {
         "bool": {
             "filter": [

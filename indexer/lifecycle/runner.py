@@ -44,7 +44,12 @@ import orjson
 from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_exc
 
-from indexer.indices import EVENTS_INDEX_PREFIX, EVENTS_PATTERN, REJECTED_INDEX_PREFIX
+from indexer.indices import (
+    BLOCKS_INDEX,
+    EVENTS_INDEX_PREFIX,
+    EVENTS_PATTERN,
+    REJECTED_INDEX_PREFIX,
+)
 from indexer.lifecycle.archive import (
     DATA_FILES,
     EVENTS,
@@ -141,6 +146,7 @@ class LifecycleRunner:
         owner: str,
         service_name: str = "otel-audit-lifecycle",
         clock_ms: Callable[[], int] | None = None,
+        wall_ms: Callable[[], int] | None = None,
         on_step: StepHook | None = None,
         progress: Callable[[str], None] | None = None,
         spans_retention_days: int = 7,
@@ -155,7 +161,9 @@ class LifecycleRunner:
         self.record = record
         self.owner = owner
         self.service_name = service_name
-        self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self.wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
+        # The policy's "now" (injected in tests); records and events carry wall time.
+        self.clock_ms = clock_ms or self.wall_ms
         self.on_step = on_step or (lambda _step, _day: None)
         self.progress = progress or (lambda _msg: None)
         self.spans_retention_days = spans_retention_days
@@ -186,6 +194,10 @@ class LifecycleRunner:
 
     def _run(self, report: RunReport, lease: Lease, dry_run: bool) -> None:
         today = datetime.fromtimestamp(self.clock_ms() / 1000, UTC).date()
+        # Counts and block lookups below must see every write made so far.
+        self.es.options(ignore_status=404).indices.refresh(
+            index=f"{EVENTS_PATTERN},{BLOCKS_INDEX}", allow_no_indices=True
+        )
         holds = [h for h in list_holds(self.store, self.keyring) if not h.released]
         restored = self._restored_until()
         hot_days = self._hot_days()
@@ -341,7 +353,7 @@ class LifecycleRunner:
             for name in files.files:
                 self.store.put_file(day_key(day, name), tmp / name)
                 self.on_step(f"uploaded:{name}", day)
-            body = manifest_body(day, index, files, self.clock_ms())
+            body = manifest_body(day, index, files, self.wall_ms())
             body["present"] = sorted([list(p) for p in present])
             body["policy"] = {"hot_days": policy.hot_days, "retain_days": policy.retain_days}
             manifest = sign_record(body, self.key)
@@ -354,7 +366,9 @@ class LifecycleRunner:
         self.progress(f"{day}: reading the archive back")
         report = verify_day(self.store, day, self.keyring, workdir=self._workdir())
         if not report.ok or report.events != action.events:
-            problems = "; ".join(f.message for f in report.findings[:5])
+            problems = "; ".join(f.message for f in report.findings[:5]) or (
+                f"{report.events} events archived, {action.events} in the index"
+            )
             raise ExportError(f"the archive did not verify after writing it: {problems}")
         self.on_step("verified", day)
         assert report.manifest is not None
@@ -395,6 +409,7 @@ class LifecycleRunner:
                     "events": manifest.get("events"),
                     "leaves": manifest.get("leaves", {}),
                     "decided_ms": self.clock_ms(),
+                    "recorded_ms": self.wall_ms(),
                     "hot_days": policy.hot_days,
                     "by": self.owner,
                 },
@@ -418,7 +433,7 @@ class LifecycleRunner:
         self._send(
             "audit_log.index_delete",
             index,
-            int(record["decided_ms"]),
+            int(record["recorded_ms"]),
             {
                 "day": day,
                 "index": index,
@@ -429,6 +444,14 @@ class LifecycleRunner:
             reason=f"older than hot_days={record['hot_days']}; archived and verified",
         )
         self.on_step("hot_event", day)
+        self.es.indices.refresh(index=index)
+        now_count = int(self.es.count(index=index)["count"])
+        if now_count != record["events"]:
+            # Written while it was archived (a late event): the archive lacks it.
+            raise ExportError(
+                f"{index} now holds {now_count} events, its archive {record['events']}; "
+                "the index is kept (see docs/lifecycle.md, late events)"
+            )
         self.es.options(ignore_status=404).indices.delete(
             index=f"{index},{REJECTED_INDEX_PREFIX}{day}", ignore_unavailable=True
         )
@@ -483,6 +506,7 @@ class LifecycleRunner:
                     "events": manifest.get("events"),
                     "leaves": manifest.get("leaves", {}),
                     "decided_ms": self.clock_ms(),
+                    "recorded_ms": self.wall_ms(),
                     "retain_days": policy.retain_days,
                     "files": sorted(manifest.get("files", {})),
                     "by": self.owner,
@@ -507,7 +531,7 @@ class LifecycleRunner:
         self._send(
             "audit_log.purge",
             day,
-            int(record["decided_ms"]),
+            int(record["recorded_ms"]),
             {
                 "day": day,
                 "events": record["events"],
