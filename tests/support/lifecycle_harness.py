@@ -170,6 +170,9 @@ class Clock:
     def advance_days(self, days: int) -> None:
         self.shift_ms += days * DAY_MS
 
+    def advance_s(self, seconds: float) -> None:
+        self.shift_ms += int(seconds * 1000)
+
 
 def runner(
     config_path: Path, record: Any, clock: Clock, on_step: StepHook | None = None
@@ -192,4 +195,5 @@ def lifecycle_events(es: Elasticsearch) -> list[dict[str, Any]]:
 def run(runner: LifecycleRunner, **kw: Any) -> RunReport:
     report = runner.run(**kw)
     assert report.ok, report.errors
+    assert not report.skipped, report.skipped
     return report
