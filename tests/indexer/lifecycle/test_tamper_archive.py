@@ -117,7 +117,7 @@ def pristine(
 def test_untouched_archive_verifies_clean_offline(
     pristine: tuple[ColdStore, Path, str, list[str]], s3: LocalS3
 ) -> None:
-    _store, tmp, url, days = pristine
+    _store, tmp, url, _days = pristine
     code, report = _verify(s3, tmp, url)
     assert code == 0, report
     assert report["summary"]["events"] == 80
