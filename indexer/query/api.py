@@ -38,6 +38,7 @@ from aiohttp import web
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError, TransportError
 
 from indexer.es_client import async_client
+from indexer.query.archive import ArchiveSearch, archive_search_of
 from indexer.query.audit import QueryAuditor, WriteRecords
 from indexer.query.auth import Authenticator, AuthError, Principal
 from indexer.query.config import QueryConfig, es_connection_of, query_config_of
@@ -64,6 +65,7 @@ _ES_KEY: web.AppKey[AsyncElasticsearch] = web.AppKey("es", AsyncElasticsearch)
 _CFG_KEY: web.AppKey[QueryConfig] = web.AppKey("query_config", QueryConfig)
 _AUTH_KEY: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
 _AUDIT_KEY: web.AppKey[QueryAuditor] = web.AppKey("auditor", QueryAuditor)
+_ARCHIVE_KEY: web.AppKey[ArchiveSearch] = web.AppKey("archive", ArchiveSearch)
 
 
 class _Tasks:
@@ -244,6 +246,11 @@ async def _events(request: web.Request) -> web.Response:
 
     async def run() -> web.Response:
         keep_alive = f"{cfg.pit_keep_alive_s}s"
+        archive = request.app.get(_ARCHIVE_KEY)
+        if archive is not None:  # days the lifecycle archived are answered from the archive
+            merged = await archive.page(es, flt, cursor, limit, keep_alive, cfg.events_index)
+            if merged is not None:
+                return _json(merged)
         if cursor is None:
             try:
                 pit = await es.open_point_in_time(index=cfg.events_index, keep_alive=keep_alive)
@@ -496,6 +503,9 @@ def build_app(config: Any, write_records: WriteRecords | None = None) -> web.App
     app[_AUTH_KEY] = Authenticator(cfg.tokens)
     app[_AUDIT_KEY] = QueryAuditor.for_app(cfg, write_records)
     app[_TASKS_KEY] = _Tasks()
+    archive = archive_search_of(config)
+    if archive is not None:
+        app[_ARCHIVE_KEY] = archive
 
     async def es_ctx(app: web.Application) -> Any:
         app[_ES_KEY] = async_client(connection, request_timeout=cfg.request_timeout_s)
@@ -505,6 +515,8 @@ def build_app(config: Any, write_records: WriteRecords | None = None) -> web.App
             await asyncio.gather(*tasks, return_exceptions=True)
         await app[_AUDIT_KEY].shutdown()
         await app[_ES_KEY].close()
+        if archive is not None:
+            archive.close()
 
     app.cleanup_ctx.append(es_ctx)
     p = API_PREFIX

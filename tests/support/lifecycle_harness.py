@@ -39,6 +39,7 @@ def write_config(
     s3: LocalS3 | None,
     *,
     prefix: str = "",
+    query: dict[str, Any] | None = None,
     **lifecycle: Any,
 ) -> Path:
     """A receiver YAML config under ``tmp``; the cold store is the S3 server (or a dir)."""
@@ -69,7 +70,10 @@ def write_config(
             "heartbeat_interval_s": 3600.0,
         },
         "lifecycle": section,
+        "query_api_endpoint": "127.0.0.1:0",
     }
+    if query is not None:
+        data["query"] = query
     path = tmp / "receiver.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
