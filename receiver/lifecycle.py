@@ -234,8 +234,11 @@ class LifecycleSchedule:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Start the schedule (a no-op when ``lifecycle.enabled`` is false)."""
-        if lifecycle_config_of(self.config).enabled and self._task is None:
+        """Start the schedule; a no-op when ``lifecycle.enabled`` is false or the records
+        do not go to Elasticsearch (``consumer`` other than ``ingest``: nothing to manage,
+        and nowhere to record what the lifecycle does)."""
+        config = lifecycle_config_of(self.config)
+        if config.enabled and self.config.consumer == "ingest" and self._task is None:
             self._task = asyncio.create_task(self._loop(), name="lifecycle")
 
     async def run_once(self) -> RunReport:
@@ -270,7 +273,7 @@ class LifecycleSchedule:
 
     async def _loop(self) -> None:
         interval = lifecycle_config_of(self.config).interval_s
-        delay = self.first_delay_s
+        delay = min(self.first_delay_s, interval)
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
