@@ -51,7 +51,7 @@ def test_start_use_status_stop(tmp_path: Path) -> None:
         # Signatures are checked: a wrong secret is refused.
         wrong = s3_client(endpoint_url=url, aws_access_key_id=cfg.access_key_id,
                           aws_secret_access_key="wrong")  # fmt: skip
-        with pytest.raises(Exception, match="SignatureDoesNotMatch|403|Forbidden"):
+        with pytest.raises(Exception, match=r"SignatureDoesNotMatch|403|Forbidden"):
             wrong.get_object(Bucket="archive-test", Key="a/b.json")
     finally:
         stopped = _cli("stop", "--json", env=env)
