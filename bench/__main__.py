@@ -176,6 +176,14 @@ BENCHES: tuple[Bench, ...] = (
         ("--quick",),
         needs_es=True,
     ),
+    Bench(
+        "lifecycle",
+        "bench.lifecycle_bench",
+        "archive and restore throughput, archive size vs the index (1M events)",
+        (),
+        ("--quick",),
+        needs_es=True,
+    ),
 )
 
 

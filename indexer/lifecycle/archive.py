@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ __all__ = [
     "ArchiveFinding",
     "DayFiles",
     "DayReport",
+    "compact_block",
     "day_key",
     "day_of_index",
     "index_of_day",
@@ -348,54 +349,200 @@ def _verify_files(
     if EVENTS not in files or BLOCKS not in files:
         report.findings.append(ArchiveFinding("malformed", day, "the manifest lists no events"))
         return
-    blocks = _verify_blocks(present.get(BLOCKS), day, manifest, keyring, report)
+    index = str(manifest.get("index"))
+    rows = _read_rows(present.get(EVENTS), day, report)
+    blocks = _verify_blocks(present.get(BLOCKS), day, index, rows, manifest, keyring, report)
     if CHECKPOINTS in present:
         _verify_checkpoints(present[CHECKPOINTS], day, blocks, report)
-    if EVENTS in present:
-        _verify_events(present[EVENTS], day, str(manifest.get("index")), blocks, manifest, report)
+    for (chain, leaf), row in sorted(rows.items()):
+        if not row.placed:
+            report.findings.append(
+                ArchiveFinding(
+                    "inserted",
+                    day,
+                    f"event at leaf {chain}:{leaf} is in no archived block",
+                    event_id=row.event_id,
+                )
+            )
+    if len(rows) != manifest.get("events"):
+        report.findings.append(
+            ArchiveFinding(
+                "missing" if len(rows) < int(manifest.get("events", 0)) else "inserted",
+                day,
+                f"events.parquet holds {len(rows)} events, the manifest signs "
+                f"{manifest.get('events')}",
+            )
+        )
+
+
+@dataclass(slots=True)
+class _Row:
+    event_id: str
+    leaf: bytes
+    """SHA-256(0x00 || source): the leaf this event has now."""
+    stored_prefix: bytes
+    """The first bytes of the leaf as archived (names the changed event on a mismatch)."""
+    placed: bool = False
+
+
+def _read_rows(path: Path | None, day: str, report: DayReport) -> dict[tuple[str, int], _Row]:
+    rows: dict[tuple[str, int], _Row] = {}
+    if path is None:
+        return rows
+    try:
+        table = read_parquet(path, ["chain", "leaf", "event_id", "leaf_prefix", "source"])
+    except Exception as exc:  # pyarrow raises several kinds for a damaged file
+        report.findings.append(ArchiveFinding("malformed", day, f"events.parquet: {exc}"))
+        return rows
+    for batch in table.to_batches(max_chunksize=65_536):
+        columns = [batch.column(i).to_pylist() for i in range(5)]
+        for chain, leaf, eid, prefix, source in zip(*columns, strict=True):
+            if (chain, leaf) in rows:
+                report.findings.append(
+                    ArchiveFinding(
+                        "inserted", day, f"leaf {chain}:{leaf} is archived twice", event_id=eid
+                    )
+                )
+                continue
+            rows[(chain, leaf)] = _Row(eid, leaf_hash(source), prefix or b"")
+    return rows
+
+
+def compact_block(record: BlockRecord, archived: set[tuple[str, int]]) -> dict[str, Any]:
+    """A block record without what the archive's own events give back.
+
+    The leaf hash, id and index of every position whose event is in this archive are
+    left out (the verifier recomputes them from the events); the others (events of other
+    days in the same block) are kept under ``others``. The signed checkpoint, frontier
+    and time range stay, so the block still recomputes to its signed root.
+    """
+    doc = record.to_document()
+    for name in ("event_ids", "event_indices", "leaf_hashes"):
+        doc.pop(name)
+    others: dict[str, list[Any]] = {
+        "positions": [],
+        "event_ids": [],
+        "event_indices": [],
+        "leaf_hashes": [],
+    }
+    for pos, (eid, idx, lh) in enumerate(
+        zip(record.event_ids, record.event_indices, record.leaf_hashes, strict=True)
+    ):
+        if (record.chain_id, record.first_leaf + pos) not in archived:
+            others["positions"].append(pos)
+            others["event_ids"].append(eid)
+            others["event_indices"].append(idx)
+            others["leaf_hashes"].append(encode_hash(lh))
+    doc["others"] = others
+    return doc
+
+
+def _expand(
+    doc: dict[str, Any], index: str, rows: dict[tuple[str, int], _Row]
+) -> tuple[BlockRecord, list[int]]:
+    """The full block record from a compact one and the archived events; and the
+    positions that are neither archived nor listed (missing events)."""
+    others = doc.pop("others", {}) or {}
+    count = doc.get("leaf_count")
+    chain = str(doc.get("chain_id"))
+    first = doc.get("first_leaf")
+    if type(count) is not int or type(first) is not int or count < 0:
+        raise CheckpointFormatError("leaf_count and first_leaf must be integers")
+    listed = {
+        int(p): (str(e), str(i), str(h))
+        for p, e, i, h in zip(
+            others.get("positions", []),
+            others.get("event_ids", []),
+            others.get("event_indices", []),
+            others.get("leaf_hashes", []),
+            strict=True,
+        )
+    }
+    ids, indices, hashes, missing = [], [], [], []
+    for pos in range(count):
+        row = rows.get((chain, first + pos))
+        if pos in listed:
+            eid, idx, lh = listed[pos]
+        elif row is not None:
+            eid, idx, lh = row.event_id, index, encode_hash(row.leaf)
+        else:
+            missing.append(pos)
+            eid, idx, lh = "", index, encode_hash(bytes(32))
+        ids.append(eid)
+        indices.append(idx)
+        hashes.append(lh)
+    doc.update({"event_ids": ids, "event_indices": indices, "leaf_hashes": hashes})
+    return BlockRecord.from_document(doc), missing
 
 
 def _verify_blocks(
     path: Path | None,
     day: str,
+    index: str,
+    rows: dict[tuple[str, int], _Row],
     manifest: Mapping[str, Any],
     keyring: Keyring,
     report: DayReport,
 ) -> dict[tuple[str, int], BlockRecord]:
-    """Trusted blocks by (chain, sequence)."""
+    """Trusted blocks by (chain, sequence); places the archived events in them."""
     out: dict[tuple[str, int], BlockRecord] = {}
     if path is None:
         return out
     signed = {(b["chain_id"], b["sequence"]): b for b in manifest.get("blocks", [])}
     for n, line in enumerate(path.read_bytes().splitlines()):
         try:
-            rec = BlockRecord.from_document(orjson.loads(line))
-        except (orjson.JSONDecodeError, CheckpointFormatError) as exc:
+            rec, missing = _expand(orjson.loads(line), index, rows)
+        except (orjson.JSONDecodeError, CheckpointFormatError, ValueError, TypeError) as exc:
             report.findings.append(ArchiveFinding("malformed", day, f"blocks line {n + 1}: {exc}"))
             continue
+        name = f"block {rec.chain_id}:{rec.sequence}"
         status = verify_checkpoint(rec.checkpoint, keyring)
         if status is not CheckpointStatus.OK:
+            report.findings.append(ArchiveFinding(str(status), day, f"{name} signature: {status}"))
+            continue
+        want = signed.pop((rec.chain_id, rec.sequence), None)
+        if want is None or want["root_hash"] != encode_hash(rec.checkpoint.root_hash):
             report.findings.append(
-                ArchiveFinding(
-                    str(status), day, f"block {rec.chain_id}:{rec.sequence} signature: {status}"
-                )
+                ArchiveFinding("bad_signature", day, f"{name} is not the block the manifest signs")
             )
             continue
+        for pos in missing:
+            report.findings.append(
+                ArchiveFinding(
+                    "missing",
+                    day,
+                    f"sealed event at leaf {rec.chain_id}:{rec.first_leaf + pos} of {name} "
+                    "is not in the archive",
+                )
+            )
+        changed = 0
+        for pos in range(len(rec.event_ids)):
+            row = rows.get((rec.chain_id, rec.first_leaf + pos))
+            if row is None or rec.event_indices[pos] != index:
+                continue
+            row.placed = True
+            if not row.leaf.startswith(row.stored_prefix) or not row.stored_prefix:
+                changed += 1
+                report.findings.append(
+                    ArchiveFinding(
+                        "modified",
+                        day,
+                        f"event at leaf {rec.chain_id}:{rec.first_leaf + pos} differs from "
+                        "what was sealed",
+                        event_id=row.event_id,
+                    )
+                )
         problems = rec.seal_problems(None)
-        want = signed.pop((rec.chain_id, rec.sequence), None)
-        if want is None:
-            problems.append("the manifest does not list this block")
-        elif want["root_hash"] != encode_hash(rec.checkpoint.root_hash):
-            problems.append("its root differs from the manifest's")
-        if problems:
+        if problems and not missing and not changed:
             report.findings.append(
                 ArchiveFinding(
                     "bad_signature",
                     day,
-                    f"block {rec.chain_id}:{rec.sequence} was edited: " + "; ".join(problems),
+                    f"{name}: the archived events and the block do not recompute to its "
+                    f"signed root (an event or the block record was changed): "
+                    + "; ".join(problems),
                 )
             )
-            continue
         out[(rec.chain_id, rec.sequence)] = rec
     for chain, seq in sorted(signed):
         report.findings.append(
@@ -426,83 +573,3 @@ def _verify_checkpoints(
                     f"checkpoint {cp.origin}:{cp.sequence} differs from its block's",
                 )
             )
-
-
-def _positions(
-    blocks: Mapping[tuple[str, int], BlockRecord], index: str
-) -> dict[tuple[str, int], tuple[str, bytes]]:
-    """(chain, leaf index) -> (event id, sealed leaf) of every event sealed for ``index``."""
-    out: dict[tuple[str, int], tuple[str, bytes]] = {}
-    for rec in blocks.values():
-        for pos, (eid, idx, lh) in enumerate(
-            zip(rec.event_ids, rec.event_indices, rec.leaf_hashes, strict=True)
-        ):
-            if idx == index:
-                out[(rec.chain_id, rec.first_leaf + pos)] = (eid, lh)
-    return out
-
-
-def _verify_events(
-    path: Path,
-    day: str,
-    index: str,
-    blocks: Mapping[tuple[str, int], BlockRecord],
-    manifest: Mapping[str, Any],
-    report: DayReport,
-) -> None:
-    try:
-        table = read_parquet(path, ["chain", "leaf", "event_id", "source"])
-    except Exception as exc:  # pyarrow raises several kinds for a damaged file
-        report.findings.append(ArchiveFinding("malformed", day, f"events.parquet: {exc}"))
-        return
-    expected = _positions(blocks, index)
-    seen = 0
-    for chain, leaf, eid, source in _rows(table):
-        want = expected.pop((chain, leaf), None)
-        seen += 1
-        if want is None:
-            report.findings.append(
-                ArchiveFinding(
-                    "inserted",
-                    day,
-                    f"event at leaf {chain}:{leaf} is sealed for no block here",
-                    event_id=eid,
-                )
-            )
-            continue
-        sealed_id, sealed_leaf = want
-        if sealed_id != eid or leaf_hash(source) != sealed_leaf:
-            report.findings.append(
-                ArchiveFinding(
-                    "modified",
-                    day,
-                    f"event at leaf {chain}:{leaf} differs from what was sealed",
-                    event_id=sealed_id,
-                )
-            )
-    for (chain, leaf), (eid, _lh) in sorted(expected.items()):
-        report.findings.append(
-            ArchiveFinding(
-                "missing",
-                day,
-                f"sealed event at leaf {chain}:{leaf} is not in the archive",
-                event_id=eid,
-            )
-        )
-    if seen != manifest.get("events"):
-        report.findings.append(
-            ArchiveFinding(
-                "missing" if seen < int(manifest.get("events", 0)) else "inserted",
-                day,
-                f"events.parquet holds {seen} events, the manifest signs {manifest.get('events')}",
-            )
-        )
-
-
-def _rows(table: Any) -> Iterator[tuple[str, int, str, bytes]]:
-    for batch in table.to_batches(max_chunksize=65_536):
-        chains = batch.column(0).to_pylist()
-        leaves = batch.column(1).to_pylist()
-        ids = batch.column(2).to_pylist()
-        sources = batch.column(3).to_pylist()
-        yield from zip(chains, leaves, ids, sources, strict=True)

@@ -36,6 +36,7 @@ from indexer.lifecycle.archive import (
     EVENTS,
     REJECTED,
     DayFiles,
+    compact_block,
     day_of_index,
     field_value,
     leaf_ranges,
@@ -148,6 +149,7 @@ class _EventsWriter:
                 ("event_id", pa.string()),
                 ("ts", pa.string()),
                 *((name, pa.string()) for name in ARCHIVE_FIELDS),
+                ("leaf_prefix", pa.binary()),
                 ("source", pa.binary()),
             ]
         )
@@ -166,7 +168,9 @@ class _EventsWriter:
         self.ts_min = ""
         self.ts_max = ""
 
-    def add(self, chain: str, leaf: int, eid: str, doc: dict[str, Any], source: bytes) -> None:
+    def add(
+        self, chain: str, leaf: int, eid: str, doc: dict[str, Any], source: bytes, lh: bytes
+    ) -> None:
         c = self.columns
         c["chain"].append(chain)
         c["leaf"].append(leaf)
@@ -174,8 +178,9 @@ class _EventsWriter:
         ts = doc.get("@timestamp")
         ts = ts if isinstance(ts, str) else ""
         c["ts"].append(ts)
-        for name in ARCHIVE_FIELDS:
-            c[name].append(field_value(doc, name))
+        for name, value in zip(ARCHIVE_FIELDS, _fields(doc), strict=True):
+            c[name].append(value)
+        c["leaf_prefix"].append(lh[:_PREFIX])
         c["source"].append(source)
         self.rows += 1
         if ts and (not self.ts_min or ts < self.ts_min):
@@ -196,8 +201,23 @@ class _EventsWriter:
         self.writer.close()
 
 
-EVENTS_ZSTD_LEVEL = 6
-"""zstd level of the events file (``python -m bench.lifecycle_bench`` compares levels)."""
+EVENTS_ZSTD_LEVEL = 3
+"""zstd level of the events file (``python -m bench.lifecycle_bench`` reports the sizes)."""
+_PREFIX = 8
+"""Bytes of each event's leaf hash kept beside it: detection rests on the signed roots,
+which the events recompute; the prefix only names which event changed."""
+_PATHS = tuple(tuple(name.split(".")) for name in ARCHIVE_FIELDS)
+
+
+def _fields(doc: dict[str, Any]) -> list[str | None]:
+    """:data:`ARCHIVE_FIELDS` of a document (one walk per field, no per-call splitting)."""
+    out: list[str | None] = []
+    for path in _PATHS:
+        value: Any = doc
+        for part in path:
+            value = value.get(part) if type(value) is dict else None
+        out.append(value if type(value) is str else field_value(doc, ".".join(path)))
+    return out
 
 
 def export_day(
@@ -243,7 +263,7 @@ def export_day(
                             f"event {eid} in {index} differs from what was sealed at leaf "
                             f"{want.chain}:{want.leaf}; run otel-audit verify"
                         )
-                writer.add(want.chain, want.leaf, eid, doc, source)
+                writer.add(want.chain, want.leaf, eid, doc, source, want.leaf_hash)
                 pairs.append((want.chain, want.leaf))
             if progress is not None:
                 progress(writer.rows)
@@ -258,8 +278,9 @@ def export_day(
             "run otel-audit verify"
         )
     cps = _checkpoints(checkpoints, blocks)
+    here = set(pairs)
     (directory / BLOCKS).write_bytes(
-        b"".join(orjson.dumps(b.to_document()) + b"\n" for b in blocks)
+        b"".join(orjson.dumps(compact_block(b, here)) + b"\n" for b in blocks)
     )
     (directory / CHECKPOINTS).write_bytes(
         b"".join(orjson.dumps(c.to_json_dict(), option=_SORT) + b"\n" for c in cps)
@@ -267,7 +288,6 @@ def export_day(
     names = [EVENTS, BLOCKS, CHECKPOINTS]
     if _write_rejected(es, day_of_index(index), directory / REJECTED):
         names.append(REJECTED)
-    here = set(pairs)
     block_entries = [
         {
             "chain_id": b.chain_id,

@@ -27,7 +27,7 @@ from indexer.lifecycle.records import put_record
 from indexer.lifecycle.store import ColdStore
 from otel_audit.integrity import Keyring
 
-__all__ = ["RestoreError", "RestoreReport", "restore_days"]
+__all__ = ["RestoreError", "RestoreReport", "restore_days", "restore_file"]
 
 
 class RestoreError(Exception):
@@ -70,6 +70,26 @@ def _actions(path: Path, index: str) -> Iterator[dict[str, Any]]:
                 "_id": eid,
                 "_source": orjson.loads(source),
             }
+
+
+def restore_file(es: Elasticsearch, path: Path, index: str, threads: int = 2) -> int:
+    """Create every event of an archived events file in ``index``; returns how many were
+    new (an event already there, from an earlier restore, answers 409 and is left)."""
+    created = 0
+    for ok, item in helpers.parallel_bulk(
+        es,
+        _actions(path, index),
+        thread_count=threads,
+        chunk_size=2000,
+        raise_on_error=False,
+        raise_on_exception=True,
+    ):
+        status = next(iter(item.values())).get("status", 0)
+        if ok:
+            created += 1
+        elif status != 409:
+            raise RestoreError(f"{index}: Elasticsearch refused an event: {item}")
+    return created
 
 
 def restore_days(
@@ -128,19 +148,7 @@ def restore_days(
             if not store.download(day_key(day, EVENTS), path):
                 report.skipped[day] = "events file missing"
                 continue
-            created = 0
-            for ok, item in helpers.streaming_bulk(
-                es,
-                _actions(path, index),
-                chunk_size=2000,
-                raise_on_error=False,
-                raise_on_exception=True,
-            ):
-                status = next(iter(item.values())).get("status", 0)
-                if ok:
-                    created += 1
-                elif status != 409:  # 409: restored before, already there
-                    raise RestoreError(f"{day}: Elasticsearch refused an event: {item}")
+            created = restore_file(es, path, index)
         es.indices.refresh(index=index)
         report.restored[day] = created
         say(f"{day}: {created:,} events restored into {index}")

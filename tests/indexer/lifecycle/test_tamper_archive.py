@@ -164,7 +164,7 @@ def test_one_event_removed(pristine: tuple[ColdStore, Path, str, list[str]], s3:
     code, report = _verify(s3, tmp, url)
     assert code == 1
     missing = [f for d in report["days"] for f in d["findings"] if f["kind"] == "missing"]
-    assert any("event_id" in f for f in missing), report
+    assert any("is not in the archive" in f["message"] for f in missing), report
 
 
 def test_manifest_swapped_for_another_days(
@@ -201,9 +201,21 @@ def test_block_record_edited(pristine: tuple[ColdStore, Path, str, list[str]], s
     key = f"days/{days[0]}/blocks.ndjson"
     lines = (store.get_bytes(key) or b"").splitlines()
     block = orjson.loads(lines[0])
-    block["leaf_hashes"][0] = block["leaf_hashes"][-1]
-    lines[0] = orjson.dumps(block)
-    store.put_bytes(key, b"\n".join(lines) + b"\n")
+    block["checkpoint"]["tree_size"] += 1  # claims one more event than was signed
+    store.put_bytes(key, b"\n".join([orjson.dumps(block), *lines[1:]]) + b"\n")
     code, report = _verify(s3, tmp, url)
     assert code == 1
     assert ("bad_signature", days[0]) in _kinds(report)
+
+    # A block moved so the events sit at other leaves: they no longer fit its root.
+    block = orjson.loads(lines[0])
+    block["first_leaf"] += 1
+    block["checkpoint"] = orjson.loads(lines[0])["checkpoint"]
+    store.put_bytes(key, b"\n".join([orjson.dumps(block), *lines[1:]]) + b"\n")
+    code, report = _verify(s3, tmp, url)
+    assert code == 1 and report["days"][0]["findings"]
+
+    # A block record dropped from the archive.
+    store.put_bytes(key, b"\n".join(lines[1:]) + b"\n")
+    code, report = _verify(s3, tmp, url)
+    assert code == 1 and ("missing", days[0]) in _kinds(report)
