@@ -201,7 +201,7 @@ class _EventsWriter:
         self.writer.close()
 
 
-EVENTS_ZSTD_LEVEL = 3
+EVENTS_ZSTD_LEVEL = 1
 """zstd level of the events file (``python -m bench.lifecycle_bench`` reports the sizes)."""
 _PREFIX = 8
 """Bytes of each event's leaf hash kept beside it: detection rests on the signed roots,
