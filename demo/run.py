@@ -187,6 +187,7 @@ def run_demo(
     _say(f"== Elasticsearch at {es_url}")
     started_es = node.ensure_started()
     receiver: subprocess.Popen[bytes] | None = None
+    lifecycle: Any = None
     try:
         es = Elasticsearch(es_url, request_timeout=30)
         _say("== installing index templates: " + ", ".join(install_templates(es)))
@@ -197,6 +198,10 @@ def run_demo(
         env.setdefault("OTEL_AUDIT_SPOOL_DIR", str(state / "spool"))
         env.setdefault("OTEL_AUDIT_INTEGRITY__STATE_DIR", str(state / "integrity"))
         token = _demo_token(state)
+        from demo.lifecycle_demo import LifecycleDemo
+
+        lifecycle = LifecycleDemo(state)
+        lifecycle.add_to(state / "demo.yaml")
         env["OTEL_AUDIT_GRPC_ENDPOINT"] = f"127.0.0.1:{grpc_port}"
         env["OTEL_AUDIT_HTTP_ENDPOINT"] = f"127.0.0.1:{http_port}"
         env["OTEL_AUDIT_QUERY_API_ENDPOINT"] = f"127.0.0.1:{query_port}"
@@ -219,8 +224,9 @@ def run_demo(
             f"deliberately invalid audit events in {len(report.trace_ids)} traces"
         )
         stored = print_arrivals(es, report, since)
+        archived = lifecycle.show(es, http_port, query_port, token)
         if not keep_serving:
-            return 0 if stored == len(report.event_ids) else 1
+            return 0 if stored == len(report.event_ids) and archived else 1
         example_trace = report.trace_ids[0] if report.trace_ids else "TRACE_ID"
         api = f"http://127.0.0.1:{query_port}"
         _say(
@@ -248,6 +254,8 @@ def run_demo(
                 receiver.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 receiver.kill()
+        if lifecycle is not None:
+            lifecycle.stop()
         if started_es:
             node.stop()
             _say("== stopped the local Elasticsearch this command started")

@@ -23,6 +23,7 @@ def test_demo_stores_every_valid_event_and_dead_letters_the_invalid(
 ) -> None:
     monkeypatch.setenv("OTEL_AUDIT_ES_URL", es_url)
     monkeypatch.setenv("OTEL_AUDIT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("OTEL_AUDIT_S3_URL", f"http://127.0.0.1:{free_port()}")
     rc = run_demo(
         checkouts=19,
         keep_serving=False,
@@ -37,10 +38,20 @@ def test_demo_stores_every_valid_event_and_dead_letters_the_invalid(
     assert "Stored audit events: 69 of 69 valid events sent (19 traces)" in out
     assert "Rejected records (dead-letter index audit-rejected-*): 4" in out
     assert "audit.outcome: 'ok' is not one of success, failure, denied, unknown" in out
+    # The lifecycle: history older than the hot window archived to S3, still found.
+    assert "archived by the receiver's lifecycle to s3://otel-audit-demo/archive/days/" in out
+    assert "still searchable: the query API found 30 archived events" in out
     es.indices.refresh(index="audit-*")
     by_service = es.search(
         index="audit-events-*",
         size=0,
         aggs={"s": {"terms": {"field": "service.name"}}},
     )["aggregations"]["s"]["buckets"]
-    assert {b["key"] for b in by_service} == {"storefront", "billing", "inventory"}
+    # Besides the demo services: the lifecycle's own audit events and the query it made.
+    assert {b["key"] for b in by_service} == {
+        "storefront",
+        "billing",
+        "inventory",
+        "otel-audit-lifecycle",
+        "otel-audit-query-api",
+    }
