@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 from elasticsearch import Elasticsearch
 
+from indexer.indices import BLOCKS_INDEX, event_index
 from indexer.local_es import LocalElasticsearch, LocalEsConfig, LocalEsConfigError
 from indexer.local_es.cluster import plan_cluster
 from indexer.local_es.node import NodeLayout, node_settings
 from indexer.local_es.security import security_settings
+from indexer.local_es.state import wipe_project_state
+from indexer.templates import install_templates
 from tests.indexer.local_es.test_local_es import _run_cli
 from tests.support.collector_build import free_port
 
@@ -227,3 +230,21 @@ def test_a_killed_node_comes_back(
         assert cluster_es.cluster.health(wait_for_nodes="3", timeout="30s")["number_of_nodes"] == 3
     finally:
         cluster_es.indices.delete(index="audit-cluster-kill")
+
+
+@pytest.mark.integration
+def test_project_indices_get_one_replica_on_the_cluster_and_none_alone(
+    clean_cluster: Elasticsearch, clean_es: Elasticsearch
+) -> None:
+    day = event_index(1_765_000_000 * 1_000_000_000)
+    for client, replicas in ((clean_cluster, "1"), (clean_es, "0")):
+        install_templates(client)
+        client.indices.create(index=day)
+        client.indices.create(index=BLOCKS_INDEX)
+        health = client.cluster.health(index=f"{day},{BLOCKS_INDEX}", wait_for_status="green",
+                                       timeout="60s")  # fmt: skip
+        assert health["status"] == "green"
+        for index in (day, BLOCKS_INDEX):
+            settings = client.indices.get_settings(index=index)[index]["settings"]["index"]
+            assert settings["number_of_replicas"] == replicas, (client, index)
+        wipe_project_state(client)
