@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -157,7 +159,7 @@ def render_go(data: dict[str, Any]) -> str:
         "",
         "package otelaudit",
         "",
-        'import "go.opentelemetry.io/otel/log"',
+        'import "go.opentelemetry.io/otel/attribute"',
         "",
         "// Fields are the schema's parameters of one audit event; Emit sets each one that is",
         "// not empty as its wire attribute (see docs/schema.md).",
@@ -171,20 +173,20 @@ def render_go(data: dict[str, Any]) -> str:
         "}",
         "",
         "// attributes appends the wire attributes of the fields that are set.",
-        "func (f *Fields) attributes(out []log.KeyValue) []log.KeyValue {",
+        "func (f *Fields) attributes(out []attribute.KeyValue) []attribute.KeyValue {",
     ]
     for f in fields:
         name, attribute = f["goName"], _go_string(f["attribute"])
         if f["array"]:
             lines += [
                 f"\tif f.{name} != nil {{",
-                f"\t\tout = append(out, log.Slice({attribute}, stringValues(f.{name})...))",
+                f"\t\tout = append(out, attribute.StringSlice({attribute}, f.{name}))",
                 "\t}",
             ]
         else:
             lines += [
                 f'\tif f.{name} != "" {{',
-                f"\t\tout = append(out, log.String({attribute}, f.{name}))",
+                f"\t\tout = append(out, attribute.String({attribute}, f.{name}))",
                 "\t}",
             ]
     lines += ["\treturn out", "}", ""]
@@ -203,7 +205,17 @@ def render_go(data: dict[str, Any]) -> str:
         lines.append("")
     lines.append("// schemaJSON is the schema data the validator interprets.")
     lines.append("const schemaJSON = " + _go_string(json.dumps(data, separators=(",", ":"))))
-    return "\n".join(lines) + "\n"
+    return _gofmt("\n".join(lines) + "\n")
+
+
+def _gofmt(source: str) -> str:
+    """``source`` as gofmt writes it (the Go toolchain builds the module anyway)."""
+    gofmt = shutil.which("gofmt") or "/usr/local/go/bin/gofmt"
+    try:
+        done = subprocess.run([gofmt], input=source, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"sdk/generate.py: gofmt is needed for the Go helper: {exc}") from exc
+    return done.stdout
 
 
 def outputs() -> dict[Path, str]:

@@ -2,7 +2,7 @@
 
 package otelaudit
 
-import "go.opentelemetry.io/otel/log"
+import "go.opentelemetry.io/otel/attribute"
 
 // Fields are the schema's parameters of one audit event; Emit sets each one that is
 // not empty as its wire attribute (see docs/schema.md).
@@ -48,94 +48,94 @@ type Fields struct {
 }
 
 // attributes appends the wire attributes of the fields that are set.
-func (f *Fields) attributes(out []log.KeyValue) []log.KeyValue {
+func (f *Fields) attributes(out []attribute.KeyValue) []attribute.KeyValue {
 	if f.Action != "" {
-		out = append(out, log.String("audit.action", f.Action))
+		out = append(out, attribute.String("audit.action", f.Action))
 	}
 	if f.Category != "" {
-		out = append(out, log.String("audit.category", f.Category))
+		out = append(out, attribute.String("audit.category", f.Category))
 	}
 	if f.Outcome != "" {
-		out = append(out, log.String("audit.outcome", f.Outcome))
+		out = append(out, attribute.String("audit.outcome", f.Outcome))
 	}
 	if f.ActorID != "" {
-		out = append(out, log.String("audit.actor.id", f.ActorID))
+		out = append(out, attribute.String("audit.actor.id", f.ActorID))
 	}
 	if f.ActorType != "" {
-		out = append(out, log.String("audit.actor.type", f.ActorType))
+		out = append(out, attribute.String("audit.actor.type", f.ActorType))
 	}
 	if f.ActorName != "" {
-		out = append(out, log.String("audit.actor.name", f.ActorName))
+		out = append(out, attribute.String("audit.actor.name", f.ActorName))
 	}
 	if f.ActorRoles != nil {
-		out = append(out, log.Slice("audit.actor.roles", stringValues(f.ActorRoles)...))
+		out = append(out, attribute.StringSlice("audit.actor.roles", f.ActorRoles))
 	}
 	if f.ResourceType != "" {
-		out = append(out, log.String("audit.resource.type", f.ResourceType))
+		out = append(out, attribute.String("audit.resource.type", f.ResourceType))
 	}
 	if f.ResourceID != "" {
-		out = append(out, log.String("audit.resource.id", f.ResourceID))
+		out = append(out, attribute.String("audit.resource.id", f.ResourceID))
 	}
 	if f.EventID != "" {
-		out = append(out, log.String("audit.event.id", f.EventID))
+		out = append(out, attribute.String("audit.event.id", f.EventID))
 	}
 	if f.CorrelationID != "" {
-		out = append(out, log.String("audit.correlation_id", f.CorrelationID))
+		out = append(out, attribute.String("audit.correlation_id", f.CorrelationID))
 	}
 	if f.Reason != "" {
-		out = append(out, log.String("audit.reason", f.Reason))
+		out = append(out, attribute.String("audit.reason", f.Reason))
 	}
 	if f.TenantID != "" {
-		out = append(out, log.String("audit.tenant.id", f.TenantID))
+		out = append(out, attribute.String("audit.tenant.id", f.TenantID))
 	}
 	if f.TargetUserID != "" {
-		out = append(out, log.String("audit.target.user.id", f.TargetUserID))
+		out = append(out, attribute.String("audit.target.user.id", f.TargetUserID))
 	}
 	if f.TargetUserName != "" {
-		out = append(out, log.String("audit.target.user.name", f.TargetUserName))
+		out = append(out, attribute.String("audit.target.user.name", f.TargetUserName))
 	}
 	if f.ClientAddress != "" {
-		out = append(out, log.String("client.address", f.ClientAddress))
+		out = append(out, attribute.String("client.address", f.ClientAddress))
 	}
 	if f.UserAgent != "" {
-		out = append(out, log.String("user_agent.original", f.UserAgent))
+		out = append(out, attribute.String("user_agent.original", f.UserAgent))
 	}
 	if f.SessionID != "" {
-		out = append(out, log.String("session.id", f.SessionID))
+		out = append(out, attribute.String("session.id", f.SessionID))
 	}
 	if f.ErrorType != "" {
-		out = append(out, log.String("error.type", f.ErrorType))
+		out = append(out, attribute.String("error.type", f.ErrorType))
 	}
 	return out
 }
 
 // The values of audit.category.
 const (
-	CategoryAuthentication = "authentication"
-	CategoryAuthorization = "authorization"
+	CategoryAuthentication   = "authentication"
+	CategoryAuthorization    = "authorization"
 	CategoryPermissionChange = "permission_change"
-	CategoryDataAccess = "data_access"
-	CategoryDataChange = "data_change"
-	CategoryConfiguration = "configuration"
-	CategoryIntegration = "integration"
-	CategoryUserAction = "user_action"
-	CategorySystem = "system"
+	CategoryDataAccess       = "data_access"
+	CategoryDataChange       = "data_change"
+	CategoryConfiguration    = "configuration"
+	CategoryIntegration      = "integration"
+	CategoryUserAction       = "user_action"
+	CategorySystem           = "system"
 )
 
 // The values of audit.outcome.
 const (
 	OutcomeSuccess = "success"
 	OutcomeFailure = "failure"
-	OutcomeDenied = "denied"
+	OutcomeDenied  = "denied"
 	OutcomeUnknown = "unknown"
 )
 
 // The values of audit.actor.type.
 const (
-	ActorTypeUser = "user"
+	ActorTypeUser    = "user"
 	ActorTypeService = "service"
-	ActorTypeSystem = "system"
-	ActorTypeAgent = "agent"
+	ActorTypeSystem  = "system"
+	ActorTypeAgent   = "agent"
 )
 
 // schemaJSON is the schema data the validator interprets.
