@@ -54,9 +54,11 @@ def stored(rec: LogRecordData) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("category", "action", "outcome", "types"),
     [
-        ("data_change", "invoice.create", "success", ["creation"]),
+        # ECS database events are access, change, info or error: no creation or deletion.
+        ("data_change", "invoice.create", "success", ["change"]),
         ("data_change", "invoice.update", "failure", ["change"]),
-        ("data_change", "invoice.line_item_delete", "success", ["deletion"]),
+        ("data_change", "invoice.line_item_delete", "success", ["change"]),
+        ("configuration", "flag.delete", "success", ["deletion"]),
         ("data_change", "invoice.recalculate", "success", ["change"]),
         ("data_access", "invoice.export", "success", ["access"]),
         ("data_access", "invoice.delete", "denied", ["access"]),
