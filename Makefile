@@ -11,7 +11,7 @@ NATIVE_TARGET := $(or $(OTEL_AUDIT_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.ca
 NATIVE_SRC    := native/pyproject.toml native/Cargo.toml native/Cargo.lock \
                  native/otel_audit_native.pyi $(wildcard native/src/*.rs)
 
-.PHONY: install test lint unit run bench docs clean collector sdk sdk-test
+.PHONY: install test lint unit run bench docs clean collector sdk sdk-test bench-sdk
 
 install: $(STAMP)
 
@@ -68,6 +68,11 @@ $(SDK_NODE_STAMP): sdk/node/package.json sdk/node/package-lock.json
 
 sdk: $(SDK_NODE_STAMP)
 	cd sdk/go && go mod download
+
+# The helpers' cost per event on top of their SDK's own emit (QUICK=1: small sizes).
+bench-sdk: sdk
+	cd sdk/node && node bench/emit.bench.js $(if $(QUICK),--quick,)
+	cd sdk/go && go test -run '^$$' -bench . -benchmem -benchtime $(if $(QUICK),20000x,2s) .
 
 # Their own tests: the shared validator table, emitting through the real SDKs, types.
 sdk-test: sdk
