@@ -54,7 +54,8 @@ __all__ = ["ArchiveSearch", "archive_search_of"]
 _NO_PIT = "-"
 """The cursor's point in time when no hot index exists (the archive alone answers)."""
 _AFTER_EVERY_SHARD_DOC = 2**63 - 1
-_ANALYSED = ("message", "event.reason")
+_ANALYSED = ("message",)
+"""Text fields; a ``.text`` sub-field (``event.reason.text``) is its parent analysed."""
 _DAYS_TTL_S = 30.0
 _TOKEN = re.compile(r"\w+")
 _TERMS = re.compile(r'"([^"]*)"|(\S+)')
@@ -389,7 +390,7 @@ def _matches(doc: Mapping[str, Any], q: str, leftover: Mapping[str, tuple[str, .
             return False
     if not q:
         return True
-    texts = {f: _value(doc, f) for f in TEXT_FIELDS}
+    texts = {f: _value(doc, f.removesuffix(".text")) for f in TEXT_FIELDS}
     for quoted, word in _TERMS.findall(q):
         term = quoted if quoted else word
         if not term:
@@ -399,7 +400,7 @@ def _matches(doc: Mapping[str, Any], q: str, leftover: Mapping[str, tuple[str, .
         for name, value in texts.items():
             if not isinstance(value, str):
                 continue
-            if name in _ANALYSED:
+            if name in _ANALYSED or name.endswith(".text"):
                 tokens = [t.lower() for t in _TOKEN.findall(value)]
                 n = len(words)
                 if n and any(tokens[i : i + n] == words for i in range(len(tokens) - n + 1)):
