@@ -40,11 +40,12 @@ lint: $(STAMP)
 
 # The whole suite: lint, unit and integration tests, then the integration tests once more
 # on the pure-Python paths (OTEL_AUDIT_NATIVE_DECODER=0), which a machine without cargo
-# runs. The Collector is built (or found in its cache) first, outside any test's timeout;
+# runs (not the lifecycle tests: they decode nothing). The Collector is built (or found
+# in its cache) first, outside any test's timeout;
 # integration tests start the local Elasticsearch through the project's own code.
 test: lint collector sdk-test
 	$(PY) -m pytest
-	OTEL_AUDIT_NATIVE_DECODER=0 $(PY) -m pytest -m integration -p no:cacheprovider
+	OTEL_AUDIT_NATIVE_DECODER=0 $(PY) -m pytest -m "integration and not lifecycle" -p no:cacheprovider
 
 unit: $(STAMP)
 	$(PY) -m pytest -m "not integration and not collector"

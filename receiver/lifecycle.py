@@ -232,6 +232,7 @@ class LifecycleSchedule:
         self.last: RunReport | None = None
         self._runner: LifecycleRunner | None = None
         self._lock = threading.Lock()
+        self._running: asyncio.Future[RunReport] | None = None
 
     def start(self) -> None:
         """Start the schedule; a no-op when ``lifecycle.enabled`` is false or the records
@@ -257,7 +258,8 @@ class LifecycleSchedule:
             with self._lock:
                 return runner.run()
 
-        report = await asyncio.to_thread(run)
+        self._running = asyncio.ensure_future(asyncio.to_thread(run))
+        report = await asyncio.shield(self._running)
         self.last = report
         observe(report)
         _log.info(
@@ -288,12 +290,19 @@ class LifecycleSchedule:
                 _log.exception("lifecycle run failed", extra={"error": str(exc)[:500]})
             delay = interval
 
-    async def shutdown(self) -> None:
-        """Stop the schedule; a run in progress finishes its current step's thread."""
+    async def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Stop the schedule; a run in progress stops after its current step (waited for
+        up to ``timeout_s``)."""
         self._stop.set()
+        if self._runner is not None:
+            self._runner.request_stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        if self._runner is not None:
+        if self._running is not None and not self._running.done():
+            # The run's thread finishes its current step; its client stays open until then.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._running), timeout_s)
+        if self._runner is not None and (self._running is None or self._running.done()):
             self._runner.es.close()

@@ -173,7 +173,7 @@ class LifecycleConfig:
                 hot, best_hot = rule.hot_days, rule.specificity
             if rule.retain_days and rule.specificity > best_retain:
                 retain, best_retain = rule.retain_days, rule.specificity
-        return DayPolicy(hot_days=hot, retain_days=max(retain, hot))
+        return DayPolicy(hot_days=hot, retain_days=retain)
 
     def policy_for_day(self, present: list[tuple[str, str]]) -> DayPolicy:
         """The policy of a day holding events of these (category, tenant) pairs: the

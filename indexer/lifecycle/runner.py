@@ -33,6 +33,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -168,6 +169,11 @@ class LifecycleRunner:
         self.progress = progress or (lambda _msg: None)
         self.spans_retention_days = spans_retention_days
         self.workdir = workdir
+        self._stop = threading.Event()
+
+    def request_stop(self) -> None:
+        """Make a run in progress return after its current step (receiver shutdown)."""
+        self._stop.set()
 
     # -- the run ----------------------------------------------------------------
 
@@ -203,6 +209,9 @@ class LifecycleRunner:
         hot_days = self._hot_days()
         archived = set(list_days(self.store))
         for day in hot_days:
+            if self._stop.is_set():
+                report.errors.append("stopped before finishing: the receiver is shutting down")
+                return
             if not dry_run:
                 lease.renew()
             try:
@@ -215,6 +224,9 @@ class LifecycleRunner:
                 _log.error("lifecycle step failed", extra={"day": day, "error": str(exc)})
         still_hot = set(self._hot_days())
         for day in sorted(set(list_days(self.store)) - still_hot):
+            if self._stop.is_set():
+                report.errors.append("stopped before finishing: the receiver is shutting down")
+                return
             if not dry_run:
                 lease.renew()
             try:

@@ -29,7 +29,7 @@ from tests.support.lifecycle_harness import (
 )
 from tests.support.lifecycle_harness import write_config as _write_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lifecycle]
 
 STEPS = [
     "exported",

@@ -21,7 +21,7 @@ from tests.support.lifecycle_harness import (
     write_config,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lifecycle]
 
 
 def test_a_live_lease_excludes_an_expired_one_is_taken_over_once(

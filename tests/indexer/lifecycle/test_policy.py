@@ -28,7 +28,7 @@ from tests.support.lifecycle_harness import (
     write_config,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lifecycle]
 
 
 def _actions(report: object) -> dict[str, str]:
@@ -197,3 +197,48 @@ def test_a_legal_hold_stops_deletion_until_released(
         day_name(held_day)
     ] == "purged"
     assert verify_es(es, tmp_path).ok
+
+
+def test_dead_letters_and_spans_follow_their_days_events(
+    lifecycle_es: Elasticsearch, s3: LocalS3, tmp_path: Path
+) -> None:
+    import gzip
+
+    from indexer.deadletter import rejected_item
+    from otel_audit.validate import Violation
+
+    es = lifecycle_es
+    path = write_config(tmp_path, _url(es), s3)
+    config = load_config(path)
+    old, recent = day_start_ms(40), day_start_ms(10)
+    for day in (old, recent):
+        item = rejected_item(
+            "validation",
+            [Violation("audit.outcome", "enum", "'ok' is not one of success, failure")],
+            received_ns=(day + 7_200_000) * 1_000_000,
+            record=records_on(day, 1)[0],
+        )
+        es.index(
+            index=f"audit-rejected-{day_name(day)}",
+            id=item.doc_id,
+            document=item.document,
+            refresh=True,
+        )
+        es.indices.create(index=f"audit-spans-{day_name(day)}")
+    with Ingest(config) as ingest:
+        ingest.store(records_on(old, 20) + records_on(recent, 20))
+        ingest.seal()
+        report = run(runner(path, ingest.record, Clock()))
+    assert _actions(report) == {day_name(old): "index_delete"}
+    # The old day's dead letters went into its archive and left with its events.
+    assert not es.indices.exists(index=f"audit-rejected-{day_name(old)}")
+    assert es.indices.exists(index=f"audit-rejected-{day_name(recent)}")
+    store = cold_store_of(config)
+    lines = gzip.decompress(store.get_bytes(f"days/{day_name(old)}/rejected.ndjson.gz") or b"")
+    assert b"'ok' is not one of success, failure" in lines
+    assert verify_archive(store, keyring(tmp_path)).ok
+    # Spans older than spans.retention_days (7) go once their day's events are not hot;
+    # the recent day's events are hot, so its spans stay for their trace views.
+    assert not es.indices.exists(index=f"audit-spans-{day_name(old)}")
+    assert es.indices.exists(index=f"audit-spans-{day_name(recent)}")
+    assert f"audit-spans-{day_name(old)}" in report.spans_deleted

@@ -32,7 +32,7 @@ from tests.support.lifecycle_harness import (
     write_config,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lifecycle]
 TOKEN = "lifecycle-reader-0123456789"
 
 

@@ -35,7 +35,7 @@ from tests.support.lifecycle_harness import (
     write_config,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lifecycle]
 ROOT = Path(__file__).resolve().parents[3]
 
 

@@ -26,6 +26,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.lifecycle
 def test_start_use_status_stop(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OTEL_AUDIT_S3_URL": url,
