@@ -82,8 +82,9 @@ def keyring_of(config: ReceiverConfig) -> Keyring:
     ring = Keyring([key.public_key()])
     extra = lifecycle_config_of(config).public_key_paths
     if extra:
-        for kid in Keyring.from_paths(extra):
-            public = Keyring.from_paths(extra).get(kid)
+        older = Keyring.from_paths(extra)
+        for kid in older:
+            public = older.get(kid)
             if public is not None:
                 ring.add(public)
     return ring

@@ -162,6 +162,11 @@ def _print_report(report: Any) -> None:
             out(f"  - {where + ': ' if where else ''}{f.message}\n")
         if len(items) > _MAX_LISTED:
             out(f"  ... and {len(items) - _MAX_LISTED} more (--json lists all)\n")
+    if s.get("events_archived"):
+        out(
+            f"\n{s['events_archived']} sealed events were removed from Elasticsearch by the "
+            "lifecycle policy (signed records); verify them with --archive URL\n"
+        )
     verdict = "CLEAN" if report.ok else "TAMPERING DETECTED"
     out(
         f"\n{verdict}: {s['blocks_checked']} blocks, {s['events_checked']} events checked, "
