@@ -15,20 +15,24 @@ bounded by a few pages whatever the size of the day.
 from __future__ import annotations
 
 import contextlib
+import gc
+import multiprocessing
+import pickle
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+from elastic_transport import HttpHeaders, NodeConfig, Urllib3HttpNode
 from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_exc
 
 from indexer.indices import BLOCKS_INDEX, REJECTED_INDEX_PREFIX
 from indexer.integrity.blocks import KIND_BLOCK, BlockRecord
-from indexer.integrity.leaf_scan import pit_pages
+from indexer.integrity.leaf_scan import pit_pages, pit_search_body
 from indexer.lifecycle.archive import (
     ARCHIVE_FIELDS,
     BLOCKS,
@@ -51,6 +55,7 @@ from otel_audit.integrity import (
     document_for_hashing,
     encode_hash,
     leaf_hash,
+    leaf_hash_of_event,
     verify_checkpoint,
 )
 from otel_audit.integrity.store import CheckpointStore
@@ -59,6 +64,9 @@ __all__ = ["DayNotReady", "ExportError", "day_bounds", "export_day", "load_day_b
 
 _PAGE = 5000
 _SLICES = 2
+_PROCESSES_FROM = 50_000
+"""Days with at least this many events are read by worker processes (starting them costs
+about a second; below this, threads are as fast)."""
 _ROW_GROUP = 131_072
 _SORT = orjson.OPT_SORT_KEYS
 
@@ -169,16 +177,21 @@ class _EventsWriter:
         self.ts_max = ""
 
     def add(
-        self, chain: str, leaf: int, eid: str, doc: dict[str, Any], source: bytes, lh: bytes
+        self,
+        chain: str,
+        leaf: int,
+        eid: str,
+        ts: str,
+        fields: list[str | None],
+        source: bytes,
+        lh: bytes,
     ) -> None:
         c = self.columns
         c["chain"].append(chain)
         c["leaf"].append(leaf)
         c["event_id"].append(eid)
-        ts = doc.get("@timestamp")
-        ts = ts if isinstance(ts, str) else ""
         c["ts"].append(ts)
-        for name, value in zip(ARCHIVE_FIELDS, _fields(doc), strict=True):
+        for name, value in zip(ARCHIVE_FIELDS, fields, strict=True):
             c[name].append(value)
         c["leaf_prefix"].append(lh[:_PREFIX])
         c["source"].append(source)
@@ -220,6 +233,38 @@ def _fields(doc: dict[str, Any]) -> list[str | None]:
     return out
 
 
+@dataclass(slots=True)
+class _Page:
+    """One page of events made ready for the archive (where they were read)."""
+
+    ids: list[str]
+    sources: list[bytes]
+    """Each event's RFC 8785 bytes: the sorted-key JSON when that is its canonical form,
+    else the reference serialization."""
+    leaves: list[bytes]
+    timestamps: list[str]
+    fields: list[list[str | None]]
+
+
+def _prepare(hits: list[dict[str, Any]]) -> _Page:
+    page = _Page([], [], [], [], [])
+    for hit in hits:
+        doc = hit["_source"]
+        source = orjson.dumps(doc, option=_SORT)
+        fast = leaf_hash(source)
+        leaf = leaf_hash_of_event(doc, source)
+        if leaf != fast:
+            # Not the fast form (floats, unusual keys): the canonical form decides.
+            source = canonical_json(document_for_hashing(doc))
+        page.ids.append(hit["_id"])
+        page.sources.append(source)
+        page.leaves.append(leaf)
+        ts = doc.get("@timestamp")
+        page.timestamps.append(ts if type(ts) is str else "")
+        page.fields.append(_fields(doc))
+    return page
+
+
 def export_day(
     es: Elasticsearch,
     index: str,
@@ -242,28 +287,25 @@ def export_day(
         ):
             if idx == index:
                 sealed[eid] = _Sealed(rec.chain_id, rec.first_leaf + pos, lh)
+    expected_events = len(sealed)
     writer = _EventsWriter(directory / EVENTS)
     pairs: list[tuple[str, int]] = []
     unsealed = 0
     try:
-        for hits in _pages(es, index):
-            for hit in hits:
-                eid = hit["_id"]
-                doc = hit["_source"]
+        for page in _pages(es, index, processes=expected_events >= _PROCESSES_FROM):
+            for eid, source, leaf, ts, fields in zip(
+                page.ids, page.sources, page.leaves, page.timestamps, page.fields, strict=True
+            ):
                 want = sealed.pop(eid, None)
                 if want is None:
                     unsealed += 1
                     continue
-                source = orjson.dumps(doc, option=_SORT)
-                if leaf_hash(source) != want.leaf_hash:
-                    # Not the fast form (floats, unusual keys): the canonical form decides.
-                    source = canonical_json(document_for_hashing(doc))
-                    if leaf_hash(source) != want.leaf_hash:
-                        raise ExportError(
-                            f"event {eid} in {index} differs from what was sealed at leaf "
-                            f"{want.chain}:{want.leaf}; run otel-audit verify"
-                        )
-                writer.add(want.chain, want.leaf, eid, doc, source, want.leaf_hash)
+                if leaf != want.leaf_hash:
+                    raise ExportError(
+                        f"event {eid} in {index} differs from what was sealed at leaf "
+                        f"{want.chain}:{want.leaf}; run otel-audit verify"
+                    )
+                writer.add(want.chain, want.leaf, eid, ts, fields, source, leaf)
                 pairs.append((want.chain, want.leaf))
             if progress is not None:
                 progress(writer.rows)
@@ -314,9 +356,23 @@ def export_day(
     )
 
 
-def _pages(es: Elasticsearch, index: str) -> Any:
-    """Pages of hits of the whole index, read in slices by threads ahead of the caller."""
+def _pages(es: Elasticsearch, index: str, *, processes: bool) -> Iterator[_Page]:
+    """The index's events as prepared pages, read in slices ahead of the caller: by worker
+    processes for a large day (parsing and hashing then run beside this process), by
+    threads otherwise or when the client's connection cannot be handed over."""
     pit = str(es.open_point_in_time(index=index, keep_alive="5m")["id"])
+    try:
+        connection = _worker_connection(es) if processes else None
+        if connection is None:
+            yield from _thread_pages(es, pit)
+        else:
+            yield from _process_pages(pit, *connection)
+    finally:
+        with contextlib.suppress(Exception):  # it expires by itself
+            es.close_point_in_time(id=pit)
+
+
+def _thread_pages(es: Elasticsearch, pit: str) -> Iterator[_Page]:
     pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2 * _SLICES)
     stop = threading.Event()
 
@@ -325,7 +381,7 @@ def _pages(es: Elasticsearch, index: str) -> Any:
             for hits in pit_pages(es, pit, {"match_all": {}}, _PAGE, slice_id, _SLICES):
                 if stop.is_set():
                     return
-                pages.put(("page", hits))
+                pages.put(("page", _prepare(hits)))
             pages.put(("done", None))
         except BaseException as exc:
             pages.put(("error", exc))
@@ -348,8 +404,96 @@ def _pages(es: Elasticsearch, index: str) -> Any:
         while any(t.is_alive() for t in threads):
             with contextlib.suppress(queue.Empty):
                 pages.get(timeout=0.1)
-        with contextlib.suppress(Exception):  # it expires by itself
-            es.close_point_in_time(id=pit)
+
+
+def _worker_connection(es: Elasticsearch) -> tuple[list[NodeConfig], dict[str, str]] | None:
+    """Node configurations and headers (authentication included) a worker can use."""
+    configs = [node.config for node in es.transport.node_pool.all()]
+    if not configs:
+        return None
+    headers = {"content-type": "application/json", "accept": "application/json"}
+    headers.update(configs[0].headers)
+    headers.update(getattr(es, "_headers", None) or {})
+    try:
+        pickle.dumps((configs, headers))
+    except Exception:  # a custom SSL context cannot cross a process boundary
+        return None
+    return configs, headers
+
+
+def _export_slice(
+    config: NodeConfig, headers: dict[str, str], pit: str, slice_id: int, out: Any
+) -> None:
+    """Worker process: read one slice and put its prepared pages on ``out``."""
+    gc.disable()  # short-lived containers only; collections would cost a quarter
+    try:
+        node = Urllib3HttpNode(config)
+        after: list[Any] | None = None
+        while True:
+            body = pit_search_body(pit, {"match_all": {}}, _PAGE, slice_id, _SLICES, after)
+            meta, raw = node.perform_request(
+                "POST",
+                "/_search",
+                body=orjson.dumps(body),
+                headers=HttpHeaders(headers),
+                request_timeout=300.0,
+            )
+            if meta.status >= 300:
+                text = bytes(raw[:500]).decode("utf-8", "replace")
+                raise RuntimeError(f"search returned HTTP {meta.status}: {text}")
+            hits = orjson.loads(raw).get("hits", {}).get("hits", [])
+            if not hits:
+                break
+            out.put(("page", _prepare(hits)))
+            after = hits[-1]["sort"]
+            if len(hits) < _PAGE:
+                break
+        out.put(("done", None))
+    except BaseException as exc:
+        out.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _process_pages(pit: str, configs: list[NodeConfig], headers: dict[str, str]) -> Iterator[_Page]:
+    # Spawned, not forked: the parent's client holds open sockets and maybe threads.
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue(maxsize=4 * _SLICES)
+    procs = [
+        ctx.Process(
+            target=_export_slice,
+            args=(configs[i % len(configs)], headers, pit, i, out),
+            name=f"archive-export-{i}",
+            daemon=True,
+        )
+        for i in range(_SLICES)
+    ]
+    for p in procs:
+        p.start()
+    done = 0
+    try:
+        while done < len(procs):
+            try:
+                kind, payload = out.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise ExportError(
+                        f"export reader {dead[0].name} exited with code {dead[0].exitcode}"
+                    ) from None
+                continue
+            if kind == "page":
+                yield payload
+            elif kind == "done":
+                done += 1
+            else:
+                raise ExportError(f"export reader failed: {payload}")
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(5)
+        out.close()
+        out.cancel_join_thread()
 
 
 def _checkpoints(store: CheckpointStore | None, blocks: list[BlockRecord]) -> list[Checkpoint]:
