@@ -1,9 +1,9 @@
 """The console in a real headless Chromium against a real ``otel-audit serve``.
 
-The module-scoped ``console`` fixture runs ``otel-audit serve`` (receiver, sealer and query
+The session-scoped ``console`` fixture runs ``otel-audit serve`` (receiver, sealer and query
 API with the console) on free ports against the session's Elasticsearch, sends checkouts
 from the demo services through the real OTel SDK exporters, and waits until every event
-is stored and sealed. ``page`` is a fresh browser context in Debian's Chromium
+is stored and sealed (``test_tamper.py`` runs last and edits some of them). ``page`` is a fresh browser context in Debian's Chromium
 (``/usr/bin/chromium``, or ``OTEL_AUDIT_CHROMIUM``) driven by Playwright; ``make
 browser-deps`` installs both. With ``OTEL_AUDIT_SCREENSHOTS=DIR`` the tests save a
 screenshot of each page there (``make console-screenshots`` writes docs/images/).
@@ -80,6 +80,7 @@ integrity:
   state_dir: {tmp / "integrity"}
   chain_id: console-test
   block_max_interval_ms: 200
+  block_max_events: 8
 query:
   tokens:
     - {{subject: {SUBJECT}, sha256: {hash_token(TOKEN)}, roles: [reader]}}
@@ -135,7 +136,7 @@ def _wait_sealed(es: Elasticsearch, ids: list[str], timeout_s: float = 60.0) -> 
     assert not missing, f"{len(missing)} events never sealed"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def console(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     tmp = tmp_path_factory.mktemp("console")
     es = Elasticsearch(es_url, request_timeout=30)
@@ -175,7 +176,7 @@ def console(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         es.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
