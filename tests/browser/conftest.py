@@ -1,12 +1,13 @@
 """The console in a real headless Chromium against a real ``otel-audit serve``.
 
-The session-scoped ``console`` fixture runs ``otel-audit serve`` (receiver, sealer and query
-API with the console) on free ports against the session's Elasticsearch, sends checkouts
-from the demo services through the real OTel SDK exporters, and waits until every event
-is stored and sealed (``test_tamper.py`` runs last and edits some of them). ``page`` is a fresh browser context in Debian's Chromium
-(``/usr/bin/chromium``, or ``OTEL_AUDIT_CHROMIUM``) driven by Playwright; ``make
-browser-deps`` installs both. With ``OTEL_AUDIT_SCREENSHOTS=DIR`` the tests save a
-screenshot of each page there (``make console-screenshots`` writes docs/images/).
+The session-scoped ``console`` fixture runs ``otel-audit serve`` (receiver, sealer and
+query API with the console) on free ports against the session's Elasticsearch, sends
+checkouts from the demo services through the real OTel SDK exporters, and waits until
+every event is stored and sealed (``test_tamper.py`` runs last and edits some of them).
+``page`` is a fresh browser context in Debian's Chromium (``/usr/bin/chromium``, or
+``OTEL_AUDIT_CHROMIUM``) driven by Playwright; ``make browser-deps`` installs both.
+With ``OTEL_AUDIT_SCREENSHOTS=DIR`` the tests save a screenshot of each page there
+(``make console-screenshots`` writes them to docs/images/).
 """
 
 from __future__ import annotations

@@ -45,7 +45,9 @@ def _event(console: Console, event_id: str) -> tuple[str, dict[str, Any]]:
 def _block(console: Console, event_id: str) -> tuple[str, dict[str, Any]]:
     hit = console.es.search(
         index="audit-blocks",
-        query={"bool": {"filter": [{"term": {"event_ids": event_id}}, {"term": {"kind": "block"}}]}},
+        query={
+            "bool": {"filter": [{"term": {"event_ids": event_id}}, {"term": {"kind": "block"}}]}
+        },
     )["hits"]["hits"][0]
     return hit["_id"], hit["_source"]
 

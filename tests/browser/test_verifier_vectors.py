@@ -26,7 +26,8 @@ _RUN_INCLUSION = """async (cases) => {
     let ok;
     try {
       const b = (s) => v.b64decode(s || "", "x");
-      await v.verifyInclusion(b(c.leafHash), c.leafIdx, c.treeSize, (c.proof || []).map(b), b(c.root));
+      const path = (c.proof || []).map(b);
+      await v.verifyInclusion(b(c.leafHash), c.leafIdx, c.treeSize, path, b(c.root));
       ok = true;
     } catch (e) {
       ok = false;
