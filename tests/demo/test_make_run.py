@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +48,49 @@ def test_demo_stores_every_valid_event_and_dead_letters_the_invalid(
         aggs={"s": {"terms": {"field": "service.name"}}},
     )["aggregations"]["s"]["buckets"]
     assert {b["key"] for b in by_service} == {"storefront", "billing", "inventory"}
+
+
+def _printed(out: str, command: str) -> list[str]:
+    line = next(ln.strip() for ln in out.splitlines() if ln.strip().startswith(command))
+    return shlex.split(line)
+
+
+def test_the_printed_verify_and_prove_commands_work(
+    es_url: str,
+    clean_es: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`make run` prints how to verify its data; those exact commands succeed."""
+    monkeypatch.setenv("OTEL_AUDIT_ES_URL", es_url)
+    monkeypatch.setenv("OTEL_AUDIT_STATE_DIR", str(tmp_path / "state"))
+    rc = run_demo(
+        checkouts=4,
+        keep_serving=False,
+        grpc_port=free_port(),
+        http_port=free_port(),
+        query_port=free_port(),
+    )
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "/console/" in out
+    env = {**os.environ, "OTEL_AUDIT_ES_URL": es_url}
+    cli = [sys.executable, "-m", "otel_audit.cli"]
+    verify = _printed(out, "otel-audit verify ")
+    run = subprocess.run(
+        [*cli, *verify[1:], "--grace-s", "0"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "CLEAN" in run.stdout
+    prove = _printed(out, "otel-audit prove ")
+    bundle = tmp_path / "proof.json"
+    run = subprocess.run(
+        [*cli, "prove", prove[2], "--out", str(bundle)], env=env, capture_output=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    check = _printed(out, "otel-audit verify-proof ")
+    run = subprocess.run(
+        [*cli, "verify-proof", str(bundle), *check[3:]], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
