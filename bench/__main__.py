@@ -169,6 +169,14 @@ BENCHES: tuple[Bench, ...] = (
         needs_es=True,
     ),
     Bench(
+        "console",
+        "bench.console_bench",
+        "console pages (search, event + proof + trace, chain) on 1M sealed events",
+        (),
+        ("--quick",),
+        needs_es=True,
+    ),
+    Bench(
         "verify",
         "bench.verify_bench",
         "verify throughput on 1M events",

@@ -69,8 +69,8 @@ def csv_cell(value: Any) -> str:
 
 
 def csv_header() -> str:
-    """The header row, CRLF-terminated (RFC 4180)."""
-    return ",".join(csv_cell(c) for c in CSV_COLUMNS) + "\r\n"
+    """The header row (our own field names, quoted as they are), CRLF-terminated."""
+    return ",".join(f'"{c}"' for c in CSV_COLUMNS) + "\r\n"
 
 
 def csv_row(doc: Mapping[str, Any], columns: Iterable[str] = CSV_COLUMNS) -> str:
