@@ -37,16 +37,16 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-# The whole suite: lint, unit and integration tests, then the integration tests once more
-# on the pure-Python paths (OTEL_AUDIT_NATIVE_DECODER=0), which a machine without cargo
-# runs. The Collector is built (or found in its cache) first, outside any test's timeout;
+# The whole suite: lint, unit, integration and browser tests, then the integration tests
+# once more on the pure-Python paths (OTEL_AUDIT_NATIVE_DECODER=0), which a machine without
+# cargo runs. The Collector is built (or found in its cache) first, outside any test's timeout;
 # integration tests start the local Elasticsearch through the project's own code.
 test: lint collector browser-deps
 	$(PY) -m pytest
 	OTEL_AUDIT_NATIVE_DECODER=0 $(PY) -m pytest -m integration -p no:cacheprovider
 
 unit: $(STAMP)
-	$(PY) -m pytest -m "not integration and not collector"
+	$(PY) -m pytest -m "not integration and not collector and not browser"
 
 run: $(STAMP)
 	$(PY) -m otel_audit.cli demo

@@ -68,7 +68,7 @@ class Console:
 
 
 def _config(tmp: Path, es_url: str, ports: dict[str, int]) -> Path:
-    keys = write_key_pair(generate_private_key(), tmp / "keys")
+    keys = write_key_pair(generate_private_key(), tmp / "keys", force=True)
     text = f"""
 grpc_endpoint: 127.0.0.1:{ports["grpc"]}
 http_endpoint: 127.0.0.1:{ports["http"]}
@@ -137,28 +137,41 @@ def _wait_sealed(es: Elasticsearch, ids: list[str], timeout_s: float = 60.0) -> 
     assert not missing, f"{len(missing)} events never sealed"
 
 
+def _start_serve(tmp: Path, es_url: str) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    """``otel-audit serve`` on free ports; picked ports can be taken by another process
+    before the server binds them, so a start that fails on a port in use is retried."""
+    log = tmp / "serve.log"
+    env = {**os.environ, "OTEL_AUDIT_ES_URL": es_url}
+    for _attempt in range(3):
+        ports = {name: free_port() for name in ("grpc", "http", "query")}
+        config = _config(tmp, es_url, ports)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "otel_audit.cli", "serve", "--config", str(config)],
+            env=env,
+            stdout=open(log, "ab"),  # noqa: SIM115 - lives with the child
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while not answers_200(f"http://127.0.0.1:{ports['http']}/readyz", 2):
+            if proc.poll() is not None:
+                break
+            assert time.monotonic() < deadline, log_tail(log, 40)
+            time.sleep(0.3)
+        else:
+            return proc, ports
+        if "address already in use" not in log_tail(log, 40):
+            raise AssertionError(log_tail(log, 40))
+    raise AssertionError("no free ports after 3 attempts: " + log_tail(log, 10))
+
+
 @pytest.fixture(scope="session")
 def console(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     tmp = tmp_path_factory.mktemp("console")
     es = Elasticsearch(es_url, request_timeout=30)
     wipe_project_state(es)
     install_templates(es)
-    ports = {name: free_port() for name in ("grpc", "http", "query")}
-    config = _config(tmp, es_url, ports)
-    log = tmp / "serve.log"
-    env = {**os.environ, "OTEL_AUDIT_ES_URL": es_url}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "otel_audit.cli", "serve", "--config", str(config)],
-        env=env,
-        stdout=open(log, "ab"),  # noqa: SIM115 - lives with the child
-        stderr=subprocess.STDOUT,
-    )
+    proc, ports = _start_serve(tmp, es_url)
     try:
-        deadline = time.monotonic() + 60
-        while not answers_200(f"http://127.0.0.1:{ports['http']}/readyz", 2):
-            assert proc.poll() is None, log_tail(log, 40)
-            assert time.monotonic() < deadline, log_tail(log, 40)
-            time.sleep(0.3)
         grpc = f"127.0.0.1:{ports['grpc']}"
         report = send_traffic(grpc, checkouts=12, with_violations=False)
         formula_id = _send_formula_event(grpc)

@@ -25,7 +25,7 @@ from tests.browser.conftest import (
     wait_ready,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.browser
 
 
 def _status(url: str, token: str | None = None) -> int:

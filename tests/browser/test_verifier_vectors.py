@@ -13,7 +13,7 @@ import pytest
 
 from tests.browser.conftest import Console
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
 MERKLE = REPO / "tests" / "data" / "merkle" / "inclusion"
