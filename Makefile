@@ -11,7 +11,8 @@ NATIVE_TARGET := $(or $(OTEL_AUDIT_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.ca
 NATIVE_SRC    := native/pyproject.toml native/Cargo.toml native/Cargo.lock \
                  native/otel_audit_native.pyi $(wildcard native/src/*.rs)
 
-.PHONY: install test lint unit run bench docs clean collector dist browser-deps console-screenshots
+.PHONY: install test lint unit run bench docs clean collector sdk sdk-test bench-sdk \
+        dist browser-deps console-screenshots
 
 install: $(STAMP)
 
@@ -36,12 +37,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
+	$(PY) sdk/generate.py --check
 
 # The whole suite: lint, unit, integration and browser tests, then the integration tests
 # once more on the pure-Python paths (OTEL_AUDIT_NATIVE_DECODER=0), which a machine without
 # cargo runs. The Collector is built (or found in its cache) first, outside any test's timeout;
 # integration tests start the local Elasticsearch through the project's own code.
-test: lint collector browser-deps
+test: lint collector sdk-test browser-deps
 	$(PY) -m pytest
 	OTEL_AUDIT_NATIVE_DECODER=0 $(PY) -m pytest -m integration -p no:cacheprovider
 
@@ -56,6 +58,27 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(PY) -m otel_audit.cli schema docs --write
+	$(PY) sdk/generate.py
+
+# The Node.js and Go helpers (sdk/): their dependencies from the npm registry and the Go
+# module proxy, pinned by sdk/node/package-lock.json and sdk/go/go.sum.
+SDK_NODE_STAMP := sdk/node/node_modules/.installed
+$(SDK_NODE_STAMP): sdk/node/package.json sdk/node/package-lock.json
+	npm ci --prefix sdk/node --no-audit --no-fund --loglevel=error
+	touch $(SDK_NODE_STAMP)
+
+sdk: $(SDK_NODE_STAMP)
+	cd sdk/go && go mod download
+
+# The helpers' cost per event on top of their SDK's own emit (QUICK=1: small sizes).
+bench-sdk: sdk
+	cd sdk/node && node bench/emit.bench.js $(if $(QUICK),--quick,)
+	cd sdk/go && go test -run '^$$' -bench . -benchmem -benchtime $(if $(QUICK),20000x,2s) .
+
+# Their own tests: the shared validator table, emitting through the real SDKs, types.
+sdk-test: sdk
+	cd sdk/node && npm test --silent
+	cd sdk/go && go vet ./... && go test ./...
 
 # The OpenTelemetry Collector (otelcol-audit), built with ocb from the Go module proxy and
 # cached under ~/.cache/otel-audit/collector (OTEL_AUDIT_CACHE_DIR); prints the binary path.

@@ -10,7 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TemplateSettings", "index_settings", "insert_mapping", "leaf_mapping"]
+__all__ = [
+    "TemplateSettings",
+    "index_settings",
+    "insert_mapping",
+    "leaf_mapping",
+    "replica_settings",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +25,18 @@ class TemplateSettings:
 
     number_of_shards: int = 1
     number_of_replicas: int = 0
+    """Fixed replicas, used only when ``auto_expand_replicas`` is empty."""
+    auto_expand_replicas: str = "0-1"
+    """Replicas follow the data nodes within this range: none on a single node (which
+    stays green), one on a cluster, so a lost node loses no acknowledged event."""
     refresh_interval_s: float = 1.0
+
+
+def replica_settings(settings: TemplateSettings) -> dict[str, Any]:
+    """The replica part of an index's settings."""
+    if settings.auto_expand_replicas:
+        return {"auto_expand_replicas": settings.auto_expand_replicas}
+    return {"number_of_replicas": settings.number_of_replicas}
 
 
 def index_settings(settings: TemplateSettings, *, durability: str = "request") -> dict[str, Any]:
@@ -30,7 +47,7 @@ def index_settings(settings: TemplateSettings, *, durability: str = "request") -
     """
     return {
         "number_of_shards": settings.number_of_shards,
-        "number_of_replicas": settings.number_of_replicas,
+        **replica_settings(settings),
         "refresh_interval": f"{settings.refresh_interval_s:g}s",
         "translog": {"durability": durability},
     }

@@ -40,7 +40,15 @@ def event_properties(schema: Schema) -> dict[str, Any]:
     """Mapping properties of the stored event document."""
     props: dict[str, Any] = {}
     for f in schema.fields:
-        insert_mapping(props, f.stored, leaf_mapping(f.type, f.max_bytes))
+        leaf = leaf_mapping(f.type, f.max_bytes)
+        if f.text_field:
+            # ECS keywords that people also search by word carry a `text` sub-field.
+            leaf = {**leaf, "fields": {"text": {"type": "text"}}}
+        insert_mapping(props, f.stored, leaf)
+        for copies in (f.actor_copies or {}).values():
+            for attribute, stored in copies.items():
+                source = schema.field(attribute)
+                insert_mapping(props, stored, leaf_mapping(source.type, source.max_bytes))
     for rf in schema.resource_fields:
         insert_mapping(props, rf.stored, leaf_mapping(rf.type, rf.max_bytes))
     for rec in schema.record_fields:

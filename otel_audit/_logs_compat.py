@@ -18,6 +18,7 @@ release once, so a new SDK release needs changes in this file only.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -85,13 +86,21 @@ def emit_record(
     attributes: Mapping[str, Any],
     event_name: str,
     context: Context | None = None,
+    observed_timestamp_ns: int | None = None,
 ) -> None:
-    """Emit one log record; the SDK takes trace and span ids from ``context`` or the current one."""
+    """Emit one log record; the SDK takes trace and span ids from ``context`` or the current one.
+
+    ``timestamp_ns`` is when the event happened, ``observed_timestamp_ns`` when the helper
+    saw it (OpenTelemetry's ObservedTimestamp, now when not given: they differ for an
+    event given its own time).
+    """
+    if observed_timestamp_ns is None:
+        observed_timestamp_ns = time.time_ns()
     severity = SeverityNumber(severity_number)
     if _emit_takes_keywords(logger):
         logger.emit(
             timestamp=timestamp_ns,
-            observed_timestamp=timestamp_ns,
+            observed_timestamp=observed_timestamp_ns,
             context=context,
             severity_number=severity,
             severity_text=severity_text,
@@ -102,7 +111,7 @@ def emit_record(
         return
     kwargs: dict[str, Any] = {
         "timestamp": timestamp_ns,
-        "observed_timestamp": timestamp_ns,
+        "observed_timestamp": observed_timestamp_ns,
         "severity_number": severity,
         "severity_text": severity_text,
         "body": body,

@@ -357,6 +357,7 @@ def _builder_source(schema: Schema) -> str:
         line(f"flags.append({constant('flags.no_event_time')!r})")
     line(f"category = attrs[{schema.attribute_of('category')!r}]")
     line(f"outcome = attrs[{schema.attribute_of('outcome')!r}]")
+    line(f"action = attrs[{schema.attribute_of('action')!r}]")
     unknown = constant("ecs_outcome.default")
     line("timestamp = format_ns(ts)")
     src.head(
@@ -365,8 +366,10 @@ def _builder_source(schema: Schema) -> str:
             (at("event_id"), "event_id"),
             (at("kind"), repr(constant("kind"))),
             (at("ecs_category"), "list(ECS_CATEGORY.get(category, ()))"),
+            (at("ecs_type"), "ecs_types(category, action, outcome)"),
             (at("ecs_outcome"), f"ECS_OUTCOME.get(outcome, {unknown!r})"),
             (at("dataset"), repr(constant("dataset"))),
+            (at("ecs_version"), repr(constant("ecs_version"))),
             (at("ingested"), "format_ingested(received_ns)"),
             (at("schema_version"), repr(schema.version)),
             (at("event_id_source"), "id_source"),
@@ -379,13 +382,48 @@ def _builder_source(schema: Schema) -> str:
     line("untrusted = []")
     fields = [f for f in schema.fields if f.attribute != event_id_attribute]
     src.no_parent.update(_path(f.stored) for f in fields)
+    # Fields whose stored value more is derived from, each held in a local once placed.
+    copied = {a for f in fields for by_value in (f.actor_copies or {}).values() for a in by_value}
+    kept = {f.attribute: f"field_{i}" for i, f in enumerate(fields) if f.related_user}
+    kept |= {f.attribute: f"field_{i}" for i, f in enumerate(fields) if f.attribute in copied}
+    kept |= {f.attribute: f"field_{i}" for i, f in enumerate(fields) if f.actor_copies}
+    flag = {f.alias_default[0]: f"aliased_{i}" for i, f in enumerate(fields) if f.alias_default}
+    """The local that says whether a field's value came from an alias, for the fields an
+    ``alias_default`` reads (they come first in the schema)."""
     for f in fields:
         line(f"value = get({f.attribute!r})")
+        local = kept.get(f.attribute)
+        if local:
+            line(f"{local} = None")
+        if f.attribute in flag:
+            line(f"{flag[f.attribute]} = False")
+        if f.aliases:
+            # A valid record has the attribute or else the first alias it holds.
+            with block("if value is None:"):
+                for n, alias in enumerate(f.aliases):
+                    with block(f"{'if' if n == 0 else 'elif'} {alias!r} in attrs:"):
+                        line(f"value = attrs[{alias!r}]")
+                        if f.attribute in flag:
+                            line(f"{flag[f.attribute]} = True")
+        if f.alias_default:
+            source, default = f.alias_default
+            if source not in {g.attribute for g in fields[: fields.index(f)]}:
+                raise SchemaError(f"{f.attribute}: alias_default reads {source}, a later field")
+            with block(f"if value is None and {flag[source]}:"):
+                line(f"value = {default!r}")
+        if f.array:
+            with block("if isinstance(value, list) and value:"):
+                put(_path(f.stored), "list(value)", field=True)
+                if local:
+                    line(f"{local} = value")
+            continue
         with block("if isinstance(value, str) and value != '':"):
             if f.oversize == "truncate" and f.max_bytes:
                 with block(f"if len(value) * 4 > {f.max_bytes}:"):
                     line(f"value = cutter.text(value, {f.max_bytes}, {f.stored!r})")
             put(_path(f.stored), "value", field=True)
+            if local:
+                line(f"{local} = value")
             if f.client_supplied:
                 line(f"untrusted.append({f.stored!r})")
             if f.ip_copy:
@@ -394,9 +432,20 @@ def _builder_source(schema: Schema) -> str:
                     for copy in f.ip_copy:
                         put(_path(copy), "ip", field=True)
 
+    # An actor of some types is also stored where ECS looks for that kind of identity.
+    for f in fields:
+        if not f.actor_copies:
+            continue
+        for n, (kind, by_attribute) in enumerate(f.actor_copies.items()):
+            with block(f"{'if' if n == 0 else 'elif'} {kept[f.attribute]} == {kind!r}:"):
+                for attribute, stored in by_attribute.items():
+                    src.no_parent.add(_path(stored))
+                    with block(f"if {kept[attribute]} is not None:"):
+                        put(_path(stored), kept[attribute], field=True)
+
     related, (user_key, ip_key) = _object_of(schema, "related_user", "related_ip")
-    actors = f"get({schema.attribute_of('actor_id')!r}), get({schema.attribute_of('actor_name')!r})"
-    line(f"related = {{{user_key!r}: sorted({{v for v in ({actors}) if v}})}}")
+    users = ", ".join(kept[f.attribute] for f in fields if f.related_user)
+    line(f"related = {{{user_key!r}: sorted({{v for v in ({users},) if v}})}}")
     line(f"client_ip = {src.get(at('client_ip'))}")
     with block("if client_ip:"):
         line(f"related[{ip_key!r}] = [client_ip]")
@@ -465,6 +514,7 @@ def _compile_builder(schema: Schema) -> Any:
     namespace: dict[str, Any] = {
         "ECS_CATEGORY": schema.ecs_category,
         "ECS_OUTCOME": schema.ecs_outcome,
+        "ecs_types": schema.ecs_type.types,
         "as_ip": _as_ip,
         "attribute_extras": _attribute_extras,
         "body_text": _body_text,

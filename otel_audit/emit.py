@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -344,12 +344,15 @@ class AuditLogger:
         actor_id: str | None = None,
         actor_type: str | None = None,
         actor_name: str | None = None,
+        actor_roles: Sequence[str] | None = None,
         resource_type: str | None = None,
         resource_id: str | None = None,
         event_id: str | None = None,
         correlation_id: str | None = None,
         reason: str | None = None,
         tenant_id: str | None = None,
+        target_user_id: str | None = None,
+        target_user_name: str | None = None,
         client_address: str | None = None,
         user_agent: str | None = None,
         session_id: str | None = None,
@@ -380,15 +383,19 @@ class AuditLogger:
                 for key, value in mapping.items():
                     if key in _SCHEMA.by_attribute:
                         param = _SCHEMA.by_attribute[key].param
-                        violations.append(
-                            Violation(key, "attribute_key", f"set it with the {param}= parameter")
-                        )
+                        message = _SCHEMA.message("use_parameter", param=f"{param}=")
+                        violations.append(Violation(key, "attribute_key", message))
                         continue
                     attrs[key] = value
             for f in _FIELDS:
                 value = given.get(f.param)
-                if value is not None:
-                    attrs[f.attribute] = value.value if isinstance(value, StrEnum) else value
+                if value is None:
+                    continue
+                if isinstance(value, StrEnum):
+                    value = value.value
+                elif f.array and isinstance(value, (list, tuple)):
+                    value = list(value)
+                attrs[f.attribute] = value
             now = time.time_ns()
             ts = now if time_unix_nano is None else time_unix_nano
             if event_id is None:
@@ -448,6 +455,7 @@ class AuditLogger:
             _logs_compat.emit_record(
                 logger,
                 timestamp_ns=record.time_unix_nano,
+                observed_timestamp_ns=now,
                 severity_number=severity_number,
                 severity_text=severity_text,
                 body=body,

@@ -75,55 +75,86 @@ def _bad_unicode(value: str) -> bool:
     return False
 
 
+def _shown(value: str) -> str:
+    """A value as messages quote it: its first 64 characters, ``...`` when longer, as
+    Python's ``repr`` writes a string (the other languages' validators write it alike)."""
+    return repr(value[:64] + ("..." if len(value) > 64 else ""))
+
+
 def _check_string_field(
-    f: AttributeField, value: Any, out: list[Violation], schema: Schema
+    f: AttributeField,
+    value: Any,
+    out: list[Violation],
+    schema: Schema,
+    name: str | None = None,
+    *,
+    required: str | None = None,
 ) -> str | None:
+    """Check one string value of ``f`` (given as attribute ``name``: ``f``'s own or an
+    alias); returns it when it is usable, else None."""
+    name = name or f.attribute
+    required = required or f.required
     if not isinstance(value, str):
-        out.append(Violation(f.attribute, "type", f"must be a string, got {type(value).__name__}"))
+        kind = type(value).__name__
+        out.append(Violation(name, "type", schema.message("not_string", type=kind)))
         return None
     if value == "" or value.isspace():
         # resource_categories fields are judged against the category in _validate.
-        if f.required in ("always", "derived"):
-            out.append(Violation(f.attribute, "required", "must not be empty"))
+        if required in ("always", "derived"):
+            out.append(Violation(name, "required", schema.message("empty")))
         return None
     if _bad_unicode(value):
-        out.append(Violation(f.attribute, "encoding", "is not valid Unicode (lone surrogate)"))
+        out.append(Violation(name, "encoding", schema.message("lone_surrogate")))
         return None
     if f.enum:
         if value not in f.enum:
-            shown = value[:64] + ("..." if len(value) > 64 else "")
-            out.append(
-                Violation(
-                    f.attribute,
-                    "enum",
-                    f"{shown!r} is not one of {', '.join(f.enum)}",
-                )
-            )
+            message = schema.message("enum", value=_shown(value), values=", ".join(f.enum))
+            out.append(Violation(name, "enum", message))
         return value
     if f.oversize == "reject":
         size = _utf8_len(value)
         if size > f.max_bytes:
-            out.append(Violation(f.attribute, "max_bytes", f"is {size} bytes, limit {f.max_bytes}"))
+            message = schema.message("max_bytes", size=size, limit=f.max_bytes)
+            out.append(Violation(name, "max_bytes", message))
             return None
         if f.type == "keyword" and _CONTROL.search(value):
-            out.append(
-                Violation(f.attribute, "control_chars", "must not contain control characters")
-            )
+            out.append(Violation(name, "control_chars", schema.message("control_chars")))
             return None
     if f.pattern is not None and not f.pattern.fullmatch(value):
-        shown = value[:64] + ("..." if len(value) > 64 else "")
-        out.append(
-            Violation(f.attribute, "pattern", f"{shown!r} does not match {f.pattern.pattern}")
-        )
+        message = schema.message("pattern", value=_shown(value), pattern=f.pattern.pattern)
+        out.append(Violation(name, "pattern", message))
+    return value
+
+
+def _check_field(
+    f: AttributeField, value: Any, name: str, out: list[Violation], schema: Schema
+) -> Any:
+    """Check the value of ``f`` given as attribute ``name``; returns it when usable."""
+    if not f.array:
+        return _check_string_field(f, value, out, schema, name)
+    if not isinstance(value, (list, tuple)):
+        kind = type(value).__name__
+        out.append(Violation(name, "type", schema.message("not_string_array", type=kind)))
+        return None
+    limit = schema.limits.max_array_items
+    if len(value) > limit:
+        message = schema.message("too_many_items", count=len(value), limit=limit)
+        out.append(Violation(name, "too_many", message))
+        return None
+    before = len(out)
+    for item in value:
+        _check_string_field(f, item, out, schema, name, required="always")
+        if len(out) > before:
+            return None
     return value
 
 
 def _check_key(key: Any, where: str, out: list[Violation], schema: Schema) -> bool:
     if not isinstance(key, str):
-        out.append(Violation(where, "attribute_key", "attribute keys must be strings"))
+        out.append(Violation(where, "attribute_key", schema.message("key_not_string")))
         return False
     if _bad_unicode(key):
-        out.append(Violation(where, "encoding", "attribute key is not valid Unicode"))
+        out.append(Violation(where, "encoding", schema.message("key_encoding")))
         return False
     if key == "" or _utf8_len(key) > schema.limits.max_attribute_key_bytes or _KEY_BAD.search(key):
         shown = repr(key[:64])
@@ -131,8 +162,7 @@ def _check_key(key: Any, where: str, out: list[Violation], schema: Schema) -> bo
             Violation(
                 where + (f".{key[:64]}" if key else ""),
                 "attribute_key",
-                f"key {shown} must be 1..{schema.limits.max_attribute_key_bytes} bytes without "
-                "control characters, leading/trailing dots or empty segments",
+                schema.message("key", key=shown, limit=schema.limits.max_attribute_key_bytes),
             )
         )
         return False
@@ -147,18 +177,18 @@ def _check_value(value: Any, where: str, depth: int, out: list[Violation], schem
     limits = schema.limits
     if isinstance(value, str):
         if _bad_unicode(value):
-            out.append(Violation(where, "encoding", "is not valid Unicode (lone surrogate)"))
+            out.append(Violation(where, "encoding", schema.message("lone_surrogate")))
         return
     if isinstance(value, (dict, list, tuple)) and depth > limits.max_value_depth:
-        out.append(
-            Violation(where, "max_depth", f"nested deeper than {limits.max_value_depth} levels")
-        )
+        message = schema.message("depth", limit=limits.max_value_depth)
+        out.append(Violation(where, "max_depth", message))
         return
     if isinstance(value, dict):
         if len(value) > limits.max_array_items:
-            out.append(
-                Violation(where, "too_many", f"{len(value)} keys, limit {limits.max_array_items}")
+            message = schema.message(
+                "too_many_keys", count=len(value), limit=limits.max_array_items
             )
+            out.append(Violation(where, "too_many", message))
             return
         for k, v in value.items():
             if _check_key(k, where, out, schema):
@@ -167,9 +197,10 @@ def _check_value(value: Any, where: str, depth: int, out: list[Violation], schem
                 return
     elif isinstance(value, (list, tuple)):
         if len(value) > limits.max_array_items:
-            out.append(
-                Violation(where, "too_many", f"{len(value)} items, limit {limits.max_array_items}")
+            message = schema.message(
+                "too_many_items", count=len(value), limit=limits.max_array_items
             )
+            out.append(Violation(where, "too_many", message))
             return
         for item in value:
             _check_value(item, where, depth + 1, out, schema)
@@ -178,7 +209,8 @@ def _check_value(value: Any, where: str, depth: int, out: list[Violation], schem
     elif value is None or isinstance(value, (bool, int, float, bytes)):
         return
     else:
-        out.append(Violation(where, "type", f"unsupported value type {type(value).__name__}"))
+        message = schema.message("unsupported_type", type=type(value).__name__)
+        out.append(Violation(where, "type", message))
 
 
 def validate(
@@ -191,52 +223,62 @@ def validate(
             return []
         return _validate(record, now_ns, schema)
     except RecursionError:
-        return [Violation("attributes", "max_depth", "value nesting is too deep to inspect")]
+        return [Violation("attributes", "max_depth", _schema_message("too_deep_to_inspect"))]
     except Exception as exc:  # never raise into a caller on hostile input
-        return [Violation("record", "type", f"could not inspect record: {type(exc).__name__}")]
+        message = _schema_message("uninspectable", type=type(exc).__name__)
+        return [Violation("record", "type", message)]
+
+
+def _schema_message(name: str, /, **values: Any) -> str:
+    return load_schema().message(name, **values)
 
 
 def _validate(record: LogRecordData, now_ns: int | None, schema: Schema) -> list[Violation]:
     out: list[Violation] = []
     attrs = record.attributes
     if not isinstance(attrs, dict):
-        return [Violation("attributes", "type", "attributes must be a mapping")]
+        return [Violation("attributes", "type", schema.message("attributes_not_mapping"))]
     marker = schema.marker_attribute
     if marker not in attrs:
         out.append(
-            Violation(
-                marker,
-                "not_audit_event",
-                f"record has no {marker} attribute: it is not an audit event",
-            )
+            Violation(marker, "not_audit_event", schema.message("not_audit_event", marker=marker))
         )
         return out
     limits = schema.limits
     if len(attrs) > limits.max_attributes:
-        out.append(
-            Violation(
-                "attributes", "too_many", f"{len(attrs)} attributes, limit {limits.max_attributes}"
-            )
+        message = schema.message(
+            "attributes_too_many", count=len(attrs), limit=limits.max_attributes
         )
+        out.append(Violation("attributes", "too_many", message))
         return out
 
     known = schema.by_attribute
-    values: dict[str, str | None] = {}
+    values: dict[str, Any] = {}
+    used_aliases: set[str] = set()
+    aliased: set[str] = set()
+    """The fields an alias stands in for."""
     for f in schema.fields:
         if f.attribute in attrs:
-            values[f.attribute] = _check_string_field(f, attrs[f.attribute], out, schema)
-        elif f.required == "always":
-            out.append(Violation(f.attribute, "required", "is required"))
+            values[f.attribute] = _check_field(f, attrs[f.attribute], f.attribute, out, schema)
+            continue
+        alias = next((a for a in f.aliases if a in attrs), None)
+        if alias is not None:
+            used_aliases.add(alias)
+            aliased.add(f.attribute)
+            values[f.attribute] = _check_field(f, attrs[alias], alias, out, schema)
+        elif f.required == "always" and not (f.alias_default and f.alias_default[0] in aliased):
+            out.append(Violation(f.attribute, "required", schema.message("required")))
 
     category = values.get(schema.attribute_of("category"))
     if category in schema.resource_required_categories:
         for name in schema.resource_category_attributes:
             given = attrs.get(name)
             if given is None or (isinstance(given, str) and (given == "" or given.isspace())):
-                out.append(Violation(name, "required", f"is required for category {category}"))
+                message = schema.message("required_for_category", category=category)
+                out.append(Violation(name, "required", message))
 
     for key, value in attrs.items():
-        if key in known:
+        if key in known or key in used_aliases:
             continue
         if _check_key(key, "attributes", out, schema):
             _check_value(value, key, 1, out, schema)
@@ -245,56 +287,34 @@ def _validate(record: LogRecordData, now_ns: int | None, schema: Schema) -> list
 
     resource = record.resource
     if not isinstance(resource, dict):
-        out.append(Violation("resource", "type", "resource attributes must be a mapping"))
+        out.append(Violation("resource", "type", schema.message("resource_not_mapping")))
     else:
         if len(resource) > limits.max_resource_attributes:
-            out.append(
-                Violation(
-                    "resource",
-                    "too_many",
-                    f"{len(resource)} resource attributes, limit {limits.max_resource_attributes}",
-                )
-            )
+            count, limit = len(resource), limits.max_resource_attributes
+            message = schema.message("resource_too_many", count=count, limit=limit)
+            out.append(Violation("resource", "too_many", message))
         for rf in schema.resource_fields:
             rv = resource.get(rf.attribute)
             if rv is None:
                 if rf.required == "always":
-                    out.append(
-                        Violation(
-                            f"resource.{rf.attribute}", "required", "resource attribute is required"
-                        )
-                    )
+                    message = schema.message("resource_required")
+                    out.append(Violation(f"resource.{rf.attribute}", "required", message))
                 continue
             if not isinstance(rv, str):
-                out.append(
-                    Violation(
-                        f"resource.{rf.attribute}",
-                        "type",
-                        f"must be a string, got {type(rv).__name__}",
-                    )
-                )
+                message = schema.message("not_string", type=type(rv).__name__)
+                out.append(Violation(f"resource.{rf.attribute}", "type", message))
             elif rf.required == "always" and (rv == "" or rv.isspace()):
-                out.append(Violation(f"resource.{rf.attribute}", "required", "must not be empty"))
+                message = schema.message("empty")
+                out.append(Violation(f"resource.{rf.attribute}", "required", message))
             elif _utf8_len(rv) > rf.max_bytes:
-                out.append(
-                    Violation(
-                        f"resource.{rf.attribute}",
-                        "max_bytes",
-                        f"is {_utf8_len(rv)} bytes, limit {rf.max_bytes}",
-                    )
-                )
+                message = schema.message("max_bytes", size=_utf8_len(rv), limit=rf.max_bytes)
+                out.append(Violation(f"resource.{rf.attribute}", "max_bytes", message))
             elif _CONTROL.search(rv):
-                out.append(
-                    Violation(
-                        f"resource.{rf.attribute}",
-                        "control_chars",
-                        "must not contain control characters",
-                    )
-                )
+                message = schema.message("control_chars")
+                out.append(Violation(f"resource.{rf.attribute}", "control_chars", message))
             elif _bad_unicode(rv):
-                out.append(
-                    Violation(f"resource.{rf.attribute}", "encoding", "is not valid Unicode")
-                )
+                message = schema.message("resource_encoding")
+                out.append(Violation(f"resource.{rf.attribute}", "encoding", message))
         for key, value in resource.items():
             if key in schema.resource_by_attribute:
                 continue
@@ -312,24 +332,22 @@ def _check_time(
 ) -> None:
     ts = record.time_unix_nano or record.observed_time_unix_nano
     if not isinstance(ts, int) or isinstance(ts, bool):
-        out.append(Violation("time_unix_nano", "type", "must be an integer"))
+        out.append(Violation("time_unix_nano", "type", schema.message("time_type")))
         return
     if ts == 0:
-        out.append(Violation("time_unix_nano", "required", "record has no time"))
+        out.append(Violation("time_unix_nano", "required", schema.message("time_missing")))
         return
     limits = schema.limits
     if ts < limits.min_time_unix_nano:
-        out.append(Violation("time_unix_nano", "time", "event time is before 2000-01-01"))
+        min_date = schema.raw["limits"]["min_time"][:10]
+        out.append(
+            Violation("time_unix_nano", "time", schema.message("time_before", min_date=min_date))
+        )
         return
     now = time.time_ns() if now_ns is None else now_ns
     if ts > now + limits.max_future_s * 1_000_000_000:
-        out.append(
-            Violation(
-                "time_unix_nano",
-                "time",
-                f"event time is more than {limits.max_future_s} s in the future",
-            )
-        )
+        message = schema.message("time_future", seconds=limits.max_future_s)
+        out.append(Violation("time_unix_nano", "time", message))
 
 
 # --- fast path ---------------------------------------------------------------------------
@@ -391,12 +409,20 @@ def _field_checker_source(schema: Schema) -> tuple[str, dict[str, Any]]:
     lines = ["def check_fields(attrs):", "    get = attrs.get"]
     for i, f in enumerate(schema.fields):
         name = repr(f.attribute)
+        if f.array:
+            # Arrays are rare: the reference checks them whenever one is given.
+            present = " or ".join(repr(a) + " in attrs" for a in (f.attribute, *f.aliases))
+            lines.append(f"    if {present}:")
+            lines.append("        return False")
+            continue
         lines.append(f"    value = get({name})")
         lines.append("    if value is None:")
         if f.required == "always":
             lines.append("        return False")
         else:
-            lines.append(f"        if {name} in attrs:")
+            # An explicit None, or an alias standing in: the reference decides.
+            present = " or ".join(repr(a) + " in attrs" for a in (f.attribute, *f.aliases))
+            lines.append(f"        if {present}:")
             lines.append("            return False")
         lines.append("    elif type(value) is not str:")
         lines.append("        return False")

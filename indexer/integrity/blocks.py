@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from indexer.indices import BLOCKS_INDEX
-from indexer.mappings import TemplateSettings
+from indexer.mappings import TemplateSettings, replica_settings
 from otel_audit.integrity import (
     Checkpoint,
     CheckpointFormatError,
@@ -68,7 +68,7 @@ def blocks_template(schema: Schema, settings: TemplateSettings) -> dict[str, Any
             "settings": {
                 "index": {
                     "number_of_shards": 1,
-                    "number_of_replicas": settings.number_of_replicas,
+                    **replica_settings(settings),
                     "translog": {"durability": "request"},
                 }
             },

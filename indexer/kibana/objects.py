@@ -280,9 +280,16 @@ def _saved_searches(schema: Schema) -> list[dict[str, Any]]:
         _saved_search(
             SEARCH_PERMISSION_CHANGES_ID,
             "Audit: permission changes",
-            "Grants, revocations and role changes (category permission_change).",
+            "Grants, revocations and role changes (category permission_change), with the "
+            "user whose permissions changed.",
             q.permission_changes,
-            columns,
+            [
+                *columns[:4],
+                _stored(schema, "audit.target.user.id"),
+                _stored(schema, "audit.actor.roles"),
+                schema.path_of("ecs_type"),
+                *columns[4:],
+            ],
         ),
         _saved_search(
             SEARCH_AUTH_FAILURES_ID,

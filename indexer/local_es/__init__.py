@@ -1,6 +1,7 @@
-"""The local Elasticsearch node for development and tests (see README.md here)."""
+"""The local Elasticsearch node or cluster for development and tests (see README.md here)."""
 
 from indexer.local_es.manager import (
+    ELASTIC_USER,
     ES_SHA512,
     ES_VERSION,
     ChecksumMismatchError,
@@ -9,6 +10,8 @@ from indexer.local_es.manager import (
     LocalEsConfig,
     LocalEsConfigError,
     LocalEsError,
+    LocalUser,
+    MemberStatus,
     MissingToolError,
     NodeStatus,
     PortInUseError,
@@ -17,6 +20,7 @@ from indexer.local_es.manager import (
 )
 
 __all__ = [
+    "ELASTIC_USER",
     "ES_SHA512",
     "ES_VERSION",
     "ChecksumMismatchError",
@@ -25,6 +29,8 @@ __all__ = [
     "LocalEsConfig",
     "LocalEsConfigError",
     "LocalEsError",
+    "LocalUser",
+    "MemberStatus",
     "MissingToolError",
     "NodeStatus",
     "PortInUseError",

@@ -1,9 +1,13 @@
-"""``otel-audit local-es start|stop|status``: the local Elasticsearch node.
+"""``otel-audit local-es start|stop|status``: the local Elasticsearch node or cluster.
 
 Flags override the environment (OTEL_AUDIT_ES_URL, OTEL_AUDIT_LOCAL_ES_DATA,
-OTEL_AUDIT_LOCAL_ES_HEAP, OTEL_AUDIT_CACHE_DIR). Progress goes to stderr; ``--json``
-prints one JSON object on stdout. Exit codes: 0 ok, 1 failed, 2 bad settings,
-3 when ``status`` finds the node stopped.
+OTEL_AUDIT_LOCAL_ES_HEAP, OTEL_AUDIT_LOCAL_ES_NODES, OTEL_AUDIT_CACHE_DIR). ``--nodes 3``
+runs a three-node cluster on the URL's port and the next two; ``stop`` and ``status``
+find every node of it by themselves. ``--secure`` (or an https:// URL) runs the secured
+mode: HTTPS with a CA made for it, the ``elastic`` user's password in
+``<dir>/security/elastic.password``. Progress goes to stderr; ``--json`` prints one JSON
+object on stdout. Exit codes: 0 ok, 2 bad settings, 3 unavailable (failed to start or
+stop, or ``status`` finds the node stopped).
 """
 
 from __future__ import annotations
@@ -66,6 +70,17 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--heap", help="JVM heap, e.g. 512m (default $OTEL_AUDIT_LOCAL_ES_HEAP)")
     parser.add_argument("--cache-dir", help="download cache (default $OTEL_AUDIT_CACHE_DIR)")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        help="nodes of the cluster on consecutive ports (default $OTEL_AUDIT_LOCAL_ES_NODES, "
+        "or what the directory holds, else 1)",
+    )
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="the secured mode: HTTPS, passwords, file users (same as an https:// URL)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -78,6 +93,8 @@ def _manager(args: argparse.Namespace, *, start: bool) -> LocalElasticsearch:
         cache_dir=args.cache_dir,
         start_timeout_s=timeout if start else None,
         stop_timeout_s=None if start else timeout,
+        nodes=args.nodes,
+        secure=args.secure,
     )
     return LocalElasticsearch(config=config)
 
@@ -105,11 +122,17 @@ def _start(args: argparse.Namespace) -> int:
     except LocalEsError as exc:
         return _fail(args, exc)
     verb = "started" if started else "reused"
-    _emit(
-        args,
-        {"ok": True, "started": started, **status.to_dict()},
-        f"{verb} Elasticsearch {status.version} at {status.url} (health {status.health})",
-    )
+    text = f"{verb} Elasticsearch {status.version} at {status.url} (health {status.health})"
+    if status.nodes > 1:
+        text += f", {status.joined} of {status.nodes} nodes: " + ", ".join(
+            m.url for m in status.members
+        )
+    if status.secure:
+        text += (
+            f"\nsecured: CA {status.ca_file}, user elastic, password in "
+            f"{node.security.elastic_password_file}"
+        )
+    _emit(args, {"ok": True, "started": started, **status.to_dict()}, text)
     return 0
 
 
@@ -134,6 +157,9 @@ def _status(args: argparse.Namespace) -> int:
             f"running: {status.url} version {status.version} health {status.health} "
             f"pid {status.pid if status.pid is not None else '- (not started by otel-audit)'}"
         )
+        for member in status.members:
+            state = "running" if member.running else "stopped"
+            text += f"\n  {member.name} {member.url} {state} pid {member.pid or '-'}"
     else:
         text = f"stopped: {status.url}" + (f" ({status.detail})" if status.detail else "")
     _emit(args, {"ok": True, **status.to_dict()}, text)

@@ -1,8 +1,10 @@
-"""The node's files and process: config, service account, launch, identify, kill.
+"""A node's files and process: config, service account, launch, identify, kill.
 
-Layout of a node directory (``OTEL_AUDIT_LOCAL_ES_DATA``)::
+Layout of a node directory (``OTEL_AUDIT_LOCAL_ES_DATA``; for a cluster, each
+``node-<i>`` directory inside it, see :mod:`indexer.local_es.cluster`)::
 
     config/            copy of the distribution's config + our elasticsearch.yml
+                       (+ certs/, keystore, users and roles.yml in the secured mode)
     data/  logs/       path.data, path.logs
     repo/              path.repo (fs snapshot repositories)
     elasticsearch.pid  written by Elasticsearch itself (so the directory is the node's)
@@ -14,6 +16,7 @@ that owns the node directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -21,20 +24,22 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.local_es.config import LocalEsConfig
 from indexer.local_es.dist import JavaRuntime
 from indexer.local_es.errors import LocalEsError, PortInUseError
 from indexer.local_es.probe import port_accepts
 
 __all__ = [
+    "CLUSTER_NAME",
     "SERVICE_USER",
     "NodeLayout",
     "ensure_service_user",
     "es_process_alive",
     "find_node_pids",
+    "hand_over",
     "launch",
     "log_tail",
     "node_settings",
@@ -42,11 +47,14 @@ __all__ = [
     "prepare_node_dir",
     "read_pid",
     "terminate",
+    "terminate_all",
     "wait_port_free",
+    "write_node_config",
 ]
 
 SERVICE_USER = "otel-audit-es"
 CLUSTER_NAME = "otel-audit-local"
+"""The name of a single node's cluster (a cluster of several is named after its port)."""
 _ES_MAIN = "org.elasticsearch.bootstrap.Elasticsearch"
 
 
@@ -55,6 +63,7 @@ class NodeLayout:
     """Paths inside one node directory."""
 
     root: Path
+    cluster_name: str = CLUSTER_NAME
 
     @property
     def config(self) -> Path:
@@ -89,25 +98,32 @@ class NodeLayout:
     @property
     def server_log(self) -> Path:
         """The main server log (named after the cluster)."""
-        return self.logs / f"{CLUSTER_NAME}.log"
+        return self.logs / f"{self.cluster_name}.log"
+
+    def has_cluster_state(self) -> bool:
+        """True once the node has joined (or formed) a cluster: it must not bootstrap again."""
+        return (self.data / "_state").is_dir()
 
 
-def pick_transport_port(http_port: int, host: str) -> int:
+def pick_transport_port(http_port: int, host: str, taken: Collection[int] = ()) -> int:
     """http port + 100 when free (easy to recognise), otherwise any free port."""
     derived = http_port + 100
-    if derived <= 65535 and _bindable(host, derived):
+    if derived <= 65535 and derived not in taken and bindable(host, derived):
         return derived
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    while True:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port not in taken:
+            return port
 
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _bindable(host: str, port: int) -> bool:
+def bindable(host: str, port: int) -> bool:
+    """True when a listening socket could take host:port now."""
     with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -117,25 +133,50 @@ def _bindable(host: str, port: int) -> bool:
         return True
 
 
-def node_settings(config: LocalEsConfig, layout: NodeLayout, transport_port: int) -> dict[str, str]:
-    """The elasticsearch.yml of the local node."""
-    return {
-        "cluster.name": CLUSTER_NAME,
-        "node.name": f"otel-audit-{config.http_port}",
-        "network.host": config.bind_host,
-        "http.port": str(config.http_port),
+def node_settings(
+    layout: NodeLayout,
+    *,
+    node_name: str,
+    bind_host: str,
+    http_port: int,
+    transport_port: int,
+    security: Mapping[str, str | list[str]],
+    seed_hosts: list[str] | None = None,
+    initial_masters: list[str] | None = None,
+) -> dict[str, str | list[str]]:
+    """The elasticsearch.yml of one node.
+
+    Without ``seed_hosts`` the node is a single-node cluster; with them it finds the other
+    nodes at those transport addresses, and ``initial_masters`` (only for a cluster that
+    has never formed) names the nodes that may elect the first master.
+    """
+    settings: dict[str, str | list[str]] = {
+        "cluster.name": layout.cluster_name,
+        "node.name": node_name,
+        "network.host": bind_host,
+        "http.port": str(http_port),
         "transport.port": str(transport_port),
-        "discovery.type": "single-node",
-        "xpack.security.enabled": "false",
-        "xpack.ml.enabled": "false",
-        # Small disks on dev machines would otherwise flip indices to read-only.
-        "cluster.routing.allocation.disk.threshold_enabled": "false",
-        # Tests and retention delete indices by pattern.
-        "action.destructive_requires_name": "false",
-        "path.data": str(layout.data),
-        "path.logs": str(layout.logs),
-        "path.repo": str(layout.repo),
     }
+    if seed_hosts is None:
+        settings["discovery.type"] = "single-node"
+    else:
+        settings["discovery.seed_hosts"] = seed_hosts
+        if initial_masters:
+            settings["cluster.initial_master_nodes"] = initial_masters
+    settings.update(security)
+    settings.update(
+        {
+            "xpack.ml.enabled": "false",
+            # Small disks on dev machines would otherwise flip indices to read-only.
+            "cluster.routing.allocation.disk.threshold_enabled": "false",
+            # Tests and retention delete indices by pattern.
+            "action.destructive_requires_name": "false",
+            "path.data": str(layout.data),
+            "path.logs": str(layout.logs),
+            "path.repo": str(layout.repo),
+        }
+    )
+    return settings
 
 
 def ensure_service_user() -> pwd.struct_passwd:
@@ -178,15 +219,14 @@ def _blocked_ancestor(path: Path, user: pwd.struct_passwd) -> Path | None:
     return None
 
 
-def prepare_node_dir(
-    config: LocalEsConfig, es_home: Path, transport_port: int, user: pwd.struct_passwd | None
-) -> NodeLayout:
-    """Create the node directory, copy config, write elasticsearch.yml, fix ownership."""
-    layout = NodeLayout(config.node_dir)
+def prepare_node_dir(layout: NodeLayout, es_home: Path) -> None:
+    """Create the node directory and refresh its config from the distribution.
+
+    Config is refreshed on every start so a changed port, heap or mode takes effect; the
+    keystore Elasticsearch (or the secured mode) created there is kept.
+    """
     for path in (layout.root, layout.data, layout.logs, layout.repo):
         path.mkdir(parents=True, exist_ok=True)
-    # Config is refreshed on every start so a changed port or heap takes effect; the
-    # keystore Elasticsearch creates there on first start is kept.
     layout.config.mkdir(exist_ok=True)
     for src in (es_home / "config").iterdir():
         dst = layout.config / src.name
@@ -194,23 +234,36 @@ def prepare_node_dir(
             shutil.copytree(src, dst, dirs_exist_ok=True)
         elif src.name != "elasticsearch.yml":
             shutil.copy2(src, dst)
-    settings = node_settings(config, layout, transport_port)
-    yml = "".join(f"{key}: {_yaml_scalar(value)}\n" for key, value in settings.items())
+    layout.console_log.touch()
+
+
+def write_node_config(layout: NodeLayout, settings: Mapping[str, str | list[str]]) -> None:
+    """Write ``elasticsearch.yml``."""
+    yml = "".join(f"{key}: {_yaml_value(value)}\n" for key, value in settings.items())
     (layout.config / "elasticsearch.yml").write_text(
         "# Written by otel-audit local-es on every start; edits are overwritten.\n" + yml
     )
-    layout.console_log.touch()
-    if user is not None:
-        _chown_tree(layout.root, user.pw_uid, user.pw_gid)
-        for path in (es_home, layout.root):
-            blocked = _blocked_ancestor(path, user)
-            if blocked is not None:
-                raise LocalEsError(
-                    f"the {SERVICE_USER!r} account cannot reach {path} because {blocked} is "
-                    "not traversable for it; use a directory outside private homes "
-                    "(OTEL_AUDIT_CACHE_DIR / OTEL_AUDIT_LOCAL_ES_DATA)"
-                )
-    return layout
+
+
+def hand_over(root: Path, es_home: Path, user: pwd.struct_passwd | None) -> None:
+    """Give the service account (under root) the node directory; check it can reach it."""
+    if user is None:
+        return
+    _chown_tree(root, user.pw_uid, user.pw_gid)
+    for path in (es_home, root):
+        blocked = _blocked_ancestor(path, user)
+        if blocked is not None:
+            raise LocalEsError(
+                f"the {SERVICE_USER!r} account cannot reach {path} because {blocked} is "
+                "not traversable for it; use a directory outside private homes "
+                "(OTEL_AUDIT_CACHE_DIR / OTEL_AUDIT_LOCAL_ES_DATA)"
+            )
+
+
+def _yaml_value(value: str | list[str]) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_yaml_scalar(v) for v in value) + "]"
+    return _yaml_scalar(value)
 
 
 def _yaml_scalar(value: str) -> str:
@@ -220,7 +273,7 @@ def _yaml_scalar(value: str) -> str:
 
 
 def launch(
-    config: LocalEsConfig,
+    heap: str,
     es_home: Path,
     java: JavaRuntime,
     layout: NodeLayout,
@@ -234,7 +287,7 @@ def launch(
         "HOME": str(layout.root),
         "ES_JAVA_HOME": str(java.home),
         "ES_PATH_CONF": str(layout.config),
-        "ES_JAVA_OPTS": f"-Xms{config.heap} -Xmx{config.heap}",
+        "ES_JAVA_OPTS": f"-Xms{heap} -Xmx{heap}",
     }
     cmd = [str(es_home / "bin" / "elasticsearch"), "-d", "-p", str(layout.pid_file)]
     with layout.console_log.open("ab") as console:
@@ -313,6 +366,29 @@ def terminate(pid: int, node_root: Path, timeout_s: float) -> bool:
     while es_process_alive(pid, node_root) and time.monotonic() < deadline:
         time.sleep(0.1)
     return True
+
+
+def terminate_all(pids: Mapping[int, Path], timeout_s: float) -> list[int]:
+    """SIGTERM every node at once (pid -> node directory), SIGKILL the ones still alive
+    after ``timeout_s``; returns the pids that needed SIGKILL.
+
+    All at once because stopping the nodes of a cluster one by one makes the survivors
+    elect, reallocate and wait for each departed node in turn.
+    """
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    alive = dict(pids)
+    while alive and time.monotonic() < deadline:
+        alive = {pid: root for pid, root in alive.items() if es_process_alive(pid, root)}
+        if alive:
+            time.sleep(0.2)
+    killed = []
+    for pid, root in alive.items():
+        if terminate(pid, root, 0.0):
+            killed.append(pid)
+    return killed
 
 
 def wait_port_free(host: str, port: int, timeout_s: float) -> None:

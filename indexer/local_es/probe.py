@@ -3,7 +3,8 @@
 Plain ``http.client`` on purpose: the manager must give a clear answer about a port
 that holds an arbitrary program, where a full client would retry and raise its own
 errors. ``GET /`` is not served by the integ-test distribution, so health is read
-from ``/_cluster/health`` and the version from ``/_nodes``.
+from ``/_cluster/health`` and the version from ``/_nodes``. A secured node is asked over
+HTTPS (``tls``) with an ``Authorization`` header (``auth``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import enum
 import http.client
 import json
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PortState", "Probe", "port_accepts", "probe"]
+__all__ = ["PLAIN", "Access", "PortState", "Probe", "get_json", "port_accepts", "probe"]
 
 
 class PortState(enum.Enum):
@@ -39,6 +41,8 @@ class Probe:
     health: str | None = None
     version: str | None = None
     detail: str = ""
+    nodes: int = 0
+    """Nodes in the cluster, as the health answer counts them."""
 
 
 def port_accepts(host: str, port: int, timeout_s: float = 1.0) -> bool:
@@ -50,10 +54,30 @@ def port_accepts(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def _get(host: str, port: int, path: str, timeout_s: float) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+@dataclass(frozen=True)
+class Access:
+    """How to speak to a node: TLS context and Authorization header (both None: plain)."""
+
+    tls: ssl.SSLContext | None = None
+    auth: str | None = None
+
+
+PLAIN = Access()
+
+
+def _get(
+    host: str, port: int, path: str, timeout_s: float, access: Access = PLAIN
+) -> tuple[int, dict[str, str], bytes]:
+    conn: http.client.HTTPConnection
+    if access.tls is not None:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout_s, context=access.tls)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    headers = {"Accept": "application/json"}
+    if access.auth:
+        headers["Authorization"] = access.auth
     try:
-        conn.request("GET", path, headers={"Accept": "application/json"})
+        conn.request("GET", path, headers=headers)
         resp = conn.getresponse()
         body = resp.read()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
@@ -61,9 +85,21 @@ def _get(host: str, port: int, path: str, timeout_s: float) -> tuple[int, dict[s
         conn.close()
 
 
-def _version(host: str, port: int, timeout_s: float) -> str | None:
+def get_json(
+    host: str, port: int, path: str, access: Access = PLAIN, timeout_s: float = 3.0
+) -> tuple[int, Any]:
+    """``GET path``: the status and the parsed JSON body (None when not JSON)."""
+    status, _, body = _get(host, port, path, timeout_s, access)
     try:
-        status, _, body = _get(host, port, "/_nodes/_local?filter_path=nodes.*.version", timeout_s)
+        return status, json.loads(body)
+    except ValueError:
+        return status, None
+
+
+def _version(host: str, port: int, timeout_s: float, access: Access) -> str | None:
+    try:
+        path = "/_nodes/_local?filter_path=nodes.*.version"
+        status, _, body = _get(host, port, path, timeout_s, access)
         if status != 200:
             return None
         nodes: dict[str, Any] = json.loads(body).get("nodes", {})
@@ -74,11 +110,13 @@ def _version(host: str, port: int, timeout_s: float) -> str | None:
     return None
 
 
-def probe(host: str, port: int, timeout_s: float = 3.0) -> Probe:
-    """Classify what listens on host:port."""
+def probe(
+    host: str, port: int, timeout_s: float = 3.0, *, access: Access = PLAIN, nodes: int = 1
+) -> Probe:
+    """Classify what listens on host:port; healthy needs at least ``nodes`` nodes joined."""
     try:
         status, headers, body = _get(
-            host, port, "/_cluster/health?wait_for_status=yellow&timeout=1s", timeout_s
+            host, port, "/_cluster/health?wait_for_status=yellow&timeout=1s", timeout_s, access
         )
     except ConnectionRefusedError:
         return Probe(PortState.FREE)
@@ -87,13 +125,24 @@ def probe(host: str, port: int, timeout_s: float = 3.0) -> Probe:
     except (OSError, http.client.HTTPException) as exc:
         if not port_accepts(host, port):
             return Probe(PortState.FREE)
-        return Probe(PortState.FOREIGN, detail=f"not an HTTP server: {exc.__class__.__name__}")
+        speaks = "an HTTPS server" if access.tls is not None else "an HTTP server"
+        return Probe(PortState.FOREIGN, detail=f"not {speaks}: {exc.__class__.__name__} {exc}")
+    if status == 401 and "security_exception" in body.decode("utf-8", "replace"):
+        return Probe(
+            PortState.UNHEALTHY, detail="Elasticsearch refused the credentials (401)"
+        )  # fmt: skip
     if headers.get("x-elastic-product") != "Elasticsearch":
         return Probe(PortState.FOREIGN, detail=f"HTTP {status} without the Elasticsearch header")
     try:
-        health = str(json.loads(body).get("status"))
-    except ValueError:
-        health = "unknown"
-    if status == 200 and health in ("green", "yellow"):
-        return Probe(PortState.HEALTHY, health=health, version=_version(host, port, timeout_s))
-    return Probe(PortState.UNHEALTHY, health=health, detail=f"cluster health {health}")
+        answer = json.loads(body)
+        health = str(answer.get("status"))
+        joined = int(answer.get("number_of_nodes", 0))
+    except (ValueError, TypeError, AttributeError):
+        health, joined = "unknown", 0
+    if status == 200 and health in ("green", "yellow") and joined >= nodes:
+        version = _version(host, port, timeout_s, access)
+        return Probe(PortState.HEALTHY, health=health, version=version, nodes=joined)
+    detail = f"cluster health {health}"
+    if joined < nodes:
+        detail += f", {joined} of {nodes} nodes joined"
+    return Probe(PortState.UNHEALTHY, health=health, detail=detail, nodes=joined)

@@ -153,7 +153,7 @@ _BY_NAME = {p.name: p for p in FILTER_PARAMS}
 # Fields free text searches: text fields are analysed, keyword fields match whole words.
 TEXT_FIELDS = (
     "message",
-    "event.reason",
+    "event.reason.text",
     "event.action",
     "user.id",
     "user.name",

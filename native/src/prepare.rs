@@ -56,6 +56,87 @@ struct FieldPlan {
     /// Ranks (see [`Layout`]) of `path` and of each `ip_copy` path.
     rank: u16,
     ip_copy_ranks: Vec<u16>,
+    /// An array of strings: never prepared here (the validator's reference checks arrays).
+    array: bool,
+    /// Attributes that stand in for this one when it is absent: a record using one is left
+    /// to Python.
+    aliases: Vec<Vec<u8>>,
+    /// The stored value is also listed in `related.user`.
+    related_user: bool,
+    /// Per value of this field: (the field whose stored value is copied, the copy's path);
+    /// the copies' ranks are in `copy_ranks`, in the same order.
+    actor_copies: ActorCopies,
+    copy_ranks: Vec<Vec<u16>>,
+}
+
+/// Per value of a field: (attribute whose stored value is copied, the path of the copy).
+type ActorCopies = Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<String>)>)>;
+
+/// How `event.type` follows from the category, the action's verb and the outcome
+/// (`otel_audit.schema.EcsTypeRules`).
+struct EcsTypes {
+    verbs: HashMap<Vec<u8>, String>,
+    /// Per category: the verb types it allows, its types per outcome, its default types.
+    categories: HashMap<Vec<u8>, EcsCategoryTypes>,
+}
+
+struct EcsCategoryTypes {
+    verbs: Vec<String>,
+    outcomes: HashMap<Vec<u8>, Vec<String>>,
+    default: Vec<String>,
+}
+
+impl EcsTypes {
+    fn new(settings: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let settings = settings.cast::<PyDict>()?;
+        let verbs: HashMap<String, String> = item(settings, "verbs")?.extract()?;
+        let mut categories = HashMap::new();
+        for (name, rules) in item(settings, "categories")?.cast::<PyDict>()?.iter() {
+            let rules = rules.cast_into::<PyDict>()?;
+            let outcomes: HashMap<String, Vec<String>> = item(&rules, "outcomes")?.extract()?;
+            categories.insert(
+                name.extract::<String>()?.into_bytes(),
+                EcsCategoryTypes {
+                    verbs: item(&rules, "verbs")?.extract()?,
+                    outcomes: outcomes
+                        .into_iter()
+                        .map(|(k, v)| (k.into_bytes(), v))
+                        .collect(),
+                    default: item(&rules, "default")?.extract()?,
+                },
+            );
+        }
+        Ok(EcsTypes {
+            verbs: verbs
+                .into_iter()
+                .map(|(k, v)| (k.into_bytes(), v))
+                .collect(),
+            categories,
+        })
+    }
+
+    /// `EcsTypeRules.types`.
+    fn types<'a>(&'a self, category: &[u8], action: &[u8], outcome: &[u8]) -> Vec<&'a str> {
+        let Some(rules) = self.categories.get(category) else {
+            return Vec::new();
+        };
+        let last = action.rsplit(|&b| b == b'.').next().unwrap_or_default();
+        let word = last.rsplit(|&b| b == b'_').next().unwrap_or_default();
+        let verb = self.verbs.get(last).or_else(|| self.verbs.get(word));
+        let mut out: Vec<&str> = Vec::with_capacity(2);
+        if let Some(kind) = verb.filter(|k| rules.verbs.contains(k)) {
+            out.push(kind);
+        }
+        for kind in rules.outcomes.get(outcome).into_iter().flatten() {
+            if !out.contains(&kind.as_str()) {
+                out.push(kind);
+            }
+        }
+        if out.is_empty() {
+            out.extend(rules.default.iter().map(String::as_str));
+        }
+        out
+    }
 }
 
 /// A schema field's pattern, matched against printable ASCII only (see [`valid_fields`]).
@@ -116,6 +197,7 @@ pub struct Plan {
     resource_required_categories: Vec<Vec<u8>>,
     ecs_category: Vec<(Vec<u8>, Vec<String>)>,
     ecs_outcome: Vec<(Vec<u8>, String)>,
+    ecs_types: EcsTypes,
     fields: Vec<FieldPlan>,
     resource_fields: Vec<ResourceFieldPlan>,
     /// Indexes into `fields`, ordered by attribute: a record's sorted attributes are
@@ -125,9 +207,8 @@ pub struct Plan {
     /// The attributes read by role.
     category: Vec<u8>,
     outcome: Vec<u8>,
+    action: Vec<u8>,
     event_id: Vec<u8>,
-    actor_id: Vec<u8>,
-    actor_name: Vec<u8>,
     /// The attributes a category in `resource_required_categories` requires: the fields
     /// required for those categories.
     category_needs: Vec<Vec<u8>>,
@@ -144,6 +225,7 @@ pub struct Plan {
 struct Constants {
     kind: String,
     dataset: String,
+    ecs_version: String,
     /// The ECS outcome of an outcome the mapping lacks.
     unmapped_outcome: String,
     /// `audit.event_id_source` of an id the emitter sent, and of one derived here.
@@ -159,6 +241,7 @@ impl Constants {
         Ok(Constants {
             kind: constants.text("kind")?,
             dataset: constants.text("dataset")?,
+            ecs_version: constants.text("ecs_version")?,
             unmapped_outcome: constants.text("ecs_outcome.default")?,
             emitter: constants.text("event_id_source.emitter")?,
             derived: constants.text("event_id_source.derived")?,
@@ -213,6 +296,8 @@ struct Layout {
     event_id: u16,
     event_kind: u16,
     event_category: u16,
+    event_type: u16,
+    ecs_version: u16,
     event_outcome: u16,
     event_dataset: u16,
     event_ingested: u16,
@@ -242,11 +327,13 @@ struct Layout {
 }
 
 /// The roles whose values the document holds at their own path.
-const ROLES: [&str; 25] = [
+const ROLES: [&str; 27] = [
     "timestamp",
     "event_id",
     "kind",
     "ecs_category",
+    "ecs_type",
+    "ecs_version",
     "ecs_outcome",
     "dataset",
     "ingested",
@@ -353,6 +440,8 @@ impl Layout {
             event_id: rank_of("event_id")?,
             event_kind: rank_of("kind")?,
             event_category: rank_of("ecs_category")?,
+            event_type: rank_of("ecs_type")?,
+            ecs_version: rank_of("ecs_version")?,
             event_outcome: rank_of("ecs_outcome")?,
             event_dataset: rank_of("dataset")?,
             event_ingested: rank_of("ingested")?,
@@ -536,6 +625,19 @@ impl Plan {
             for copy in item(&f, "ip_copy")?.extract::<Vec<String>>()? {
                 ip_copy.push(path(&copy)?);
             }
+            let mut actor_copies = Vec::new();
+            let copies: HashMap<String, Vec<(String, String)>> =
+                item(&f, "actor_copies")?.extract()?;
+            let mut kinds: Vec<_> = copies.into_iter().collect();
+            kinds.sort();
+            for (kind, pairs) in kinds {
+                let mut to = Vec::new();
+                for (attribute, stored) in pairs {
+                    to.push((attribute.into_bytes(), path(&stored)?));
+                }
+                actor_copies.push((kind.into_bytes(), to));
+            }
+            let aliases: Vec<String> = item(&f, "aliases")?.extract()?;
             fields.push(FieldPlan {
                 attribute: text(&f, "attribute")?.into_bytes(),
                 path: path(&stored)?,
@@ -558,6 +660,11 @@ impl Plan {
                 ip_copy,
                 rank: 0,
                 ip_copy_ranks: Vec::new(),
+                array: item(&f, "array")?.extract()?,
+                aliases: aliases.into_iter().map(String::into_bytes).collect(),
+                related_user: item(&f, "related_user")?.extract()?,
+                actor_copies,
+                copy_ranks: Vec::new(),
             });
         }
         let mut resource_fields = Vec::new();
@@ -576,6 +683,12 @@ impl Plan {
         let stored: Vec<&Vec<String>> = fields
             .iter()
             .flat_map(|f| std::iter::once(&f.path).chain(&f.ip_copy))
+            .chain(
+                fields
+                    .iter()
+                    .flat_map(|f| &f.actor_copies)
+                    .flat_map(|(_, to)| to.iter().map(|(_, p)| p)),
+            )
             .chain(resource_fields.iter().map(|rf| &rf.path))
             .collect();
         let layout = Layout::new(&paths, &stored)?;
@@ -585,6 +698,11 @@ impl Plan {
                 .ip_copy
                 .iter()
                 .map(|c| layout.rank(c))
+                .collect::<PyResult<_>>()?;
+            f.copy_ranks = f
+                .actor_copies
+                .iter()
+                .map(|(_, to)| to.iter().map(|(_, p)| layout.rank(p)).collect())
                 .collect::<PyResult<_>>()?;
         }
         for rf in &mut resource_fields {
@@ -611,6 +729,7 @@ impl Plan {
             resource_required_categories: categories.into_iter().map(String::into_bytes).collect(),
             ecs_category: pairs(&item(settings, "ecs_category")?)?,
             ecs_outcome: pairs(&item(settings, "ecs_outcome")?)?,
+            ecs_types: EcsTypes::new(&item(settings, "ecs_type")?)?,
             by_attribute: {
                 let mut order: Vec<usize> = (0..fields.len()).collect();
                 order.sort_by(|&a, &b| fields[a].attribute.cmp(&fields[b].attribute));
@@ -624,9 +743,8 @@ impl Plan {
             resource_fields,
             category: attribute("category")?,
             outcome: attribute("outcome")?,
+            action: attribute("action")?,
             event_id: attribute("event_id")?,
-            actor_id: attribute("actor_id")?,
-            actor_name: attribute("actor_name")?,
             category_needs,
             constants: Constants::new(&Table::new(settings, "constants")?)?,
             max_level_bytes: limit("log_level")?,
@@ -934,8 +1052,13 @@ fn valid_fields(
         return Ok(false);
     }
     for (f, &found) in plan.fields.iter().zip(&matched.fields) {
+        if f.array && found.is_some() {
+            return Ok(false);
+        }
         let s = match found {
             None if f.required == Required::Always => return Ok(false),
+            // An alias standing in for the field (or an array one) is Python's to judge.
+            None if f.aliases.iter().any(|a| lookup(attrs, a).is_some()) => return Ok(false),
             None => continue,
             Some(Some(Value::StringValue(s))) => s,
             Some(_) => return Ok(false),
@@ -1037,6 +1160,7 @@ fn build<'a>(
     };
     let category = present_str(attrs, &plan.category).ok_or(Fallback)?;
     let outcome = present_str(attrs, &plan.outcome).ok_or(Fallback)?;
+    let action = present_str(attrs, &plan.action).ok_or(Fallback)?;
     let timestamp = format_ns(ts_wide);
 
     let lay = &plan.layout;
@@ -1051,6 +1175,10 @@ fn build<'a>(
         .map(|(_, v)| v.iter().map(|s| Node::Str(s.as_bytes())).collect())
         .unwrap_or_default();
     doc.push((lay.event_category, Node::List(ecs_category)));
+    let ecs_types = plan.ecs_types.types(category, action, outcome);
+    let ecs_types = ecs_types.into_iter().map(|t| Node::Str(t.as_bytes()));
+    doc.push((lay.event_type, Node::List(ecs_types.collect())));
+    doc.push((lay.ecs_version, Node::Str(constants.ecs_version.as_bytes())));
     let ecs_outcome = plan
         .ecs_outcome
         .iter()
@@ -1068,6 +1196,7 @@ fn build<'a>(
     doc.push((lay.content_hash, Node::Str(content_hash.as_bytes())));
 
     let mut untrusted = Vec::new();
+    let mut users: Vec<&[u8]> = Vec::with_capacity(4);
     for (f, &found) in plan.fields.iter().zip(&matched.fields) {
         if f.attribute == plan.event_id {
             continue;
@@ -1075,6 +1204,21 @@ fn build<'a>(
         let Some(value) = as_str(found).filter(|s| !s.is_empty()) else {
             continue;
         };
+        if f.related_user {
+            users.push(value);
+        }
+        // The stored values of other fields are copied where ECS looks for this kind of
+        // actor (the values are never cut here, so stored and sent are the same).
+        for ((kind, to), ranks) in f.actor_copies.iter().zip(&f.copy_ranks) {
+            if kind[..] != *value {
+                continue;
+            }
+            for ((attribute, _), &rank) in to.iter().zip(ranks) {
+                if let Some(copied) = present_str(attrs, attribute).filter(|s| !s.is_empty()) {
+                    doc.push((rank, Node::Str(copied)));
+                }
+            }
+        }
         if f.truncate && f.max_bytes != 0 {
             fits(value, usize::try_from(f.max_bytes).map_err(|_| Fallback)?)?;
         }
@@ -1091,11 +1235,6 @@ fn build<'a>(
         }
     }
 
-    let mut users: Vec<&[u8]> = [&plan.actor_id, &plan.actor_name]
-        .into_iter()
-        .filter_map(|name| present_str(attrs, name))
-        .filter(|v| !v.is_empty())
-        .collect();
     users.sort_unstable();
     users.dedup();
     let mut related = Vec::with_capacity(2);

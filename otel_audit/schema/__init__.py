@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 __all__ = [
     "SCHEMA_FILE",
     "AttributeField",
+    "EcsTypeRules",
     "Limits",
     "ResourceField",
     "Schema",
@@ -63,6 +64,21 @@ class AttributeField:
     client_supplied: bool = False
     ip_copy: tuple[str, ...] = ()
     role: str = ""
+    array: bool = False
+    """The value is an array of strings, each held to the rules a string value is."""
+    aliases: tuple[str, ...] = ()
+    """OpenTelemetry attributes that supply the value when this attribute is absent (the
+    first present one); they are also kept among the extra attributes, as sent."""
+    related_user: bool = False
+    """The value is also listed in ECS ``related.user``."""
+    text_field: bool = False
+    """A keyword also indexed as words (the ``text`` sub-field)."""
+    alias_default: tuple[str, str] | None = None
+    """(field, value): when this attribute is absent and ``field``'s value came from one of
+    its aliases, the value is this one (an actor named by ``user.id`` is a user)."""
+    actor_copies: dict[str, dict[str, str]] | None = None
+    """Per value of this field, the attributes whose stored values are copied to more
+    stored paths (a service actor is also ECS ``service.origin.*``)."""
 
     @property
     def stored_path(self) -> tuple[str, ...]:
@@ -81,6 +97,47 @@ class ResourceField:
     description: str
     alias: str = ""
     """An older attribute name, read when this one is absent."""
+
+
+@dataclass(frozen=True, slots=True)
+class EcsTypeRules:
+    """How ECS ``event.type`` follows from an event's category, action and outcome.
+
+    The verb is the action's last segment or, when that names no type, the segment's last
+    word after ``_``. The types are the verb's type when the category allows it, then the
+    category's types for the outcome; when that leaves none, the category's default.
+    """
+
+    verb_types: dict[str, str]
+    """verb -> ECS event type"""
+    category_verbs: dict[str, frozenset[str]]
+    """category -> the verb types it allows"""
+    category_outcomes: dict[str, dict[str, tuple[str, ...]]]
+    category_default: dict[str, tuple[str, ...]]
+
+    def types(self, category: str, action: str, outcome: str) -> list[str]:
+        """The ECS event types of an event (a new list)."""
+        out: list[str] = []
+        allowed = self.category_verbs.get(category, frozenset())
+        last = action.rsplit(".", 1)[-1]
+        verb_type = self.verb_types.get(last)
+        if verb_type is None:
+            verb_type = self.verb_types.get(last.rsplit("_", 1)[-1])
+        if verb_type is not None and verb_type in allowed:
+            out.append(verb_type)
+        for t in self.category_outcomes.get(category, {}).get(outcome, ()):
+            if t not in out:
+                out.append(t)
+        return out or list(self.category_default.get(category, ()))
+
+    def all_types(self, category: str) -> set[str]:
+        """Every type an event of ``category`` can get."""
+        found = set(self.category_verbs.get(category, ())) | set(
+            self.category_default.get(category, ())
+        )
+        for types in self.category_outcomes.get(category, {}).values():
+            found.update(types)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +175,12 @@ class Schema:
     ecs_category: dict[str, tuple[str, ...]]
     ecs_outcome: dict[str, str]
     truncation_marker: str
+    messages: dict[str, str]
+    """The validator's message templates by key (``str.format`` fields), which every
+    language's validator fills in the same way."""
+    value_type_names: dict[str, str]
+    """The name messages give each OTLP value kind (``got int``)."""
+    ecs_type: EcsTypeRules
     raw: dict[str, Any]
     by_attribute: dict[str, AttributeField]
     resource_by_attribute: dict[str, ResourceField]
@@ -134,6 +197,15 @@ class Schema:
 
     def field(self, attribute: str) -> AttributeField:
         return self.by_attribute[attribute]
+
+    def message(self, name: str, /, **values: Any) -> str:
+        """The validator's message ``name`` with ``values`` filled in."""
+        return self.messages[name].format(**values)
+
+    @property
+    def alias_attributes(self) -> dict[str, str]:
+        """Every alias attribute -> the field attribute it stands in for."""
+        return {a: f.attribute for f in self.fields for a in f.aliases}
 
     def path_of(self, role: str) -> str:
         """The stored path of the field with ``role``."""
@@ -228,6 +300,20 @@ def _parse(raw: dict[str, Any]) -> Schema:
                 client_supplied=bool(f.get("client_supplied", False)),
                 ip_copy=tuple(f.get("ip_copy", ())),
                 role=f.get("role", ""),
+                array=bool(f.get("array", False)),
+                aliases=tuple(f.get("aliases", ())),
+                related_user=bool(f.get("related_user", False)),
+                text_field=bool(f.get("text_field", False)),
+                alias_default=(
+                    (f["alias_default"]["field"], f["alias_default"]["value"])
+                    if "alias_default" in f
+                    else None
+                ),
+                actor_copies=(
+                    {k: dict(v) for k, v in f["actor_copies"].items()}
+                    if "actor_copies" in f
+                    else None
+                ),
             )
         )
         if "ecs_category" in f:
@@ -251,6 +337,7 @@ def _parse(raw: dict[str, Any]) -> Schema:
     paths, attributes, constants, role_max_bytes = _roles(
         tuple(fields), record_fields, derived_fields
     )
+    ecs_type = _ecs_type_rules(derived_fields)
     return Schema(
         name=raw["name"],
         version=str(raw["version"]),
@@ -266,6 +353,9 @@ def _parse(raw: dict[str, Any]) -> Schema:
         ecs_category=ecs_category,
         ecs_outcome=ecs_outcome,
         truncation_marker=raw["truncation_marker"],
+        messages=dict(raw["messages"]),
+        value_type_names=dict(raw["value_type_names"]),
+        ecs_type=ecs_type,
         raw=raw,
         by_attribute={f.attribute: f for f in fields},
         resource_by_attribute={f.attribute: f for f in resource_fields},
@@ -276,6 +366,28 @@ def _parse(raw: dict[str, Any]) -> Schema:
         resource_category_attributes=tuple(
             f.attribute for f in fields if f.required == "resource_categories"
         ),
+    )
+
+
+def _ecs_type_rules(derived_fields: tuple[dict[str, Any], ...]) -> EcsTypeRules:
+    entry = next((d for d in derived_fields if d.get("role") == "ecs_type"), None)
+    if entry is None:
+        raise SchemaError("no derived field has the role ecs_type")
+    verb_types: dict[str, str] = {}
+    for kind, verbs in entry["verbs"].items():
+        for verb in verbs:
+            if verb in verb_types:
+                raise SchemaError(f"the verb {verb} has two ECS event types")
+            verb_types[verb] = kind
+    categories = entry["categories"]
+    return EcsTypeRules(
+        verb_types=verb_types,
+        category_verbs={c: frozenset(r.get("verbs", ())) for c, r in categories.items()},
+        category_outcomes={
+            c: {o: tuple(t) for o, t in r.get("outcomes", {}).items()}
+            for c, r in categories.items()
+        },
+        category_default={c: tuple(r["default"]) for c, r in categories.items()},
     )
 
 

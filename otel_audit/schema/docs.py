@@ -45,6 +45,8 @@ def _requirement(value: str, schema: Schema) -> str:
 
 
 def _rule(f: Any) -> str:
+    if f.array:
+        return "array of strings"
     if f.enum:
         return "one of " + ", ".join(_code(v) for v in f.enum)
     if f.pattern is not None:
@@ -55,7 +57,9 @@ def _rule(f: Any) -> str:
 def example_record(schema: Schema | None = None) -> LogRecordData:
     """A complete, valid record built from the schema's examples (what the docs show)."""
     schema = schema or load_schema()
-    attributes: dict[str, Any] = {f.attribute: f.example for f in schema.fields if f.example}
+    attributes: dict[str, Any] = {
+        f.attribute: [f.example] if f.array else f.example for f in schema.fields if f.example
+    }
     attributes["order.total_cents"] = 129900
     body = (
         f"{attributes['audit.actor.type']} {attributes['audit.actor.id']} "
@@ -114,6 +118,11 @@ def _stored_rows(schema: Schema) -> list[tuple[str, str, str, str]]:
         rows.append((rec["stored"], rec["type"], f"record `{rec['source']}`", rec["description"]))
     for f in schema.fields:
         rows.append((f.stored, f.type, f"attribute `{f.attribute}`", f.description))
+        for kind, copies in (f.actor_copies or {}).items():
+            for attribute, stored in copies.items():
+                source = schema.field(attribute)
+                description = f"{source.stored}, when {f.attribute} is `{kind}`."
+                rows.append((stored, source.type, f"attribute `{attribute}`", description))
     for rf in schema.resource_fields:
         rows.append((rf.stored, rf.type, f"resource `{rf.attribute}`", rf.description))
     for d in schema.derived_fields:
@@ -146,7 +155,10 @@ def render(schema: Schema | None = None) -> str:
     add(
         "What a service in any language puts on the LogRecord. The Python helper "
         "`otel_audit.audit_event(...)` takes each as the keyword parameter shown. All values "
-        "are strings."
+        "are strings, except the arrays of strings "
+        + ", ".join(_code(f.attribute) for f in schema.fields if f.array)
+        + ". Where a field names OpenTelemetry attributes that stand in for it (`user.id`, "
+        "...), a record without the field may carry one of those instead."
     )
     add("")
     add(
@@ -212,10 +224,33 @@ def render(schema: Schema | None = None) -> str:
     add("")
     add("## Category and outcome in ECS terms")
     add("")
-    add("| `audit.category` | ECS `event.category` |")
-    add("|---|---|")
+    add(
+        "| `audit.category` | ECS `event.category` | ECS `event.type` from the action's verb | "
+        "from the outcome | otherwise |"
+    )
+    add("|---|---|---|---|---|")
+    rules = schema.ecs_type
     for cat, ecs in schema.ecs_category.items():
-        add(f"| `{cat}` | {', '.join(_code(c) for c in ecs)} |")
+        verbs = ", ".join(_code(v) for v in sorted(rules.category_verbs.get(cat, ())))
+        outcomes = ", ".join(
+            f"{_code(o)}: {', '.join(_code(x) for x in types)}"
+            for o, types in rules.category_outcomes.get(cat, {}).items()
+        )
+        default = ", ".join(_code(v) for v in rules.category_default.get(cat, ()))
+        add(f"| `{cat}` | {', '.join(_code(c) for c in ecs)} | {verbs} | {outcomes} | {default} |")
+    add("")
+    add(
+        "The action's verb is its last segment (`invoice.update`: `update`) or, when that is "
+        "no verb, the segment's last word after `_` (`user.password_reset`: `reset`):"
+    )
+    add("")
+    add("| ECS `event.type` | verbs |")
+    add("|---|---|")
+    by_type: dict[str, list[str]] = {}
+    for verb, kind in rules.verb_types.items():
+        by_type.setdefault(kind, []).append(verb)
+    for kind, names in by_type.items():
+        add(f"| `{kind}` | {', '.join(_code(v) for v in names)} |")
     add("")
     add("| `audit.outcome` | ECS `event.outcome` |")
     add("|---|---|")

@@ -88,6 +88,20 @@ def _plan_settings(schema: Schema) -> dict[str, Any]:
         "max_bytes": dict(schema.role_max_bytes),
         "ecs_category": {k: list(v) for k, v in schema.ecs_category.items()},
         "ecs_outcome": dict(schema.ecs_outcome),
+        "ecs_type": {
+            "verbs": dict(schema.ecs_type.verb_types),
+            "categories": {
+                category: {
+                    "verbs": sorted(schema.ecs_type.category_verbs.get(category, ())),
+                    "outcomes": {
+                        o: list(t)
+                        for o, t in schema.ecs_type.category_outcomes.get(category, {}).items()
+                    },
+                    "default": list(default),
+                }
+                for category, default in schema.ecs_type.category_default.items()
+            },
+        },
         "fields": [
             {
                 "attribute": f.attribute,
@@ -101,6 +115,12 @@ def _plan_settings(schema: Schema) -> dict[str, Any]:
                 "pattern": f.pattern,
                 "client_supplied": bool(f.client_supplied),
                 "ip_copy": list(f.ip_copy or ()),
+                "array": f.array,
+                "aliases": list(f.aliases),
+                "related_user": f.related_user,
+                "actor_copies": {
+                    kind: sorted(copies.items()) for kind, copies in (f.actor_copies or {}).items()
+                },
             }
             for f in schema.fields
         ],

@@ -63,6 +63,7 @@ def test_mapping_covers_every_stored_field_the_schema_names() -> None:
     named += [d["stored"] for d in SCHEMA.derived_fields]
     for f in SCHEMA.fields:
         named += list(f.ip_copy)
+        named += [p for copies in (f.actor_copies or {}).values() for p in copies.values()]
     assert set(named) <= set(leaves)
     assert set(leaves) == set(named)  # and nothing the schema does not name
     assert leaves["@timestamp"]["type"] == "date_nanos"
@@ -186,7 +187,7 @@ def test_template_installs_and_events_are_found(clean_es: Elasticsearch) -> None
     assert _search(es, {"term": {"trace.id": trace_id}}) == [update_id]
     assert _search(es, {"term": {"client.ip": "203.0.113.0/24"}}) == [update_id]
     assert _search(es, {"term": {"audit.extra.http.route": "/invoices/{id}"}}) == [update_id]
-    assert _search(es, {"match": {"event.reason": "required"}}) == [update_id]
+    assert _search(es, {"match": {"event.reason.text": "required"}}) == [update_id]
     assert _search(es, {"term": {"service.name": "billing"}}) == sorted(ids)
 
 

@@ -43,6 +43,7 @@ from indexer.local_es.dist import (
 from indexer.local_es.errors import DistributionError
 from indexer.local_es.node import NodeLayout, es_process_alive, node_settings
 from indexer.local_es.probe import PortState, port_accepts, probe
+from indexer.local_es.security import security_settings
 from indexer.local_es.state import wipe_project_state
 from tests.support.collector_build import free_port
 
@@ -150,7 +151,7 @@ def test_flags_override_environment(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"url": "https://127.0.0.1:9200"}, "http://"),
+        ({"url": "ftp://127.0.0.1:9200"}, "http://"),
         ({"url": "http://127.0.0.1:9200/prefix"}, "path"),
         ({"url": "http://127.0.0.1:notaport"}, "not a valid URL"),
         ({"heap": "lots"}, "OTEL_AUDIT_LOCAL_ES_HEAP"),
@@ -178,8 +179,14 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 
 def test_node_settings_cover_what_the_project_relies_on(tmp_path: Path) -> None:
-    cfg = LocalEsConfig(url="http://127.0.0.1:9233", data_dir=tmp_path)
-    settings = node_settings(cfg, NodeLayout(tmp_path), 9333)
+    settings = node_settings(
+        NodeLayout(tmp_path),
+        node_name="otel-audit-9233",
+        bind_host="127.0.0.1",
+        http_port=9233,
+        transport_port=9333,
+        security=security_settings(False),
+    )
     assert settings["http.port"] == "9233"
     assert settings["transport.port"] == "9333"
     assert settings["network.host"] == "127.0.0.1"

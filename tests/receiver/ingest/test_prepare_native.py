@@ -47,6 +47,7 @@ pytestmark = pytest.mark.skipif(not native.ENABLED, reason=native.DESCRIPTION)
 
 _SCHEMA = load_schema()
 _LIMITS = _SCHEMA.limits
+_REASON_MAX = _SCHEMA.field("audit.reason").max_bytes
 _S = 1_000_000_000
 _DAY = 86_400 * _S
 _SKEW = _LIMITS.max_clock_skew_s * _S
@@ -330,7 +331,14 @@ _FIELD_EDGES: dict[str, list[str]] = {
         "host.example:8080",
         "1.2.3.4\n",
     ],
-    "audit.reason": ["why", "x" * 8192, "x" * 8193, "line\nbreak", "é" * 4096, "é" * 4097],
+    "audit.reason": [
+        "why",
+        "x" * _REASON_MAX,
+        "x" * (_REASON_MAX + 1),
+        "line\nbreak",
+        "é" * (_REASON_MAX // 2),
+        "é" * (_REASON_MAX // 2 + 1),
+    ],
     "audit.correlation_id": ["order-77120"],
     "error.type": ["PermissionDenied"],
 }
@@ -731,6 +739,67 @@ def _case(
 
 _CASES = [
     _case("prepared", id="realistic"),
+    # ECS event.type from the category, the action's verb and the outcome
+    *(
+        _case(
+            "prepared",
+            attrs={"audit.category": category, "audit.action": action, "audit.outcome": outcome},
+            id=f"ecs_type_{category}_{action}_{outcome}",
+        )
+        for category, action, outcome in [
+            ("data_change", "invoice.create", "success"),
+            ("data_change", "invoice.line_item_delete", "success"),
+            ("authorization", "invoice.approve", "denied"),
+            ("authorization", "invoice.approve", "success"),
+            ("authentication", "user.login", "failure"),
+            ("integration", "webhook.create", "denied"),
+            ("system", "job.unknownverb", "unknown"),
+            ("permission_change", "role.grant", "success"),
+        ]
+    ),
+    # actors ECS looks for elsewhere, and the target of a permission change
+    *(
+        _case(
+            "prepared",
+            attrs={"audit.actor.type": kind, "audit.actor.name": "Svc"},
+            id=f"actor_copies_{kind}",
+        )
+        for kind in ("service", "agent", "system", "user")
+    ),
+    _case("prepared", attrs={"audit.actor.type": "service"}, id="actor_copies_no_name"),
+    _case(
+        "prepared",
+        attrs={
+            "audit.category": "permission_change",
+            "audit.target.user.id": "u-2077",
+            "audit.target.user.name": "Grace",
+        },
+        id="target_user",
+    ),
+    # the OTel semconv attributes: kept as extras beside the audit actor, Python's when they
+    # stand in for it
+    _case("prepared", extra=[("user.id", "u-9"), ("enduser.id", "e-1")], id="semconv_beside"),
+    _case(
+        "python",
+        attrs={"audit.actor.id": _ABSENT, "audit.actor.type": _ABSENT},
+        extra=[("user.id", "u-9")],
+        id="semconv_user_id_alias",
+    ),
+    _case(
+        "python",
+        attrs={"audit.actor.id": _ABSENT, "audit.actor.type": _ABSENT},
+        extra=[("enduser.id", "e-9")],
+        id="semconv_enduser_id_alias",
+    ),
+    _case("prepared", extra=[("user.name", "Ada")], id="semconv_user_name_beside"),
+    _case(
+        "python",
+        attrs={"audit.actor.name": _ABSENT},
+        extra=[("user.name", "Ada")],
+        id="semconv_user_name_alias",
+    ),
+    _case("python", extra=[("user.roles", ["admin"])], id="semconv_user_roles_alias"),
+    _case("python", attrs={"audit.actor.roles": ["admin", "viewer"]}, id="actor_roles"),
     # extra attributes: scalars are plain, floats and containers are not
     *(
         _case("prepared", extra=[("v", value)], id=f"extra_int_{name}")
@@ -837,8 +906,8 @@ _CASES = [
     _case("rejected", attrs={"session.id": "s\n1"}, id="session_id_newline"),
     _case("prepared", attrs={"audit.correlation_id": "x" * 256}, id="correlation_id_256"),
     _case("rejected", attrs={"audit.correlation_id": "x" * 257}, id="correlation_id_257"),
-    _case("prepared", attrs={"audit.reason": "x" * 8192}, id="reason_8192"),
-    _case("python", attrs={"audit.reason": "x" * 8193}, id="reason_8193_cut"),
+    _case("prepared", attrs={"audit.reason": "x" * _REASON_MAX}, id="reason_at_limit"),
+    _case("python", attrs={"audit.reason": "x" * (_REASON_MAX + 1)}, id="reason_over_limit_cut"),
     _case("python", attrs={"audit.reason": "line\nbreak"}, id="reason_newline"),
     _case("prepared", attrs={"user_agent.original": "x" * 1024}, id="user_agent_1024"),
     _case("python", attrs={"user_agent.original": "x" * 1025}, id="user_agent_1025_cut"),
@@ -1308,7 +1377,7 @@ def test_a_plan_without_a_role_is_refused_naming_it(table: str) -> None:
     settings = _plan_settings(_SCHEMA)
     role = {
         "paths": "dataset",
-        "attributes": "actor_name",
+        "attributes": "action",
         "constants": "flags.no_trace",
         "max_bytes": "scope_version",
     }[table]
