@@ -107,3 +107,18 @@ def test_public_keys_from_files_and_directories(tmp_path: Path) -> None:
         load_public_keys([str(tmp_path / "missing.pem")])
     with pytest.raises(ConsoleConfigError, match="private key"):
         load_public_keys([str(files.private_key_path)])
+
+
+def test_the_page_loads_nothing_from_elsewhere() -> None:
+    """Shipped files reference only same-origin paths: nothing fetched from the internet."""
+    import re
+    from importlib import resources
+
+    static = resources.files("indexer.query.console") / "static"
+    names = sorted(p.name for p in static.iterdir())
+    assert names == ["console.css", "console.js", "index.html", "verify.js"]
+    for name in names:
+        text = (static / name).read_text(encoding="utf-8")
+        assert not re.search(r"""(src|href)=["'](https?:)?//""", text), name
+        assert not re.search(r"""\b(import|fetch)\s*\(?\s*["'](https?:)?//""", text), name
+        assert "@import" not in text and "url(http" not in text, name
