@@ -1,9 +1,11 @@
 """The console in a real headless Chromium against a real ``otel-audit serve``.
 
-The session-scoped ``console`` fixture runs ``otel-audit serve`` (receiver, sealer and
-query API with the console) on free ports against the session's Elasticsearch, sends
+The ``console`` fixture runs ``otel-audit serve`` (receiver, sealer and query API with
+the console) on free ports against the session's Elasticsearch, sends
 checkouts from the demo services through the real OTel SDK exporters, and waits until
 every event is stored and sealed (``test_tamper.py`` runs last and edits some of them).
+Both it and the browser are package-scoped (``__init__.py`` makes this directory a
+package), so Playwright's event loop and the server end with this directory's tests.
 ``page`` is a fresh browser context in Debian's Chromium (``/usr/bin/chromium``, or
 ``OTEL_AUDIT_CHROMIUM``) driven by Playwright; ``make browser-deps`` installs both.
 With ``OTEL_AUDIT_SCREENSHOTS=DIR`` the tests save a screenshot of each page there
@@ -168,7 +170,7 @@ def _start_serve(tmp: Path, es_url: str) -> tuple[subprocess.Popen[bytes], dict[
     raise AssertionError("no free ports after 3 attempts: " + log_tail(log, 10))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     tmp = tmp_path_factory.mktemp("console")
     es = Elasticsearch(es_url, request_timeout=30)
@@ -194,7 +196,7 @@ def console(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         es.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
