@@ -32,6 +32,7 @@ import yaml
 from indexer.es_client import EsConnection
 from indexer.lifecycle.config import LifecycleConfig
 from indexer.query.config import QueryConfig
+from indexer.query.console import ConsoleConfig
 from indexer.spans import SpansConfig
 from receiver.sealing.config import IntegrityConfig
 
@@ -53,6 +54,7 @@ SECTIONS: Mapping[str, type[Any]] = types.MappingProxyType(
         "query": QueryConfig,
         "spans": SpansConfig,
         "lifecycle": LifecycleConfig,
+        "console": ConsoleConfig,
     }
 )
 """The nested sections by YAML key.
