@@ -37,6 +37,7 @@ class LifecycleDemo:
     """See the module docstring."""
 
     def __init__(self, state: Path) -> None:
+        self.state = state
         url = os.environ.get("OTEL_AUDIT_S3_URL", "http://127.0.0.1:9290")
         self.s3 = LocalS3(url=url, data_dir=state / "s3", progress=None)
         _say(f"== cold store: the local S3 server at {self.s3.url} (s3proxy)")
@@ -110,9 +111,17 @@ class LifecycleDemo:
             f"   still searchable: the query API found {len(archived)} archived events of "
             f"{self.day} (first page, marked archived)"
         )
+        opts = self.s3.client_options()
+        keys = (
+            Path(os.environ.get("OTEL_AUDIT_INTEGRITY__STATE_DIR") or self.state / "integrity")
+            / "keys"
+        )
         _say(
-            "   otel-audit verify --archive s3://otel-audit-demo/archive verifies it offline "
-            f"(OTEL_AUDIT_COLD_STORE_ENDPOINT_URL={self.s3.url})"
+            "   verify the archive offline (no Elasticsearch needed):\n"
+            f"     export OTEL_AUDIT_COLD_STORE_ENDPOINT_URL={opts['endpoint_url']} "
+            f"OTEL_AUDIT_COLD_STORE_ACCESS_KEY_ID={opts['aws_access_key_id']} "
+            f"OTEL_AUDIT_COLD_STORE_SECRET_ACCESS_KEY={opts['aws_secret_access_key']}\n"
+            f"     otel-audit verify --archive s3://{BUCKET}/archive --public-key {keys}"
         )
         return bool(archived)
 
