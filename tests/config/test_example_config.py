@@ -20,6 +20,8 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 
 
 def _same(shown: Any, default: Any) -> bool:
+    if dataclasses.is_dataclass(default) and not isinstance(default, type):
+        return dataclasses.asdict(default) == shown  # a nested section (lifecycle.cold_store)
     if isinstance(default, tuple):
         return list(default) == shown
     return bool(shown == default)
