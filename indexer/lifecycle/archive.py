@@ -12,7 +12,8 @@ A day ``D`` (the events of ``audit-events-D``) is archived under ``days/D/``::
                           and the SHA-256 and size of every file above
 
 Later, also signed (see :mod:`indexer.lifecycle.runner`): ``hot-deleted.json`` when the
-policy deleted the hot index, ``purged.json`` when it deleted the files past retention.
+policy deleted the hot index, ``purged.json`` when it deleted the files past retention;
+and the day's entry in the catalog (:mod:`indexer.lifecycle.catalog`).
 
 :func:`verify_day` needs nothing but the store and the public keys: the manifest's
 signature, every file's hash, every block's signature and that its leaves recompute to

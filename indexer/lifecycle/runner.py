@@ -66,6 +66,7 @@ from indexer.lifecycle.archive import (
     verify_day,
 )
 from indexer.lifecycle.audit_events import RecordEvent, lifecycle_event
+from indexer.lifecycle.catalog import append_entry
 from indexer.lifecycle.config import DayPolicy, LifecycleConfig
 from indexer.lifecycle.export import DayNotReady, ExportError, export_day
 from indexer.lifecycle.holds import Hold, list_holds
@@ -334,6 +335,7 @@ class LifecycleRunner:
         if has_manifest:
             report = verify_day(self.store, day, self.keyring, workdir=self._workdir())
             if report.ok and report.manifest is not None and report.events == action.events:
+                append_entry(self.store, self.key, day, report.manifest_sha256, self.wall_ms())
                 self._record_archived(day, report.manifest)
                 action.archive_bytes = self._archive_bytes(report.manifest)
                 return report.manifest_sha256
@@ -384,6 +386,8 @@ class LifecycleRunner:
             raise ExportError(f"the archive did not verify after writing it: {problems}")
         self.on_step("verified", day)
         assert report.manifest is not None
+        append_entry(self.store, self.key, day, report.manifest_sha256, self.wall_ms())
+        self.on_step("catalogued", day)
         self._record_archived(day, report.manifest)
         action.action = "archive"
         action.archive_bytes = self._archive_bytes(report.manifest)

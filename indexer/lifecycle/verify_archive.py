@@ -21,7 +21,16 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from indexer.lifecycle.archive import HOT_DELETED, PURGED, DayReport, day_key, list_days, verify_day
+from indexer.lifecycle.archive import (
+    HOT_DELETED,
+    PURGED,
+    ArchiveFinding,
+    DayReport,
+    day_key,
+    list_days,
+    verify_day,
+)
+from indexer.lifecycle.catalog import check_catalog
 from indexer.lifecycle.records import read_records
 from indexer.lifecycle.signed import SignedRecordError, parse_record, verify_record
 from indexer.lifecycle.store import ColdStore
@@ -36,18 +45,19 @@ class ArchiveReport:
 
     store: str
     days: list[DayReport] = field(default_factory=list)
+    catalog: list[ArchiveFinding] = field(default_factory=list)
+    """Findings of the catalog chain itself."""
 
     @property
     def ok(self) -> bool:
-        """True when no day has findings."""
-        return all(d.ok for d in self.days)
+        """True when no day and no catalog entry has findings."""
+        return all(d.ok for d in self.days) and not self.catalog
 
     def to_json_dict(self) -> dict[str, Any]:
         """JSON-ready report."""
         counts: dict[str, int] = {}
-        for d in self.days:
-            for f in d.findings:
-                counts[f.kind] = counts.get(f.kind, 0) + 1
+        for f in [*self.catalog, *(f for d in self.days for f in d.findings)]:
+            counts[f.kind] = counts.get(f.kind, 0) + 1
         return {
             "ok": self.ok,
             "store": self.store,
@@ -59,6 +69,7 @@ class ArchiveReport:
                 "findings": counts,
             },
             "days": [d.to_json_dict() for d in self.days],
+            "catalog": [f.to_json_dict() for f in self.catalog],
         }
 
 
@@ -71,12 +82,28 @@ def verify_archive(
 ) -> ArchiveReport:
     """Verify every archived day (or ``days``) of ``store``."""
     report = ArchiveReport(store.url)
-    wanted = sorted(days) if days is not None else list_days(store)
+    catalog = check_catalog(store, keyring)
+    present = set(list_days(store))
+    wanted = sorted(days) if days is not None else sorted(present | set(catalog.days))
     for day in wanted:
-        result = verify_day(store, day, keyring)
+        if day not in present:
+            # Catalogued, but its manifest (and so the whole day) is gone from the store.
+            result = DayReport(day)
+            result.findings.append(
+                ArchiveFinding("missing", day, "the catalog names this day; it is gone")
+            )
+        else:
+            result = verify_day(store, day, keyring, expected_manifest_sha256=catalog.days.get(day))
+            if day not in catalog.days:
+                result.findings.append(
+                    ArchiveFinding("inserted", day, "this day is not in the signed catalog")
+                )
         report.days.append(result)
         if progress is not None:
             progress(result)
+    report.catalog = [
+        ArchiveFinding(kind, day or "catalog", message) for kind, day, message in catalog.problems
+    ]
     return report
 
 

@@ -99,6 +99,8 @@ def _print(data: dict[str, Any]) -> None:
         for f in day["findings"]:
             eid = f" event {f['event_id']}" if "event_id" in f else ""
             out(f"  {f['kind'].upper()}{eid}: {_escape(f['message'])}\n")
+    for f in data.get("catalog", []):
+        out(f"catalog: {f['kind'].upper()}: {_escape(f['message'])}\n")
     verdict = "CLEAN" if data["ok"] else "TAMPERING DETECTED"
     out(
         f"\n{verdict}: archive {data['store']}: {s['days']} days ({s['archived']} archived, "

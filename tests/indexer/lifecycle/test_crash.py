@@ -38,6 +38,7 @@ STEPS = [
     "uploaded:checkpoints.ndjson",
     "manifest",
     "verified",
+    "catalogued",
     "hot_record",
     "hot_event",
     "index_deleted",

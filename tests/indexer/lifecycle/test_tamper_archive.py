@@ -104,9 +104,10 @@ def pristine(
 ) -> Iterator[tuple[ColdStore, Path, str, list[str]]]:
     """The archive, put back as it was after each test."""
     store = archived[0]
-    saved = {k: store.get_bytes(k) for k in store.list("days")}
+    keys = [*store.list("days"), *store.list("catalog")]
+    saved = {k: store.get_bytes(k) for k in keys}
     yield archived
-    for key in store.list("days"):
+    for key in [*store.list("days"), *store.list("catalog")]:
         if key not in saved:
             store.delete(key)
     for key, data in saved.items():
@@ -219,3 +220,21 @@ def test_block_record_edited(pristine: tuple[ColdStore, Path, str, list[str]], s
     store.put_bytes(key, b"\n".join(lines[1:]) + b"\n")
     code, report = _verify(s3, tmp, url)
     assert code == 1 and ("missing", days[0]) in _kinds(report)
+
+
+def test_a_whole_day_removed_or_a_catalog_entry_removed(
+    pristine: tuple[ColdStore, Path, str, list[str]], s3: LocalS3
+) -> None:
+    store, tmp, url, days = pristine
+    for key in store.list(f"days/{days[0]}"):
+        store.delete(key)
+    code, report = _verify(s3, tmp, url)
+    assert code == 1
+    assert ("missing", days[0]) in _kinds(report)
+
+    # Also removing its catalog entry breaks the signed chain.
+    first = store.list("catalog")[0]
+    store.delete(first)
+    code, report = _verify(s3, tmp, url)
+    assert code == 1
+    assert any(f["kind"] == "missing" for f in report["catalog"]), report
