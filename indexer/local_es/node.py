@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -110,12 +111,23 @@ def pick_transport_port(http_port: int, host: str, taken: Collection[int] = ()) 
     derived = http_port + 100
     if derived <= 65535 and derived not in taken and bindable(host, derived):
         return derived
-    while True:
-        with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port: int = sock.getsockname()[1]
-        if port not in taken:
+    return free_port(host, taken)
+
+
+# Below Linux's ephemeral range (32768-60999 by default): a port chosen there can be taken
+# by any process's outgoing connection between our check and a (re)start that binds it.
+_FREE_PORTS = range(20000, 32000)
+
+
+def free_port(host: str = "127.0.0.1", taken: Collection[int] = ()) -> int:
+    """A port free on ``host`` now, outside the ephemeral range, so that a node or test
+    server restarted on it later is not beaten to it by an outgoing connection."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.choice(_FREE_PORTS)
+        if port not in taken and bindable(host, port) and bindable(host, port + 100):
             return port
+    raise OSError(f"no free port in {_FREE_PORTS.start}-{_FREE_PORTS.stop - 1} on {host}")
 
 
 def _family(host: str) -> socket.AddressFamily:

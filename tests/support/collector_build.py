@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from indexer.local_es.node import free_port as local_es_free_port
 from tests.support.child_process import answers_200, log_tail, stop_child
 
 __all__ = [
@@ -159,11 +159,9 @@ def validate_config(
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that was free on ``host`` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """Return a TCP port that was free on ``host`` a moment ago (outside the ephemeral
+    range, so a server restarted on it is not beaten to it by an outgoing connection)."""
+    return local_es_free_port(host)
 
 
 @dataclass(frozen=True)
