@@ -5,7 +5,6 @@ events and record the lifecycle's audit events, and a runner with an injected cl
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 import uuid
@@ -28,9 +27,10 @@ BUCKET = "otel-audit-test"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port outside the ephemeral range (a restarted server is not beaten to it)."""
+    from tests.support.collector_build import free_port as outside_ephemeral
+
+    return outside_ephemeral()
 
 
 def write_config(
