@@ -5,9 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # The native protobuf decoder (native/, Rust) is built with cargo, looked up on PATH and in
 # rustup's ~/.cargo/bin. Cargo's build directory is kept in the project's cache, so a fresh
-# clone on a machine that built it before rebuilds in seconds.
+# clone on a machine that built it before rebuilds in seconds; CARGO_TARGET_DIR, when set,
+# gives a checkout a build directory of its own (two checkouts building at once would
+# otherwise hand each other their extension).
 CARGO_PATH    := $(HOME)/.cargo/bin:$$PATH
-NATIVE_TARGET := $(or $(OTEL_AUDIT_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/otel-audit)/native-target
+NATIVE_TARGET := $(or $(CARGO_TARGET_DIR),$(or $(OTEL_AUDIT_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/otel-audit)/native-target)
 NATIVE_SRC    := native/pyproject.toml native/Cargo.toml native/Cargo.lock \
                  native/otel_audit_native.pyi $(wildcard native/src/*.rs)
 

@@ -12,7 +12,8 @@ from otel_audit.exits import Exit
 
 COMMANDS = {
     "schema", "local-es", "keys", "verify-proof", "verify", "prove", "templates", "kibana",
-    "serve", "query-api", "query", "trace", "tokens", "demo", "retention",
+    "serve", "query-api", "query", "trace", "tokens", "demo", "retention", "local-s3",
+    "lifecycle", "hold", "restore",
 }  # fmt: skip
 
 
