@@ -11,7 +11,8 @@ NATIVE_TARGET := $(or $(OTEL_AUDIT_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.ca
 NATIVE_SRC    := native/pyproject.toml native/Cargo.toml native/Cargo.lock \
                  native/otel_audit_native.pyi $(wildcard native/src/*.rs)
 
-.PHONY: install test lint unit run bench docs clean collector sdk sdk-test bench-sdk
+.PHONY: install test lint unit run bench docs clean collector sdk sdk-test bench-sdk \
+        dist browser-deps console-screenshots
 
 install: $(STAMP)
 
@@ -38,16 +39,16 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) sdk/generate.py --check
 
-# The whole suite: lint, unit and integration tests, then the integration tests once more
-# on the pure-Python paths (OTEL_AUDIT_NATIVE_DECODER=0), which a machine without cargo
-# runs. The Collector is built (or found in its cache) first, outside any test's timeout;
+# The whole suite: lint, unit, integration and browser tests, then the integration tests
+# once more on the pure-Python paths (OTEL_AUDIT_NATIVE_DECODER=0), which a machine without
+# cargo runs. The Collector is built (or found in its cache) first, outside any test's timeout;
 # integration tests start the local Elasticsearch through the project's own code.
-test: lint collector sdk-test
+test: lint collector sdk-test browser-deps
 	$(PY) -m pytest
 	OTEL_AUDIT_NATIVE_DECODER=0 $(PY) -m pytest -m integration -p no:cacheprovider
 
 unit: $(STAMP)
-	$(PY) -m pytest -m "not integration and not collector"
+	$(PY) -m pytest -m "not integration and not collector and not browser"
 
 run: $(STAMP)
 	$(PY) -m otel_audit.cli demo
@@ -88,5 +89,27 @@ sdk-test: sdk
 collector:
 	bash scripts/build-collector.sh
 
+# The wheel a service installs (`pip install dist/otel_audit-*.whl`): it requires only the
+# OpenTelemetry API and SDK; the receiver, query API and CLI need its `server` extra.
+dist:
+	$(PYTHON) -m pip wheel --quiet --no-deps --wheel-dir dist .
+	@ls dist/otel_audit-*.whl
+
+# The console's browser tests drive Debian's Chromium with Playwright (from .[dev]);
+# Playwright's own browser download is not used. Installs it when missing (root: CI).
+CHROMIUM ?= /usr/bin/chromium
+browser-deps:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
+	  else \
+	    echo "make: $(CHROMIUM) missing: sudo apt-get install chromium fonts-dejavu-core" >&2; exit 1; \
+	  fi; \
+	fi
+
+# Screenshots of every console page for docs/console.md (runs tests/browser).
+console-screenshots: $(STAMP) browser-deps
+	OTEL_AUDIT_SCREENSHOTS=docs/images $(PY) -m pytest -q tests/browser -p no:cacheprovider
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist

@@ -126,6 +126,14 @@ def _ingest(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
     return mod.format_report(result), figures
 
 
+def _console(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
+    figures = mod.run(100_000 if quick else 1_000_000, 30 if quick else 200)
+    flat = {k: v for k, v in figures.items() if not isinstance(v, dict)} | {
+        f"{k} p95_ms": v["p95_ms"] for k, v in figures.items() if isinstance(v, dict)
+    }
+    return mod.table(figures), flat
+
+
 BENCHES: tuple[Bench, ...] = (
     Bench(
         "pipeline_cpu",
@@ -167,6 +175,15 @@ BENCHES: tuple[Bench, ...] = (
         (),
         ("--events", "100000", "--iterations", "50"),
         needs_es=True,
+    ),
+    Bench(
+        "console",
+        "bench.console_bench",
+        "console pages (search, event + proof + trace, chain) on 1M sealed events",
+        (),
+        ("--quick",),
+        needs_es=True,
+        adapter=_console,
     ),
     Bench(
         "verify",

@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -58,7 +60,18 @@ def send_traffic(
     return cluster.report
 
 
-def _demo_token(state: Path) -> str:
+def _demo_key(integrity: Path) -> Path:
+    """The demo chain's signing key, made here once where the receiver's development-key
+    fallback looks for it, so the console can be given its public key from the start."""
+    from otel_audit.integrity.keys import PUBLIC_KEY_FILENAME, generate_private_key, write_key_pair
+
+    keys = integrity / "keys"
+    if not (keys / "signing-key.pem").exists():
+        write_key_pair(generate_private_key(), keys)
+    return keys / PUBLIC_KEY_FILENAME
+
+
+def _demo_token(state: Path, public_key: Path) -> str:
     """A reader token for the demo's query API, kept in the state dir (only its hash in config)."""
     token_file = state / "demo-token"
     if token_file.exists():
@@ -73,6 +86,8 @@ def _demo_token(state: Path) -> str:
         "query:\n"
         "  tokens:\n"
         f"    - subject: demo\n      sha256: {digest}\n      roles: [reader]\n"
+        "console:\n"
+        f"  public_keys: [{json.dumps(str(public_key))}]\n"
     )
     return token
 
@@ -196,7 +211,9 @@ def run_demo(
         env.setdefault("OTEL_AUDIT_ES_URL", es_url)
         env.setdefault("OTEL_AUDIT_SPOOL_DIR", str(state / "spool"))
         env.setdefault("OTEL_AUDIT_INTEGRITY__STATE_DIR", str(state / "integrity"))
-        token = _demo_token(state)
+        integrity = Path(env["OTEL_AUDIT_INTEGRITY__STATE_DIR"])
+        public_key = _demo_key(integrity)
+        token = _demo_token(state, public_key)
         env["OTEL_AUDIT_GRPC_ENDPOINT"] = f"127.0.0.1:{grpc_port}"
         env["OTEL_AUDIT_HTTP_ENDPOINT"] = f"127.0.0.1:{http_port}"
         env["OTEL_AUDIT_QUERY_API_ENDPOINT"] = f"127.0.0.1:{query_port}"
@@ -219,16 +236,26 @@ def run_demo(
             f"deliberately invalid audit events in {len(report.trace_ids)} traces"
         )
         stored = print_arrivals(es, report, since)
-        if not keep_serving:
-            return 0 if stored == len(report.event_ids) else 1
         example_trace = report.trace_ids[0] if report.trace_ids else "TRACE_ID"
+        example_event = report.event_ids[0] if report.event_ids else "EVENT_ID"
         api = f"http://127.0.0.1:{query_port}"
+        q = shlex.quote
+        key = q(str(public_key))
         _say(
             f"\nQuery it (a reader token for this demo is in {state / 'demo-token'}):\n"
             f"  export OTEL_AUDIT_API_URL={api} OTEL_AUDIT_API_TOKEN={token}\n"
             "  otel-audit query --outcome denied\n"
-            f"  otel-audit trace {example_trace}"
+            f"  otel-audit trace {example_trace}\n"
+            f"\nOr open the console: {api}/console/ (log in with the token above).\n"
+            "\nVerify the demo's chain against its public key and external checkpoints:\n"
+            f"  export OTEL_AUDIT_ES_URL={es_url}\n"
+            f"  otel-audit verify --public-key {key} "
+            f"--checkpoint-dir {q(str(integrity / 'checkpoints'))}\n"
+            f"  otel-audit prove {example_event} --out proof.json\n"
+            f"  otel-audit verify-proof proof.json --public-key {key}"
         )
+        if not keep_serving:
+            return 0 if stored == len(report.event_ids) else 1
         _say(
             "\nThe receiver keeps serving. Point your services at it:\n"
             f"  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{grpc_port} (gRPC) or "

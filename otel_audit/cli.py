@@ -67,7 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as exc:
+        # `pip install otel-audit` is what a service needs (the OTel API and SDK); the
+        # commands live on the server side.
+        sys.stderr.write(
+            f"otel-audit: the command line needs the server dependencies ({exc.name} is "
+            "missing): pip install 'otel-audit[server]'\n"
+        )
+        return Exit.UNAVAILABLE
     args = parser.parse_args(argv)
     handler = args.handler
     try:

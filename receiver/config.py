@@ -31,6 +31,7 @@ import yaml
 
 from indexer.es_client import EsConnection
 from indexer.query.config import QueryConfig
+from indexer.query.console import ConsoleConfig
 from indexer.spans import SpansConfig
 from receiver.sealing.config import IntegrityConfig
 
@@ -47,7 +48,12 @@ __all__ = [
 ENV_PREFIX = "OTEL_AUDIT_"
 
 SECTIONS: Mapping[str, type[Any]] = types.MappingProxyType(
-    {"integrity": IntegrityConfig, "query": QueryConfig, "spans": SpansConfig}
+    {
+        "integrity": IntegrityConfig,
+        "query": QueryConfig,
+        "spans": SpansConfig,
+        "console": ConsoleConfig,
+    }
 )
 """The nested sections by YAML key.
 

@@ -82,11 +82,28 @@ def _builder_release() -> str:
     return str(manifest["dist"]["version"])
 
 
+SETUP_SCRIPT = REPO / "docker" / "setup.sh"
+IMAGE = "otel-audit:local"
+
+
 def _receiver_config() -> ReceiverConfig:
+    """docker/receiver.yaml: the base of the config the setup job writes for the receiver."""
     receiver = _services()["receiver"]
-    host_path = "./docker/receiver.yaml"
-    _bind_target(receiver, host_path)
-    return load_config(REPO / host_path, env=_env(receiver))
+    _bind_target(_services()["setup"], "./docker/receiver.yaml")
+    return load_config(REPO / "docker" / "receiver.yaml", env=_env(receiver))
+
+
+def _script_commands() -> list[list[str]]:
+    """The ``otel-audit`` commands docker/setup.sh runs (continuation lines joined)."""
+    text = re.sub(r"\\\n\s*", " ", SETUP_SCRIPT.read_text(encoding="utf-8"))
+    for name, default in re.findall(r'^([A-Z_]+)="\$\{[A-Z_]+:-([^}]+)\}"', text, re.M):
+        text = text.replace(f"${name}", default)
+    out = []
+    for line in text.splitlines():
+        words = shlex.split(line.strip(), comments=True)
+        if words and words[0] == "otel-audit":
+            out.append(words[: words.index(">")] if ">" in words else words)
+    return out
 
 
 def _default_ports() -> dict[str, int]:
@@ -107,7 +124,10 @@ def _commands() -> list[tuple[str, list[str]]]:
             continue
         if isinstance(command, str):
             command = shlex.split(command)
-        if command[:2] == ["sh", "-ec"]:
+        if command == ["sh", "/etc/otel-audit/setup.sh"]:
+            assert _bind_target(service, "./docker/setup.sh") == command[1]
+            found.extend((name, argv) for argv in _script_commands())
+        elif command[:2] == ["sh", "-ec"]:
             for line in command[2].splitlines():
                 words = shlex.split(line)
                 if words and words[0] == "otel-audit":
@@ -157,7 +177,7 @@ def test_depends_on_names_existing_services() -> None:
                 has_check = "healthcheck" in dep_service and not dep_service["healthcheck"].get(
                     "disable"
                 )
-                built_here = "build" in dep_service
+                built_here = dep_service.get("image") == IMAGE
                 assert has_check or built_here, f"{dep} has no health check for {name} to await"
 
 
@@ -226,7 +246,6 @@ def test_ports_match_the_receiver_config() -> None:
         assert host == "0.0.0.0", f"{key} must listen on the container network"
         assert port in exposed, f"{key} port {port} is not exposed by the receiver service"
         assert port in image_ports, f"{key} port {port} is not in the Dockerfile's EXPOSE"
-    assert config.es_url == "http://elasticsearch:9200"
     grpc = defaults["grpc_endpoint"]
     assert _env(services["collector"])["OTEL_AUDIT_RECEIVER_ENDPOINT"] == f"receiver:{grpc}"
     health = " ".join(_instruction("HEALTHCHECK"))
@@ -254,13 +273,21 @@ def test_receiver_state_paths_are_on_the_state_volume() -> None:
     assert integrity.key_file == f"{key_dir}/signing-key.pem"
 
 
-def test_dockerfile_runs_the_mounted_config_as_a_non_root_user() -> None:
+def test_the_receiver_runs_the_config_the_setup_job_writes_as_a_non_root_user() -> None:
     assert _instruction("FROM")[-1] == "python:3.11-slim"  # earlier stages only build wheels
     cmd = yaml.safe_load(_instruction("CMD")[-1])
     assert cmd[:2] == ["otel-audit", "serve"]
-    config_path = cmd[cmd.index("--config") + 1]
-    assert _bind_target(_services()["receiver"], "./docker/receiver.yaml") == config_path
-    assert "command" not in _services()["receiver"], "the receiver runs the image's CMD"
+    script = SETUP_SCRIPT.read_text(encoding="utf-8")
+    state = re.search(r'STATE_DIR="\$\{STATE_DIR:-([^}]+)\}"', script)
+    base = re.search(r'BASE_CONFIG="\$\{BASE_CONFIG:-([^}]+)\}"', script)
+    assert state and base
+    setup = _services()["setup"]
+    assert _bind_target(setup, "./docker/receiver.yaml") == base.group(1)
+    assert ("otel-audit-state", state.group(1)) in _mounts(setup)
+    receiver = _services()["receiver"]
+    config_path = f"{state.group(1)}/receiver.yaml"
+    assert receiver["command"] == ["otel-audit", "serve", "--config", config_path]
+    assert ("otel-audit-state", state.group(1)) in _mounts(receiver)
     users = _instruction("USER")
     assert users and users[-1] not in ("root", "0"), "the image must not run as root"
     assert "ARG EXTRAS=server" in [f"ARG {a}" for a in _instruction("ARG")]
@@ -305,3 +332,61 @@ def test_compose_collector_config_is_valid() -> None:
     assert configs[0] == MAIN_CONFIG
     result = validate_config(ensure_collector(), configs, env=_env(collector))
     assert result.ok, result.message
+
+
+def test_the_image_is_built_once_and_run_by_name() -> None:
+    services = _services()
+    builders = [name for name, svc in services.items() if "build" in svc]
+    assert builders == ["setup"], f"only the setup job builds the image, not {builders}"
+    assert services["setup"]["image"] == IMAGE
+    users = [name for name, svc in services.items() if svc.get("image") == IMAGE]
+    assert set(users) >= {"setup", "kibana-setup", "receiver", "collector-volume-init", "demo"}
+    for name in users:
+        if name != "setup":
+            assert services[name].get("pull_policy") == "never", f"{name} would try to pull it"
+    # One image serves the demo traffic generator too.
+    assert services["setup"]["build"]["args"]["EXTRAS"] == "demo"
+
+
+def test_the_console_gets_the_signing_keys_public_half() -> None:
+    config = _receiver_config()
+    integrity = config.sections["integrity"]
+    console = config.sections["console"]
+    assert console.public_keys == (integrity.key_file.replace(".pem", ".pub.pem"),)
+
+
+@pytest.mark.integration
+def test_setup_script_makes_a_reader_token_once(es_url: str, tmp_path: Path) -> None:
+    """docker/setup.sh for real (outside a container): the receiver's config it writes
+    accepts the token it wrote, and a second run changes neither."""
+    import os
+    import subprocess
+    import sys
+
+    from indexer.query.auth import Authenticator
+    from indexer.query.config import QueryConfig
+
+    env = {
+        **os.environ,
+        "STATE_DIR": str(tmp_path),
+        "BASE_CONFIG": str(REPO / "docker" / "receiver.yaml"),
+        "OTEL_AUDIT_ES_URL": es_url,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    for _ in range(2):
+        run = subprocess.run(
+            ["sh", str(SETUP_SCRIPT)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        if _ == 0:
+            token = (tmp_path / "reader-token").read_text().strip()
+            first = (tmp_path / "receiver.yaml").read_text()
+    assert (tmp_path / "receiver.yaml").read_text() == first
+    assert token.startswith("oat_")
+    assert (tmp_path / "reader-token").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "keys" / "signing-key.pem").exists()
+    config = load_config(tmp_path / "receiver.yaml", env={})
+    query = config.sections["query"]
+    assert isinstance(query, QueryConfig)
+    principal = Authenticator(query.tokens).authorize(f"Bearer {token}", "reader")
+    assert principal.subject == "auditor"

@@ -41,6 +41,7 @@ from indexer.es_client import async_client
 from indexer.query.audit import QueryAuditor, WriteRecords
 from indexer.query.auth import Authenticator, AuthError, Principal
 from indexer.query.config import QueryConfig, es_connection_of, query_config_of
+from indexer.query.console import ApiAccess, add_console, console_config_of
 from indexer.query.filters import (
     Cursor,
     EventFilter,
@@ -515,6 +516,9 @@ def build_app(config: Any, write_records: WriteRecords | None = None) -> web.App
     app.router.add_get(f"{p}/openapi.json", _openapi)
     app.router.add_get(f"{p}/healthz", _healthz)
     app.router.add_get("/healthz", _healthz)
+    # The console: its page and its routes, through this app's auth and read audit.
+    access = ApiAccess(p, lambda a: a[_ES_KEY], lambda a: a[_CFG_KEY], _principal, _audited)
+    add_console(app, console_config_of(config), access)
     return app
 
 

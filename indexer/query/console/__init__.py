@@ -1,0 +1,13 @@
+"""The auditor's console: a web UI served by the query API (see ``README.md`` here)."""
+
+from indexer.query.console.config import ConsoleConfig, ConsoleConfigError, console_config_of
+from indexer.query.console.routes import ApiAccess, ScheduledVerifyStatus, add_console
+
+__all__ = [
+    "ApiAccess",
+    "ConsoleConfig",
+    "ConsoleConfigError",
+    "ScheduledVerifyStatus",
+    "add_console",
+    "console_config_of",
+]
