@@ -5,7 +5,8 @@ and exports logs and spans over OTLP. It prints ``{"listening": URL}`` as its fi
 stdout, logs JSON to stderr, and flushes its telemetry before it exits on SIGTERM.
 
 - :func:`ensure_sdk_dependencies` installs the helpers' dependencies the way ``make sdk``
-  does (npm lock file, Go module proxy), once;
+  does (npm lock file, Go module proxy), once; :func:`ensure_node_dependencies` only the
+  npm part (which also pins the ECS definitions the conformance test reads);
 - :func:`build_go_example` compiles one Go example (seconds once Go's build cache is warm);
 - :class:`ExampleService` starts one example, waits for its address and stops it.
 
@@ -38,6 +39,7 @@ __all__ = [
     "ExampleService",
     "ExampleStartError",
     "build_go_example",
+    "ensure_node_dependencies",
     "ensure_sdk_dependencies",
 ]
 
@@ -80,8 +82,8 @@ def _run(args: Sequence[str], cwd: Path, what: str) -> None:
         )
 
 
-def ensure_sdk_dependencies() -> None:
-    """Install the helpers' dependencies as ``make sdk`` does, unless that was done already."""
+def ensure_node_dependencies() -> None:
+    """``npm ci`` in ``sdk/node`` as ``make sdk`` does, unless that was done already."""
     if not _NODE_STAMP.exists():
         _run(
             ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
@@ -89,6 +91,11 @@ def ensure_sdk_dependencies() -> None:
             "installing the Node.js helper's dependencies",
         )
         _NODE_STAMP.touch()
+
+
+def ensure_sdk_dependencies() -> None:
+    """Install the helpers' dependencies as ``make sdk`` does, unless that was done already."""
+    ensure_node_dependencies()
     _run(["go", "mod", "download"], GO_EXAMPLES, "downloading the Go examples' modules")
 
 
