@@ -282,11 +282,12 @@ func part(s string) string {
 }
 
 func defaultBody(f *Fields) string {
-	text := part(f.ActorType) + " " + part(f.ActorID) + " " + part(f.Action)
+	// One concatenation each way: one allocation per body.
 	if f.ResourceType != "" || f.ResourceID != "" {
-		text += " " + part(f.ResourceType) + "/" + part(f.ResourceID)
+		return part(f.ActorType) + " " + part(f.ActorID) + " " + part(f.Action) + " " +
+			part(f.ResourceType) + "/" + part(f.ResourceID) + ": " + part(f.Outcome)
 	}
-	return text + ": " + part(f.Outcome)
+	return part(f.ActorType) + " " + part(f.ActorID) + " " + part(f.Action) + ": " + part(f.Outcome)
 }
 
 // Emit records one audit event with ctx's span; it returns the event id. The error is
