@@ -53,7 +53,7 @@ unit: $(STAMP)
 run: $(STAMP)
 	$(PY) -m otel_audit.cli demo
 
-bench: $(STAMP)
+bench: $(STAMP) sdk
 	$(PY) -m bench
 
 docs: $(STAMP)
