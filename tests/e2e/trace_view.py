@@ -35,7 +35,12 @@ def wait_for(
 
 
 def get_trace(receiver: ReceiverProcess, trace_id: str) -> dict[str, Any] | None:
-    """The trace view of ``trace_id``, or None while nothing of it is stored."""
+    """The trace view of ``trace_id``; None while nothing of it is stored.
+
+    A 503 (the store did not answer in time, or the read could not be recorded in the
+    query audit log) comes with Retry-After: it is returned as ``{"unavailable": body}``,
+    which the waiting callers treat as "not yet" and show if it lasts.
+    """
     request = urllib.request.Request(
         f"{receiver.query_url}/api/v1/traces/{trace_id}",
         headers={"Authorization": f"Bearer {receiver.reader_token}"},
@@ -47,6 +52,8 @@ def get_trace(receiver: ReceiverProcess, trace_id: str) -> dict[str, Any] | None
     except urllib.error.HTTPError as err:
         if err.code == 404:  # nothing of this trace stored yet
             return None
+        if err.code == 503:
+            return {"unavailable": err.read().decode("utf-8", "replace")}
         raise
 
 
@@ -60,7 +67,7 @@ def walk(nodes: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
 
 
 def _complete(view: dict[str, Any] | None, services: set[str], event_ids: set[str]) -> bool:
-    if view is None:
+    if view is None or "roots" not in view:
         return False
     nodes = list(walk(view["roots"]))
     placed = {ev["event"]["id"] for node in nodes for ev in node["events"]}

@@ -34,7 +34,8 @@ const { BatchLogRecordProcessor, LoggerProvider } = require('@opentelemetry/sdk-
 const { BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base');
 const { NodeTracerProvider } = require('@opentelemetry/sdk-trace-node');
 
-const { AuditLogger, emitStats } = require('../src/index.js');
+// The package's own name resolves here too (Node.js self-reference through "exports").
+const { AuditLogger, emitStats } = require('otel-audit');
 
 // Short so a caller sees the events within a fraction of a second; the SDKs' defaults
 // (1 s for logs, 5 s for spans) suit a busy service better.
