@@ -56,7 +56,7 @@ unit: $(STAMP)
 run: $(STAMP)
 	$(PY) -m otel_audit.cli demo
 
-bench: $(STAMP)
+bench: $(STAMP) sdk
 	$(PY) -m bench
 
 docs: $(STAMP)
@@ -72,16 +72,20 @@ $(SDK_NODE_STAMP): sdk/node/package.json sdk/node/package-lock.json
 
 sdk: $(SDK_NODE_STAMP)
 	cd sdk/go && go mod download
+	cd sdk/go/examples && go mod download
 
 # The helpers' cost per event on top of their SDK's own emit (QUICK=1: small sizes).
 bench-sdk: sdk
 	cd sdk/node && node bench/emit.bench.js $(if $(QUICK),--quick,)
 	cd sdk/go && go test -run '^$$' -bench . -benchmem -benchtime $(if $(QUICK),20000x,2s) .
 
-# Their own tests: the shared validator table, emitting through the real SDKs, types.
+# Their own tests: the shared validator table, emitting through the real SDKs, types; the
+# example services (sdk/*/examples, run by tests/e2e/test_polyglot_e2e.py) vetted.
 sdk-test: sdk
 	cd sdk/node && npm test --silent
 	cd sdk/go && go vet ./... && go test ./...
+	cd sdk/go/examples && go vet ./...
+	node --check sdk/node/examples/billing.js
 
 # The OpenTelemetry Collector (otelcol-audit), built with ocb from the Go module proxy and
 # cached under ~/.cache/otel-audit/collector (OTEL_AUDIT_CACHE_DIR); prints the binary path.

@@ -134,6 +134,11 @@ def _console(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
     return mod.table(figures), flat
 
 
+def _sdk_helpers(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
+    figures = mod.run(quick)
+    return kv_table(figures), figures
+
+
 BENCHES: tuple[Bench, ...] = (
     Bench(
         "pipeline_cpu",
@@ -184,6 +189,14 @@ BENCHES: tuple[Bench, ...] = (
         ("--quick",),
         needs_es=True,
         adapter=_console,
+    ),
+    Bench(
+        "sdk_helpers",
+        "bench.sdk_helpers",
+        "Node.js and Go helpers' cost per event over their SDK's emit",
+        (),
+        ("--quick",),
+        adapter=_sdk_helpers,
     ),
     Bench(
         "verify",
@@ -382,6 +395,16 @@ def cross_ratios(outcomes: dict[str, Outcome]) -> list[tuple[str, str]]:
         end = ing.get("ingest", {}).get("events_per_s")
         if null and end:
             out.append(("ingest events/s vs null-sink events/s", f"{end / null:.3f}"))
+    sdk = figures("sdk_helpers")
+    for lang in ("node", "go") if sdk else ():
+        out.append(
+            (
+                f"{lang} helper emit vs its SDK's emit",
+                f"{sdk[f'{lang}_helper_emit_us']} / {sdk[f'{lang}_sdk_emit_us']} us = "
+                f"{sdk[f'{lang}_ratio']}x; cost {sdk[f'{lang}_helper_cost_us']} us "
+                f"(target {sdk['target_cost_us']})",
+            )
+        )
     return out
 
 

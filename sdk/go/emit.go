@@ -21,8 +21,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -150,13 +152,25 @@ var (
 	lastMs   int64  = -1
 	lastHigh uint16 // rand_a (12 bits)
 	lastLow  uint64 // rand_b (62 bits)
+
+	// Random bytes come from a pool refilled from crypto/rand (under idMu): one read per
+	// few hundred ids instead of two per id.
+	pool   [4096]byte
+	poolAt = len(pool)
 )
 
+// random returns n (at most 8) random bytes as the high bytes of a uint64; idMu is held.
 func random(n int) uint64 {
-	var b [8]byte
-	if _, err := rand.Read(b[:n]); err != nil {
-		return uint64(time.Now().UnixNano())
+	if poolAt+n > len(pool) {
+		if _, err := rand.Read(pool[:]); err != nil {
+			// crypto/rand does not fail on supported platforms; the time still varies.
+			binary.BigEndian.PutUint64(pool[:8], uint64(time.Now().UnixNano()))
+		}
+		poolAt = 0
 	}
+	var b [8]byte
+	copy(b[:n], pool[poolAt:poolAt+n])
+	poolAt += n
 	return binary.BigEndian.Uint64(b[:])
 }
 
@@ -190,7 +204,17 @@ func NewEventID(unixMs int64) string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[0:8], uint64(ms)<<16|0x7000|uint64(high))
 	binary.BigEndian.PutUint64(b[8:16], 0b10<<62|low)
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+	var text [36]byte
+	hex.Encode(text[0:8], b[0:4])
+	text[8] = '-'
+	hex.Encode(text[9:13], b[4:6])
+	text[13] = '-'
+	hex.Encode(text[14:18], b[6:8])
+	text[18] = '-'
+	hex.Encode(text[19:23], b[8:10])
+	text[23] = '-'
+	hex.Encode(text[24:36], b[10:16])
+	return string(text[:])
 }
 
 // --- the helper -----------------------------------------------------------------------------
@@ -199,12 +223,45 @@ func NewEventID(unixMs int64) string {
 type Logger struct {
 	provider log.LoggerProvider // nil: the global one, looked up on every call
 	resource []attribute.KeyValue
+	// resourceValid: the resource passed every rule once; resources are immutable, so it
+	// is not checked again (one with violations is, on every event).
+	resourceValid bool
+	bound         atomic.Pointer[boundLogger]
+}
+
+// boundLogger is the log.Logger a provider gave the helper, kept for the next event.
+type boundLogger struct {
+	provider log.LoggerProvider
+	logger   log.Logger
 }
 
 // NewLogger returns a Logger bound to provider (nil: the global provider). resource, when
 // given, is the provider's resource, checked like the receiver checks it (service.name).
 func NewLogger(provider log.LoggerProvider, resource ...attribute.KeyValue) *Logger {
-	return &Logger{provider: provider, resource: resource}
+	return &Logger{provider: provider, resource: resource,
+		resourceValid: resource != nil && resourceValid(resource)}
+}
+
+// logger is the audit scope's log.Logger of the current provider. It is asked for once per
+// provider; the global provider is looked up every time, since it may be replaced.
+func (l *Logger) logger() log.Logger {
+	provider := l.provider
+	if provider == nil {
+		provider = global.GetLoggerProvider()
+	}
+	if b := l.bound.Load(); b != nil && sameProvider(b.provider, provider) {
+		return b.logger
+	}
+	logger := provider.Logger(ScopeName, log.WithInstrumentationVersion(ScopeVersion))
+	l.bound.Store(&boundLogger{provider: provider, logger: logger})
+	return logger
+}
+
+// sameProvider compares providers that are pointers (as the SDK's and the global one are);
+// other kinds might panic on ==, so they are never taken as the same.
+func sameProvider(a, b log.LoggerProvider) bool {
+	ta := reflect.TypeOf(a)
+	return ta != nil && ta == reflect.TypeOf(b) && ta.Kind() == reflect.Pointer && a == b
 }
 
 var defaultLogger = &Logger{}
@@ -225,11 +282,12 @@ func part(s string) string {
 }
 
 func defaultBody(f *Fields) string {
-	text := part(f.ActorType) + " " + part(f.ActorID) + " " + part(f.Action)
+	// One concatenation each way: one allocation per body.
 	if f.ResourceType != "" || f.ResourceID != "" {
-		text += " " + part(f.ResourceType) + "/" + part(f.ResourceID)
+		return part(f.ActorType) + " " + part(f.ActorID) + " " + part(f.Action) + " " +
+			part(f.ResourceType) + "/" + part(f.ResourceID) + ": " + part(f.Outcome)
 	}
-	return text + ": " + part(f.Outcome)
+	return part(f.ActorType) + " " + part(f.ActorID) + " " + part(f.Action) + ": " + part(f.Outcome)
 }
 
 // Emit records one audit event with ctx's span; it returns the event id. The error is
@@ -267,10 +325,10 @@ func (l *Logger) Emit(ctx context.Context, e Event) (id string, err error) {
 		body = defaultBody(&fields)
 	}
 	resource := l.resource
-	found := Validate(Record{
+	found := validate(Record{
 		Attributes: attrs, Resource: resource, Body: attribute.StringValue(body),
 		TimeUnixNano: ts.UnixNano(), ObservedTimeUnixNano: now.UnixNano(),
-	}, now.UnixNano())
+	}, now.UnixNano(), l.resourceValid)
 	if resource == nil {
 		// The provider's resource is not known here: the receiver checks service.name.
 		kept := found[:0]
@@ -304,11 +362,7 @@ func (l *Logger) Emit(ctx context.Context, e Event) (id string, err error) {
 	rec.SetEventName(fields.Action)
 	rec.SetBody(attribute.StringValue(body))
 	rec.AddAttributes(attrs...)
-	provider := l.provider
-	if provider == nil {
-		provider = global.GetLoggerProvider()
-	}
-	provider.Logger(ScopeName, log.WithInstrumentationVersion(ScopeVersion)).Emit(ctx, rec)
+	l.logger().Emit(ctx, rec)
 	emitted.Add(1)
 	return id, nil
 }

@@ -3,8 +3,9 @@ package otelaudit
 import (
 	"encoding/json"
 	"fmt"
-	"math/big"
+	"math"
 	"regexp"
+	"regexp/syntax"
 	"sort"
 	"strconv"
 	"strings"
@@ -90,7 +91,7 @@ type schemaSpec struct {
 	resourceKnown map[string]bool
 	resourceCats  map[string]bool
 	blank         map[rune]bool
-	control       *regexp.Regexp
+	control       func(string) bool
 	keyBad        *regexp.Regexp
 	minTime       int64
 }
@@ -125,10 +126,45 @@ func loadSchema() *schemaSpec {
 	for _, c := range s.BlankChars {
 		s.blank[c] = true
 	}
-	s.control = regexp.MustCompile(s.ControlPattern)
+	s.control = searcher(s.ControlPattern)
 	s.keyBad = regexp.MustCompile(s.KeyBadPattern)
 	s.minTime, _ = strconv.ParseInt(s.Limits.MinTimeUnixNano, 10, 64)
 	return s
+}
+
+// searcher reports whether pattern matches anywhere in a string. A pattern that is one
+// class of ASCII characters (the control characters) is searched byte by byte through a
+// table, several times faster than the regexp package; any other pattern uses regexp.
+// Bytes of multi-byte UTF-8 sequences are never ASCII, so the byte scan finds exactly
+// what the regexp would.
+func searcher(pattern string) func(string) bool {
+	re := regexp.MustCompile(pattern)
+	parsed, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return re.MatchString
+	}
+	parsed = parsed.Simplify()
+	if parsed.Op != syntax.OpCharClass {
+		return re.MatchString
+	}
+	var table [utf8.RuneSelf]bool
+	for i := 0; i+1 < len(parsed.Rune); i += 2 {
+		lo, hi := parsed.Rune[i], parsed.Rune[i+1]
+		if hi >= utf8.RuneSelf {
+			return re.MatchString
+		}
+		for r := lo; r <= hi; r++ {
+			table[r] = true
+		}
+	}
+	return func(text string) bool {
+		for i := 0; i < len(text); i++ {
+			if b := text[i]; b < utf8.RuneSelf && table[b] {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 var placeholder = regexp.MustCompile(`\{(\w+)\}`)
@@ -303,7 +339,7 @@ func (c *checker) str(f *fieldSpec, v attribute.Value, name, required string) (s
 			c.add(name, "max_bytes", message("max_bytes", "size", len(s), "limit", f.MaxBytes))
 			return "", false
 		}
-		if f.Type == "keyword" && schema.control.MatchString(s) {
+		if f.Type == "keyword" && schema.control(s) {
 			c.add(name, "control_chars", message("control_chars"))
 			return "", false
 		}
@@ -401,70 +437,117 @@ func (c *checker) value(v attribute.Value, where string, depth int) {
 }
 
 // ordered holds attributes by key, the last value of a repeated key winning (as a map
-// built from them would), in first-seen order.
+// built from them would), in first-seen order. Up to smallOrdered keys a linear scan finds
+// a key faster than a map, which is made only for more.
 type ordered struct {
-	keys   []string
-	values map[string]attribute.Value
+	entries []attribute.KeyValue
+	index   map[string]int
 }
 
+const smallOrdered = 16
+
 func newOrdered(kvs []attribute.KeyValue) ordered {
-	o := ordered{values: make(map[string]attribute.Value, len(kvs))}
+	o := ordered{entries: make([]attribute.KeyValue, 0, len(kvs))}
+	if len(kvs) > smallOrdered {
+		o.index = make(map[string]int, len(kvs))
+	}
 	for _, kv := range kvs {
-		key := string(kv.Key)
-		if _, seen := o.values[key]; !seen {
-			o.keys = append(o.keys, key)
+		if i, seen := o.find(string(kv.Key)); seen {
+			o.entries[i].Value = kv.Value
+			continue
 		}
-		o.values[key] = kv.Value
+		if o.index != nil {
+			o.index[string(kv.Key)] = len(o.entries)
+		}
+		o.entries = append(o.entries, kv)
 	}
 	return o
 }
 
-func (o ordered) has(key string) bool { _, ok := o.values[key]; return ok }
+func (o ordered) find(key string) (int, bool) {
+	if o.index != nil {
+		i, ok := o.index[key]
+		return i, ok
+	}
+	for i := range o.entries {
+		if string(o.entries[i].Key) == key {
+			return i, true
+		}
+	}
+	return -1, false
+}
+
+func (o ordered) get(key string) (attribute.Value, bool) {
+	if i, ok := o.find(key); ok {
+		return o.entries[i].Value, true
+	}
+	return attribute.Value{}, false
+}
+
+func (o ordered) has(key string) bool { _, ok := o.find(key); return ok }
 
 // Validate returns every violation of r against the schema (empty when valid), with the
 // same fields, rules and messages as the Python helper. nowUnixNano is the present time.
 func Validate(r Record, nowUnixNano int64) []Violation {
+	return validate(r, nowUnixNano, false)
+}
+
+// resourceValid says whether a resource passes every rule on its own. A valid resource
+// adds no violation to any record, whatever else the record breaks, so a Logger whose
+// resource is valid need not check it on every event.
+func resourceValid(resource []attribute.KeyValue) bool {
+	c := &checker{}
+	c.resource(newOrdered(resource))
+	return len(c.out) == 0
+}
+
+func validate(r Record, nowUnixNano int64, skipValidResource bool) []Violation {
 	c := &checker{}
 	attrs := newOrdered(r.Attributes)
 	if !attrs.has(schema.Marker) {
 		c.add(schema.Marker, "not_audit_event", message("not_audit_event", "marker", schema.Marker))
 		return c.out
 	}
-	if limit := schema.Limits.MaxAttributes; len(attrs.keys) > limit {
-		c.add("attributes", "too_many", message("attributes_too_many", "count", len(attrs.keys), "limit", limit))
+	if limit := schema.Limits.MaxAttributes; len(attrs.entries) > limit {
+		c.add("attributes", "too_many", message("attributes_too_many", "count", len(attrs.entries), "limit", limit))
 		return c.out
 	}
-	values := map[string]string{}
-	used := map[string]bool{}
-	aliased := map[string]bool{}
+	// Only the category's value is needed later; the alias maps are made when an alias is
+	// used (reading a nil map is fine).
+	category, hasCategory := "", false
+	var used, aliased map[string]bool
 	for _, f := range schema.Fields {
-		if v, ok := attrs.values[f.Attribute]; ok {
-			if s, usable := c.field(f, v, f.Attribute); usable {
-				values[f.Attribute] = s
+		value, usable := "", false
+		if v, ok := attrs.get(f.Attribute); ok {
+			value, usable = c.field(f, v, f.Attribute)
+		} else {
+			alias := ""
+			for _, a := range f.Aliases {
+				if attrs.has(a) {
+					alias = a
+					break
+				}
 			}
-			continue
+			switch {
+			case alias != "":
+				if used == nil {
+					used, aliased = map[string]bool{}, map[string]bool{}
+				}
+				used[alias] = true
+				aliased[f.Attribute] = true
+				v, _ := attrs.get(alias)
+				value, usable = c.field(f, v, alias)
+			case f.Required == "always" && !(len(f.AliasDefault) == 2 && aliased[f.AliasDefault[0]]):
+				c.add(f.Attribute, "required", message("required"))
+			}
 		}
-		alias := ""
-		for _, a := range f.Aliases {
-			if attrs.has(a) {
-				alias = a
-				break
-			}
-		}
-		switch {
-		case alias != "":
-			used[alias] = true
-			aliased[f.Attribute] = true
-			if s, usable := c.field(f, attrs.values[alias], alias); usable {
-				values[f.Attribute] = s
-			}
-		case f.Required == "always" && !(len(f.AliasDefault) == 2 && aliased[f.AliasDefault[0]]):
-			c.add(f.Attribute, "required", message("required"))
+		if usable && f.Attribute == schema.CategoryAttribute {
+			category, hasCategory = value, true
 		}
 	}
-	if category, ok := values[schema.CategoryAttribute]; ok && schema.resourceCats[category] {
+	if hasCategory && schema.resourceCats[category] {
 		for _, name := range schema.ResourceCategoryAttributes {
-			v, present := attrs.values[name]
+			v, present := attrs.get(name)
 			missing := !present || v.Type() == attribute.EMPTY ||
 				(v.Type() == attribute.STRING && (v.AsString() == "" || isBlank(v.AsString())))
 			if missing {
@@ -472,18 +555,21 @@ func Validate(r Record, nowUnixNano int64) []Violation {
 			}
 		}
 	}
-	for _, key := range attrs.keys {
+	for _, kv := range attrs.entries {
+		key := string(kv.Key)
 		if schema.byAttribute[key] != nil || used[key] {
 			continue
 		}
 		if c.key(key, "attributes") {
-			c.value(attrs.values[key], key, 1)
+			c.value(kv.Value, key, 1)
 		}
 		if len(c.out) > maxViolations {
 			break
 		}
 	}
-	c.resource(newOrdered(r.Resource))
+	if !skipValidResource {
+		c.resource(newOrdered(r.Resource))
+	}
 	if r.Body.Type() != attribute.EMPTY {
 		c.value(r.Body, "body", 1)
 	}
@@ -492,12 +578,12 @@ func Validate(r Record, nowUnixNano int64) []Violation {
 }
 
 func (c *checker) resource(res ordered) {
-	if limit := schema.Limits.MaxResourceAttributes; len(res.keys) > limit {
-		c.add("resource", "too_many", message("resource_too_many", "count", len(res.keys), "limit", limit))
+	if limit := schema.Limits.MaxResourceAttributes; len(res.entries) > limit {
+		c.add("resource", "too_many", message("resource_too_many", "count", len(res.entries), "limit", limit))
 	}
 	for _, rf := range schema.ResourceFields {
 		where := "resource." + rf.Attribute
-		v, ok := res.values[rf.Attribute]
+		v, ok := res.get(rf.Attribute)
 		switch {
 		case !ok || v.Type() == attribute.EMPTY:
 			if rf.Required == "always" {
@@ -509,18 +595,19 @@ func (c *checker) resource(res ordered) {
 			c.add(where, "required", message("empty"))
 		case len(v.AsString()) > rf.MaxBytes:
 			c.add(where, "max_bytes", message("max_bytes", "size", len(v.AsString()), "limit", rf.MaxBytes))
-		case schema.control.MatchString(v.AsString()):
+		case schema.control(v.AsString()):
 			c.add(where, "control_chars", message("control_chars"))
 		case !utf8.ValidString(v.AsString()):
 			c.add(where, "encoding", message("resource_encoding"))
 		}
 	}
-	for _, key := range res.keys {
+	for _, kv := range res.entries {
+		key := string(kv.Key)
 		if schema.resourceKnown[key] {
 			continue
 		}
 		if c.key(key, "resource") {
-			c.value(res.values[key], "resource."+key, 1)
+			c.value(kv.Value, "resource."+key, 1)
 		}
 	}
 }
@@ -538,9 +625,11 @@ func (c *checker) time(r Record, now int64) {
 		c.add("time_unix_nano", "time", message("time_before", "min_date", schema.Limits.MinDate))
 		return
 	}
-	limit := new(big.Int).Add(big.NewInt(now), new(big.Int).Mul(big.NewInt(schema.Limits.MaxFutureS), big.NewInt(1e9)))
-	if big.NewInt(ts).Cmp(limit) > 0 {
-		c.add("time_unix_nano", "time", message("time_future", "seconds", schema.Limits.MaxFutureS))
+	// ts > now + maxFuture, without overflow: ts is past minTime (positive) here, so
+	// ts - maxFuture cannot wrap; a maxFuture beyond int64 nanoseconds has no limit.
+	maxFuture := schema.Limits.MaxFutureS
+	if maxFuture <= math.MaxInt64/1_000_000_000 && ts-maxFuture*1_000_000_000 > now {
+		c.add("time_unix_nano", "time", message("time_future", "seconds", maxFuture))
 	}
 }
 

@@ -32,6 +32,8 @@ from elasticsearch import Elasticsearch
 
 from demo.services import DemoCluster, start_demo_services
 from tests.e2e.conftest import ReceiverProcess, StartReceiver
+from tests.e2e.trace_view import assert_trace_story
+from tests.e2e.trace_view import wait_for as _wait_for
 from tests.support.collector_build import CONFIG_DIR, MAIN_CONFIG
 
 pytestmark = [pytest.mark.collector, pytest.mark.integration]
@@ -69,19 +71,6 @@ def _run_checkouts(cluster: DemoCluster, numbers: Iterable[int], bad: set[int]) 
         sent.invalid.extend(report.invalid_event_ids[invalid_before:])
     sent.ordinary_logs = report.ordinary_logs
     return sent
-
-
-def _wait_for(
-    what: str, probe: Callable[[], Any], ok: Callable[[Any], bool], timeout_s: float
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}: {value}")
-        time.sleep(0.5)
 
 
 def _stored(es: Elasticsearch, index: str, event_ids: list[str]) -> list[dict[str, Any]]:
@@ -149,21 +138,6 @@ def _ordinary(bodies: list[str]) -> list[str]:
     return [b for b in bodies if b.startswith(ORDINARY_PREFIXES)]
 
 
-def _get_trace(receiver: ReceiverProcess, trace_id: str) -> dict[str, Any] | None:
-    request = urllib.request.Request(
-        f"{receiver.query_url}/api/v1/traces/{trace_id}",
-        headers={"Authorization": f"Bearer {receiver.reader_token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            body: dict[str, Any] = json.loads(response.read())
-            return body
-    except urllib.error.HTTPError as err:
-        if err.code == 404:  # nothing of this trace stored yet
-            return None
-        raise
-
-
 def _sealed_block(receiver: ReceiverProcess, event_id: str) -> dict[str, Any] | None:
     """The sealed block the query API reports for ``event_id`` (None until it is sealed)."""
     request = urllib.request.Request(
@@ -173,48 +147,6 @@ def _sealed_block(receiver: ReceiverProcess, event_id: str) -> dict[str, Any] | 
     with urllib.request.urlopen(request, timeout=10) as response:
         block: dict[str, Any] | None = json.loads(response.read())["block"]
         return block
-
-
-def _walk(nodes: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
-    stack = list(nodes)
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(node["children"])
-
-
-def _trace_complete(view: dict[str, Any] | None, event_ids: set[str]) -> bool:
-    if view is None:
-        return False
-    nodes = list(_walk(view["roots"]))
-    placed = {ev["event"]["id"] for node in nodes for ev in node["events"]}
-    return {n["span"]["service"] for n in nodes} >= SERVICES and placed >= event_ids
-
-
-def _assert_trace_story(receiver: ReceiverProcess, trace_id: str, event_ids: set[str]) -> None:
-    view = _wait_for(
-        f"trace {trace_id} with spans of {sorted(SERVICES)} and events {sorted(event_ids)}",
-        lambda: _get_trace(receiver, trace_id),
-        lambda v: _trace_complete(v, event_ids),
-        30.0,
-    )
-    assert view["trace_id"] == trace_id
-    assert set(view["services"]) >= SERVICES
-    assert not view["unattached"], f"events without their span: {view['unattached']}"
-    # One trace, one root: the storefront's checkout span; every other span hangs below it.
-    assert len(view["roots"]) == 1, [r["span"] for r in view["roots"]]
-    root = view["roots"][0]["span"]
-    assert root["service"] == "storefront" and root["name"] == "checkout"
-    nodes = list(_walk(view["roots"]))
-    assert not any(n["span"].get("missing_parent") for n in nodes)
-    for node in nodes:
-        for event in node["events"]:
-            assert event["span"]["id"] == node["span"]["span_id"]
-            assert event["trace"]["id"] == trace_id
-            # Each service's events sit under that service's own spans.
-            assert event["service"]["name"] == node["span"]["service"]
-    services_with_events = {n["span"]["service"] for n in nodes if n["events"]}
-    assert services_with_events >= SERVICES
 
 
 def test_demo_traffic_through_the_collector_is_stored_once_and_survives_an_outage(
@@ -257,7 +189,13 @@ def test_demo_traffic_through_the_collector_is_stored_once_and_survives_an_outag
 
     # Checkout 3 goes through all three services (login ok, charge allowed, in stock).
     full = first.traces[3]
-    _assert_trace_story(receiver, full, {e for e, t in first.trace_of.items() if t == full})
+    assert_trace_story(
+        receiver,
+        full,
+        {e for e, t in first.trace_of.items() if t == full},
+        services=SERVICES,
+        root=("storefront", "checkout"),
+    )
     # Stored events are sealed into signed blocks behind the write.
     for event_id in [e for e, t in first.trace_of.items() if t == full]:
         _wait_for(

@@ -31,6 +31,7 @@ from otel_audit.emit import new_event_id
 from otel_audit.record import LogRecordData
 from otel_audit.schema import load_schema
 from otel_audit.validate import validate
+from tests.support.sdk_examples import ensure_node_dependencies
 
 SCHEMA = load_schema()
 NODE_PACKAGE = Path(__file__).resolve().parents[2] / "sdk" / "node"
@@ -50,6 +51,7 @@ def ecs_fields() -> dict[str, Any]:
         "({name: v.name, expected: v.expected_event_types || null}))};"
         "process.stdout.write(JSON.stringify({version: EcsVersion, fields: out}));"
     )
+    ensure_node_dependencies()  # a clone where `make sdk` has not run yet
     done = subprocess.run(
         ["node", "-e", script], cwd=NODE_PACKAGE, capture_output=True, text=True, check=True
     )

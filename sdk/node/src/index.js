@@ -105,14 +105,41 @@ function reportError(err) {
 
 // --- event ids ------------------------------------------------------------------------------
 
-const RAND_BITS = 74n; // 12 bits rand_a + 62 bits rand_b
-const RAND_MASK = (1n << RAND_BITS) - 1n;
-let lastMs = -1n;
-let lastRand = 0n;
+// The 74 random bits of the last id, as three counters that doubles hold exactly:
+// rand_a (12 bits) and rand_b's high 30 and low 32 bits.
+const TWO_32 = 2 ** 32;
+const TWO_30 = 2 ** 30;
+const TWO_12 = 2 ** 12;
+const TWO_48 = 2 ** 48;
+let lastMs = -1;
+let lastA = 0;
+let lastBHigh = 0;
+let lastBLow = 0;
 
-function randomBits(bytes) {
-  return BigInt(`0x${crypto.randomBytes(bytes).toString('hex')}`);
+// Random bytes come from a pool refilled from the CSPRNG (as crypto.randomUUID does):
+// one randomFillSync per few hundred ids instead of one system call per id.
+const POOL_BYTES = 4096;
+const pool = Buffer.alloc(POOL_BYTES);
+let poolAt = POOL_BYTES;
+
+function random32() {
+  if (poolAt + 4 > POOL_BYTES) {
+    crypto.randomFillSync(pool);
+    poolAt = 0;
+  }
+  const value = pool.readUInt32BE(poolAt);
+  poolAt += 4;
+  return value;
 }
+
+function freshRandom() {
+  // The top random bit starts clear so a burst in one millisecond rarely overflows.
+  lastA = random32() & 0x7ff;
+  lastBHigh = random32() & (TWO_30 - 1);
+  lastBLow = random32();
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 /**
  * A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version 7, RFC variant, 74 random bits.
@@ -120,28 +147,42 @@ function randomBits(bytes) {
  * the Python helper's are.
  */
 function newEventId(unixMs) {
-  let ms = BigInt(unixMs ?? Date.now());
-  let rand;
+  let ms = unixMs === undefined || unixMs === null ? Date.now() : Number(unixMs);
+  ms = Math.floor(ms) % TWO_48;
   if (ms > lastMs) {
-    rand = randomBits(10) & (RAND_MASK >> 1n);
+    freshRandom();
   } else {
+    // Same (or an earlier) millisecond: the last random value plus 1..2^24, carried up.
     ms = lastMs;
-    rand = lastRand + 1n + (randomBits(4) & 0xffffffn);
-    if (rand > RAND_MASK) {
-      ms += 1n;
-      rand = randomBits(10) & (RAND_MASK >> 1n);
+    lastBLow += 1 + (random32() & 0xffffff);
+    if (lastBLow >= TWO_32) {
+      lastBLow -= TWO_32;
+      lastBHigh += 1;
+      if (lastBHigh >= TWO_30) {
+        lastBHigh -= TWO_30;
+        lastA += 1;
+        if (lastA >= TWO_12) {
+          ms += 1;
+          freshRandom();
+        }
+      }
     }
   }
   lastMs = ms;
-  lastRand = rand;
-  const value =
-    ((ms & 0xffffffffffffn) << 80n) |
-    (0x7n << 76n) |
-    ((rand >> 62n) << 64n) |
-    (0b10n << 62n) |
-    (rand & ((1n << 62n) - 1n));
-  const h = value.toString(16).padStart(32, '0');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  // Byte by byte: 48-bit ms | 0111 rand_a (12) | 10 rand_b (62).
+  const msHigh = Math.floor(ms / TWO_32);
+  const msLow = ms - msHigh * TWO_32;
+  const a = lastA;
+  const bh = lastBHigh;
+  const bl = lastBLow;
+  return (
+    HEX[msHigh >>> 8] + HEX[msHigh & 0xff] + HEX[msLow >>> 24] + HEX[(msLow >>> 16) & 0xff] +
+    '-' + HEX[(msLow >>> 8) & 0xff] + HEX[msLow & 0xff] +
+    '-' + HEX[0x70 | (a >>> 8)] + HEX[a & 0xff] +
+    '-' + HEX[0x80 | (bh >>> 24)] + HEX[(bh >>> 16) & 0xff] +
+    '-' + HEX[(bh >>> 8) & 0xff] + HEX[bh & 0xff] +
+    HEX[bl >>> 24] + HEX[(bl >>> 16) & 0xff] + HEX[(bl >>> 8) & 0xff] + HEX[bl & 0xff]
+  );
 }
 
 // --- the helper -----------------------------------------------------------------------------

@@ -14,7 +14,10 @@ const S = require('./schema.generated.js');
 
 const CONTROL = new RegExp(S.controlPattern);
 const KEY_BAD = new RegExp(S.keyBadPattern);
-const BLANK = new Set(S.blankChars);
+// What Python's str.isspace() calls blank, as a table over the UTF-16 code units up to the
+// largest such character (all of them are in the Basic Multilingual Plane).
+const BLANK = new Uint8Array(Math.max(...S.blankChars) + 1);
+for (const code of S.blankChars) BLANK[code] = 1;
 const FIELDS = S.fields.map((f) => ({
   ...f,
   enumSet: new Set(f.enum),
@@ -81,8 +84,9 @@ function utf8Length(text) {
 }
 
 function isBlank(text) {
-  for (const ch of text) {
-    if (!BLANK.has(ch.codePointAt(0))) return false;
+  // A surrogate is never blank, so code units decide as well as code points.
+  for (let i = 0; i < text.length; i += 1) {
+    if (BLANK[text.charCodeAt(i)] !== 1) return false;
   }
   return true;
 }
@@ -295,7 +299,23 @@ function has(attrs, key) {
   return Object.prototype.hasOwnProperty.call(attrs, key);
 }
 
+// Resources whose attributes passed every rule. A provider's resource is immutable (the
+// OpenTelemetry resource model), so the helper checks each one once, not on every event;
+// a resource with violations is checked again every time, so that each event reports them.
+const validResources = new WeakSet();
+
 function checkResource(resource, out) {
+  if (validResources.has(resource)) return;
+  const before = out.length;
+  checkResourceRules(resource, out);
+  // Past MAX_VIOLATIONS the value checks stop early, so only a full check proves validity.
+  const complete = before <= MAX_VIOLATIONS;
+  if (complete && out.length === before && typeof resource === 'object' && resource !== null) {
+    validResources.add(resource);
+  }
+}
+
+function checkResourceRules(resource, out) {
   if (kindOf(resource) !== 'kvlist') {
     out.push(new Violation('resource', 'type', message('resource_not_mapping')));
     return;
@@ -350,27 +370,29 @@ function validateRecord(record, nowNs) {
     const text = message('attributes_too_many', { count: keys.length, limit });
     return [new Violation('attributes', 'too_many', text)];
   }
-  const values = new Map();
-  const usedAliases = new Set();
-  const aliased = new Set();
+  // Allocated only when an alias stands in for a schema attribute (rare).
+  let usedAliases = null;
+  let aliased = null;
+  let category;
   for (const f of FIELDS) {
+    let value;
     if (has(attrs, f.attribute)) {
-      values.set(f.attribute, checkField(f, attrs[f.attribute], f.attribute, out));
-      continue;
+      value = checkField(f, attrs[f.attribute], f.attribute, out);
+    } else {
+      const alias = f.aliases.length ? f.aliases.find((a) => has(attrs, a)) : undefined;
+      if (alias !== undefined) {
+        (usedAliases ??= new Set()).add(alias);
+        (aliased ??= new Set()).add(f.attribute);
+        value = checkField(f, attrs[alias], alias, out);
+      } else if (
+        f.required === 'always' &&
+        !(f.aliasDefault.length && aliased !== null && aliased.has(f.aliasDefault[0]))
+      ) {
+        out.push(new Violation(f.attribute, 'required', message('required')));
+      }
     }
-    const alias = f.aliases.find((a) => has(attrs, a));
-    if (alias !== undefined) {
-      usedAliases.add(alias);
-      aliased.add(f.attribute);
-      values.set(f.attribute, checkField(f, attrs[alias], alias, out));
-    } else if (
-      f.required === 'always' &&
-      !(f.aliasDefault.length && aliased.has(f.aliasDefault[0]))
-    ) {
-      out.push(new Violation(f.attribute, 'required', message('required')));
-    }
+    if (f.attribute === S.categoryAttribute) category = value;
   }
-  const category = values.get(S.categoryAttribute);
   if (RESOURCE_CATEGORIES.has(category)) {
     for (const name of S.resourceCategoryAttributes) {
       const given = attrs[name];
@@ -384,7 +406,7 @@ function validateRecord(record, nowNs) {
     }
   }
   for (const key of keys) {
-    if (BY_ATTRIBUTE.has(key) || usedAliases.has(key)) continue;
+    if (BY_ATTRIBUTE.has(key) || (usedAliases !== null && usedAliases.has(key))) continue;
     if (checkKey(key, 'attributes', out)) checkValue(attrs[key], key, 1, out);
     if (out.length > MAX_VIOLATIONS) break;
   }

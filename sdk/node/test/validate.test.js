@@ -44,3 +44,26 @@ test('hostile inputs never throw', () => {
     assert.ok(Array.isArray(validate(record)));
   }
 });
+
+test('a resource with violations reports them on every event; a valid one stays valid', () => {
+  const base = cases.find((c) => c.name === 'valid/minimal-data-change').record;
+  const broken = { 'service.name': '' };
+  for (let i = 0; i < 2; i += 1) {
+    const got = validate({ ...base, resource: broken }, { nowUnixNano: now });
+    assert.deepEqual(got.map((v) => [v.field, v.rule]), [['resource.service.name', 'required']]);
+  }
+  const fine = { 'service.name': 'billing' };
+  for (let i = 0; i < 2; i += 1) {
+    assert.deepEqual(validate({ ...base, resource: fine }, { nowUnixNano: now }), []);
+  }
+});
+
+test('a resource seen past the violation cap is checked in full next time', () => {
+  const base = cases.find((c) => c.name === 'valid/minimal-data-change').record;
+  const resource = { 'service.name': 'billing', 'deep.value': ['fine', new Date()] };
+  const noisy = { ...base.attributes };
+  for (let i = 0; i < 60; i += 1) noisy[`bad..key${i}`] = 'x';
+  validate({ ...base, attributes: noisy, resource }, { nowUnixNano: now });
+  const got = validate({ ...base, resource }, { nowUnixNano: now });
+  assert.deepEqual(got.map((v) => [v.field, v.rule]), [['resource.deep.value', 'type']]);
+});
