@@ -7,7 +7,8 @@ twice is harmless: the second write answers 409 and the stored content hash tell
 Per item::
 
     201                         CREATED
-    409, stored hash == ours    DUPLICATE   (already stored: a retry or a spool replay)
+    409, stored hash == ours    DUPLICATE   (already stored: a retry or a spool replay;
+                                the result carries the stored document)
     409, stored hash != ours    CONFLICT    (never overwritten; the caller dead-letters it)
     409, item without a hash    DUPLICATE   (dead-letter documents: same _id, same content)
     429 / 5xx                   retried with exponential backoff and jitter, bounded;
@@ -104,6 +105,10 @@ class ItemResult(NamedTuple):
     detail: str = ""
     stored_hash: str | None = None
     """For CONFLICT: the content hash of the document already stored under the id."""
+    stored: dict[str, Any] | None = None
+    """For DUPLICATE of a hashed item: the document Elasticsearch holds under the id. A
+    retry rebuilds its document (its own ``event.ingested``), so what is sealed for a
+    duplicate must come from this stored copy, never from the retry's bytes."""
 
 
 CREATED = ItemResult(ItemStatus.CREATED)
@@ -411,14 +416,9 @@ class BulkWriter:
                 results[pos] = ItemResult(ItemStatus.DUPLICATE)
         if not hashed:
             return
-        docs = [
-            {
-                "_index": items[pos].index,
-                "_id": items[pos].doc_id,
-                "_source": ["audit.content_hash"],
-            }
-            for pos in hashed
-        ]
+        # The whole stored document: a duplicate is sealed with the leaf of what
+        # Elasticsearch holds. 409s are rare (retries, replays), so the reads are few.
+        docs = [{"_index": items[pos].index, "_id": items[pos].doc_id} for pos in hashed]
         try:
             response = await asyncio.wait_for(
                 self._es.mget(docs=docs), timeout=self.settings.timeout_s
@@ -432,14 +432,18 @@ class BulkWriter:
         found = response.body.get("docs", [])
         for pos, doc in zip(hashed, found, strict=False):
             ours = items[pos].content_hash
-            stored = (doc.get("_source") or {}).get("audit", {}).get("content_hash")
+            source = doc.get("_source")
+            if not isinstance(source, dict):
+                source = {}
+            audit = source.get("audit")
+            stored = audit.get("content_hash") if isinstance(audit, dict) else None
             if not doc.get("found"):
                 # 409 but gone: cannot happen for append-only indices; report, do not guess.
                 results[pos] = ItemResult(
                     ItemStatus.UNAVAILABLE, "409 on create but the stored document is not found"
                 )
             elif stored == ours:
-                results[pos] = ItemResult(ItemStatus.DUPLICATE)
+                results[pos] = ItemResult(ItemStatus.DUPLICATE, stored=source)
             else:
                 results[pos] = ItemResult(
                     ItemStatus.CONFLICT,

@@ -16,9 +16,13 @@ Who increments what:
 - The ingest pipeline: ``RECORDS_SPOOLED``, ``SPOOL_DEPTH_BYTES``, ``SPOOL_DEPTH_RECORDS``,
   ``BULK_DURATION``, ``BULK_DOCS``.
 - The lifecycle schedule (``receiver/lifecycle.py``): ``LIFECYCLE_*``.
+- The sealer: ``sealer_*``, read from its ``stats()`` at scrape time once the ingest
+  pipeline registers it with :func:`observe_sealer`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -57,6 +61,7 @@ __all__ = [
     "REQUEST_DURATION",
     "SPOOL_DEPTH_BYTES",
     "SPOOL_DEPTH_RECORDS",
+    "observe_sealer",
     "render",
 ]
 
@@ -199,6 +204,60 @@ LIFECYCLE_OLDEST_HOT_DAY = Gauge(
     namespace=_NS,
     registry=REGISTRY,
 )
+
+
+# name in the sealer's stats() -> (metric name, kind, help)
+_SEALER_METRICS = {
+    "pending_events": ("sealer_pending_events", "gauge", "Stored events not sealed yet."),
+    "oldest_unsealed_age_s": (
+        "sealer_oldest_unsealed_age_seconds",
+        "gauge",
+        "How long the oldest unsealed stored event has waited (0 when none).",
+    ),
+    "sealing_errors": (
+        "sealer_errors",
+        "counter",
+        "Failed attempts to resume the chain or to seal a block (each retried).",
+    ),
+    "blocks_sealed": ("sealer_blocks", "counter", "Blocks sealed by this process."),
+    "events_sealed": ("sealer_events", "counter", "Events sealed by this process."),
+    "sweeper_passes": ("sealer_sweeper_passes", "counter", "Sweeper passes run."),
+    "sweeper_events_found": (
+        "sealer_sweeper_events",
+        "counter",
+        "Stored events the sweeper found unsealed and handed to the sealer.",
+    ),
+}
+
+
+class _SealerCollector:
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, float]] | None = None
+
+    def describe(self) -> list[object]:
+        return []
+
+    def collect(self) -> Iterator[object]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        source = self.source
+        if source is None:
+            return
+        values = source()
+        for key, (name, kind, doc) in _SEALER_METRICS.items():
+            if key not in values:
+                continue
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(f"{_NS}_{name}", doc, value=values[key])
+
+
+_SEALER = _SealerCollector()
+REGISTRY.register(_SEALER)  # type: ignore[arg-type]  # the collector protocol
+
+
+def observe_sealer(stats: Callable[[], dict[str, float]] | None) -> None:
+    """Serve the sealer's ``stats()`` as ``sealer_*`` metrics (None: stop)."""
+    _SEALER.source = stats
 
 
 def render() -> bytes:

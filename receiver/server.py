@@ -163,6 +163,18 @@ class ReceiverServer:
             log.exception("consumer readiness probe failed")
             return False
 
+    def sealing_stuck(self) -> tuple[bool, str]:
+        """``(True, why)`` when the logs consumer's sealer is stuck (for ``/readyz``)."""
+        probe = optional_method(self.logs_consumer, "sealing_stuck")
+        if probe is None:
+            return False, ""
+        try:
+            stuck, why = probe()
+        except Exception as exc:
+            log.exception("sealing probe failed")
+            return True, f"the sealing probe failed: {exc}"
+        return bool(stuck), str(why)
+
     async def start(self) -> None:
         """Start the consumers, then listen."""
         config = self.config

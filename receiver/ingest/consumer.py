@@ -141,6 +141,9 @@ class IngestConsumer:
         sealer_start = getattr(self._sealer, "start", None)
         if sealer_start is not None:
             await sealer_start()
+        sealer_stats = getattr(self._sealer, "stats", None)
+        if sealer_stats is not None:
+            metrics.observe_sealer(sealer_stats)
         self._tasks = [self.batcher.start(), self.router.start()]
         self._started = True
 
@@ -152,6 +155,15 @@ class IngestConsumer:
             return False
         # Unready while the spool refuses batches; room freed by the replay clears it.
         return not self.router.refusing
+
+    def sealing_stuck(self) -> tuple[bool, str]:
+        """``(True, why)`` when stored events are not being sealed (see the sealer's
+        ``stuck``); ``(False, "")`` when sealing is fine or off."""
+        probe = getattr(self._sealer, "stuck", None)
+        if probe is None:
+            return False, ""
+        stuck, why = probe()
+        return bool(stuck), str(why)
 
     @property
     def spooling(self) -> bool:

@@ -2,23 +2,33 @@
 
 The sealer sees every event confirmed in Elasticsearch by a write, including ones that
 were already stored (409 with the same content): a replay after a crash must not leave an
-event unsealed, so the sealer deduplicates by event id.
+event unsealed, so the sealer deduplicates by event id. Such a duplicate is handed over
+with the leaf hash of the document Elasticsearch holds (read back by the writer), never
+of the retry's rebuilt document, whose ``event.ingested`` differs: what is sealed is
+what is stored.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Sequence
 from operator import attrgetter
-from typing import Protocol
+from typing import Any, Protocol
 
 from indexer.bulk import CREATED, BulkItem, ItemResult, ItemStatus
 from otel_audit.integrity import leaf_hash_of_event
 from receiver.errors import Unavailable
 from receiver.sealing.state import Entries
 
-__all__ = ["SealHandoff", "Sealer"]
+__all__ = ["CRASH_AFTER_STORE_ENV", "SealHandoff", "Sealer"]
+
+CRASH_AFTER_STORE_ENV = "OTEL_AUDIT_FAULT_CRASH_AFTER_STORE"
+"""Fault injection for crash tests: when set to ``1`` the process SIGKILLs itself after
+Elasticsearch confirmed a write and before the sealer journals it (the window where a
+stored event is in no journal and no block, and a client retry must repair it)."""
 
 _log = logging.getLogger(__name__)
 
@@ -46,36 +56,52 @@ class SealHandoff:
     def __init__(self, sealer: Sealer, retry_after_s: float) -> None:
         self.sealer = sealer
         self._retry_after_s = retry_after_s
+        self._crash_after_store = os.environ.get(CRASH_AFTER_STORE_ENV) == "1"
 
     async def __call__(self, items: Sequence[BulkItem], results: Sequence[ItemResult]) -> None:
         """Hand the stored events of a write to the sealer; Unavailable when it fails."""
         chosen: Sequence[BulkItem] = items
         created: list[bool] = [True] * len(items)
+        stored_copies: list[dict[str, Any] | None] = []
         # Usually every item of the write was created: see that at C speed.
         if results.count(CREATED) != len(results) or None in map(_CONTENT_HASH, items):
-            pairs = [
-                (it, r.status is ItemStatus.CREATED)
+            picked = [
+                (it, r)
                 for it, r in zip(items, results, strict=True)
                 if it.content_hash is not None and r.status.stored
             ]
-            chosen = [it for it, _ in pairs]
-            created = [c for _, c in pairs]
+            chosen = [it for it, _ in picked]
+            created = [r.status is ItemStatus.CREATED for _, r in picked]
+            stored_copies = [r.stored for _, r in picked]
         if not chosen:
             return
-        for it in chosen:
-            if it.leaf_hash is None:
-                # Not hashed while written (an item from before sealing was on): hash the
-                # document Elasticsearch holds, as the write path would have.
-                doc = it.document
-                it.leaf_hash = leaf_hash_of_event(doc)
-                ts = doc.get("@timestamp")
-                it.timestamp = ts if isinstance(ts, str) else ""
+        leaves = list(map(_LEAF_HASH, chosen))
+        stamps = list(map(_TIMESTAMP, chosen))
+        for i, it in enumerate(chosen):
+            copy = stored_copies[i] if stored_copies else None
+            if copy is None and created[i] and it.leaf_hash is not None:
+                continue
+            # A duplicate is sealed with the leaf of the document Elasticsearch holds
+            # (a retry's rebuilt document differs in event.ingested); an item hashed by
+            # no write path is hashed from its document as stored.
+            doc = copy if copy is not None else it.document
+            if copy is None and not created[i]:
+                _log.warning(
+                    "duplicate %s came without the stored document; hashing the write's copy",
+                    it.doc_id,
+                )
+            leaves[i] = leaf_hash_of_event(doc)
+            ts = doc.get("@timestamp")
+            stamps[i] = ts if isinstance(ts, str) else ""
         stored = Entries(
             list(map(_INDEX, chosen)),
             list(map(_DOC_ID, chosen)),
-            list(map(_LEAF_HASH, chosen)),
-            list(map(_TIMESTAMP, chosen)),
+            leaves,
+            stamps,
         )
+        if self._crash_after_store:
+            _log.critical("fault injection: killing the process between store and journal")
+            os.kill(os.getpid(), signal.SIGKILL)
         try:
             outcome = self.sealer.on_durable(stored, created)
             if inspect.isawaitable(outcome):

@@ -21,7 +21,10 @@ with the same content hash is success): together that makes the store exactly-on
 A torn or corrupt tail (a crash in the middle of an append) is found when the spool is
 opened: the bad bytes are moved to ``<segment>.corrupt`` for inspection, the segment is
 truncated at the last good frame and a warning is logged. Those bytes were never
-acknowledged (the fsync did not complete), so nothing acknowledged is lost.
+acknowledged (the fsync did not complete), so nothing acknowledged is lost. Corrupt bytes
+in the middle (outside damage) are set aside the same way, logged with their offset, and
+every intact frame after them is kept: the scan resumes at the next frame whose magic,
+length and CRC check out.
 
 The spool never grows past ``max_bytes``: :meth:`Spool.append` raises
 :class:`receiver.errors.Unavailable` instead, so the client keeps the data and retries.
@@ -198,25 +201,39 @@ class Spool:
             return SpoolPosition(0, 0)
 
     def _scan(self, seq: int, start: int) -> tuple[int, int, int]:
-        """Verify frames from ``start``; cut a bad tail. Returns (good end, frames, cut bytes)."""
+        """Verify frames from ``start``; set bad bytes aside. Returns (good end, frames,
+        bytes set aside).
+
+        A bad tail (a torn append) is cut off. Bad bytes followed by intact frames (a
+        damaged block in the middle) are cut out: the intact frames after them are kept,
+        the segment rewritten without the bad bytes (temporary file, fsync, rename).
+        """
         path = self.directory / _segment_name(seq)
         data = path.read_bytes()
         offset = min(start, len(data))
         count = 0
+        bad: list[tuple[int, int]] = []
         while offset < len(data):
             if self._frame_at(data, offset) is None:
-                break
+                resume = self._next_frame(data, offset + 1)
+                bad.append((offset, resume))
+                offset = resume
+                continue
             offset += _HEADER.size + _HEADER.unpack_from(data, offset)[1]
             count += 1
-        cut = len(data) - offset
-        if cut:
-            corrupt = path.with_name(path.name + ".corrupt")
-            with corrupt.open("ab") as fh:
-                fh.write(data[offset:])
-                fh.flush()
-                os.fsync(fh.fileno())
+        if not bad:
+            return offset, count, 0
+        corrupt = path.with_name(path.name + ".corrupt")
+        with corrupt.open("ab") as fh:
+            for begin, end in bad:
+                fh.write(data[begin:end])
+            fh.flush()
+            os.fsync(fh.fileno())
+        cut = sum(end - begin for begin, end in bad)
+        if len(bad) == 1 and bad[0][1] == len(data):
+            good_end = bad[0][0]
             with path.open("r+b") as fh:
-                fh.truncate(offset)
+                fh.truncate(good_end)
                 fh.flush()
                 os.fsync(fh.fileno())
             fsync_dir(self.directory)
@@ -225,10 +242,43 @@ class Spool:
                 "(never acknowledged); moved to %s and truncated",
                 path,
                 cut,
-                offset,
+                good_end,
                 corrupt.name,
             )
-        return offset, count, cut
+            return good_end, count, cut
+        kept = [data[: bad[0][0]]]
+        kept += [data[end:begin] for (_, end), (begin, _) in zip(bad, bad[1:], strict=False)]
+        kept.append(data[bad[-1][1] :])
+        body = b"".join(kept)
+        tmp = path.with_name(path.name + ".rewrite")
+        with tmp.open("wb") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(self.directory)
+        for begin, end in bad:
+            _log.error(
+                "spool segment %s: %d corrupt bytes at offset %d set aside to %s; the %s "
+                "after them are kept",
+                path,
+                end - begin,
+                begin,
+                corrupt.name,
+                "intact frames" if end < len(data) else "nothing",
+            )
+        return len(body), count, cut
+
+    @classmethod
+    def _next_frame(cls, data: bytes, offset: int) -> int:
+        """Offset of the first intact frame at or after ``offset`` (else the end)."""
+        while True:
+            found = data.find(MAGIC, offset)
+            if found < 0:
+                return len(data)
+            if cls._frame_at(data, found) is not None:
+                return found
+            offset = found + 1
 
     @staticmethod
     def _frame_at(data: bytes, offset: int) -> bytes | None:

@@ -51,16 +51,19 @@ from indexer.integrity.checkpoint_store import open_checkpoint_store
 from otel_audit.integrity import (
     PRIVATE_KEY_FILENAME,
     CheckpointFormatError,
+    CheckpointStatus,
     CompactRange,
     Ed25519PrivateKey,
     IntegrityError,
     KeyFormatError,
+    Keyring,
     generate_private_key,
     key_id,
     load_private_key,
     load_private_key_from_env,
     make_checkpoint,
     sign_checkpoint,
+    verify_checkpoint,
     write_key_pair,
 )
 from otel_audit.integrity.store import CheckpointStore
@@ -68,7 +71,7 @@ from receiver.sealing.config import IntegrityConfig
 from receiver.sealing.state import ChainState, Entries, Journal, Pending, StateDir
 from receiver.waiting import wait_event
 
-__all__ = ["Sealer", "build_sealer", "load_signing_key"]
+__all__ = ["ChainRefused", "Sealer", "build_sealer", "load_signing_key"]
 
 _log = logging.getLogger("otel_audit.receiver.sealer")
 
@@ -76,6 +79,25 @@ _log = logging.getLogger("otel_audit.receiver.sealer")
 # are kept in memory for the duplicate check.
 _RECENT_S = 10.0
 _RETRY_MAX_S = 5.0
+
+
+class ChainRefused(RuntimeError):
+    """``audit-blocks`` holds a record of this chain that the sealer will not build on.
+
+    Raised at start (the receiver then refuses to start); the message names the record
+    and says why. See docs/integrity.md, "The sealer refuses to start".
+    """
+
+    def __init__(self, index: str, doc_id: str, sequence: object, why: str) -> None:
+        self.index = index
+        self.doc_id = doc_id
+        self.sequence = sequence
+        self.why = why
+        super().__init__(
+            f"refusing to resume the chain: block record {doc_id!r} in index {index!r} "
+            f"(sequence {sequence}) {why}. Nothing was signed on top of it; see "
+            "docs/integrity.md, 'The sealer refuses to start'"
+        )
 
 
 def load_signing_key(
@@ -130,6 +152,7 @@ class Sealer:
         self._es = es
         self._key = private_key if private_key is not None else load_signing_key(config)
         self.key_id = key_id(self._key)
+        self._keyring = Keyring([self._key.public_key()])
         self._dir = StateDir(config.state_dir)
         self._store = store or open_checkpoint_store(
             config.checkpoint_dir or str(Path(config.state_dir) / "checkpoints")
@@ -149,6 +172,11 @@ class Sealer:
         self._inflight_range: CompactRange | None = None
         self._closing = False
         self._leftover = 0
+        self._recovered = False
+        self._refused: ChainRefused | None = None
+        self.sealing_errors = 0
+        self.sweeper_passes = 0
+        self.sweeper_events_found = 0
         self.blocks_sealed = 0
         self.events_sealed = 0
         self.heartbeats = 0
@@ -167,11 +195,53 @@ class Sealer:
         """Stored events not sealed yet."""
         return len(self._pending)
 
-    async def start(self) -> None:
-        """Lock the state dir, load the journal, start the seal loop.
+    def stats(self) -> dict[str, float]:
+        """The sealer's numbers for metrics: pending events, age of the oldest unsealed
+        one (seconds, 0 when none), sealing errors, blocks, events and sweeper counts."""
+        pending = len(self._pending)
+        return {
+            "pending_events": float(pending),
+            "oldest_unsealed_age_s": (
+                max(0.0, time.monotonic() - self._oldest_pending_at) if pending else 0.0
+            ),
+            "sealing_errors": float(self.sealing_errors),
+            "blocks_sealed": float(self.blocks_sealed),
+            "events_sealed": float(self.events_sealed),
+            "sweeper_passes": float(self.sweeper_passes),
+            "sweeper_events_found": float(self.sweeper_events_found),
+        }
 
-        Reconciling with Elasticsearch happens in the seal loop (retried), so the
-        receiver starts and journals events while Elasticsearch is down.
+    def stuck(self) -> tuple[bool, str]:
+        """Is sealing stuck? ``(True, why)`` when stored events are not being sealed:
+        the chain was refused at start, the seal loop died, the chain could not be
+        resumed, or the oldest unsealed event waited longer than ``stuck_after_s``."""
+        if self._refused is not None:
+            return True, str(self._refused)
+        if self._task is None:
+            return True, "the sealer is not started"
+        if self._task.done() and not self._closing:
+            return True, "the seal loop stopped"
+        limit = self.config.stuck_after_s
+        waited = time.monotonic() - self._oldest_pending_at
+        if not self._recovered and waited > limit:
+            return True, f"the chain could not be resumed for {waited:.0f} s"
+        if self._pending and waited > limit:
+            return True, (
+                f"{len(self._pending)} stored events unsealed, the oldest for {waited:.0f} s "
+                f"(integrity.stuck_after_s {limit:g}); sealing errors so far: "
+                f"{self.sealing_errors}"
+            )
+        return False, ""
+
+    async def start(self) -> None:
+        """Lock the state dir, load the journal, reconcile with Elasticsearch, start the
+        seal loop.
+
+        Raises :class:`ChainRefused` when ``audit-blocks`` holds a record of this chain
+        that this sealer did not write (the receiver then refuses to start). When
+        Elasticsearch does not answer, reconciling is left to the seal loop (retried), so
+        the receiver starts and journals events while Elasticsearch is down; a refusal
+        found then stops sealing and :meth:`stuck` says why.
         """
         if self._task is not None:
             return
@@ -193,7 +263,27 @@ class Sealer:
         self._pending.add(leftover, ends)
         self._leftover = len(self._pending)
         self._oldest_pending_at = time.monotonic()
+        try:
+            self._recovered = await self._try_recover()
+        except ChainRefused:
+            self._journal.close()
+            self._dir.close()
+            raise
         self._task = asyncio.create_task(self._seal_loop(), name="sealer")
+
+    async def _try_recover(self) -> bool:
+        """One reconciliation attempt; False when Elasticsearch could not be asked."""
+        try:
+            await self._recover()
+            return True
+        except ChainRefused as exc:
+            self._refused = exc
+            _log.critical("%s", exc)
+            raise
+        except (TransportError, es_exc.ApiError, OSError, TimeoutError) as exc:
+            self.sealing_errors += 1
+            _log.error("sealer cannot resume the chain yet (%s); retrying", exc)
+            return False
 
     async def _recover(self) -> None:
         """Adopt blocks written before a crash, drop journal entries already sealed."""
@@ -311,9 +401,11 @@ class Sealer:
 
     # -- recovery -------------------------------------------------------------
 
-    async def _chain_records_after(self, sequence: int) -> list[BlockRecord]:
+    async def _chain_records_after(self, sequence: int) -> list[tuple[str, str, BlockRecord]]:
+        """``(index, _id, record)`` of this chain's records after ``sequence``, in order;
+        a document that does not parse is refused here, naming it."""
         await self._es.indices.refresh(index=BLOCKS_INDEX, ignore_unavailable=True)
-        out: list[BlockRecord] = []
+        out: list[tuple[str, str, BlockRecord]] = []
         while True:
             try:
                 resp = await self._es.search(
@@ -333,26 +425,27 @@ class Sealer:
             except es_exc.NotFoundError:
                 return out
             hits = resp["hits"]["hits"]
-            out.extend(BlockRecord.from_document(h["_source"]) for h in hits)
+            for h in hits:
+                try:
+                    rec = BlockRecord.from_document(h["_source"])
+                except (CheckpointFormatError, IntegrityError, KeyError, TypeError) as exc:
+                    raise ChainRefused(
+                        h["_index"], h["_id"], h["_source"].get("sequence"), f"unreadable: {exc}"
+                    ) from exc
+                out.append((h["_index"], h["_id"], rec))
             if len(hits) < 500:
                 return out
-            sequence = out[-1].sequence
+            sequence = out[-1][2].sequence
 
     async def _adopt_records_from_es(self, state: ChainState) -> ChainState:
         """Take over records written before a crash that ``state.json`` does not know yet."""
         records = await self._chain_records_after(state.sequence)
         if not records:
             return state
-        for rec in records:
-            cp = rec.checkpoint
-            if cp.sequence != state.sequence + 1 or cp.previous_hash != state.last_digest:
-                raise RuntimeError(
-                    f"audit-blocks holds record {rec.doc_id} that does not follow this "
-                    f"receiver's state (sequence {state.sequence}); refusing to fork the chain"
-                )
-            problems = rec.seal_problems(None)
-            if problems or rec.first_leaf != state.tree_size:
-                raise RuntimeError(f"record {rec.doc_id} is inconsistent: {problems}")
+        for index, doc_id, rec in records:
+            why = self._refusal(rec, state)
+            if why:
+                raise ChainRefused(index, doc_id, rec.sequence, why)
             offset = state.journal_offset
             n = len(rec.event_ids)
             pending = self._pending
@@ -371,6 +464,37 @@ class Sealer:
         await asyncio.to_thread(self._dir.save_state, state)
         return state
 
+    def _refusal(self, rec: BlockRecord, state: ChainState) -> str:
+        """Why ``rec`` must not be adopted on top of ``state``; empty when it may.
+
+        Only a record this sealer could have written is adopted: signed by its own key,
+        for its own chain, and continuing exactly the frontier the local state holds.
+        Anything else in ``audit-blocks`` was written by someone else (another receiver
+        with the same chain id, or a forger with write access to Elasticsearch), and
+        signing on top of it would vouch for it.
+        """
+        cp = rec.checkpoint
+        if cp.origin != self.chain_id:
+            return f"its signed origin is {cp.origin!r}, not chain {self.chain_id!r}"
+        if cp.key_id != self.key_id:
+            return f"signed by key {cp.key_id}, not this receiver's key {self.key_id}"
+        if verify_checkpoint(cp, self._keyring) is not CheckpointStatus.OK:
+            return f"its signature does not verify with this receiver's key {self.key_id}"
+        if cp.sequence != state.sequence + 1 or cp.previous_hash != state.last_digest:
+            return (
+                f"it does not follow this receiver's last checkpoint (sequence "
+                f"{state.sequence}): it would fork the chain"
+            )
+        if rec.first_leaf != state.tree_size or tuple(rec.frontier) != tuple(state.frontier):
+            return (
+                f"its frontier (first leaf {rec.first_leaf}) is not this receiver's "
+                f"(tree size {state.tree_size})"
+            )
+        problems = rec.seal_problems(None)
+        if problems:
+            return "it is inconsistent: " + "; ".join(problems)
+        return ""
+
     def _check_store_not_ahead(self, state: ChainState) -> None:
         latest = self._store.latest(self.chain_id)
         if latest is not None and latest.sequence > state.sequence:
@@ -387,12 +511,15 @@ class Sealer:
         backoff_s = 0.1
         interval_s = self.config.block_max_interval_ms / 1000
         heartbeat_s = self.config.heartbeat_interval_s
-        while True:
+        while not self._recovered:
             try:
-                await self._recover()
-                break
+                self._recovered = await self._try_recover()
+            except ChainRefused:
+                return  # sealing stops; stuck() reports the refusal
             except Exception as exc:
-                _log.error("sealer cannot resume the chain yet (%s); retrying", exc)
+                self.sealing_errors += 1
+                _log.exception("sealer cannot resume the chain yet (%s); retrying", exc)
+            if not self._recovered:
                 await asyncio.sleep(_RETRY_MAX_S)
         last_checkpoint = time.monotonic()
         while True:
@@ -421,10 +548,12 @@ class Sealer:
                     last_checkpoint = time.monotonic()
                 backoff_s = 0.1
             except (TransportError, es_exc.ApiError, OSError) as exc:
+                self.sealing_errors += 1
                 _log.warning("sealing failed (%s); retrying in %.1f s", exc, backoff_s)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(_RETRY_MAX_S, backoff_s * 2)
             except Exception:
+                self.sealing_errors += 1
                 _log.exception("sealing failed; retrying in %.1f s", _RETRY_MAX_S)
                 await asyncio.sleep(_RETRY_MAX_S)
 

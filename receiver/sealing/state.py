@@ -8,6 +8,7 @@ Layout of ``integrity.state_dir``::
                           journal generation and how far into it everything is sealed
     journal-<gen>.log     one line per durably stored event not known sealed:
                           [index, event id, base64 leaf hash, @timestamp]
+    journal-quarantine.log  corrupt journal lines set aside at start, with their offsets
     keys/                 a generated development key, when no key is configured
     checkpoints/          the default checkpoint store
 
@@ -23,6 +24,7 @@ point neither loses an entry nor seals one twice.
 from __future__ import annotations
 
 import binascii
+import logging
 import os
 import secrets
 import socket
@@ -44,7 +46,12 @@ from otel_audit.integrity import (
 )
 from receiver import native
 
-__all__ = ["ChainState", "Entries", "Journal", "Pending", "StateDir"]
+__all__ = ["QUARANTINE_FILENAME", "ChainState", "Entries", "Journal", "Pending", "StateDir"]
+
+_log = logging.getLogger("otel_audit.receiver.sealer")
+
+QUARANTINE_FILENAME = "journal-quarantine.log"
+"""Corrupt journal lines found at start, one JSON object each (journal, offset, line)."""
 
 _native = native.module()
 # The native extension writes a batch's lines in one call; the orjson loop is the reference.
@@ -271,7 +278,10 @@ class Journal:
     def read_from(self, offset: int) -> tuple[Entries, list[int]]:
         """Entries at or after ``offset``, with the offset just past each.
 
-        A torn last line (a crash mid-append, never acknowledged) is cut off.
+        A torn last line (a crash mid-append, never acknowledged) is cut off. A corrupt
+        complete line elsewhere (a damaged disk block) is set aside: copied to
+        ``journal-quarantine.log`` with its offset, logged, and skipped; every intact
+        entry after it is kept.
         """
         data = self.path.read_bytes()
         out = Entries()
@@ -286,8 +296,10 @@ class Journal:
                 leaf_hash = decode_hash(leaf, "leaf hash")
                 if not all(isinstance(v, str) for v in (index, event_id, ts)):
                     raise TypeError("journal fields must be strings")
-            except (ValueError, TypeError, orjson.JSONDecodeError):
-                break
+            except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+                self._quarantine(pos, data[pos:end], exc)
+                pos = end + 1
+                continue
             pos = end + 1
             out.index_names.append(index)
             out.event_ids.append(event_id)
@@ -299,6 +311,34 @@ class Journal:
             os.fsync(self._fd)
             self.size = pos
         return out, ends
+
+    def _quarantine(self, offset: int, line: bytes, why: Exception) -> None:
+        """Keep a corrupt line aside (fsynced) and log where it was."""
+        path = self.path.with_name(QUARANTINE_FILENAME)
+        record = orjson.dumps(
+            {
+                "journal": self.path.name,
+                "offset": offset,
+                "error": str(why)[:300],
+                "line": line.decode("utf-8", "backslashreplace"),
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, record)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _log.error(
+            "journal %s: corrupt entry at offset %d (%d bytes) set aside to %s: %s; "
+            "the entries after it are kept",
+            self.path,
+            offset,
+            len(line),
+            path,
+            why,
+        )
 
     def close(self) -> None:
         """Close the file descriptor (idempotent)."""

@@ -1,0 +1,107 @@
+"""What is sealed is what is stored: a crash between Elasticsearch's answer and the journal.
+
+The first ``otel-audit serve`` SIGKILLs itself through the fault-injection hook right after
+Elasticsearch confirmed a write and before the sealer journals it: the events are stored
+but in no journal and no block, and the client never got an answer. The same request is
+then sent again, byte for byte, as the Collector's retry would: the restarted receiver
+finds every event already stored (409, same content hash) and must seal the document
+Elasticsearch holds, not its own rebuilt copy with a later ``event.ingested``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from receiver.ingest.seal_handoff import CRASH_AFTER_STORE_ENV
+from tests.receiver.sealing.test_crash import (
+    REPO,
+    Receiver,
+    Site,
+    assert_sealed_once_and_clean,
+    block_ids,
+    site,  # noqa: F401  (the fixture, shared)
+    wait_sealed,
+)
+from tests.support.front_harness import logs_request
+
+pytestmark = pytest.mark.integration
+
+
+
+def post(http: str, body: bytes) -> int:
+    req = urllib.request.Request(
+        f"http://{http}/v1/logs",
+        data=body,
+        headers={"Content-Type": "application/x-protobuf"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return int(resp.status)
+
+
+def test_crash_between_store_and_journal_then_retry(clean_es: Elasticsearch, site: Site) -> None:
+    request = logs_request(200)
+    ids = [
+        kv.value.string_value
+        for lr in request.resource_logs[0].scope_logs[0].log_records
+        for kv in lr.attributes
+        if kv.key == "audit.event.id"
+    ]
+    body = request.SerializeToString()
+
+    config = site.config(100)
+    log_path = site.root / "crashing.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_AUDIT_")}
+    env[CRASH_AFTER_STORE_ENV] = "1"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "otel_audit.cli", "serve", "--config", str(config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+    try:
+        http = ""
+        deadline = time.monotonic() + 90
+        while not http and time.monotonic() < deadline and proc.poll() is None:
+            for line in log_path.read_text().splitlines():
+                if '"receiver listening"' in line:
+                    http = json.loads(line)["fields"]["http"]
+            time.sleep(0.1)
+        assert http, log_path.read_text()
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            post(http, body)
+        assert proc.wait(30) == -9, "the fault hook did not kill the receiver"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    clean_es.indices.refresh(index="audit-events-*")
+    stored = clean_es.count(index="audit-events-*", query={"ids": {"values": ids}})["count"]
+    assert stored == len(ids), "the crash came after the write: every event is stored"
+    assert block_ids(clean_es) == []
+
+    second = Receiver(site, 100, "second")
+    try:
+        assert post(second.http, body) == 200  # the Collector's retry of the same request
+        wait_sealed(clean_es, ids)
+    finally:
+        assert second.stop() == 0
+    clean_es.indices.refresh(index="audit-events-*")
+    stored = clean_es.count(index="audit-events-*", query={"ids": {"values": ids}})["count"]
+    assert stored == len(ids)
+    assert max(Counter(i for b in block_ids(clean_es) for i in b).values()) == 1
+    assert_sealed_once_and_clean(clean_es, site, ids)
