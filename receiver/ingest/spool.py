@@ -32,6 +32,7 @@ The spool never grows past ``max_bytes``: :meth:`Spool.append` raises
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import struct
@@ -247,7 +248,7 @@ class Spool:
             )
             return good_end, count, cut
         kept = [data[: bad[0][0]]]
-        kept += [data[end:begin] for (_, end), (begin, _) in zip(bad, bad[1:], strict=False)]
+        kept += [data[end:begin] for (_, end), (begin, _) in itertools.pairwise(bad)]
         kept.append(data[bad[-1][1] :])
         body = b"".join(kept)
         tmp = path.with_name(path.name + ".rewrite")

@@ -221,7 +221,7 @@ class Sealer:
             return True, "the sealer is not started"
         if self._task.done() and not self._closing:
             return True, "the seal loop stopped"
-        limit = self.config.stuck_after_s
+        limit = max(self.config.stuck_after_s, 2 * self.config.block_max_interval_ms / 1000)
         waited = time.monotonic() - self._oldest_pending_at
         if not self._recovered and waited > limit:
             return True, f"the chain could not be resumed for {waited:.0f} s"
@@ -446,6 +446,7 @@ class Sealer:
             why = self._refusal(rec, state)
             if why:
                 raise ChainRefused(index, doc_id, rec.sequence, why)
+            cp = rec.checkpoint
             offset = state.journal_offset
             n = len(rec.event_ids)
             pending = self._pending

@@ -108,6 +108,34 @@ def test_corrupted_bytes_fail_the_checksum(tmp_path: Path) -> None:
     assert _payloads(spool) == [b"good"]
 
 
+def test_a_corrupt_middle_frame_is_set_aside_and_later_frames_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = _open(tmp_path)
+    for payload in (b"one", b"two" * 50, b"three", b"four"):
+        spool.append(payload)
+    spool.close()
+    (segment,) = tmp_path.glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    second = 12 + len(b"one")
+    data[second + 20] ^= 0xFF  # a damaged byte inside the second frame's payload
+    segment.write_bytes(bytes(data))
+
+    with caplog.at_level(logging.ERROR, logger="receiver.ingest.spool"):
+        spool = Spool(tmp_path, 1 << 20)
+        report = spool.open()
+    assert report.frames == 3
+    assert report.truncated_bytes == 12 + 150
+    assert f"corrupt bytes at offset {second}" in caplog.text
+    assert _payloads(spool) == [b"one", b"three", b"four"]
+    corrupt = tmp_path / (segment.name + ".corrupt")
+    assert corrupt.read_bytes() == bytes(data[second : second + 12 + 150])
+    # Appends continue behind the kept frames, and a reopen finds the same.
+    spool.append(b"five")
+    spool.close()
+    assert _payloads(_open(tmp_path)) == [b"one", b"three", b"four", b"five"]
+
+
 def test_full_spool_raises_unavailable_with_retry_after(tmp_path: Path) -> None:
     spool = Spool(tmp_path, 4096, retry_after_s=7.0)
     spool.open()

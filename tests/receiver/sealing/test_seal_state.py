@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import orjson
+import pytest
 
 from otel_audit.integrity import encode_hash
-from receiver.sealing.state import Entries, Journal, Pending
+from receiver.sealing.state import QUARANTINE_FILENAME, Entries, Journal, Pending
 
 
 def _entries(*ids: str) -> Entries:
@@ -83,16 +85,43 @@ def test_a_torn_last_line_is_cut_off(tmp_path: Path) -> None:
     journal.close()
 
 
-def test_a_line_with_a_wrong_field_ends_the_readable_journal(tmp_path: Path) -> None:
+def test_a_corrupt_middle_line_is_set_aside_and_every_later_entry_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "j.log"
     journal = Journal(path)
-    ends = journal.append(_entries("a"))
+    ends = journal.append(_entries("a", "b", "c", "d"))
+    journal.close()
+    data = bytearray(path.read_bytes())
+    # Damage the second line (a bad disk block): its JSON no longer parses.
+    data[ends[0] + 2 : ends[0] + 6] = b"\x00\xff{]"
+    path.write_bytes(bytes(data))
+
+    journal = Journal(path)
+    with caplog.at_level(logging.ERROR, logger="otel_audit.receiver.sealer"):
+        read, read_ends = journal.read_from(0)
+    assert read.event_ids == ["a", "c", "d"]
+    assert read_ends == [ends[0], ends[2], ends[3]]
+    assert path.stat().st_size == ends[-1]  # nothing cut
+    assert f"corrupt entry at offset {ends[0]}" in caplog.text
+    (aside,) = (orjson.loads(x) for x in (tmp_path / QUARANTINE_FILENAME).read_bytes().splitlines())
+    assert aside["journal"] == "j.log" and aside["offset"] == ends[0]
+    assert '"b"' in aside["line"]
+    journal.close()
+
+
+def test_a_line_with_a_wrong_field_is_set_aside_too(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    journal = Journal(path)
+    journal.append(_entries("a"))
     journal.close()
     with path.open("ab") as f:
         f.write(orjson.dumps(["i", 7, encode_hash(b"\0" * 32), "t"]) + b"\n")
     journal = Journal(path)
+    journal.append(_entries("z"))
     read, _ = journal.read_from(0)
-    assert read.event_ids == ["a"] and path.stat().st_size == ends[-1]
+    assert read.event_ids == ["a", "z"]
+    assert b'\\"i\\",7' in (tmp_path / QUARANTINE_FILENAME).read_bytes()
     journal.close()
 
 

@@ -18,25 +18,32 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from elasticsearch import Elasticsearch
 
+from otel_audit.integrity import write_key_pair
 from receiver.ingest.seal_handoff import CRASH_AFTER_STORE_ENV
 from tests.receiver.sealing.test_crash import (
+    KEY,
     REPO,
     Receiver,
     Site,
     assert_sealed_once_and_clean,
     block_ids,
-    site,  # noqa: F401  (the fixture, shared)
     wait_sealed,
 )
 from tests.support.front_harness import logs_request
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture
+def site(clean_es: Elasticsearch, es_url: str, tmp_path: Path) -> Iterator[Site]:
+    key_file = write_key_pair(KEY, tmp_path / "keys").private_key_path
+    yield Site(tmp_path, es_url, key_file)
 
 
 def post(http: str, body: bytes) -> int:
