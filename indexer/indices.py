@@ -11,6 +11,7 @@ dead letters          ``audit-rejected-YYYY.MM.DD``   alias ``audit-rejected``
 spans                 ``audit-spans-YYYY.MM.DD``      alias ``audit-spans``
 block records         ``audit-blocks``                (the index itself)
 lifecycle             ``audit-lifecycle``             (the index itself: lease, records)
+chain leases          ``audit-chain-leases``          (the index itself: one per chain)
 ====================  ==============================  ===============================
 
 Daily indices are chosen by a time the document carries (the event's own timestamp, the
@@ -26,6 +27,7 @@ import time
 __all__ = [
     "BLOCKS_INDEX",
     "BLOCKS_TEMPLATE",
+    "CHAIN_LEASES_INDEX",
     "EVENTS_ALIAS",
     "EVENTS_INDEX_PREFIX",
     "EVENTS_PATTERN",
@@ -63,6 +65,7 @@ SPANS_ALIAS = "audit-spans"
 
 BLOCKS_INDEX = "audit-blocks"
 LIFECYCLE_INDEX = "audit-lifecycle"
+CHAIN_LEASES_INDEX = "audit-chain-leases"
 
 TEMPLATE_PREFIX = "otel-audit-"
 EVENTS_TEMPLATE = TEMPLATE_PREFIX + "events"

@@ -10,6 +10,7 @@ Example::
       block_max_events: 5000
       block_max_interval_ms: 1000
       heartbeat_interval_s: 60
+      lease_ttl_s: 30                             # one live sealer per chain id
       stuck_after_s: 60                           # /readyz: sealing is stuck after this
 
 Every key can be overridden by ``OTEL_AUDIT_INTEGRITY__<KEY>``.
@@ -54,6 +55,10 @@ class IntegrityConfig:
     """Longest an event waits before its block is sealed."""
     heartbeat_interval_s: float = 60.0
     """When idle this long, sign a heartbeat checkpoint (same tree size, new time)."""
+    lease_ttl_s: float = 30.0
+    """The chain's lease in Elasticsearch (one live sealer per chain id) lasts this long
+    without a renewal (renewed every third of it); a receiver that died without releasing
+    it blocks another receiver of the same chain id, on another state directory, this long."""
     stuck_after_s: float = 60.0
     """Sealing counts as stuck (``/readyz``, metrics) when a stored event waited this long
     unsealed (and at least twice ``block_max_interval_ms``), or the chain could not be
@@ -67,6 +72,8 @@ class IntegrityConfig:
             raise ValueError("block_max_interval_ms: must be at least 1")
         if self.heartbeat_interval_s <= 0:
             raise ValueError("heartbeat_interval_s: must be > 0")
+        if self.lease_ttl_s < 1:
+            raise ValueError("lease_ttl_s: must be at least 1")
         if self.stuck_after_s <= 0:
             raise ValueError("stuck_after_s: must be > 0")
         if self.chain_id and not _CHAIN_RE.fullmatch(self.chain_id):

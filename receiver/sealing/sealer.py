@@ -68,10 +68,11 @@ from otel_audit.integrity import (
 )
 from otel_audit.integrity.store import CheckpointStore
 from receiver.sealing.config import IntegrityConfig
+from receiver.sealing.lease import ChainInUse, ChainLease
 from receiver.sealing.state import ChainState, Entries, Journal, Pending, StateDir
 from receiver.waiting import wait_event
 
-__all__ = ["ChainRefused", "Sealer", "build_sealer", "load_signing_key"]
+__all__ = ["ChainInUse", "ChainRefused", "Sealer", "build_sealer", "load_signing_key"]
 
 _log = logging.getLogger("otel_audit.receiver.sealer")
 
@@ -173,7 +174,9 @@ class Sealer:
         self._closing = False
         self._leftover = 0
         self._recovered = False
-        self._refused: ChainRefused | None = None
+        self._refused: ChainRefused | ChainInUse | None = None
+        self._lease: ChainLease | None = None
+        self._lease_task: asyncio.Task[None] | None = None
         self.sealing_errors = 0
         self.sweeper_passes = 0
         self.sweeper_events_found = 0
@@ -248,6 +251,10 @@ class Sealer:
         await asyncio.to_thread(self._dir.open)
         self.chain_id = await asyncio.to_thread(self._dir.chain_id, self.config.chain_id)
         state = await asyncio.to_thread(self._dir.load_state, self.chain_id)
+        state_id = await asyncio.to_thread(self._dir.state_id)
+        self._lease = ChainLease(
+            self._es, self.chain_id, state_id, self.config.lease_ttl_s, self._clock_ms
+        )
         if state is None:
             state = ChainState(self.chain_id)
         for stale in self._dir.stale_journals(state.journal_gen):
@@ -265,18 +272,20 @@ class Sealer:
         self._oldest_pending_at = time.monotonic()
         try:
             self._recovered = await self._try_recover()
-        except ChainRefused:
+        except (ChainRefused, ChainInUse):
             self._journal.close()
             self._dir.close()
             raise
         self._task = asyncio.create_task(self._seal_loop(), name="sealer")
+        self._lease_task = asyncio.create_task(self._lease_loop(), name="sealer-lease")
 
     async def _try_recover(self) -> bool:
         """One reconciliation attempt; False when Elasticsearch could not be asked."""
         try:
             await self._recover()
+            self._refused = None
             return True
-        except ChainRefused as exc:
+        except (ChainRefused, ChainInUse) as exc:
             self._refused = exc
             _log.critical("%s", exc)
             raise
@@ -286,7 +295,10 @@ class Sealer:
             return False
 
     async def _recover(self) -> None:
-        """Adopt blocks written before a crash, drop journal entries already sealed."""
+        """Take the chain's lease, adopt blocks written before a crash, drop journal
+        entries already sealed."""
+        if self._lease is not None and not self._lease.held:
+            await self._lease.acquire()
         state = await self._adopt_records_from_es(self.state)
         self._check_store_not_ahead(state)
         async with self._lock:
@@ -307,6 +319,28 @@ class Sealer:
             state.tree_size,
             self.key_id,
         )
+
+    async def _lease_loop(self) -> None:
+        """Renew the chain's lease every third of its TTL; losing it stops sealing."""
+        lease = self._lease
+        if lease is None:
+            return
+        every_s = self.config.lease_ttl_s / 3
+        while True:
+            await asyncio.sleep(every_s)
+            if not lease.held:
+                continue  # not taken yet (Elasticsearch was away at start): _recover does
+            try:
+                await lease.renew()
+            except ChainInUse as exc:
+                self._refused = exc
+                _log.critical("%s", exc)
+                if self._task is not None:
+                    self._task.cancel()
+                return
+            except (TransportError, es_exc.ApiError, OSError) as exc:
+                self.sealing_errors += 1
+                _log.warning("could not renew the chain lease (%s); retrying", exc)
 
     async def force_flush(self, timeout_s: float = 30.0) -> None:
         """Seal everything pending now and wait until it is sealed."""
@@ -336,6 +370,14 @@ class Sealer:
             done, _ = await asyncio.wait({self._task}, timeout=max(1.0, timeout_s))
             if not done:
                 _log.error("the seal loop did not stop after cancellation; abandoning it")
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+        if self._lease is not None:
+            try:
+                await asyncio.wait_for(self._lease.release(), max(1.0, timeout_s))
+            except Exception as exc:
+                _log.warning("could not release the chain lease (%s); it expires", exc)
         if self._journal is not None:
             self._journal.close()
         self._dir.close()
@@ -515,7 +557,7 @@ class Sealer:
         while not self._recovered:
             try:
                 self._recovered = await self._try_recover()
-            except ChainRefused:
+            except (ChainRefused, ChainInUse):
                 return  # sealing stops; stuck() reports the refusal
             except Exception as exc:
                 self.sealing_errors += 1
@@ -631,6 +673,8 @@ class Sealer:
 
     async def _commit(self, record: BlockRecord, journal_offset: int) -> None:
         """Write the record to ES and the checkpoint store, then advance the state."""
+        if self._lease is not None and not self._lease.held:
+            raise ChainInUse(f"this receiver does not hold the lease on chain {self.chain_id}")
         doc = record.to_document()
         try:
             await self._es.create(index=BLOCKS_INDEX, id=record.doc_id, document=doc)

@@ -4,6 +4,7 @@ Layout of ``integrity.state_dir``::
 
     LOCK                  flock'ed by the one receiver that owns this chain
     chain_id              the chain id, generated once
+    state_id              this directory's random id (the chain lease names it)
     state.json            ChainState: last sequence, tree size, frontier, last digest,
                           journal generation and how far into it everything is sealed
     journal-<gen>.log     one line per durably stored event not known sealed:
@@ -380,6 +381,16 @@ class StateDir:
         chain = f"{host or 'receiver'}-{secrets.token_hex(6)}"
         write_atomic(path, chain.encode("ascii") + b"\n")
         return chain
+
+    def state_id(self) -> str:
+        """This state directory's own random id, generated once (the chain lease's
+        ``state_id``: a lease held under it belongs to an earlier run of this receiver)."""
+        path = self.root / "state_id"
+        if path.exists():
+            return path.read_text(encoding="ascii").strip()
+        value = secrets.token_hex(16)
+        write_atomic(path, value.encode("ascii") + b"\n")
+        return value
 
     def load_state(self, chain_id: str) -> ChainState | None:
         """The persisted state, or ``None`` when there is none."""
