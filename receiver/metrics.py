@@ -221,11 +221,16 @@ _SEALER_METRICS = {
     ),
     "blocks_sealed": ("sealer_blocks", "counter", "Blocks sealed by this process."),
     "events_sealed": ("sealer_events", "counter", "Events sealed by this process."),
+    "sweeper_backlog_events": (
+        "sealer_sweeper_backlog_events",
+        "gauge",
+        "Stored events whose hand-off to the sealer failed, waiting for the sweeper.",
+    ),
     "sweeper_passes": ("sealer_sweeper_passes", "counter", "Sweeper passes run."),
     "sweeper_events_found": (
         "sealer_sweeper_events",
         "counter",
-        "Stored events the sweeper found unsealed and handed to the sealer.",
+        "Stored events the sweeper handed to the sealer without a client retry.",
     ),
 }
 

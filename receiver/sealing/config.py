@@ -59,6 +59,8 @@ class IntegrityConfig:
     """The chain's lease in Elasticsearch (one live sealer per chain id) lasts this long
     without a renewal (renewed every third of it); a receiver that died without releasing
     it blocks another receiver of the same chain id, on another state directory, this long."""
+    sweep_interval_s: float = 1.0
+    """How often the sweeper retries stored events whose hand-off to the sealer failed."""
     stuck_after_s: float = 60.0
     """Sealing counts as stuck (``/readyz``, metrics) when a stored event waited this long
     unsealed (and at least twice ``block_max_interval_ms``), or the chain could not be
@@ -74,6 +76,8 @@ class IntegrityConfig:
             raise ValueError("heartbeat_interval_s: must be > 0")
         if self.lease_ttl_s < 1:
             raise ValueError("lease_ttl_s: must be at least 1")
+        if self.sweep_interval_s <= 0:
+            raise ValueError("sweep_interval_s: must be > 0")
         if self.stuck_after_s <= 0:
             raise ValueError("stuck_after_s: must be > 0")
         if self.chain_id and not _CHAIN_RE.fullmatch(self.chain_id):

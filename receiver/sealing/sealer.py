@@ -80,6 +80,9 @@ _log = logging.getLogger("otel_audit.receiver.sealer")
 # are kept in memory for the duplicate check.
 _RECENT_S = 10.0
 _RETRY_MAX_S = 5.0
+# Stored events whose hand-off failed, kept for the sweeper; one pass takes this many.
+_BACKLOG_MAX_EVENTS = 200_000
+_SWEEP_BATCH = 20_000
 
 
 class ChainRefused(RuntimeError):
@@ -177,6 +180,9 @@ class Sealer:
         self._refused: ChainRefused | ChainInUse | None = None
         self._lease: ChainLease | None = None
         self._lease_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+        self._backlog: deque[tuple[Entries, list[bool], float]] = deque()
+        self._backlog_events = 0
         self.sealing_errors = 0
         self.sweeper_passes = 0
         self.sweeper_events_found = 0
@@ -202,11 +208,14 @@ class Sealer:
         """The sealer's numbers for metrics: pending events, age of the oldest unsealed
         one (seconds, 0 when none), sealing errors, blocks, events and sweeper counts."""
         pending = len(self._pending)
+        now = time.monotonic()
+        oldest = [self._oldest_pending_at] if pending else []
+        if self._backlog:
+            oldest.append(self._backlog[0][2])
         return {
-            "pending_events": float(pending),
-            "oldest_unsealed_age_s": (
-                max(0.0, time.monotonic() - self._oldest_pending_at) if pending else 0.0
-            ),
+            "pending_events": float(pending + self._backlog_events),
+            "oldest_unsealed_age_s": max(0.0, now - min(oldest)) if oldest else 0.0,
+            "sweeper_backlog_events": float(self._backlog_events),
             "sealing_errors": float(self.sealing_errors),
             "blocks_sealed": float(self.blocks_sealed),
             "events_sealed": float(self.events_sealed),
@@ -228,6 +237,11 @@ class Sealer:
         waited = time.monotonic() - self._oldest_pending_at
         if not self._recovered and waited > limit:
             return True, f"the chain could not be resumed for {waited:.0f} s"
+        if self._backlog and time.monotonic() - self._backlog[0][2] > limit:
+            return True, (
+                f"{self._backlog_events} stored events could not be journaled for over "
+                f"{limit:g} s; sealing errors so far: {self.sealing_errors}"
+            )
         if self._pending and waited > limit:
             return True, (
                 f"{len(self._pending)} stored events unsealed, the oldest for {waited:.0f} s "
@@ -278,6 +292,7 @@ class Sealer:
             raise
         self._task = asyncio.create_task(self._seal_loop(), name="sealer")
         self._lease_task = asyncio.create_task(self._lease_loop(), name="sealer-lease")
+        self._sweep_task = asyncio.create_task(self._sweep_loop(), name="sealer-sweeper")
 
     async def _try_recover(self) -> bool:
         """One reconciliation attempt; False when Elasticsearch could not be asked."""
@@ -370,9 +385,16 @@ class Sealer:
             done, _ = await asyncio.wait({self._task}, timeout=max(1.0, timeout_s))
             if not done:
                 _log.error("the seal loop did not stop after cancellation; abandoning it")
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            await asyncio.gather(self._lease_task, return_exceptions=True)
+        for task in (self._lease_task, self._sweep_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._backlog_events:
+            _log.warning(
+                "shutdown: %d stored events could not be journaled; they are sealed when "
+                "their clients retry",
+                self._backlog_events,
+            )
         if self._lease is not None:
             try:
                 await asyncio.wait_for(self._lease.release(), max(1.0, timeout_s))
@@ -392,6 +414,27 @@ class Sealer:
         """
         if self._journal is None or self._closing:
             raise RuntimeError("sealer is not running")
+        try:
+            await self._journal_confirmed(stored, created)
+        except Exception:
+            self._keep_for_sweeper(stored, created)
+            raise
+
+    def _keep_for_sweeper(self, stored: Entries, created: Sequence[bool]) -> None:
+        """Remember stored events whose journaling failed, so the sweeper seals them
+        without waiting for the client's retry (bounded; past the bound, the retry)."""
+        if self._backlog_events + len(stored) > _BACKLOG_MAX_EVENTS:
+            _log.error(
+                "sweeper backlog full (%d events): %d stored events are sealed only when "
+                "their client retries",
+                self._backlog_events,
+                len(stored),
+            )
+            return
+        self._backlog.append((stored, list(created), time.monotonic()))
+        self._backlog_events += len(stored)
+
+    async def _journal_confirmed(self, stored: Entries, created: Sequence[bool]) -> None:
         fresh = stored
         if not all(created):
             fresh = stored.select([i for i, c in enumerate(created) if c])
@@ -403,7 +446,7 @@ class Sealer:
             fresh = fresh.unique(self._pending.ids)
             if not fresh:
                 return
-            ends = await asyncio.to_thread(self._journal.append, fresh)
+            ends = await asyncio.to_thread(self._journal_append, fresh)
             if not self._pending:
                 self._oldest_pending_at = time.monotonic()
                 # The loop may be asleep until the next heartbeat; this block's clock starts now.
@@ -411,6 +454,45 @@ class Sealer:
             self._pending.add(fresh, ends)
         if len(self._pending) >= self.config.block_max_events:
             self._wakeup.set()
+
+    def _journal_append(self, entries: Entries) -> list[int]:
+        if self._journal is None:
+            raise RuntimeError("sealer is not running")
+        return self._journal.append(entries)
+
+    async def _sweep_loop(self) -> None:
+        """Seal stored events whose hand-off failed, without waiting for client retries.
+
+        Each pass takes the backlog in order (bounded: at most ``_SWEEP_BATCH`` events)
+        and journals it as the write path would have: events another write sealed since
+        are skipped (by id, pending and ``audit-blocks``), the rest are sealed with the
+        leaf of the document Elasticsearch confirmed.
+        """
+        interval_s = self.config.sweep_interval_s
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self._backlog or not self._recovered or self._refused is not None:
+                continue
+            self.sweeper_passes += 1
+            done = 0
+            while self._backlog and done < _SWEEP_BATCH:
+                stored, created, _at = self._backlog[0]
+                try:
+                    await self._journal_confirmed(stored, created)
+                except Exception as exc:
+                    self.sealing_errors += 1
+                    _log.warning(
+                        "sweeper: %d stored events still cannot be journaled (%s)",
+                        len(stored),
+                        exc,
+                    )
+                    break
+                self._backlog.popleft()
+                self._backlog_events -= len(stored)
+                self.sweeper_events_found += len(stored)
+                done += len(stored)
+            if done:
+                _log.warning("sweeper: handed %d stored, unsealed events to the sealer", done)
 
     async def _not_yet_sealed(self, entries: Entries) -> Entries:
         recent: set[str] = set()

@@ -253,10 +253,31 @@ class Journal:
         """
         data, ends = self._lines(entries)
         if ends:
-            os.write(self._fd, data)
-            os.fsync(self._fd)
+            try:
+                written = os.write(self._fd, data)
+                if written != len(data):
+                    raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
+                os.fsync(self._fd)
+            except OSError:
+                self._after_failed_append()
+                raise
             self.size = ends[-1]
         return ends
+
+    def _after_failed_append(self) -> None:
+        """Keep offsets true after a failed append: end a partly written line so that
+        the next entry starts a line of its own (the part is set aside when read)."""
+        try:
+            size = os.fstat(self._fd).st_size
+            if size > self.size:
+                with self.path.open("rb") as fh:
+                    fh.seek(size - 1)
+                    if fh.read(1) != b"\n":
+                        os.write(self._fd, b"\n")
+                        size += 1
+            self.size = size
+        except OSError:
+            self.size = os.fstat(self._fd).st_size
 
     def _lines(self, entries: Entries) -> tuple[bytes, list[int]]:
         """The entries' lines and the offset just past each."""
