@@ -116,12 +116,22 @@ def run(
     deadline_ms: int = 31_000,
     stale_after_ms: int = 0,
     page: int = 7,
+    anchor: Checkpoint | None = None,
 ) -> VerifyReport:
-    """Verify the model store with the pure core, as ``verify`` does over Elasticsearch."""
+    """Verify the model store with the pure core, as ``verify`` does over Elasticsearch.
+
+    With ``anchor`` (``verify --since``), only events not sealed at or before it are read.
+    """
+    old: set[str] = set()
+    if anchor is not None:
+        for b in store.blocks.values():
+            if isinstance(b.get("sequence"), int) and b["sequence"] <= anchor.sequence:
+                old.update(e for e in b.get("event_ids", []) if isinstance(e, str))
     hits = [
         {"_index": index, "_id": eid, "_source": doc}
         for index, docs in sorted(store.events.items())
         for eid, doc in docs.items()
+        if eid not in old
     ]
     pages = [hash_hits(hits[i : i + page]) for i in range(0, len(hits), page)]
 
@@ -152,5 +162,7 @@ def run(
             scan_ms=scan,
             seal_deadline_ms=deadline_ms,
             stale_after_ms=stale_after_ms,
+            anchor=anchor,
+            in_range=None if anchor is None else (lambda r: r.sequence > anchor.sequence),
         )
     )

@@ -306,6 +306,28 @@ def test_stale_by_the_verifier_clock() -> None:
     assert not old.findings and set(old.stale) == {CHAIN}
 
 
+def test_since_checks_only_what_was_added_and_that_it_extends_the_anchor() -> None:
+    store = base_store((3, 4, 5))
+    anchor = store.external[0]
+    clean = run(store, RING, anchor=anchor)
+    assert clean.ok and clean.events_checked == 9 and clean.blocks_checked == 2
+    # Tampering after the anchor is found; before it, it is out of scope.
+    later = store.clone()
+    for docs in later.events.values():
+        if "evt-000004" in docs:
+            docs["evt-000004"]["message"] = "changed"
+    assert run(later, RING, anchor=anchor).counts() == {"modified": 1}
+    tampered = store.clone()
+    block = tampered.blocks[sorted(tampered.blocks)[2]]
+    block["leaf_hashes"][0] = base64.b64encode(bytes(32)).decode()
+    assert run(tampered, RING, anchor=anchor).findings
+    # A checkpoint of another history (split view, signed by the same key) is not extended.
+    forked = dataclasses.replace(anchor, root_hash=bytes(32), signature=b"")
+    forked = sign_checkpoint(forked, KEY)
+    split = run(store, RING, anchor=forked)
+    assert split.counts().get("bad_signature") == 1, split.to_json_dict()
+
+
 @settings(
     max_examples=CASES,
     deadline=None,
