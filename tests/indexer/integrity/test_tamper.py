@@ -217,7 +217,7 @@ def _now_text() -> str:
 def test_forged_event_ingested_in_the_future(sealed: Any) -> None:
     es, state, ids = sealed
     forged = "0190aaaa-0000-7000-8000-0000000000f1"
-    _forge_event(es, ids, forged, "2999-01-01T00:00:00.000000000Z")
+    _forge_event(es, ids, forged, "2200-01-01T00:00:00.000000000Z")
     report = run_verify(es, state, [KEY], seal_deadline_s=0.5)
     assert kinds(report) == {"inserted": 1}
     assert report.findings[0].event_id == forged
@@ -310,7 +310,7 @@ def test_sealed_event_moved_to_another_index(sealed: Any) -> None:
 
 
 def _cli_verify(es_url: str, state: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    keys = write_key_pair(KEY, state / "verify-keys").public_key_path
+    keys = write_key_pair(KEY, state / "verify-keys", force=True).public_key_path
     return subprocess.run(
         [
             sys.executable,
@@ -364,7 +364,7 @@ def test_newest_checkpoints_blocks_and_events_cut_off_is_stale(
 def test_text_output_escapes_control_characters(sealed: Any, es_url: str) -> None:
     es, state, ids = sealed
     forged = "evil\x1b[2J\x1b[32mCLEAN\x07"
-    _forge_event(es, ids, forged, "2999-01-01T00:00:00.000000000Z")
+    _forge_event(es, ids, forged, "2200-01-01T00:00:00.000000000Z")
     text = _cli_verify(es_url, state, "--seal-deadline-s", "0")
     assert text.returncode == 1
     assert b"\x1b" not in text.stdout and b"\x07" not in text.stdout
@@ -380,7 +380,7 @@ def test_pure_core_is_what_verify_runs(sealed: Any) -> None:
     doc["message"] = "changed"
     es.index(index=index, id=ids[4], document=doc)
     es.delete(index=_where(es, ids[9])[0], id=ids[9])
-    _forge_event(es, ids, "0190aaaa-0000-7000-8000-0000000000f4", "2999-01-01T00:00:00Z")
+    _forge_event(es, ids, "0190aaaa-0000-7000-8000-0000000000f4", "2200-01-01T00:00:00Z")
     via_es = run_verify(es, state, [KEY], seal_deadline_s=0.0)
     es.indices.refresh(index="audit-*")
     hits = es.search(index="audit-events-*", size=1000)["hits"]["hits"]
@@ -413,3 +413,21 @@ def test_pure_core_is_what_verify_runs(sealed: Any) -> None:
     assert kinds(via_es) == kinds(pure) == {"modified": 1, "missing": 1, "inserted": 1}
     key = sorted((str(f.kind), f.event_id) for f in via_es.findings)
     assert key == sorted((str(f.kind), f.event_id) for f in pure.findings)
+
+
+def test_since_checks_only_what_was_added(sealed: Any, es_url: str) -> None:
+    es, state, _ids = sealed
+    anchor = run_verify(es, state, [KEY]).anchors["test-chain"]
+    more = run(ingest(es_url, state, KEY, [40], start=3000))
+    report = run_verify(es, state, [KEY], since=anchor)
+    assert report.ok, report.to_json_dict()
+    assert report.events_checked == len(more)
+    index, doc = _where(es, more[5])
+    doc["message"] = "changed after the checkpoint"
+    es.index(index=index, id=more[5], document=doc)
+    tampered = run_verify(es, state, [KEY], since=anchor)
+    assert kinds(tampered) == {"modified": 1} and tampered.findings[0].event_id == more[5]
+    # A checkpoint of another history (same key, same size, other root) is not extended.
+    forked = sign_checkpoint(dataclasses.replace(anchor, root_hash=bytes(32)), KEY)
+    split = run_verify(es, state, [KEY], since=forked)
+    assert "bad_signature" in kinds(split)
