@@ -338,13 +338,19 @@ def test_newest_checkpoints_blocks_and_events_cut_off_is_stale(
 ) -> None:
     es = clean_es
     run(ingest(es_url, tmp_path, KEY, [40]))
+    store = DirectoryCheckpointStore(tmp_path / "checkpoints")
+    kept = store.latest("test-chain")
+    assert kept is not None
     time.sleep(6)
     newer = run(ingest(es_url, tmp_path, KEY, [30], start=500))
-    fresh = _cli_verify(es_url, tmp_path, "--json", "--heartbeat-s", "5", "--grace-s", "0")
-    assert fresh.returncode == 0, fresh.stdout
+    newest = store.latest("test-chain")
+    assert newest is not None
+    # The verifier's clock one second after the newest checkpoint: fresh.
+    at = (newest.timestamp_ms + 1000) / 1000
+    fresh = run_verify(es, tmp_path, [KEY], heartbeat_s=5.0, clock=lambda: at)
+    assert fresh.ok and not fresh.stale, fresh.to_json_dict()
     # The attacker removes the newest blocks, their external checkpoints and events.
-    first_blocks = {b["_id"] for b in _blocks(es) if b["_source"]["tree_size"] <= 40}
-    cut = [b for b in _blocks(es) if b["_id"] not in first_blocks]
+    cut = [b for b in _blocks(es) if b["_source"]["sequence"] > kept.sequence]
     assert cut
     for b in cut:
         es.delete(index=BLOCKS_INDEX, id=b["_id"])
@@ -354,6 +360,9 @@ def test_newest_checkpoints_blocks_and_events_cut_off_is_stale(
         index, _ = _where(es, eid)
         es.delete(index=index, id=eid)
     es.indices.refresh(index="audit-*")
+    # Same clock, same options: only the age of what is left shows the cut.
+    cut_off = run_verify(es, tmp_path, [KEY], heartbeat_s=5.0, clock=lambda: at)
+    assert not cut_off.findings and list(cut_off.stale) == ["test-chain"]
     stale = _cli_verify(es_url, tmp_path, "--json", "--heartbeat-s", "5", "--grace-s", "0")
     out = json.loads(stale.stdout)
     assert stale.returncode == 4, out
