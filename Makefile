@@ -13,7 +13,7 @@ NATIVE_TARGET := $(or $(CARGO_TARGET_DIR),$(or $(OTEL_AUDIT_CACHE_DIR),$(or $(XD
 NATIVE_SRC    := native/pyproject.toml native/Cargo.toml native/Cargo.lock \
                  native/otel_audit_native.pyi $(wildcard native/src/*.rs)
 
-.PHONY: install test lint unit run bench docs clean collector sdk sdk-test bench-sdk \
+.PHONY: install test lint unit run bench fuzz-integrity docs clean collector sdk sdk-test bench-sdk \
         dist browser-deps console-screenshots
 
 install: $(STAMP)
@@ -58,6 +58,12 @@ run: $(STAMP)
 
 bench: $(STAMP) sdk
 	$(PY) -m bench
+
+# The verifier's property test at fuzzing size: 100,000 single mutations of a sealed store
+# (events and block records), each must be detected; prints the case count.
+fuzz-integrity: $(STAMP)
+	OTEL_AUDIT_FUZZ_CASES=$${OTEL_AUDIT_FUZZ_CASES:-100000} $(PY) -m pytest -s -q -p no:cacheprovider \
+		tests/indexer/integrity/test_classify_property.py -k every_single_mutation
 
 docs: $(STAMP)
 	$(PY) -m otel_audit.cli schema docs --write

@@ -1,8 +1,13 @@
 """``otel-audit verify`` and ``otel-audit prove``: the auditor's commands.
 
-``verify [--from T] [--to T] [--chain ID] --public-key KEY [--checkpoint-dir DIR] [--json]``
-checks blocks, external checkpoints and events; exit status 0 only when clean, 1 when
-there are findings, 2 when it could not run. Progress goes to stderr.
+``verify [--from T] [--to T] [--chain ID] [--since CHECKPOINT] --public-key KEY
+[--checkpoint-dir DIR] [--json]`` checks blocks, external checkpoints and events; exit
+status 0 when clean, 1 when there are findings, 4 when nothing was altered but a chain's
+newest checkpoint is older than its heartbeat allows (stale), 2 on bad arguments, 3 when
+Elasticsearch is unavailable. Progress goes to stderr. Text output escapes control
+characters of everything read from the store; ``--json`` output is JSON.
+``--save-checkpoint FILE`` writes the newest trusted checkpoint after a clean run, for
+the next ``--since``.
 
 ``prove EVENT_ID [--out FILE]`` writes an inclusion proof bundle (stdout by default) that
 ``otel-audit verify-proof FILE --public-key KEY`` checks offline.
@@ -51,6 +56,15 @@ def _error(args: argparse.Namespace, message: str, code: Exit = Exit.USAGE) -> i
     return code
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROL[ord("\\")] = "\\\\"
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters (C0, DEL, C1) and backslashes escaped."""
+    return str(text).translate(_CONTROL)
+
+
 def _state_dir() -> Path:
     return Path(os.environ.get("OTEL_AUDIT_INTEGRITY__STATE_DIR", _DEFAULT_STATE))
 
@@ -88,11 +102,28 @@ def _verify(args: argparse.Namespace) -> int:
             store = open_checkpoint_store(location)
         except (ValueError, ImportError, AttributeError) as exc:
             return _error(args, f"checkpoint store {location!r}: {exc}")
+    since = None
+    if args.since:
+        from otel_audit.integrity import Checkpoint, CheckpointStatus, verify_checkpoint
+
+        try:
+            since = Checkpoint.from_json_dict(json.loads(Path(args.since).read_bytes()))
+        except (OSError, ValueError, IntegrityError) as exc:
+            return _error(args, f"--since {args.since}: {exc}")
+        status = verify_checkpoint(since, keyring)
+        if status is not CheckpointStatus.OK:
+            return _error(args, f"--since {args.since}: checkpoint does not verify ({status})")
     options = VerifyOptions(
         chain_id=args.chain,
         time_from=args.time_from,
         time_to=args.time_to,
         grace_s=args.grace_s,
+        seal_interval_s=args.seal_interval_s,
+        heartbeat_s=args.heartbeat_s,
+        seal_deadline_s=args.seal_deadline_s,
+        stale_after_s=args.stale_after_s,
+        max_wait_s=args.max_wait_s,
+        since=since,
         progress=None if args.quiet else _progress,
     )
     try:
@@ -114,7 +145,17 @@ def _verify(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(report.to_json_dict(), indent=2) + "\n")
     else:
         _print_report(report)
-    return Exit.OK if report.ok else Exit.FINDINGS
+    if report.findings:
+        return Exit.FINDINGS
+    if args.save_checkpoint and report.anchors:
+        chain = since.origin if since is not None else args.chain
+        if chain is None and len(report.anchors) == 1:
+            chain = next(iter(report.anchors))
+        cp = report.anchors.get(chain) if chain else None
+        if cp is None:
+            return _error(args, "--save-checkpoint needs one chain (give --chain)")
+        Path(args.save_checkpoint).write_text(json.dumps(cp.to_json_dict()) + "\n")
+    return Exit.STALE if report.stale else Exit.OK
 
 
 def _print_report(report: Any) -> None:
@@ -122,12 +163,15 @@ def _print_report(report: Any) -> None:
     data = report.to_json_dict()
     s = data["summary"]
     for warning in report.warnings:
-        out(f"warning: {warning}\n")
+        out(f"warning: {printable(warning)}\n")
     for chain_id, info in sorted(report.chains.items()):
         out(
-            f"chain {chain_id}: {info['blocks']} blocks, last sequence {info['last_sequence']}, "
-            f"tree size {info['tree_size']}, keys {', '.join(info['key_ids'])}\n"
+            f"chain {printable(chain_id)}: {info['blocks']} blocks, last sequence "
+            f"{info['last_sequence']}, tree size {info['tree_size']}, keys "
+            f"{printable(', '.join(info['key_ids']))}\n"
         )
+    for chain_id, why in sorted(report.stale.items()):
+        out(f"STALE: chain {printable(chain_id)}: {printable(why)}\n")
     by_kind: dict[str, list[Any]] = {}
     for f in report.findings:
         by_kind.setdefault(str(f.kind), []).append(f)
@@ -137,6 +181,8 @@ def _print_report(report: Any) -> None:
         "bad_signature",
         "unknown_key",
         "missing",
+        "misplaced",
+        "unreachable",
         "modified",
         "reordered",
         "inserted",
@@ -146,20 +192,20 @@ def _print_report(report: Any) -> None:
         out(f"\n{kind.upper()}: {len(items)}\n")
         causes = {f.cause for f in items if f.cause}
         for cause in sorted(causes):
-            out(f"  cause: {cause}\n")
+            out(f"  cause: {printable(cause)}\n")
         for f in items[:_MAX_LISTED]:
             where = " ".join(
                 p
                 for p in (
-                    f"event {f.event_id}" if f.event_id else "",
-                    f"in {f.index}" if f.index else "",
-                    f"[chain {f.chain_id} block {f.sequence}]"
+                    f"event {printable(f.event_id)}" if f.event_id else "",
+                    f"in {printable(f.index)}" if f.index else "",
+                    f"[chain {printable(f.chain_id)} block {f.sequence}]"
                     if f.chain_id is not None and f.sequence is not None
                     else "",
                 )
                 if p
             )
-            out(f"  - {where + ': ' if where else ''}{f.message}\n")
+            out(f"  - {where + ': ' if where else ''}{printable(f.message)}\n")
         if len(items) > _MAX_LISTED:
             out(f"  ... and {len(items) - _MAX_LISTED} more (--json lists all)\n")
     if s.get("events_archived"):
@@ -167,7 +213,7 @@ def _print_report(report: Any) -> None:
             f"\n{s['events_archived']} sealed events were removed from Elasticsearch by the "
             "lifecycle policy (signed records); verify them with --archive URL\n"
         )
-    verdict = "CLEAN" if report.ok else "TAMPERING DETECTED"
+    verdict = "TAMPERING DETECTED" if report.findings else "STALE" if report.stale else "CLEAN"
     out(
         f"\n{verdict}: {s['blocks_checked']} blocks, {s['events_checked']} events checked, "
         f"{s['events_pending']} not sealed yet, {sum(s['findings'].values())} findings "
@@ -227,11 +273,60 @@ def register(subparsers: Any) -> None:
         metavar="DIR",
         help="external checkpoint store (directory or module:factory=ARG; 'none' to skip)",
     )
+    from indexer.integrity.verify import (
+        DEFAULT_GRACE_S,
+        DEFAULT_HEARTBEAT_S,
+        DEFAULT_SEAL_INTERVAL_S,
+    )
+
     v.add_argument(
         "--grace-s",
         type=float,
-        default=5.0,
-        help="events ingested this close to the newest checkpoint count as pending",
+        default=DEFAULT_GRACE_S,
+        help="slack added to the seal interval and the heartbeat (default %(default)s)",
+    )
+    v.add_argument(
+        "--seal-interval-s",
+        type=float,
+        default=DEFAULT_SEAL_INTERVAL_S,
+        help="the receivers' integrity.block_max_interval_ms in seconds (default %(default)s)",
+    )
+    v.add_argument(
+        "--heartbeat-s",
+        type=float,
+        default=DEFAULT_HEARTBEAT_S,
+        help="the receivers' integrity.heartbeat_interval_s (default %(default)s)",
+    )
+    v.add_argument(
+        "--seal-deadline-s",
+        type=float,
+        metavar="S",
+        help="an event must be sealed by a trusted block this long after verify first "
+        "reads it, else it is inserted (default seal interval + grace)",
+    )
+    v.add_argument(
+        "--stale-after-s",
+        type=float,
+        metavar="S",
+        help="a chain whose newest trusted checkpoint is older is stale, exit 4 "
+        "(default heartbeat + grace; 0 turns the check off)",
+    )
+    v.add_argument(
+        "--max-wait-s",
+        type=float,
+        metavar="S",
+        help="wait at most this long for the sealing deadline of unsealed events "
+        "(default the whole deadline; those still before it are reported pending)",
+    )
+    v.add_argument(
+        "--since",
+        metavar="CHECKPOINT_FILE",
+        help="a checkpoint verified before: check only what its chain added since",
+    )
+    v.add_argument(
+        "--save-checkpoint",
+        metavar="FILE",
+        help="after a run without findings, write the newest trusted checkpoint here",
     )
     v.add_argument("--es-url", help="Elasticsearch URL (default OTEL_AUDIT_ES_URL)")
     from indexer.lifecycle.verify_cli import add_arguments as add_archive_arguments

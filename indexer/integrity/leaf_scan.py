@@ -4,7 +4,8 @@ The verifier's cost per event is parsing the stored JSON and hashing its canonic
 In one process that work shares the interpreter lock with the threads reading pages, so
 it is done where the pages are read: each worker process reads one slice of the point in
 time as raw bytes, parses and hashes each event and sends only what the comparison needs
-(event id, index, leaf hash, ``event.ingested``) to the parent. The parent compares the
+(event id, index, leaf hash) to the parent; no field of a stored event is read for
+anything but its hash. The parent compares the
 hashes with the sealed ones and classifies; nothing is decided in the workers.
 
 A client whose connection cannot be handed to another process (a custom SSL context)
@@ -40,8 +41,8 @@ __all__ = [
 ]
 
 
-HashedPage = tuple[list[str], list[str], list["bytes | str"], list["str | None"]]
-"""Event ids, their indices, leaf hashes (or why one cannot be hashed), ``event.ingested``."""
+HashedPage = tuple[list[str], list[str], list["bytes | str"]]
+"""Event ids, their indices, leaf hashes (or why one cannot be hashed)."""
 
 PIT_FILTER_PATH = "hits.hits._index,hits.hits._id,hits.hits._source,hits.hits.sort"
 # Worker processes parse whole pages in C anyway; without ``filter_path`` Elasticsearch
@@ -58,7 +59,6 @@ def hash_hits(hits: list[dict[str, Any]]) -> HashedPage:
     ids: list[str] = []
     indices: list[str] = []
     hashes: list[bytes | str] = []
-    ingested: list[str | None] = []
     # Equal index names become one object, so a page pickles each name once.
     names: dict[str, str] = {}
     for hit in hits:
@@ -70,10 +70,7 @@ def hash_hits(hits: list[dict[str, Any]]) -> HashedPage:
             hashes.append(leaf_hash_of_event(source))
         except IntegrityError as exc:
             hashes.append(str(exc))
-        event = source.get("event") if type(source) is dict else None
-        value = event.get("ingested") if type(event) is dict else None
-        ingested.append(value if type(value) is str else None)
-    return ids, indices, hashes, ingested
+    return ids, indices, hashes
 
 
 def pit_search_body(

@@ -1,57 +1,65 @@
 """``otel-audit verify``: prove the stored audit trail unaltered, or say exactly what changed.
 
-What is checked, in order:
+This module reads Elasticsearch and the external checkpoint store; every decision is
+made by the pure :func:`indexer.integrity.classify.classify`. Trusted are only the
+signatures (the keyring) and the verifier's own clock and options:
 
 1. Every record in ``audit-blocks`` (of one chain, or all): its checkpoint signature
-   against the keyring (``unknown_key`` / ``bad_signature``), its link to the previous
-   record (``previous_hash``, sequence), and that its frontier and leaf hashes recompute
-   to the signed roots: the previous checkpoint's and its own. That last check is the
-   consistency proof between consecutive checkpoints, done by recomputation. A record
-   that fails it was edited in Elasticsearch (``bad_signature``, "tampered block").
-2. The external checkpoint store against ``audit-blocks``: a checkpoint the store has
-   and Elasticsearch does not is ``truncated`` (newest blocks or the whole index gone)
-   or a ``missing`` block (a gap); one that differs means a block was replaced.
-3. Every event: the events in range are read with a point in time and ``search_after``
-   in slices, each read and hashed by a worker process (:mod:`indexer.integrity.leaf_scan`) from the
-   start, while the blocks are checked; this process compares. An event whose
-   leaf hash differs from its position's is ``reordered`` when it equals another position's
-   hash in the same block, else ``modified``; a sealed event not found is ``missing``; an
-   event no block covers is ``inserted``, unless it was ingested after the newest
-   checkpoint minus ``grace_s`` (the unsealed tail: counted as pending).
+   (``unknown_key`` / ``bad_signature``), its link to the previous *trusted* record, and
+   that its frontier and leaf hashes recompute to the signed roots. A record that fails
+   any of these covers nothing and is never the previous checkpoint of another.
+2. The external checkpoint store against ``audit-blocks``: ``truncated``, ``missing`` or
+   replaced blocks. Freshness: a chain whose newest trusted checkpoint is older than the
+   heartbeat interval plus grace (verifier's clock) is *stale* (exit code 4).
+3. Every event in range, read with a point in time and hashed in worker processes
+   (:mod:`indexer.integrity.leaf_scan`): ``modified``, ``reordered``, ``missing``,
+   ``misplaced`` (not in the index its block names), and indices holding sealed events
+   that the read alias does not reach (``unreachable``). An event no trusted block covers
+   is pending until the sealing deadline, counted from when this verifier opened its
+   point in time; verify waits for that deadline (bounded by ``max_wait_s``), re-reads
+   the block records written meanwhile, and reports what is still uncovered as
+   ``inserted``.
 
-Findings are grouped by root cause: when a chain is truncated, the events it no longer
-covers are reported as inserted with that cause, so a report stays readable.
+With ``since`` (a checkpoint verified before), only the records after it are checked:
+the first must chain to it and its frontier recompute to its root (a consistency proof
+by recomputation), and only events stored after it are read.
 """
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_exc
 
-from indexer.indices import BLOCKS_INDEX, EVENTS_PATTERN
+from indexer.indices import BLOCKS_INDEX, EVENTS_ALIAS, EVENTS_PATTERN
 from indexer.integrity.blocks import BlockRecord
+from indexer.integrity.classify import (
+    Finding,
+    FindingKind,
+    Inputs,
+    VerifyReport,
+    classify,
+    recheck_pending,
+)
 from indexer.integrity.leaf_scan import LeafScan, pit_pages
 from otel_audit.integrity import (
     Checkpoint,
     CheckpointFormatError,
-    CheckpointStatus,
     IntegrityError,
     Keyring,
-    chain_link_problems,
     leaf_hash_of_document,
-    verify_checkpoint,
 )
 from otel_audit.integrity.store import CheckpointStore
 
 __all__ = [
+    "DEFAULT_GRACE_S",
+    "DEFAULT_HEARTBEAT_S",
+    "DEFAULT_SEAL_INTERVAL_S",
     "Finding",
     "FindingKind",
     "VerifyOptions",
@@ -59,43 +67,14 @@ __all__ = [
     "verify",
 ]
 
+DEFAULT_SEAL_INTERVAL_S = 1.0
+"""The receiver's default ``integrity.block_max_interval_ms`` (1000), in seconds."""
+DEFAULT_HEARTBEAT_S = 60.0
+"""The receiver's default ``integrity.heartbeat_interval_s``."""
+DEFAULT_GRACE_S = 30.0
+"""Slack added to both: a loaded sealer, clock skew between receiver and verifier."""
 
-class FindingKind(StrEnum):
-    """How a finding is classified."""
-
-    MODIFIED = "modified"
-    MISSING = "missing"
-    INSERTED = "inserted"
-    REORDERED = "reordered"
-    TRUNCATED = "truncated"
-    BAD_SIGNATURE = "bad_signature"
-    UNKNOWN_KEY = "unknown_key"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One thing that is not as sealed."""
-
-    kind: FindingKind
-    message: str
-    chain_id: str | None = None
-    sequence: int | None = None
-    event_id: str | None = None
-    index: str | None = None
-    cause: str | None = None
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """JSON-ready dict without empty fields."""
-        out = {
-            "kind": str(self.kind),
-            "message": self.message,
-            "chain_id": self.chain_id,
-            "sequence": self.sequence,
-            "event_id": self.event_id,
-            "index": self.index,
-            "cause": self.cause,
-        }
-        return {k: v for k, v in out.items() if v is not None}
+_HEAVY_BLOCK_FIELDS = ["event_ids", "event_indices", "leaf_hashes", "frontier"]
 
 
 @dataclass(slots=True)
@@ -108,8 +87,23 @@ class VerifyOptions:
     """Events with ``@timestamp >=`` this (date math or RFC 3339)."""
     time_to: str | None = None
     """Events with ``@timestamp <=`` this."""
-    grace_s: float = 5.0
-    """Events ingested this close to the newest checkpoint count as not yet sealed."""
+    grace_s: float = DEFAULT_GRACE_S
+    """Added to the seal interval (sealing deadline) and the heartbeat (staleness)."""
+    seal_interval_s: float = DEFAULT_SEAL_INTERVAL_S
+    """The receivers' ``integrity.block_max_interval_ms``, in seconds."""
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    """The receivers' ``integrity.heartbeat_interval_s``."""
+    seal_deadline_s: float | None = None
+    """Override: an event stored this long before the scan must be sealed by a trusted
+    block (default ``seal_interval_s + grace_s``)."""
+    stale_after_s: float | None = None
+    """Override: the newest trusted checkpoint may be this old (default ``heartbeat_s +
+    grace_s``); 0 turns the freshness check off."""
+    max_wait_s: float | None = None
+    """Wait at most this long for the sealing deadline of uncovered events (default: the
+    whole deadline); what is still before its deadline then stays pending."""
+    since: Checkpoint | None = None
+    """A checkpoint verified before: check only what its chain added after it."""
     page_size: int = 5000
     """Events per search page."""
     slices: int = 2
@@ -121,63 +115,19 @@ class VerifyOptions:
     policy_deletions: Any = None
     """Signed lifecycle records (:class:`indexer.lifecycle.verify_archive.PolicyDeletions`):
     a sealed event they say the policy removed is counted as archived, not missing."""
+    clock: Callable[[], float] = time.time
+    """The verifier's clock (seconds since the epoch)."""
+    sleep: Callable[[float], None] = time.sleep
 
+    def deadline_ms(self) -> int:
+        """The sealing deadline in milliseconds."""
+        s = self.seal_deadline_s
+        return int(1000 * (self.seal_interval_s + self.grace_s if s is None else s))
 
-@dataclass(slots=True)
-class VerifyReport:
-    """Result of :func:`verify`; ``ok`` only when there are no findings."""
-
-    findings: list[Finding] = field(default_factory=list)
-    chains: dict[str, dict[str, Any]] = field(default_factory=dict)
-    blocks_checked: int = 0
-    events_checked: int = 0
-    events_pending: int = 0
-    events_archived: int = 0
-    warnings: list[str] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing was found."""
-        return not self.findings
-
-    def counts(self) -> dict[str, int]:
-        """Number of findings per kind."""
-        out: dict[str, int] = {}
-        for f in self.findings:
-            out[str(f.kind)] = out.get(str(f.kind), 0) + 1
-        return out
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """JSON-ready dict for ``--json``."""
-        rate = self.events_checked / self.elapsed_s if self.elapsed_s else 0.0
-        return {
-            "ok": self.ok,
-            "summary": {
-                "findings": self.counts(),
-                "blocks_checked": self.blocks_checked,
-                "events_checked": self.events_checked,
-                "events_pending": self.events_pending,
-                "events_archived": self.events_archived,
-                "elapsed_s": round(self.elapsed_s, 3),
-                "events_per_s": round(rate, 1),
-            },
-            "chains": self.chains,
-            "warnings": self.warnings,
-            "findings": [f.to_json_dict() for f in self.findings],
-        }
-
-
-def _ns_text_to_ms(value: object) -> int | None:
-    """``2025-01-02T03:04:05.123456789Z`` -> epoch milliseconds (None if unparsable)."""
-    if not isinstance(value, str) or len(value) < 20:
-        return None
-    try:
-        secs = calendar.timegm(time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return None
-    frac = value[20:23] if value[19] == "." else ""
-    return secs * 1000 + (int(frac.ljust(3, "0")) if frac.isdigit() else 0)
+    def stale_ms(self) -> int:
+        """How old the newest trusted checkpoint may be, in milliseconds (0: unchecked)."""
+        s = self.stale_after_s
+        return int(1000 * (self.heartbeat_s + self.grace_s if s is None else s))
 
 
 def _all_hits(
@@ -196,231 +146,170 @@ def _all_hits(
             es.close_point_in_time(id=pit)
 
 
-def _signature_finding(status: CheckpointStatus) -> FindingKind:
-    """The finding for a checkpoint whose signature check did not pass."""
-    if status is CheckpointStatus.UNKNOWN_KEY:
-        return FindingKind.UNKNOWN_KEY
-    return FindingKind.BAD_SIGNATURE
-
-
-@dataclass(slots=True)
-class _Sealed:
-    """Where a sealed event should be, and what it hashed to."""
-
-    chain_id: str
-    sequence: int
-    position: int
-    leaf_hash: bytes
-    index: str
-    block: BlockRecord
-
-
-def _load_blocks(
-    es: Elasticsearch, chain_id: str | None
-) -> tuple[list[BlockRecord], list[Finding]]:
-    query: dict[str, Any] = {"match_all": {}}
+def _block_query(chain_id: str | None, after: Mapping[str, int] | None = None) -> dict[str, Any]:
+    must: list[dict[str, Any]] = []
     if chain_id:
-        query = {"term": {"chain_id": chain_id}}
-    records: list[BlockRecord] = []
-    findings: list[Finding] = []
-    for page in _all_hits(es, BLOCKS_INDEX, query, 200):
-        for hit in page:
-            try:
-                records.append(BlockRecord.from_document(hit["_source"]))
-            except IntegrityError as exc:
-                findings.append(
-                    Finding(
-                        FindingKind.BAD_SIGNATURE,
-                        f"block record {hit['_id']} is malformed (tampered block): {exc}",
-                        chain_id=str(hit["_source"].get("chain_id")),
-                    )
-                )
-    records.sort(key=lambda r: (r.chain_id, r.sequence))
-    return records, findings
-
-
-def _check_chain(records: list[BlockRecord], keyring: Keyring, report: VerifyReport) -> set[int]:
-    """Signature, link and seal checks of one chain; returns sequences not to trust."""
-    untrusted: set[int] = set()
-    chain_id = records[0].chain_id
-    prev: BlockRecord | None = None
-    if records[0].sequence != 0:
-        report.findings.append(
-            Finding(
-                FindingKind.MISSING,
-                f"blocks 0..{records[0].sequence - 1} of chain {chain_id} are missing",
-                chain_id=chain_id,
-                sequence=0,
-            )
+        must.append({"term": {"chain_id": chain_id}})
+    if after:
+        must.append(
+            {
+                "bool": {
+                    "should": [
+                        {
+                            "bool": {
+                                "filter": [
+                                    {"term": {"chain_id": c}},
+                                    {"range": {"sequence": {"gt": seq}}},
+                                ]
+                            }
+                        }
+                        for c, seq in after.items()
+                    ]
+                    + [{"bool": {"must_not": {"terms": {"chain_id": sorted(after)}}}}],
+                    "minimum_should_match": 1,
+                }
+            }
         )
-    for rec in records:
-        cp = rec.checkpoint
-        status = verify_checkpoint(cp, keyring)
-        if status is not CheckpointStatus.OK:
-            kind = _signature_finding(status)
-            report.findings.append(
-                Finding(
-                    kind,
-                    f"block {rec.sequence} of chain {chain_id} is signed by key {cp.key_id}, "
-                    + (
-                        "which is not in the keyring"
-                        if kind is FindingKind.UNKNOWN_KEY
-                        else "and the signature does not verify"
-                    ),
-                    chain_id=chain_id,
-                    sequence=rec.sequence,
-                )
-            )
-            untrusted.add(rec.sequence)
-        consecutive = prev is not None and prev.sequence + 1 == rec.sequence
-        if prev is not None and not consecutive:
-            report.findings.append(
-                Finding(
-                    FindingKind.MISSING,
-                    f"blocks {prev.sequence + 1}..{rec.sequence - 1} of chain {chain_id} "
-                    "are missing from audit-blocks",
-                    chain_id=chain_id,
-                    sequence=prev.sequence + 1,
-                )
-            )
-        previous_cp = prev.checkpoint if consecutive and prev is not None else None
-        if (
-            consecutive
-            and prev is not None
-            and prev.sequence not in untrusted
-            and (rec.sequence not in untrusted)
-        ):
-            link = chain_link_problems(prev.checkpoint, cp)
-            if link:
-                report.findings.append(
-                    Finding(
-                        FindingKind.BAD_SIGNATURE,
-                        f"block {rec.sequence} of chain {chain_id} does not chain to block "
-                        f"{prev.sequence} (one of them was replaced): {'; '.join(link)}",
-                        chain_id=chain_id,
-                        sequence=rec.sequence,
-                    )
-                )
-        elif prev is None and rec.sequence == 0:
-            link = chain_link_problems(None, cp)
-            if link:
-                report.findings.append(
-                    Finding(
-                        FindingKind.BAD_SIGNATURE,
-                        f"first block of chain {chain_id}: {'; '.join(link)}",
-                        chain_id=chain_id,
-                        sequence=0,
-                    )
-                )
-        if rec.sequence not in untrusted:
-            problems = rec.seal_problems(previous_cp)
-            if problems:
-                report.findings.append(
-                    Finding(
-                        FindingKind.BAD_SIGNATURE,
-                        f"block {rec.sequence} of chain {chain_id} was edited (tampered block): "
-                        + "; ".join(problems),
-                        chain_id=chain_id,
-                        sequence=rec.sequence,
-                    )
-                )
-                untrusted.add(rec.sequence)
-        report.blocks_checked += 1
-        prev = rec
-    return untrusted
+    return {"bool": {"filter": must}} if must else {"match_all": {}}
 
 
-def _check_store(
-    chain_id: str,
-    records: list[BlockRecord],
-    store: CheckpointStore,
-    keyring: Keyring,
-    report: VerifyReport,
-) -> int:
-    """Compare the external checkpoints with the stored chain; returns events cut off."""
-    by_seq = {r.sequence: r for r in records}
-    es_max = max(by_seq) if by_seq else -1
-    es_size = by_seq[es_max].checkpoint.tree_size if by_seq else 0
-    beyond: list[Checkpoint] = []
-    prev: Checkpoint | None = None
-    for item in store.read(chain_id):
-        if isinstance(item, CheckpointFormatError):
-            report.findings.append(
-                Finding(
-                    FindingKind.BAD_SIGNATURE,
-                    f"external checkpoint unreadable: {item}",
-                    chain_id=chain_id,
-                )
-            )
-            continue
-        cp = item
-        status = verify_checkpoint(cp, keyring)
-        if status is not CheckpointStatus.OK:
-            kind = _signature_finding(status)
-            report.findings.append(
-                Finding(
-                    kind,
-                    f"external checkpoint {cp.sequence} does not verify ({status})",
-                    chain_id=chain_id,
-                    sequence=cp.sequence,
-                )
-            )
-            continue
-        if prev is not None and prev.sequence + 1 == cp.sequence:
-            for problem in chain_link_problems(prev, cp):
-                report.findings.append(
-                    Finding(
-                        FindingKind.BAD_SIGNATURE,
-                        f"external checkpoints {prev.sequence}->{cp.sequence}: {problem}",
-                        chain_id=chain_id,
-                        sequence=cp.sequence,
-                    )
-                )
-        prev = cp
-        rec = by_seq.get(cp.sequence)
-        if rec is None:
-            if cp.sequence > es_max:
-                beyond.append(cp)
-            else:
-                report.findings.append(
-                    Finding(
-                        FindingKind.MISSING,
-                        f"block {cp.sequence} of chain {chain_id} is in the checkpoint store "
-                        "but not in audit-blocks",
-                        chain_id=chain_id,
-                        sequence=cp.sequence,
-                    )
-                )
-        elif rec.checkpoint.digest() != cp.digest() or rec.checkpoint.signature != cp.signature:
-            report.findings.append(
-                Finding(
-                    FindingKind.BAD_SIGNATURE,
-                    f"block {cp.sequence} of chain {chain_id} differs from its external "
-                    "checkpoint (the block was replaced)",
-                    chain_id=chain_id,
-                    sequence=cp.sequence,
-                )
-            )
-    if not beyond:
-        return 0
-    newest = beyond[-1]
-    lost = newest.tree_size - es_size
-    what = (
-        "every block of the chain is gone from audit-blocks"
-        if es_max < 0
-        else f"audit-blocks ends at block {es_max}"
-    )
-    report.findings.append(
-        Finding(
-            FindingKind.TRUNCATED,
-            f"chain {chain_id} was truncated: the checkpoint store reaches block "
-            f"{newest.sequence} (tree size {newest.tree_size}) but {what}; "
-            f"{len(beyond)} blocks and {lost} sealed events are no longer anchored",
-            chain_id=chain_id,
-            sequence=beyond[0].sequence,
+def _block_docs(
+    es: Elasticsearch,
+    query: dict[str, Any],
+    wanted: Callable[[Mapping[str, Any]], bool] | None,
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Block documents; with ``wanted``, only those it accepts are read whole.
+
+    The others (out of the range checked) come without their per-event fields, so a
+    range verify holds the leaves of its range only.
+    """
+    if wanted is None:
+        for page in _all_hits(es, BLOCKS_INDEX, query, 200):
+            for hit in page:
+                yield hit["_id"], hit["_source"]
+        return
+    light = {"bool": {"filter": [query]}}
+    try:
+        pit = es.open_point_in_time(index=BLOCKS_INDEX, keep_alive="2m", ignore_unavailable=True)[
+            "id"
+        ]
+    except es_exc.NotFoundError:
+        return
+    try:
+        after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {
+                "size": 1000,
+                "query": light,
+                "pit": {"id": pit, "keep_alive": "2m"},
+                "sort": [{"_shard_doc": "asc"}],
+                "_source": {"excludes": _HEAVY_BLOCK_FIELDS},
+                "track_total_hits": False,
+            }
+            if after is not None:
+                body["search_after"] = after
+            hits = es.search(**body)["hits"]["hits"]
+            if not hits:
+                break
+            whole = [h["_id"] for h in hits if wanted(h["_source"])]
+            full: dict[str, Mapping[str, Any]] = {}
+            if whole:
+                for doc in es.mget(index=BLOCKS_INDEX, ids=whole)["docs"]:
+                    if doc.get("found"):
+                        full[doc["_id"]] = doc["_source"]
+            for h in hits:
+                src = full.get(h["_id"], h["_source"])
+                if h["_id"] not in full:
+                    src = {**src, **{k: [] for k in _HEAVY_BLOCK_FIELDS}}
+                yield h["_id"], src
+            after = hits[-1]["sort"]
+            if len(hits) < 1000:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            es.close_point_in_time(id=pit)
+
+
+def _lookup(es: Elasticsearch) -> Callable[[Sequence[tuple[str, str]]], list[bytes | str | None]]:
+    def lookup(keys: Sequence[tuple[str, str]]) -> list[bytes | str | None]:
+        out: list[bytes | str | None] = []
+        for i in range(0, len(keys), 1000):
+            chunk = keys[i : i + 1000]
+            resp = es.mget(docs=[{"_index": idx, "_id": eid} for idx, eid in chunk])
+            for doc in resp["docs"]:
+                if not doc.get("found"):
+                    out.append(None)
+                    continue
+                try:
+                    out.append(leaf_hash_of_document(doc["_source"]))
+                except IntegrityError as exc:
+                    out.append(str(exc))
+        return out
+
+    return lookup
+
+
+def _alias_indices(es: Elasticsearch) -> list[str]:
+    try:
+        return list(es.indices.get_alias(name=EVENTS_ALIAS, index=EVENTS_PATTERN).body)
+    except es_exc.NotFoundError:
+        return []
+
+
+def _in_range(options: VerifyOptions) -> Callable[[BlockRecord], bool] | None:
+    lo, hi = options.time_from, options.time_to
+    since = options.since
+    if lo is None and hi is None and since is None:
+        return None
+
+    def in_range(rec: BlockRecord) -> bool:
+        if since is not None and (rec.chain_id != since.origin or rec.sequence <= since.sequence):
+            return False
+        if lo is None and hi is None:
+            return True
+        tr = rec.time_range
+        if tr is None:
+            return False
+        return not ((hi is not None and tr[0] > hi) or (lo is not None and tr[1] < lo))
+
+    return in_range
+
+
+def _doc_in_range(in_range: Callable[[BlockRecord], bool]) -> Callable[[Mapping[str, Any]], bool]:
+    def wanted(src: Mapping[str, Any]) -> bool:
+        try:
+            rec = BlockRecord.from_document({**src, **{k: [] for k in _HEAVY_BLOCK_FIELDS}})
+        except IntegrityError:
+            return True  # read whole, so the malformed record is reported as it is
+        return in_range(rec)
+
+    return wanted
+
+
+def _event_query(options: VerifyOptions) -> dict[str, Any]:
+    rng: dict[str, str] = {}
+    if options.time_from is not None:
+        rng["gte"] = options.time_from
+    if options.time_to is not None:
+        rng["lte"] = options.time_to
+    filters: list[dict[str, Any]] = []
+    if rng:
+        filters.append({"range": {"@timestamp": rng}})
+    if options.since is not None:
+        # Selection only (which events to read), never a classification: the receiver
+        # stamps event.ingested before sealing, so events stored after the checkpoint
+        # carry a later time. A full verify reads everything.
+        filters.append(
+            {
+                "range": {
+                    "event.ingested": {
+                        "gt": options.since.timestamp_ms,
+                        "format": "epoch_millis",
+                    }
+                }
+            }
         )
-    )
-    return lost
+    return {"bool": {"filter": filters}} if filters else {"match_all": {}}
 
 
 def verify(
@@ -432,214 +321,101 @@ def verify(
     """Verify blocks, checkpoints and events; see the module docstring."""
     options = options or VerifyOptions()
     began = time.monotonic()
-    lo = options.time_from
-    hi = options.time_to
-    query: dict[str, Any] = {"match_all": {}}
-    if lo is not None or hi is not None:
-        rng: dict[str, str] = {}
-        if lo is not None:
-            rng["gte"] = lo
-        if hi is not None:
-            rng["lte"] = hi
-        query = {"range": {"@timestamp": rng}}
-    # The events are read (and hashed) from here on, while the blocks are checked.
-    with LeafScan(
-        es,
-        EVENTS_PATTERN,
-        query,
-        options.page_size,
-        options.slices,
-        processes=options.processes,
-    ) as scan:
-        return _verify(es, keyring, store, options, scan, began)
-
-
-def _verify(
-    es: Elasticsearch,
-    keyring: Keyring,
-    store: CheckpointStore | None,
-    options: VerifyOptions,
-    scan: LeafScan,
-    began: float,
-) -> VerifyReport:
+    clock = options.clock
     report = VerifyReport()
-    records, malformed = _load_blocks(es, options.chain_id)
-    report.findings.extend(malformed)
     if store is None:
         report.warnings.append(
             "no external checkpoint store: deleting the newest blocks cannot be detected"
         )
-
-    chains: dict[str, list[BlockRecord]] = {}
-    for rec in records:
-        chains.setdefault(rec.chain_id, []).append(rec)
-    untrusted: dict[str, set[int]] = {}
-    for chain_id, recs in chains.items():
-        untrusted[chain_id] = _check_chain(recs, keyring, report)
-    newest_ms = max((r.checkpoint.timestamp_ms for r in records), default=0)
-    truncated_chains: list[str] = []
+    chain_id = options.chain_id
+    if options.since is not None:
+        chain_id = options.since.origin
+    external: dict[str, list[Checkpoint | CheckpointFormatError]] | None = None
     if store is not None:
-        store_chains = store.chains()
-        if options.chain_id:
-            store_chains = [c for c in store_chains if c == options.chain_id]
-        for chain_id in sorted(set(store_chains) | set(chains)):
-            if _check_store(chain_id, chains.get(chain_id, []), store, keyring, report):
-                truncated_chains.append(chain_id)
-            latest = store.latest(chain_id)
-            if latest is not None:
-                newest_ms = max(newest_ms, latest.timestamp_ms)
-    for chain_id, recs in chains.items():
-        report.chains[chain_id] = {
-            "blocks": len(recs),
-            "last_sequence": recs[-1].sequence,
-            "tree_size": recs[-1].checkpoint.tree_size,
-            "key_ids": sorted({r.checkpoint.key_id for r in recs}),
-        }
-
-    # Where every sealed event should be.
-    lo = options.time_from
-    hi = options.time_to
-    expected: dict[str, _Sealed] = {}
-    covered_untrusted: set[str] = set()
-    for rec in records:
-        if lo is not None or hi is not None:
-            if rec.time_range is None:
-                continue
-            if (hi is not None and rec.time_range[0] > hi) or (
-                lo is not None and rec.time_range[1] < lo
-            ):
-                continue
-        bad = rec.sequence in untrusted[rec.chain_id]
-        for pos, (eid, idx, lh) in enumerate(
-            zip(rec.event_ids, rec.event_indices, rec.leaf_hashes, strict=True)
-        ):
-            if bad:
-                covered_untrusted.add(eid)
-            else:
-                expected[eid] = _Sealed(rec.chain_id, rec.sequence, pos, lh, idx, rec)
-
-    block_hash_sets: dict[tuple[str, int], set[bytes]] = {}
-
-    def classify(eid: str, index: str, got: bytes | str, want: _Sealed) -> None:
-        """Report a sealed event whose leaf hash is ``got`` (or why it has none)."""
-        if isinstance(got, str):
-            report.findings.append(
-                Finding(
-                    FindingKind.MODIFIED,
-                    f"event cannot be hashed: {got}",
-                    want.chain_id,
-                    want.sequence,
-                    eid,
-                    index,
-                )
-            )
-            return
-        if got == want.leaf_hash:
-            return
-        key = (want.chain_id, want.sequence)
-        hashes = block_hash_sets.get(key)
-        if hashes is None:
-            hashes = block_hash_sets[key] = set(want.block.leaf_hashes)
-        if got in hashes:
-            report.findings.append(
-                Finding(
-                    FindingKind.REORDERED,
-                    f"event at leaf {want.position} of block {want.sequence} holds the content "
-                    "sealed at another position of the same block",
-                    want.chain_id,
-                    want.sequence,
-                    eid,
-                    index,
-                )
-            )
-        else:
-            report.findings.append(
-                Finding(
-                    FindingKind.MODIFIED,
-                    f"event changed since it was sealed at leaf {want.position} of block "
-                    f"{want.sequence}",
-                    want.chain_id,
-                    want.sequence,
-                    eid,
-                    index,
-                )
-            )
-
-    truncated_cause = (
-        f"chain(s) {', '.join(truncated_chains)} truncated: see the truncated finding"
-        if truncated_chains
-        else None
-    )
-    if newest_ms == 0:
-        newest_ms = time.time_ns() // 1_000_000
-    pending_after_ms = newest_ms - int(options.grace_s * 1000)
-
-    last_progress = began
+        chains = [c for c in store.chains() if chain_id is None or c == chain_id]
+        external = {}
+        for c in chains:
+            items = list(store.read(c))
+            if options.since is not None:
+                items = [
+                    i
+                    for i in items
+                    if isinstance(i, CheckpointFormatError) or i.sequence > options.since.sequence
+                ]
+            external[c] = items
+    in_range = _in_range(options)
+    lookup = _lookup(es)
     scanned = 0
-    pop = expected.pop
-    for ids, indices, hashes, ingested in scan.pages():
-        for eid, index, got, ingested_text in zip(ids, indices, hashes, ingested, strict=True):
-            want = pop(eid, None)
-            if want is not None:
-                # Hot path: compare inline; classify only on a mismatch.
-                if got != want.leaf_hash:
-                    classify(eid, index, got, want)
-                continue
-            if eid in covered_untrusted:
-                continue
-            ingested_ms = _ns_text_to_ms(ingested_text)
-            if ingested_ms is not None and ingested_ms > pending_after_ms:
-                report.events_pending += 1
-                continue
-            report.findings.append(
-                Finding(
-                    FindingKind.INSERTED,
-                    "event is not covered by any block",
-                    event_id=eid,
-                    index=index,
-                    cause=truncated_cause,
-                )
-            )
-        scanned += len(ids)
-        now = time.monotonic()
-        if options.progress is not None and now - last_progress >= 1.0:
-            options.progress(scanned, now - began)
-            last_progress = now
-    report.events_checked = scanned
+    last_progress = began
 
-    # Sealed events the scan did not see: out of the time range, removed by the policy
-    # (a signed lifecycle record says so), or gone.
-    deletions = options.policy_deletions
-    if deletions:
-        for eid, want in list(expected.items()):
-            leaf = want.block.first_leaf + want.position
-            if deletions.covers(want.chain_id, leaf, want.index):
-                del expected[eid]
-                report.events_archived += 1
-    leftover = list(expected.items())
-    for i in range(0, len(leftover), 1000):
-        chunk = leftover[i : i + 1000]
-        resp = es.mget(docs=[{"_index": w.index, "_id": eid} for eid, w in chunk])
-        for (eid, want), doc in zip(chunk, resp["docs"], strict=True):
-            if doc.get("found"):
-                report.events_checked += 1
-                try:
-                    found: bytes | str = leaf_hash_of_document(doc["_source"])
-                except IntegrityError as exc:
-                    found = str(exc)
-                classify(eid, want.index, found, want)
-            else:
-                report.findings.append(
-                    Finding(
-                        FindingKind.MISSING,
-                        f"event sealed at leaf {want.position} of block {want.sequence} "
-                        "is not in Elasticsearch",
-                        want.chain_id,
-                        want.sequence,
-                        eid,
-                        want.index,
-                    )
-                )
+    # The events are read (and hashed) from here on, while the blocks are checked.
+    scan_ms = int(clock() * 1000)
+    with LeafScan(
+        es,
+        EVENTS_PATTERN,
+        _event_query(options),
+        options.page_size,
+        options.slices,
+        processes=options.processes,
+    ) as scan:
+
+        def pages() -> Iterator[tuple[list[str], list[str], list[bytes | str]]]:
+            nonlocal scanned, last_progress
+            for page in scan.pages():
+                yield page
+                scanned += len(page[0])
+                now = time.monotonic()
+                if options.progress is not None and now - last_progress >= 1.0:
+                    options.progress(scanned, now - began)
+                    last_progress = now
+
+        classify(
+            Inputs(
+                block_docs=_block_docs(
+                    es,
+                    _block_query(chain_id),
+                    None if in_range is None else _doc_in_range(in_range),
+                ),
+                keyring=keyring,
+                external=external,
+                pages=pages(),
+                lookup=lookup,
+                alias=EVENTS_ALIAS,
+                alias_indices=lambda: _alias_indices(es),
+                now_ms=int(clock() * 1000),
+                scan_ms=scan_ms,
+                seal_deadline_ms=options.deadline_ms(),
+                stale_after_ms=options.stale_ms(),
+                chain_id=chain_id,
+                in_range=in_range,
+                policy=options.policy_deletions,
+                anchor=options.since,
+            ),
+            report,
+        )
+    if report.pending:
+        deadline_ms = scan_ms + options.deadline_ms()
+        wait_s = max(0.0, deadline_ms / 1000 - clock())
+        if options.max_wait_s is not None:
+            wait_s = min(wait_s, max(0.0, options.max_wait_s))
+        if wait_s > 0:
+            options.sleep(wait_s)
+        with contextlib.suppress(es_exc.NotFoundError):
+            es.indices.refresh(index=BLOCKS_INDEX)
+        seen = {c: int(info["last_sequence"]) for c, info in report.chains.items()}
+        recheck_pending(
+            report,
+            _block_docs(es, _block_query(chain_id, seen or None), None),
+            keyring,
+            lookup,
+            seen=seen,
+            overdue=int(clock() * 1000) >= deadline_ms,
+        )
+        if report.pending:
+            report.warnings.append(
+                f"{len(report.pending)} events are not covered by a trusted block and their "
+                "sealing deadline has not passed yet: run verify again after it"
+            )
     report.elapsed_s = time.monotonic() - began
     if options.progress is not None:
         options.progress(report.events_checked, report.elapsed_s)
