@@ -17,6 +17,7 @@ from elastic_transport import TransportError
 from elasticsearch import AsyncElasticsearch
 from elasticsearch import exceptions as es_exc
 
+from indexer.es_client import describe_error
 from indexer.mappings import TemplateSettings
 from indexer.templates import plan_install, registered_templates, stamped
 
@@ -50,7 +51,13 @@ class TemplateGate:
                 for name, body in registered_templates(settings=self._settings).items():
                     await self._install(name, stamped(body))
             except (TimeoutError, TransportError, es_exc.ApiError, OSError) as exc:
-                _log.warning("cannot install index templates yet: %s", exc)
+                hint = ""
+                if isinstance(exc, es_exc.AuthorizationException):
+                    hint = (
+                        "; this user may not manage index templates: run "
+                        "`otel-audit templates install` as the setup user (docs/security.md)"
+                    )
+                _log.warning("cannot install index templates yet: %s%s", describe_error(exc), hint)
                 return False
             self._ok = True
             return True
