@@ -214,6 +214,9 @@ def _fast_document(rec: Any, received_ns: int) -> dict[str, Any]:
             "id": a["audit.event.id"],
             "kind": "event",
             "category": list(schema.ecs_category[a["audit.category"]]),
+            "type": schema.ecs_type.types(
+                a["audit.category"], a["audit.action"], a["audit.outcome"]
+            ),
             "outcome": schema.ecs_outcome[a["audit.outcome"]],
             "dataset": "otel_audit.events",
             "ingested": format_ns(received_ns),
@@ -243,6 +246,7 @@ def _fast_document(rec: Any, received_ns: int) -> dict[str, Any]:
         "trace": {"id": rec.trace_id},
         "span": {"id": rec.span_id},
         "organization": {"id": a["audit.tenant.id"]},
+        "ecs": {"version": schema.constant("ecs_version")},
         "message": rec.body,
     }
 
