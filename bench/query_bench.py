@@ -38,7 +38,10 @@ PREFIX = "bench-audit-"
 EVENTS_ALIAS = PREFIX + "events"
 SPANS_ALIAS = PREFIX + "spans"
 META_INDEX = PREFIX + "meta"
-DATA_VERSION = 1
+DATA_VERSION = 2
+TENANTS = 20
+SCOPE = ("t-03", "t-07", "t-11")
+"""The tenants of the scoped token: 3 of 20, about 15 % of the events."""
 DAYS = 7
 
 ACTORS = 5000
@@ -180,6 +183,7 @@ def _trace_docs(
                 "audit.resource.type": noun,
                 "audit.resource.id": res_id,
                 "client.address": f"10.{rng.randrange(256)}.{rng.randrange(1, 255)}.7",
+                "audit.tenant.id": f"t-{trace_no % TENANTS:02d}",
             },
             resource={"service.name": svc, "service.version": "1.4.2"},
             time_unix_nano=ts,
@@ -210,6 +214,9 @@ def _fast_document(rec: Any, received_ns: int) -> dict[str, Any]:
             "id": a["audit.event.id"],
             "kind": "event",
             "category": list(schema.ecs_category[a["audit.category"]]),
+            "type": schema.ecs_type.types(
+                a["audit.category"], a["audit.action"], a["audit.outcome"]
+            ),
             "outcome": schema.ecs_outcome[a["audit.outcome"]],
             "dataset": "otel_audit.events",
             "ingested": format_ns(received_ns),
@@ -238,6 +245,8 @@ def _fast_document(rec: Any, received_ns: int) -> dict[str, Any]:
         },
         "trace": {"id": rec.trace_id},
         "span": {"id": rec.span_id},
+        "organization": {"id": a["audit.tenant.id"]},
+        "ecs": {"version": schema.constant("ecs_version")},
         "message": rec.body,
     }
 
@@ -414,7 +423,11 @@ def _pct(values: list[float], p: float) -> float:
 
 
 async def measure(
-    es: str, meta: dict[str, Any], iterations: int, audit: bool
+    es: str,
+    meta: dict[str, Any],
+    iterations: int,
+    audit: bool,
+    tenants: tuple[str, ...] = ("*",),
 ) -> list[tuple[str, list[float], int]]:
     from indexer.query.api import start_query_api
     from indexer.query.auth import hash_token
@@ -431,7 +444,13 @@ async def measure(
         spans_index=SPANS_ALIAS,
         blocks_index=PREFIX + "blocks",
         audit_queries=audit,
-        tokens=(TokenEntry(subject="bench", sha256=hash_token(TOKEN), roles=("reader",)),),
+        tokens=(
+            TokenEntry(
+                subject="bench", sha256=hash_token(TOKEN), roles=("reader",), tenants=tenants
+            ),
+        ),
+        max_concurrent_queries_per_token=64,
+        max_open_cursors_per_token=10_000,
     )
     runner = await start_query_api(cfg, consumer.consume_logs)
     api = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1"
@@ -461,6 +480,26 @@ async def measure(
                 "query": {"function_score": {"random_score": {"seed": 6, "field": "_seq_no"}}},
             },
         )
+        # With a tenant scope, sample what the token can see (its own actors, traces ...).
+        ev_query: dict[str, Any] = {
+            "function_score": {"random_score": {"seed": 6, "field": "_seq_no"}}
+        }
+        if "*" not in tenants:
+            ev_query = {
+                "bool": {"must": ev_query, "filter": {"terms": {"organization.id": list(tenants)}}}
+            }
+            ev_sample = await _es(
+                http,
+                es,
+                "POST",
+                f"/{EVENTS_ALIAS}/_search",
+                {
+                    "size": 500,
+                    "_source": ["user.id", "audit.resource", "trace.id"],
+                    "query": ev_query,
+                },
+            )
+            traces = sorted({h["_source"]["trace"]["id"] for h in ev_sample["hits"]["hits"]})
         actors = [h["_source"]["user"]["id"] for h in ev_sample["hits"]["hits"]]
         resources = [h["_source"]["audit"]["resource"] for h in ev_sample["hits"]["hits"]]
         base, span = meta["base_ns"], meta["span_ns"]
@@ -556,13 +595,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{EVENTS_ALIAS}/{SPANS_ALIAS} (loaded in {meta['load_s']} s); {args.iterations} "
         "requests per row, sequential, HTTP + bearer auth\n"
     )
-    for audit in (True, False):
-        rows = asyncio.run(measure(args.es_url, meta, args.iterations, audit))
-        label = (
-            "query audit ON (in-process consumer, durable before the answer)"
-            if audit
-            else "query audit OFF"
-        )
+    modes: list[tuple[str, bool, tuple[str, ...]]] = [
+        ("query audit ON (in-process consumer, durable before the answer)", True, ("*",)),
+        (
+            f"query audit ON + token scoped to {len(SCOPE)} of {TENANTS} tenants",
+            True,
+            SCOPE,
+        ),
+        ("query audit OFF", False, ("*",)),
+    ]
+    for label, audit, tenants in modes:
+        rows = asyncio.run(measure(args.es_url, meta, args.iterations, audit, tenants))
         print(f"{label}")
         print(f"{'query':<22}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'avg hits':>10}")
         for name, lat, hits in rows:

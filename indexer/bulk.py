@@ -255,6 +255,8 @@ class BulkSettings:
     """Attempts per item for 429 / 5xx answers before it is reported UNAVAILABLE."""
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
+    wait_for_active_shards: str = "1"
+    """Shard copies that must be active before a ``_bulk`` proceeds (``1`` .. ``all``)."""
 
     def __post_init__(self) -> None:
         for name in ("max_docs", "max_bytes", "max_attempts"):
@@ -381,6 +383,7 @@ class BulkWriter:
                 self._es.bulk(
                     operations=body,  # type: ignore[arg-type]  # pre-encoded NDJSON passes through
                     filter_path=_FILTER_PATH,
+                    wait_for_active_shards=self.settings.wait_for_active_shards,
                 ),
                 timeout=self.settings.timeout_s,
             )

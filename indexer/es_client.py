@@ -39,6 +39,7 @@ from elasticsearch import exceptions as es_exc
 __all__ = [
     "DEFAULT_URL",
     "ENV_KEYS",
+    "ROLES",
     "EsConnection",
     "async_client",
     "describe_error",
@@ -59,6 +60,80 @@ ENV_KEYS: Mapping[str, str] = {
 """The environment variable of each :class:`EsConnection` field."""
 
 _SECRET = ("api_key", "password")
+
+_EVENT_WRITES = ["audit-events-*", "audit-rejected-*", "audit-spans-*"]
+
+ROLES: Mapping[str, Mapping[str, Any]] = {
+    # The receiver: creates documents (never updates), auto-creates the daily indices from
+    # the templates, reads back a stored event when a retry answers 409 (same content or a
+    # conflict?), seals blocks into audit-blocks and reads its chain head at start.
+    "otel_audit_writer": {
+        "cluster": ["monitor"],
+        "indices": [
+            {
+                "names": [*_EVENT_WRITES, "audit-events", "audit-spans"],
+                "privileges": ["create_doc", "auto_configure", "read", "view_index_metadata"],
+            },
+            {
+                "names": ["audit-blocks"],
+                "privileges": [
+                    "create_doc",
+                    "create_index",
+                    "read",
+                    "view_index_metadata",
+                    "maintenance",
+                ],
+            },
+        ],
+    },
+    # Installs and upgrades the index templates (`otel-audit templates install`).
+    "otel_audit_setup": {
+        "cluster": ["monitor", "manage_index_templates"],
+        "indices": [],
+    },
+    # The query API: searches and points in time over events, spans and blocks.
+    "otel_audit_reader": {
+        "cluster": ["monitor"],
+        "indices": [
+            {
+                "names": ["audit-events*", "audit-spans*", "audit-blocks", "audit-lifecycle"],
+                "privileges": ["read", "view_index_metadata"],
+            }
+        ],
+    },
+    # `otel-audit lifecycle`: reads what it archives, records its steps, deletes the hot
+    # indices it has archived and verified (past retention, not on legal hold).
+    "otel_audit_lifecycle": {
+        "cluster": ["monitor"],
+        "indices": [
+            {
+                "names": ["audit-events*", "audit-spans*", "audit-rejected-*", "audit-blocks"],
+                "privileges": ["read", "view_index_metadata"],
+            },
+            {
+                "names": ["audit-events-*", "audit-spans-*", "audit-rejected-*"],
+                "privileges": ["delete_index"],
+            },
+            {
+                "names": ["audit-lifecycle"],
+                "privileges": ["create_doc", "create_index", "read", "view_index_metadata"],
+            },
+        ],
+    },
+    # `otel-audit verify`: reads events, block records and lifecycle records.
+    "otel_audit_verify": {
+        "cluster": ["monitor"],
+        "indices": [
+            {
+                "names": ["audit-events*", "audit-blocks", "audit-lifecycle"],
+                "privileges": ["read", "view_index_metadata"],
+            }
+        ],
+    },
+}
+"""The least-privilege Elasticsearch role of each client, as ``PUT _security/role/<name>``
+bodies (docs/security.md shows the same). The integration tests run the receiver, the
+template install, the query API and verify as users holding only their role."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ lists them all.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ __all__ = [
     "insert_mapping",
     "leaf_mapping",
     "replica_settings",
+    "template_settings_of",
 ]
 
 
@@ -30,6 +32,37 @@ class TemplateSettings:
     """Replicas follow the data nodes within this range: none on a single node (which
     stays green), one on a cluster, so a lost node loses no acknowledged event."""
     refresh_interval_s: float = 1.0
+
+
+_REPLICAS_RANGE = re.compile(r"^[0-9]+-([0-9]+|all)$")
+
+
+def template_settings_of(config: Any) -> TemplateSettings:
+    """The settings of a configuration object with ``shards``, ``replicas`` (a count such
+    as ``"1"``, or an auto-expand range such as ``"0-1"`` / ``"1-all"``) and
+    ``refresh_interval_s``; defaults for what it lacks. ValueError names a bad key."""
+    defaults = TemplateSettings()
+    shards = getattr(config, "shards", defaults.number_of_shards)
+    replicas = str(getattr(config, "replicas", defaults.auto_expand_replicas)).strip()
+    refresh = getattr(config, "refresh_interval_s", defaults.refresh_interval_s)
+    if not isinstance(shards, int) or not 1 <= shards <= 1024:
+        raise ValueError(f"shards: must be 1..1024, got {shards!r}")
+    if not isinstance(refresh, (int, float)) or not refresh > 0:
+        raise ValueError(f"refresh_interval_s: must be > 0, got {refresh!r}")
+    if _REPLICAS_RANGE.match(replicas):
+        return TemplateSettings(
+            number_of_shards=shards, auto_expand_replicas=replicas, refresh_interval_s=refresh
+        )
+    if replicas.isdigit():
+        return TemplateSettings(
+            number_of_shards=shards,
+            number_of_replicas=int(replicas),
+            auto_expand_replicas="",
+            refresh_interval_s=refresh,
+        )
+    raise ValueError(
+        f"replicas: {replicas!r} is neither a count (1) nor an auto-expand range (0-1, 1-all)"
+    )
 
 
 def replica_settings(settings: TemplateSettings) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import yaml
 
 from indexer.es_client import EsConnection
 from indexer.lifecycle.config import LifecycleConfig
+from indexer.mappings import template_settings_of
 from indexer.query.config import QueryConfig
 from indexer.query.console import ConsoleConfig
 from indexer.spans import SpansConfig
@@ -104,6 +105,16 @@ class ReceiverConfig:
     """PEM file of the CA that signed the cluster's HTTPS certificate."""
     es_ca_fingerprint: str = ""
     """SHA-256 fingerprint of that CA, instead of ``es_ca_file``."""
+    shards: int = 1
+    """Primary shards of each new daily index (index templates)."""
+    replicas: str = "0-1"
+    """Replicas of each new index: a count (``"1"``) or an auto-expand range (``"0-1"``:
+    none on a single node, one on a cluster; ``"1-all"``)."""
+    refresh_interval_s: float = 1.0
+    """How soon a written event becomes searchable (index templates)."""
+    wait_for_active_shards: str = "1"
+    """Shard copies that must be active before a write is attempted (``"1"`` .. ``"all"``);
+    with replicas, ``"all"`` makes an acknowledged write one that reached every copy."""
     spool_dir: str = "spool"
     """Directory of the local spool used while Elasticsearch is unavailable."""
     spool_max_bytes: int = 1024 * _MIB
@@ -162,6 +173,10 @@ class ReceiverConfig:
                 f"({self.max_request_bytes}), or no request of the maximum size could run"
             )
         EsConnection.from_config(self)  # raises naming the es_* key
+        template_settings_of(self)  # raises naming shards / replicas / refresh_interval_s
+        w = self.wait_for_active_shards
+        if not (w == "all" or (w.isdigit() and int(w) >= 1)):
+            raise ValueError(f"wait_for_active_shards: {w!r} is not a count (1, 2 ...) or all")
         if self.bulk_max_docs < 1:
             raise ValueError("bulk_max_docs: must be at least 1")
         for key in ("consumer", "spans_consumer"):

@@ -17,6 +17,15 @@ in time and every later page continues it with ``search_after`` on (``@timestamp
 sort values and the filters. Every answered query is recorded as an audit event
 (:mod:`indexer.query.audit`) before the answer is sent.
 
+A token limited to tenants (``tenants:`` in its config entry) has that limit added to
+every Elasticsearch search a route sends, here and in the console routes: a search,
+an event, a trace (spans only beside a visible event), stats, an export or a proof of
+another tenant's event finds nothing. Refused requests (401, 403) are recorded as
+``denied`` and counted per client address: past ``max_refusals_per_min`` the address gets
+429 for the rest of the minute. Running queries per token and in all, and open cursors
+per token, are capped (429 with ``Retry-After``); ``action`` patterns may not start with
+``*`` (400).
+
 Inside ``otel-audit serve``::
 
     runner = await start_query_api(receiver_config, logs_consumer.consume_logs)
@@ -30,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -40,7 +50,7 @@ from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError, Transport
 from indexer.es_client import async_client
 from indexer.query.archive import ArchiveSearch, archive_search_of
 from indexer.query.audit import QueryAuditor, WriteRecords
-from indexer.query.auth import Authenticator, AuthError, Principal
+from indexer.query.auth import Authenticator, AuthError, Principal, RefusalLimiter
 from indexer.query.config import QueryConfig, es_connection_of, query_config_of
 from indexer.query.console import ApiAccess, add_console, console_config_of
 from indexer.query.filters import (
@@ -52,6 +62,8 @@ from indexer.query.filters import (
     events_sort,
     parse_event_filter,
     parse_limit,
+    scope_filter,
+    scope_query,
 )
 from indexer.query.openapi import openapi_document
 from indexer.query.stats import shape_stats, stats_body
@@ -77,6 +89,83 @@ class _Tasks:
 
 
 _TASKS_KEY: web.AppKey[_Tasks] = web.AppKey("tasks", _Tasks)
+
+
+class _Limited(Exception):
+    """A limit refused the request: 429 with Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class _Slots:
+    """Queries running now, in all and per token subject."""
+
+    def __init__(self, total: int, per_token: int) -> None:
+        self._total = total
+        self._per_token = per_token
+        self._running = 0
+        self._by_subject: dict[str, int] = {}
+
+    def acquire(self, subject: str) -> None:
+        """Take a slot for ``subject``; :class:`_Limited` when none is free."""
+        mine = self._by_subject.get(subject, 0)
+        if mine >= self._per_token:
+            raise _Limited(
+                f"this token already has {mine} queries running (the limit is "
+                f"{self._per_token}); wait for one to finish"
+            )
+        if self._running >= self._total:
+            raise _Limited(f"the API is running {self._running} queries, its limit; try again")
+        self._running += 1
+        self._by_subject[subject] = mine + 1
+
+    def release(self, subject: str) -> None:
+        """Give back a slot taken with :meth:`acquire`."""
+        self._running -= 1
+        left = self._by_subject[subject] - 1
+        if left:
+            self._by_subject[subject] = left
+        else:
+            del self._by_subject[subject]
+
+
+class _Cursors:
+    """Points in time each token subject holds open (until their last page or expiry)."""
+
+    def __init__(self, per_token: int, keep_alive_s: int) -> None:
+        self._per_token = per_token
+        self._keep_alive_s = keep_alive_s
+        self._open: dict[str, dict[str, float]] = {}
+
+    def check(self, subject: str, now: float) -> None:
+        """Refuse a new point in time when the subject holds its limit of open ones."""
+        held = self._open.get(subject, {})
+        for pit_id in [p for p, expires in held.items() if expires <= now]:
+            del held[pit_id]
+        if len(held) >= self._per_token:
+            soonest = min(held.values())
+            raise _Limited(
+                f"this token holds {len(held)} open cursors (the limit is {self._per_token}); "
+                "page one to its end or wait for it to expire",
+                retry_after_s=max(1, int(soonest - now + 0.999)),
+            )
+
+    def moved(self, subject: str, old: str | None, new: str | None, now: float) -> None:
+        """A page was served: ``old`` is done with, ``new`` (if any) stays open."""
+        held = self._open.setdefault(subject, {})
+        if old is not None:
+            held.pop(old, None)
+        if new is not None:
+            held[new] = now + self._keep_alive_s
+        if not held:
+            del self._open[subject]
+
+
+_SLOTS_KEY: web.AppKey[_Slots] = web.AppKey("slots", _Slots)
+_CURSORS_KEY: web.AppKey[_Cursors] = web.AppKey("cursors", _Cursors)
+_REFUSALS_KEY: web.AppKey[RefusalLimiter] = web.AppKey("refusals", RefusalLimiter)
 _EVENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TRACE_ID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 _TOP_MAX = 100
@@ -98,7 +187,9 @@ def _error(
     err: dict[str, Any] = {"code": code, "message": message}
     if param:
         err["param"] = param
-    return _json({"error": err}, status=status, headers=hdr or None)
+    # Keyword names cannot hold "-": Retry_After is sent as Retry-After.
+    headers = {k.replace("_", "-"): v for k, v in hdr.items()}
+    return _json({"error": err}, status=status, headers=headers or None)
 
 
 @web.middleware
@@ -112,9 +203,19 @@ async def _errors(
             exc.status, "bad_request"
         )
         return _error(exc.status, code, str(exc), exc.param)
+    except _Limited as exc:
+        return _error(429, "too_many_requests", str(exc), Retry_After=str(exc.retry_after_s))
     except AuthError as exc:
-        if exc.status == 403 and exc.subject:
-            await _record_denied(request, exc)
+        address = request.remote or ""
+        if not request.app[_REFUSALS_KEY].refused(address, time.monotonic()):
+            # Over the limit: answered without a record, and locked out (see _principal).
+            return _error(
+                429,
+                "too_many_requests",
+                "too many refused requests from this address; try again later",
+                Retry_After=str(int(RefusalLimiter.WINDOW_S)),
+            )
+        await _record_denied(request, exc)
         code = "unauthorized" if exc.status == 401 else "forbidden"
         return _error(exc.status, code, exc.message, **{"WWW-Authenticate": exc.www_authenticate})
     except web.HTTPException as exc:
@@ -138,7 +239,8 @@ class _AuditFailed(Exception):
 async def _record_denied(request: web.Request, exc: AuthError) -> None:
     try:
         await request.app[_AUDIT_KEY].record(
-            subject=exc.subject,
+            # A 401 has no authenticated subject; the presented token is never recorded.
+            subject=exc.subject or "unauthenticated",
             action="audit_log.search",
             resource_id=request.app[_CFG_KEY].events_index,
             details={"path": request.path, "query": _query_dict(request)},
@@ -159,6 +261,9 @@ def _query_dict(request: web.Request) -> dict[str, list[str]]:
 
 
 def _principal(request: web.Request, role: str) -> Principal:
+    wait = request.app[_REFUSALS_KEY].retry_after(request.remote or "", time.monotonic())
+    if wait:
+        raise _Limited("too many refused requests from this address; try again later", wait)
     return request.app[_AUTH_KEY].authorize(request.headers.get("Authorization"), role)
 
 
@@ -196,14 +301,28 @@ async def _audited(
     and the answer still waits for it (fail closed). The record says the access was
     granted, which it was even when the search itself then fails.
     """
-    record = asyncio.ensure_future(_audit(request, principal, action, resource_id, details))
+    if principal.tenants is not None:
+        details = {**details, "tenant_scope": sorted(principal.tenants)}
+    slots = request.app[_SLOTS_KEY]
     try:
-        result = await work
-    except BaseException:
-        await asyncio.gather(record, return_exceptions=True)
+        slots.acquire(principal.subject)
+    except _Limited:
+        if asyncio.iscoroutine(work):
+            work.close()
+        elif isinstance(work, asyncio.Future):
+            work.cancel()
         raise
-    await record
-    return result
+    try:
+        record = asyncio.ensure_future(_audit(request, principal, action, resource_id, details))
+        try:
+            result = await work
+        except BaseException:
+            await asyncio.gather(record, return_exceptions=True)
+            raise
+        await record
+        return result
+    finally:
+        slots.release(principal.subject)
 
 
 def _background(app: web.Application, coro: Awaitable[Any]) -> None:
@@ -244,12 +363,18 @@ async def _events(request: web.Request) -> web.Response:
         flt = parse_event_filter(list(query.items()), extra_allowed=("limit", "cursor"))
 
     details = _details(flt, limit, cursor is None)
+    scoped = scope_filter(flt, principal.tenants)
+    cursors = request.app[_CURSORS_KEY]
+    if cursor is None and scoped is not None:
+        cursors.check(principal.subject, time.monotonic())
 
     async def run() -> web.Response:
+        if scoped is None:  # only other tenants asked for: nothing of theirs, not a search
+            return _json({"events": [], "count": 0, "next_cursor": None})
         keep_alive = f"{cfg.pit_keep_alive_s}s"
         archive = request.app.get(_ARCHIVE_KEY)
         if archive is not None:  # days the lifecycle archived are answered from the archive
-            merged = await archive.page(es, flt, cursor, limit, keep_alive, cfg.events_index)
+            merged = await archive.page(es, scoped, cursor, limit, keep_alive, cfg.events_index)
             if merged is not None:
                 return _json(merged)
         if cursor is None:
@@ -264,7 +389,7 @@ async def _events(request: web.Request) -> web.Response:
 
         body: dict[str, Any] = {
             "size": limit + 1,
-            "query": flt.query(),
+            "query": scoped.query(),
             "sort": events_sort(),
             "pit": {"id": pit_id, "keep_alive": keep_alive},
             "track_total_hits": False,
@@ -294,7 +419,9 @@ async def _events(request: web.Request) -> web.Response:
             next_cursor = encode_cursor(
                 Cursor(pit_id=new_pit, search_after=list(page[-1]["sort"]), filters=flt.canonical())
             )
+            cursors.moved(principal.subject, pit_id, new_pit, time.monotonic())
         else:
+            cursors.moved(principal.subject, pit_id, None, time.monotonic())
             _background(request.app, _close_pit(es, new_pit))
         return _json(
             {"events": [h["_source"] for h in page], "count": len(page), "next_cursor": next_cursor}
@@ -330,7 +457,9 @@ async def _event(request: web.Request) -> web.Response:
         try:
             resp = await es.search(
                 index=cfg.events_index,
-                query={"ids": {"values": [event_id.lower(), event_id]}},
+                query=scope_query(
+                    {"ids": {"values": [event_id.lower(), event_id]}}, principal.tenants
+                ),
                 size=1,
             )
         except NotFoundError:
@@ -421,11 +550,13 @@ async def _trace(request: web.Request) -> web.Response:
         raise QueryError("trace_id", f"{trace_id[:64]!r} is not 32 hex digits")
     trace_id = trace_id.lower()
 
-    async def fetch(index: str, size: int, sort: list[Any]) -> tuple[list[dict[str, Any]], bool]:
+    async def fetch(
+        index: str, size: int, sort: list[Any], tenants: frozenset[str] | None
+    ) -> tuple[list[dict[str, Any]], bool]:
         try:
             resp = await es.search(
                 index=index,
-                query={"term": {"trace.id": trace_id}},
+                query=scope_query({"term": {"trace.id": trace_id}}, tenants),
                 size=size + 1,
                 sort=sort,
                 track_total_hits=False,
@@ -436,12 +567,20 @@ async def _trace(request: web.Request) -> web.Response:
         return [h["_source"] for h in hits[:size]], len(hits) > size
 
     both = asyncio.gather(
-        fetch(cfg.spans_index, cfg.max_trace_spans, [{"@timestamp": "asc"}]),
-        fetch(cfg.events_index, cfg.max_trace_events, [{"@timestamp": "asc"}, {"event.id": "asc"}]),
+        # Spans carry no tenant: they are shown only beside at least one visible event.
+        fetch(cfg.spans_index, cfg.max_trace_spans, [{"@timestamp": "asc"}], None),
+        fetch(
+            cfg.events_index,
+            cfg.max_trace_events,
+            [{"@timestamp": "asc"}, {"event.id": "asc"}],
+            principal.tenants,
+        ),
     )
     (spans, spans_cut), (events, events_cut) = await _audited(
         request, principal, "audit_log.read", trace_id, {"trace_id": trace_id}, both
     )
+    if principal.scoped and not events:
+        spans, spans_cut = [], False
     if not spans and not events:
         raise QueryError("trace_id", f"no spans or audit events for trace {trace_id}", status=404)
     view = build_trace_view(
@@ -464,9 +603,12 @@ async def _stats(request: web.Request) -> web.Response:
         if not 1 <= top <= _TOP_MAX:
             raise QueryError("top", f"must be 1..{_TOP_MAX}, got {top}")
     flt = parse_event_filter(list(request.query.items()), extra_allowed=("top",))
-    body, window = stats_body(flt, top)
+    scoped = scope_filter(flt, principal.tenants)
+    body, window = stats_body(scoped or flt, top)
 
     async def count() -> dict[str, Any]:
+        if scoped is None:  # only other tenants asked for: their counts are not ours to tell
+            return {}
         with contextlib.suppress(NotFoundError):  # no event index yet: zero counts
             return dict((await es.search(index=cfg.events_index, **body)).body)
         return {}
@@ -504,6 +646,9 @@ def build_app(config: Any, write_records: WriteRecords | None = None) -> web.App
     app[_AUTH_KEY] = Authenticator(cfg.tokens)
     app[_AUDIT_KEY] = QueryAuditor.for_app(cfg, write_records)
     app[_TASKS_KEY] = _Tasks()
+    app[_SLOTS_KEY] = _Slots(cfg.max_concurrent_queries, cfg.max_concurrent_queries_per_token)
+    app[_CURSORS_KEY] = _Cursors(cfg.max_open_cursors_per_token, cfg.pit_keep_alive_s)
+    app[_REFUSALS_KEY] = RefusalLimiter(cfg.max_refusals_per_min)
     archive = archive_search_of(config)
     if archive is not None:
         app[_ARCHIVE_KEY] = archive

@@ -12,6 +12,7 @@ override single keys)::
         - subject: alice                     # recorded as the actor of her queries
           sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
           roles: [reader]
+          tenants: [acme]                    # sees only events of tenant acme ("*": all)
       default_limit: 100
       max_limit: 1000
       receiver_endpoint: http://127.0.0.1:4318  # standalone only: where query audit events go
@@ -31,6 +32,7 @@ from indexer.es_client import EsConnection
 from indexer.indices import BLOCKS_INDEX, EVENTS_ALIAS, SPANS_ALIAS
 
 __all__ = [
+    "ALL_TENANTS",
     "ROLES",
     "QueryConfig",
     "QueryConfigError",
@@ -42,6 +44,10 @@ __all__ = [
 ROLES = frozenset({"reader", "stats", "admin"})
 """``reader`` may search, read events and traces and see stats; ``stats`` may only see the
 aggregate ``/stats`` (dashboards); ``admin`` implies every role."""
+
+ALL_TENANTS = "*"
+"""The ``tenants`` entry of a token that may read every tenant."""
+_TENANT_MAX_CHARS = 256
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
@@ -62,6 +68,15 @@ class TokenEntry:
     """Lowercase hex SHA-256 of the token."""
     roles: tuple[str, ...] = ("reader",)
     """What the token may do (see :data:`ROLES`)."""
+    tenants: tuple[str, ...] = (ALL_TENANTS,)
+    """Tenants (``organization.id``) whose events the token may read; ``["*"]`` (the
+    default) is every tenant, including events that carry none. A scoped token never sees
+    an event of another tenant or one without a tenant, on any route."""
+
+    @property
+    def tenant_scope(self) -> frozenset[str] | None:
+        """The tenants this token is limited to, or None when it may read all of them."""
+        return None if ALL_TENANTS in self.tenants else frozenset(self.tenants)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +114,17 @@ class QueryConfig:
     means ``http://`` + the top-level ``http_endpoint``."""
     service_name: str = "otel-audit-query-api"
     """``service.name`` of the query audit events."""
+    max_concurrent_queries_per_token: int = 4
+    """Queries one token may have running at once; more are refused with 429."""
+    max_concurrent_queries: int = 32
+    """Queries the whole API runs at once; more are refused with 429."""
+    max_open_cursors_per_token: int = 8
+    """Points in time (cursors with a next page) one token may hold open; a new first page
+    beyond that is refused with 429 until one is finished or expires."""
+    max_refusals_per_min: int = 30
+    """Refused requests (401, 403) per client address and minute that are answered and
+    recorded; past that the address gets 429 until the minute is over, so a token-guessing
+    loop neither floods the audit log nor gets unlimited guesses."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -119,6 +145,15 @@ class QueryConfig:
             value = getattr(self, key)
             if not 1 <= value <= 10_000:
                 raise QueryConfigError(f"query.{key}: must be 1..10000, got {value}")
+        for key in (
+            "max_concurrent_queries_per_token",
+            "max_concurrent_queries",
+            "max_open_cursors_per_token",
+            "max_refusals_per_min",
+        ):
+            value = getattr(self, key)
+            if not 1 <= value <= 100_000:
+                raise QueryConfigError(f"query.{key}: must be 1..100000, got {value}")
         if self.request_timeout_s <= 0:
             raise QueryConfigError(
                 f"query.request_timeout_s: must be > 0, got {self.request_timeout_s}"
@@ -143,6 +178,20 @@ class QueryConfig:
                 raise QueryConfigError(
                     f"{where}.roles: unknown or missing role(s) {', '.join(bad) or '[]'} "
                     f"(known: {', '.join(sorted(ROLES))})"
+                )
+            if isinstance(token.tenants, str) or not token.tenants:
+                raise QueryConfigError(
+                    f'{where}.tenants: a list of tenant ids, or ["*"] for every tenant'
+                )
+            for tenant in token.tenants:
+                if not isinstance(tenant, str) or not 1 <= len(tenant) <= _TENANT_MAX_CHARS:
+                    raise QueryConfigError(
+                        f"{where}.tenants: {tenant!r} is not a tenant id "
+                        f"(1-{_TENANT_MAX_CHARS} characters)"
+                    )
+            if ALL_TENANTS in token.tenants and len(token.tenants) > 1:
+                raise QueryConfigError(
+                    f'{where}.tenants: "*" (every tenant) cannot be combined with others'
                 )
 
     def host_port(self) -> tuple[str, int]:

@@ -21,7 +21,7 @@ import binascii
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ from otel_audit.schema import load_schema
 __all__ = [
     "FILTER_PARAMS",
     "MAX_VALUES_PER_PARAM",
+    "TENANT_FIELD",
     "Cursor",
     "EventFilter",
     "FilterParam",
@@ -43,6 +44,8 @@ __all__ = [
     "parse_event_filter",
     "parse_limit",
     "parse_time",
+    "scope_filter",
+    "scope_query",
 ]
 
 MAX_VALUES_PER_PARAM = 100
@@ -117,7 +120,14 @@ FILTER_PARAMS: tuple[FilterParam, ...] = (
     FilterParam("resource_type", "audit.resource.type", "term", "Resource type.", "invoice"),
     FilterParam("resource_id", "audit.resource.id", "term", "Resource id (exact).", "inv-7"),
     FilterParam("service", "service.name", "term", "Emitting service (service.name).", "billing"),
-    FilterParam("tenant", "organization.id", "term", "Tenant id.", "acme"),
+    FilterParam(
+        "tenant",
+        "organization.id",
+        "term",
+        "Tenant id. A token scoped to tenants only ever sees its own; asking for another "
+        "tenant returns nothing.",
+        "acme",
+    ),
     FilterParam(
         "trace_id",
         "trace.id",
@@ -276,6 +286,34 @@ class EventFilter:
         return {"bool": body}
 
 
+TENANT_FIELD = "organization.id"
+"""Stored field of the tenant (``audit.tenant.id``) that read scopes apply to."""
+
+
+def scope_filter(flt: EventFilter, tenants: frozenset[str] | None) -> EventFilter | None:
+    """``flt`` limited to ``tenants`` (None: unlimited, returned as is).
+
+    The ``tenant`` filter becomes the intersection of what was asked and what is allowed,
+    so the scope travels everywhere the filter goes (Elasticsearch, the cold archive,
+    stats). None when nothing can match (only other tenants were asked for): the caller
+    answers empty without searching.
+    """
+    if tenants is None:
+        return flt
+    asked = flt.values.get("tenant")
+    allowed = tuple(sorted(tenants)) if asked is None else tuple(t for t in asked if t in tenants)
+    if not allowed:
+        return None
+    return replace(flt, values={**flt.values, "tenant": allowed})
+
+
+def scope_query(query: dict[str, Any], tenants: frozenset[str] | None) -> dict[str, Any]:
+    """A raw query (by id, by trace) limited to events of ``tenants``."""
+    if tenants is None:
+        return query
+    return {"bool": {"filter": [query, {"terms": {TENANT_FIELD: sorted(tenants)}}]}}
+
+
 def _escape_wildcard(pattern: str) -> str:
     return pattern.replace("\\", "\\\\").replace("?", "\\?")
 
@@ -304,6 +342,12 @@ def _check_value(param: FilterParam, value: str) -> str:
         raise QueryError(param.name, f"longer than {MAX_VALUE_CHARS} characters")
     if value == "":
         raise QueryError(param.name, "empty value")
+    if param.kind == "action" and value.startswith("*"):
+        raise QueryError(
+            param.name,
+            f"{value!r} starts with '*': a leading wildcard scans every stored action; "
+            "start the pattern with its first characters (invoice.*)",
+        )
     if param.enum and value not in param.enum:
         raise QueryError(param.name, f"{value!r} is not one of {', '.join(param.enum)}")
     if param.hex_len:

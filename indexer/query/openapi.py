@@ -45,6 +45,8 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         403: "The token lacks the role this route needs.",
         404: "Nothing with that id.",
         410: "The cursor expired; start again without it.",
+        429: "A limit was reached (running queries or open cursors of the token, or refused "
+        "requests from the address); `Retry-After` says when to try again.",
         503: "Elasticsearch did not answer, or the query could not be recorded in the audit log.",
     }
     return {
@@ -211,7 +213,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [*filters, limit, cursor],
                     "responses": {
                         **_ok("One page of events.", {"$ref": "#/components/schemas/EventPage"}),
-                        **_error_responses(400, 401, 403, 410, 503),
+                        **_error_responses(400, 401, 403, 410, 429, 503),
                     },
                 }
             },
@@ -240,7 +242,7 @@ def openapi_document() -> dict[str, Any]:
                                 },
                             },
                         ),
-                        **_error_responses(400, 401, 403, 404, 503),
+                        **_error_responses(400, 401, 403, 404, 429, 503),
                     },
                 }
             },
@@ -258,7 +260,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         **_ok("The trace view.", {"$ref": "#/components/schemas/Trace"}),
-                        **_error_responses(400, 401, 403, 404, 503),
+                        **_error_responses(400, 401, 403, 404, 429, 503),
                     },
                 }
             },
@@ -269,7 +271,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [*filters, top],
                     "responses": {
                         **_ok("Counts.", {"$ref": "#/components/schemas/Stats"}),
-                        **_error_responses(400, 401, 403, 503),
+                        **_error_responses(400, 401, 403, 429, 503),
                     },
                 }
             },

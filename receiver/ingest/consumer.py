@@ -42,6 +42,7 @@ from indexer.bulk import (
 )
 from indexer.deadletter import rejected_item
 from indexer.es_client import EsConnection, async_client
+from indexer.mappings import template_settings_of
 from otel_audit.document import content_hash
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema, load_schema
@@ -112,10 +113,11 @@ class IngestConsumer:
                 max_bytes=s.bulk_max_bytes,
                 timeout_s=s.bulk_timeout_s,
                 max_attempts=s.bulk_max_attempts,
+                wait_for_active_shards=s.wait_for_active_shards,
             ),
             observe=_observe_bulk,
         )
-        self._templates = TemplateGate(es, s.bulk_timeout_s)
+        self._templates = TemplateGate(es, s.bulk_timeout_s, template_settings_of(s))
         self.router = Router(
             self.writer,
             spool,

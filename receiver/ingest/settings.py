@@ -44,6 +44,12 @@ class IngestSettings:
     """``_bulk`` requests in flight at once (the next batch fills while one is sent)."""
     retry_after_s: float = _receiver_default("retry_after_s")
     """Retry delay suggested to clients when neither ES nor the spool can take data."""
+    shards: int = _receiver_default("shards")
+    """Index template settings: primary shards, replicas, refresh interval."""
+    replicas: str = _receiver_default("replicas")
+    refresh_interval_s: float = _receiver_default("refresh_interval_s")
+    wait_for_active_shards: str = _receiver_default("wait_for_active_shards")
+    """Shard copies active before each ``_bulk`` is attempted."""
     replay_backoff_max_s: float = 5.0
     """Longest wait between replay attempts while ES stays unavailable."""
 

@@ -67,3 +67,15 @@ def test_clients_carry_the_connection() -> None:
         assert client._headers["authorization"].startswith("Basic ")
     finally:
         client.close()
+
+
+def test_documented_roles_are_the_roles_the_tests_use() -> None:
+    import json
+    from pathlib import Path
+
+    from indexer.es_client import ROLES
+
+    text = (Path(__file__).parents[2] / "docs" / "security.md").read_text()
+    for name, role in ROLES.items():
+        assert f"### `{name}`" in text, name
+        assert json.dumps(role, indent=2) in text, name

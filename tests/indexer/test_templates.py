@@ -224,3 +224,71 @@ def test_templates_show_lists_every_template_and_its_fields(
     assert main(["templates", "show"]) == 0
     out = capsys.readouterr().out
     assert "otel-audit-events: audit-events-*" in out and "event.action" in out
+
+
+@pytest.mark.integration
+def test_install_is_versioned_and_never_silently_overwrites(
+    clean_es: Elasticsearch, es_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from indexer.mappings import TemplateSettings
+    from indexer.templates import TemplateConflict, content_hash, stamped, template_version
+    from otel_audit.cli import main
+
+    name = "otel-audit-events"
+    first = install_templates(clean_es)
+    assert name in first
+    stored = clean_es.indices.get_index_template(name=name)["index_templates"][0]
+    body = stored["index_template"]
+    assert body["version"] == template_version() and body["_meta"]["content_hash"]
+    # Identical templates are left alone: nothing is rewritten at every start.
+    assert install_templates(clean_es) == []
+    # Other settings are an update of our own template.
+    wider = TemplateSettings(number_of_shards=2, auto_expand_replicas="", number_of_replicas=1)
+    assert name in install_templates(clean_es, wider)
+    got = clean_es.indices.get_index_template(name=name)["index_templates"][0]
+    settings = got["index_template"]["template"]["settings"]["index"]
+    assert (settings["number_of_shards"], settings["number_of_replicas"]) == ("2", "1")
+
+    # An operator changes the stored template by hand (its hash no longer matches).
+    edited = dict(got["index_template"])
+    edited["priority"] = 250
+    clean_es.indices.put_index_template(name=name, **edited)
+    with pytest.raises(TemplateConflict) as err:
+        install_templates(clean_es)
+    assert name in str(err.value) and "changed on the cluster" in str(err.value)
+    assert list(err.value.conflicts) == [name]
+    kept = clean_es.indices.get_index_template(name=name)["index_templates"][0]
+    assert kept["index_template"]["priority"] == 250
+    # The CLI names it and exits 1; --force replaces it.
+    assert main(["templates", "install", "--url", es_url, "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is False and name in out["error"] and "--force" in out["error"]
+    assert main(["templates", "install", "--url", es_url, "--force", "--json"]) == 0
+    assert name in json.loads(capsys.readouterr().out)["installed"]
+
+    # A newer release's template is not downgraded.
+    newer = stamped(events_template())
+    newer["version"] = template_version() + 1
+    newer["_meta"]["content_hash"] = content_hash(newer)  # consistent: not an edit
+    clean_es.indices.put_index_template(name=name, **newer)
+    with pytest.raises(TemplateConflict) as err:
+        install_templates(clean_es)
+    assert "newer than this release" in str(err.value)
+    kept = clean_es.indices.get_index_template(name=name)["index_templates"][0]
+    assert kept["index_template"]["version"] == template_version() + 1
+
+
+def test_template_settings_from_config_keys() -> None:
+    from types import SimpleNamespace
+
+    from indexer.mappings import index_settings, template_settings_of
+
+    auto = index_settings(template_settings_of(SimpleNamespace(replicas="0-all", shards=3)))
+    assert auto["auto_expand_replicas"] == "0-all" and auto["number_of_shards"] == 3
+    fixed = index_settings(template_settings_of(SimpleNamespace(replicas="2")))
+    assert fixed["number_of_replicas"] == 2 and "auto_expand_replicas" not in fixed
+    slow = index_settings(template_settings_of(SimpleNamespace(refresh_interval_s=30)))
+    assert slow["refresh_interval"] == "30s"
+    for bad, key in (({"replicas": "many"}, "replicas"), ({"shards": 0}, "shards")):
+        with pytest.raises(ValueError, match=key):
+            template_settings_of(SimpleNamespace(**bad))

@@ -46,6 +46,8 @@ def test_good_file_sets_every_key() -> None:
         "correct horse battery staple",
     )
     assert config.spool_dir == "/var/lib/otel-audit/spool"
+    assert (config.shards, config.replicas, config.refresh_interval_s) == (3, "1", 5.0)
+    assert config.wait_for_active_shards == "all"
     assert (config.bulk_max_docs, config.bulk_flush_interval_ms) == (500, 20)
     assert (config.bulk_max_bytes, config.bulk_timeout_s) == (4 * 1024 * 1024, 7.5)
     assert (config.max_inflight_bulks, config.retry_after_s) == (3, 4.0)

@@ -32,14 +32,14 @@ from aiohttp import web
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 
 from indexer.integrity.blocks import KIND_BLOCK, BlockRecord
-from indexer.query.auth import Principal
+from indexer.query.auth import AuthError, Principal
 from indexer.query.config import QueryConfig
 from indexer.query.console.chains import chains_body, shape_chains
 from indexer.query.console.config import ConsoleConfig
 from indexer.query.console.export import csv_header, csv_row, ndjson_line
 from indexer.query.console.keys import PublicKeyInfo, load_public_keys
 from indexer.query.console.proof import audit_path_from_block
-from indexer.query.filters import QueryError, events_sort, parse_event_filter
+from indexer.query.filters import QueryError, events_sort, parse_event_filter, scope_filter
 from otel_audit.integrity import IntegrityError, make_bundle
 
 __all__ = ["ApiAccess", "ScheduledVerifyStatus", "add_console"]
@@ -179,7 +179,7 @@ def _proof(access: ApiAccess) -> Callable[[web.Request], Awaitable[web.Response]
         cfg = access.query_config(request.app)
 
         async def work() -> dict[str, Any]:
-            return await _bundle(es, cfg, event_id)
+            return await _bundle(es, cfg, event_id, principal.tenants)
 
         body = await access.audited(
             request, principal, "audit_log.prove", event_id, {"event_id": event_id}, work()
@@ -189,7 +189,9 @@ def _proof(access: ApiAccess) -> Callable[[web.Request], Awaitable[web.Response]
     return handler
 
 
-async def _bundle(es: AsyncElasticsearch, cfg: QueryConfig, event_id: str) -> dict[str, Any]:
+async def _bundle(
+    es: AsyncElasticsearch, cfg: QueryConfig, event_id: str, tenants: frozenset[str] | None
+) -> dict[str, Any]:
     try:
         resp = await es.search(
             index=cfg.blocks_index,
@@ -222,6 +224,9 @@ async def _bundle(es: AsyncElasticsearch, cfg: QueryConfig, event_id: str) -> di
             f"but missing from {block.event_indices[pos]}",
             status=409,
         ) from None
+    if tenants is not None and got["_source"].get("organization", {}).get("id") not in tenants:
+        # Another tenant's event: answered exactly like one that is not sealed yet.
+        raise QueryError("event_id", f"event {event_id} is not in a sealed block yet", status=404)
     leaf_index = block.first_leaf + pos
     try:
         path = audit_path_from_block(
@@ -247,6 +252,7 @@ def _export(
             raise QueryError("format", "give format=csv or format=ndjson, once")
         fmt = formats[0]
         flt = parse_event_filter(list(request.query.items()), extra_allowed=("format",))
+        scoped = scope_filter(flt, principal.tenants)
         cfg = access.query_config(request.app)
         es = access.es(request.app)
         details = {
@@ -273,7 +279,8 @@ def _export(
             await response.write(("\ufeff" + csv_header()).encode("utf-8"))
         written = 0
         try:
-            async for docs in _pages(es, cfg, flt.query(), config.max_export_events):
+            pages = _pages(es, cfg, scoped.query(), config.max_export_events) if scoped else _none()
+            async for docs in pages:
                 if fmt == "csv":
                     await response.write("".join(csv_row(d) for d in docs).encode("utf-8"))
                 else:
@@ -288,6 +295,12 @@ def _export(
         return response
 
     return handler
+
+
+async def _none() -> Any:
+    """No pages (an export limited to tenants the token may not read)."""
+    for _ in ():
+        yield []
 
 
 async def _pages(
@@ -335,6 +348,14 @@ def _chains(
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         principal = access.principal(request, "reader")
+        if principal.scoped:
+            # Chain heads count every tenant's events: not for a token limited to some.
+            raise AuthError(
+                403,
+                "chain status covers every tenant; this token is limited to some",
+                "insufficient_scope",
+                subject=principal.subject,
+            )
         if request.query:
             raise QueryError(next(iter(request.query)), "unknown parameter (this route takes none)")
         cfg = access.query_config(request.app)

@@ -34,12 +34,16 @@ TOKENS = {
 SUBJECTS = {"reader": "alice", "stats": "dashboards", "admin": "root-ops"}
 
 
-def api_config(es_url: str, **overrides: Any) -> QueryConfig:
+def api_config(
+    es_url: str, extra_tokens: tuple[TokenEntry, ...] = (), **overrides: Any
+) -> QueryConfig:
     tokens = tuple(
         TokenEntry(subject=SUBJECTS[role], sha256=hash_token(tok), roles=(role,))
         for role, tok in TOKENS.items()
     )
-    return QueryConfig(endpoint="127.0.0.1:0", es_url=es_url, tokens=tokens, **overrides)
+    return QueryConfig(
+        endpoint="127.0.0.1:0", es_url=es_url, tokens=tokens + extra_tokens, **overrides
+    )
 
 
 def record(

@@ -88,7 +88,7 @@ def test_filters_return_exactly_the_matching_events(
             assert await ids(action="invoice.*") == expect(
                 lambda d: d["event"]["action"].startswith("invoice.")
             )
-            assert await ids(action="*.login") == expect(
+            assert await ids(action="us*.login") == expect(
                 lambda d: d["event"]["action"] == "user.login"
             )
             assert await ids(actor="user-3") == expect(lambda d: d["user"]["id"] == "user-3")
