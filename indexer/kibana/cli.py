@@ -5,8 +5,9 @@
 request failed. Credentials: ``--user`` (or OTEL_AUDIT_KIBANA_USER) with ``--password``
 (or OTEL_AUDIT_KIBANA_PASSWORD), or ``--api-key`` (or OTEL_AUDIT_KIBANA_API_KEY); a Kibana
 whose HTTPS certificate comes from a private CA needs ``--ca-file`` (or
-OTEL_AUDIT_KIBANA_CA_FILE); the URL may come from OTEL_AUDIT_KIBANA_URL. ``render`` writes the NDJSON (``kibana/otel-audit.ndjson``
-in the repository is its output) or, with ``--check``, exits 1 when a file differs from it.
+OTEL_AUDIT_KIBANA_CA_FILE); the URL may come from OTEL_AUDIT_KIBANA_URL. ``render`` writes
+the NDJSON (``kibana/otel-audit.ndjson`` in the repository is its output) or, with
+``--check``, exits 1 when a file differs from it.
 
 Exit codes: 0 ok, 1 failed, 2 bad arguments.
 """
