@@ -280,7 +280,8 @@ def test_wrong_ca_password_or_key_fail_clearly_and_lose_nothing(
             if batch:
                 result = await consumer.consume_logs(batch)
                 assert result.accepted == len(batch), result
-            for _ in range(100):
+            # Refused credentials: nothing can arrive, do not wait for it.
+            for _ in range(100 if conn.password != WRONG else 0):
                 if _count(admin, ids) == len(ids):
                     break
                 await asyncio.sleep(0.2)
