@@ -426,5 +426,9 @@ def config_as_dict(config: ReceiverConfig) -> dict[str, Any]:
     for name, value in EsConnection.from_config(config).redacted().items():
         out["es_" + name] = value
     for name, value in config.sections.items():
-        out[name] = dataclasses.asdict(value)
+        section = dataclasses.asdict(value)
+        for f in dataclasses.fields(value):
+            if not f.repr and section.get(f.name):  # secrets are declared repr=False
+                section[f.name] = "<redacted>"
+        out[name] = section
     return out

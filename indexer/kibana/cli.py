@@ -2,10 +2,12 @@
 
 ``import`` sends the saved objects (built in, or ``--file``) to Kibana's import API with
 ``overwrite=true`` and prints one line per object; it exits 1 when any object or the
-request failed. Credentials: ``--user`` with ``--password`` (or
-OTEL_AUDIT_KIBANA_PASSWORD), or ``--api-key`` (or OTEL_AUDIT_KIBANA_API_KEY); the URL may
-come from OTEL_AUDIT_KIBANA_URL. ``render`` writes the NDJSON (``kibana/otel-audit.ndjson``
-in the repository is its output) or, with ``--check``, exits 1 when a file differs from it.
+request failed. Credentials: ``--user`` (or OTEL_AUDIT_KIBANA_USER) with ``--password``
+(or OTEL_AUDIT_KIBANA_PASSWORD), or ``--api-key`` (or OTEL_AUDIT_KIBANA_API_KEY); a Kibana
+whose HTTPS certificate comes from a private CA needs ``--ca-file`` (or
+OTEL_AUDIT_KIBANA_CA_FILE); the URL may come from OTEL_AUDIT_KIBANA_URL. ``render`` writes
+the NDJSON (``kibana/otel-audit.ndjson`` in the repository is its output) or, with
+``--check``, exits 1 when a file differs from it.
 
 Exit codes: 0 ok, 1 failed, 2 bad arguments.
 """
@@ -35,6 +37,8 @@ __all__ = ["ENV_API_KEY", "ENV_PASSWORD", "ENV_URL", "register"]
 ENV_URL = "OTEL_AUDIT_KIBANA_URL"
 ENV_PASSWORD = "OTEL_AUDIT_KIBANA_PASSWORD"
 ENV_API_KEY = "OTEL_AUDIT_KIBANA_API_KEY"
+ENV_USER = "OTEL_AUDIT_KIBANA_USER"
+ENV_CA_FILE = "OTEL_AUDIT_KIBANA_CA_FILE"
 
 
 STATUS_POLL_INTERVAL_S = 2.0
@@ -54,7 +58,11 @@ def register(subparsers: Any) -> None:
     imp = actions.add_parser("import", help="import the saved objects (overwrite=true)")
     imp.add_argument("--url", help=f"Kibana base URL (default ${ENV_URL})")
     imp.add_argument("--space", help="Kibana space id (default: the default space)")
-    imp.add_argument("--user", help="basic-auth user")
+    imp.add_argument("--user", help=f"basic-auth user (default ${ENV_USER})")
+    imp.add_argument(
+        "--ca-file",
+        help=f"PEM of the CA behind Kibana's HTTPS certificate (default ${ENV_CA_FILE})",
+    )
     imp.add_argument("--password", help=f"basic-auth password (default ${ENV_PASSWORD})")
     imp.add_argument("--api-key", help=f"API key, base64 id:key (default ${ENV_API_KEY})")
     imp.add_argument(
@@ -99,14 +107,18 @@ def _fail(args: argparse.Namespace, message: str, code: int = Exit.FINDINGS) -> 
 
 def _auth(args: argparse.Namespace) -> KibanaAuth:
     api_key = args.api_key or os.environ.get(ENV_API_KEY) or None
-    if api_key and args.user:
+    user = args.user or os.environ.get(ENV_USER) or None
+    ca_file = args.ca_file or os.environ.get(ENV_CA_FILE) or None
+    if ca_file and not os.path.isfile(ca_file):
+        raise ValueError(f"--ca-file {ca_file!r} is not a readable file")
+    if api_key and user:
         raise ValueError("give either --user/--password or --api-key, not both")
-    if args.password is not None and not args.user:
+    if args.password is not None and not user:
         raise ValueError("--password needs --user")
-    if not args.user:
-        return KibanaAuth(api_key=api_key)
+    if not user:
+        return KibanaAuth(api_key=api_key, ca_file=ca_file)
     password = args.password if args.password is not None else os.environ.get(ENV_PASSWORD)
-    return KibanaAuth(user=args.user, password=password)
+    return KibanaAuth(user=user, password=password, ca_file=ca_file)
 
 
 def _read_objects(path: str | None) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,11 +42,19 @@ class KibanaError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class KibanaAuth:
-    """Basic credentials or an API key (``id:key`` base64, as Kibana issues it); or none."""
+    """Basic credentials or an API key (``id:key`` base64, as Kibana issues it); or none;
+    and the CA that signed Kibana's HTTPS certificate when it is not a public one."""
 
     user: str | None = None
-    password: str | None = None
-    api_key: str | None = None
+    password: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+
+    def connector(self) -> aiohttp.TCPConnector:
+        """A connector trusting ``ca_file`` (or the system CAs without one)."""
+        if not self.ca_file:
+            return aiohttp.TCPConnector()
+        return aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=self.ca_file))
 
     def headers(self) -> dict[str, str]:
         if self.api_key:
@@ -181,7 +190,9 @@ async def import_saved_objects(
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
+            aiohttp.ClientSession(
+                timeout=timeout, connector=(auth or KibanaAuth()).connector()
+            ) as session,
             session.post(url, data=form, headers=headers) as resp,
         ):
             text = await resp.text()
@@ -216,7 +227,9 @@ async def wait_until_available(
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
     headers = (auth or KibanaAuth()).headers()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=10), connector=(auth or KibanaAuth()).connector()
+    ) as session:
         while True:
             try:
                 async with session.get(url, headers=headers) as resp:

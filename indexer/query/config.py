@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from indexer.es_client import EsConnection
@@ -87,6 +87,13 @@ class QueryConfig:
     """host:port the API listens on; empty means the top-level ``query_api_endpoint``."""
     es_url: str = ""
     """Elasticsearch base URL; empty means the top-level ``es_url``."""
+    es_api_key: str = field(default="", repr=False)
+    """API key of the query API's own Elasticsearch user (the reader role); empty means
+    the top-level connection's credentials."""
+    es_username: str = ""
+    """User of the query API's own Elasticsearch user (with ``es_password``)."""
+    es_password: str = field(default="", repr=False)
+    """Its password; never logged."""
     tokens: tuple[TokenEntry, ...] = ()
     """Accepted bearer tokens. With none configured every request is refused."""
     default_limit: int = 100
@@ -214,13 +221,26 @@ class QueryConfig:
 def es_connection_of(config: Any) -> EsConnection:
     """How the query API reaches Elasticsearch: the receiver's connection (``es_*`` keys),
     or the ``OTEL_AUDIT_ES_*`` environment for a bare :class:`QueryConfig`; a
-    ``query.es_url`` overrides the URL either way."""
+    ``query.es_url`` overrides the URL, and ``query.es_api_key`` or ``query.es_username`` /
+    ``es_password`` the credentials (so the API reads as a reader, not as the writer)."""
     if isinstance(config, QueryConfig):
-        return EsConnection.from_env(url=config.es_url or None)
+        return _own_credentials(EsConnection.from_env(url=config.es_url or None), config)
     connection = EsConnection.from_config(config)
     section = config.sections.get("query") if hasattr(config, "sections") else None
-    if isinstance(section, QueryConfig) and section.es_url:
-        return replace(connection, url=section.es_url)
+    if not isinstance(section, QueryConfig):
+        return connection
+    if section.es_url:
+        connection = replace(connection, url=section.es_url)
+    return _own_credentials(connection, section)
+
+
+def _own_credentials(connection: EsConnection, section: QueryConfig) -> EsConnection:
+    if section.es_api_key:
+        return replace(connection, api_key=section.es_api_key, username="", password="")
+    if section.es_username or section.es_password:
+        return replace(
+            connection, api_key="", username=section.es_username, password=section.es_password
+        )
     return connection
 
 

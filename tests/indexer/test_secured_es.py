@@ -10,13 +10,14 @@ what it acknowledged in its spool and writes it once restarted with the right pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from indexer.local_es.security import LocalUser, ensure_security_files
 from indexer.query.api import start_query_api
 from indexer.query.auth import hash_token
 from indexer.query.config import QueryConfig, TokenEntry
+from otel_audit.cli import main
 from otel_audit.integrity import generate_private_key, write_key_pair
 from receiver.ingest.consumer import IngestConsumer, IngestSettings
 from receiver.ingest.spool import Spool
@@ -82,16 +84,26 @@ def _env(conn: EsConnection) -> dict[str, str]:
     return env
 
 
-def _cli(conn: EsConnection, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "otel_audit.cli", *args],
-        env=_env(conn),
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=180,
-        check=False,
-    )
+@dataclass
+class _Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _cli(conn: EsConnection, *args: str) -> _Ran:
+    """Run an ``otel-audit`` command in process with only ``conn`` in the environment."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(_env(conn))
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return _Ran(int(code), out.getvalue(), err.getvalue())
 
 
 def _consumer(conn: EsConnection, state: Path) -> tuple[IngestConsumer, Sealer]:
@@ -224,6 +236,38 @@ def test_wrong_ca_password_or_key_fail_clearly_and_lose_nothing(
             for secret in (WRONG, PASSWORDS["otel_audit_setup"], "bm90LWEta2V5OnVua25vd24="):
                 assert secret not in out.stdout + out.stderr
 
+    # The query API with a wrong CA: health says so, a search is a 503, nothing leaks.
+    async def query_with_wrong_ca() -> None:
+        cfg = QueryConfig(
+            endpoint="127.0.0.1:0",
+            es_url=secured["url"],
+            tokens=(TokenEntry(subject="alice", sha256=hash_token(READER_TOKEN)),),
+            audit_queries=False,
+        )
+        runner = await start_query_api(cfg)
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1"
+        headers = {"Authorization": f"Bearer {READER_TOKEN}"}
+        try:
+            async with aiohttp.ClientSession(headers=headers) as session:
+                async with session.get(base + "/healthz") as resp:
+                    assert resp.status == 503
+                    assert (await resp.json())["elasticsearch"] == "unreachable"
+                async with session.get(base + "/events") as resp:
+                    body = await resp.json()
+                    assert resp.status == 503 and body["error"]["code"] == "store_unavailable"
+        finally:
+            await runner.cleanup()
+
+    reader_wrong_ca = _conn(secured, "otel_audit_reader", ca_file=secured["other_ca"])
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(_env(reader_wrong_ca))
+    try:
+        asyncio.run(query_with_wrong_ca())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
     # The receiver with a wrong password: what it acknowledges is spooled, never lost.
     state = tmp_path / "state"
     records = [audit_record(1000 + i) for i in range(25)]
@@ -236,7 +280,8 @@ def test_wrong_ca_password_or_key_fail_clearly_and_lose_nothing(
             if batch:
                 result = await consumer.consume_logs(batch)
                 assert result.accepted == len(batch), result
-            for _ in range(100):
+            # Refused credentials: nothing can arrive, do not wait for it.
+            for _ in range(100 if conn.password != WRONG else 0):
                 if _count(admin, ids) == len(ids):
                     break
                 await asyncio.sleep(0.2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -292,3 +293,63 @@ def test_template_settings_from_config_keys() -> None:
     for bad, key in (({"replicas": "many"}, "replicas"), ({"shards": 0}, "shards")):
         with pytest.raises(ValueError, match=key):
             template_settings_of(SimpleNamespace(**bad))
+
+
+@pytest.mark.integration
+def test_writes_wait_for_the_active_shards_the_operator_asked_for(
+    clean_es: Elasticsearch, es_url: str, tmp_path: Path
+) -> None:
+    """One replica on a single node is never active: with wait_for_active_shards "all" the
+    receiver does not take Elasticsearch's answer as stored, it keeps the events in its
+    spool; with "1" the same events are written."""
+    import asyncio
+
+    from receiver.ingest.consumer import IngestConsumer, IngestSettings
+    from receiver.ingest.spool import Spool
+    from tests.receiver.conftest import audit_record
+
+    spool = tmp_path / "spool"
+    records = [audit_record(i) for i in range(5)]
+    ids = [r.attributes["audit.event.id"] for r in records]
+
+    async def write(wait: str) -> int:
+        settings = IngestSettings(
+            es_url=es_url,
+            spool_dir=str(spool),
+            replicas="1",
+            wait_for_active_shards=wait,
+            bulk_timeout_s=3.0,
+            bulk_flush_interval_ms=2,
+        )
+        from indexer.es_client import EsConnection, async_client
+
+        es = async_client(EsConnection(url=es_url), request_timeout=10, max_retries=0)
+        consumer = IngestConsumer(
+            es, Spool(str(spool), 16 * 1024 * 1024), settings, close_client=True
+        )
+        await consumer.start()
+        try:
+            result = await consumer.consume_logs(records)
+            for _ in range(50):
+                clean_es.indices.refresh(index="audit-*", ignore_unavailable=True)
+                found = clean_es.count(index="audit-events-*", query={"ids": {"values": ids}})
+                if found["count"] == len(ids) or wait == "all":
+                    break
+                await asyncio.sleep(0.2)
+            return int(result.accepted)
+        finally:
+            await consumer.shutdown(5)
+
+    assert asyncio.run(write("all")) == 5  # acknowledged: fsynced in the spool
+    clean_es.indices.refresh(index="audit-*", ignore_unavailable=True)
+    stored = clean_es.count(
+        index="audit-events-*", query={"ids": {"values": ids}}, ignore_unavailable=True
+    )
+    assert stored["count"] == 0
+    assert [p for p in spool.iterdir() if p.name != "LOCK"]
+    settings = clean_es.indices.get_index_template(name="otel-audit-events")
+    index = settings["index_templates"][0]["index_template"]["template"]["settings"]["index"]
+    assert index["number_of_replicas"] == "1"
+    asyncio.run(write("1"))  # the spool drains, now that one active copy is enough
+    clean_es.indices.refresh(index="audit-*")
+    assert clean_es.count(index="audit-events-*", query={"ids": {"values": ids}})["count"] == 5

@@ -207,3 +207,16 @@ def test_secrets_are_never_shown() -> None:
     shown = repr(config) + str(config_as_dict(config))
     assert "from-env" not in shown and "correct horse" not in shown
     assert config_as_dict(config)["es_password"] == "<redacted>"
+
+
+def test_section_secrets_are_never_shown() -> None:
+    from indexer.query.config import QueryConfig, es_connection_of
+
+    config = load_config(
+        env={"OTEL_AUDIT_QUERY__ES_USERNAME": "reader", "OTEL_AUDIT_QUERY__ES_PASSWORD": "rd-pw"},
+        sections={"query": QueryConfig},
+    )
+    shown = repr(config) + str(config_as_dict(config))
+    assert "rd-pw" not in shown and config_as_dict(config)["query"]["es_password"] == "<redacted>"
+    # The query API reads with its own user, not the receiver's.
+    assert es_connection_of(config).client_options()["basic_auth"] == ("reader", "rd-pw")

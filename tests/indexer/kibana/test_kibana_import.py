@@ -13,15 +13,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from indexer.kibana.objects import render_ndjson
+from indexer.local_es.security import ensure_security_files
 from otel_audit.cli import main
 
 
@@ -144,7 +147,20 @@ async def _status(request: web.Request) -> web.Response:
 
 @pytest.fixture
 def kibana() -> Iterator[FakeKibana]:
-    kb = FakeKibana()
+    yield from _serve(FakeKibana())
+
+
+@pytest.fixture
+def kibana_tls(tmp_path: Path) -> Iterator[tuple[FakeKibana, str]]:
+    """The fake Kibana over HTTPS with a certificate from a private CA (and that CA)."""
+    files = ensure_security_files(tmp_path / "pki")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(files.node_cert, files.node_key)
+    for kb in _serve(FakeKibana(), ctx):
+        yield kb, str(files.ca_cert)
+
+
+def _serve(kb: FakeKibana, ssl_context: ssl.SSLContext | None = None) -> Iterator[FakeKibana]:
     loop = asyncio.new_event_loop()
     started = threading.Event()
     runner_box: list[web.AppRunner] = []
@@ -157,10 +173,10 @@ def kibana() -> Iterator[FakeKibana]:
         app.router.add_get("/api/status", _status)
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         port = runner.addresses[0][1]
-        kb.url = f"http://127.0.0.1:{port}"
+        kb.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
         runner_box.append(runner)
 
     def serve() -> None:
@@ -179,6 +195,25 @@ def kibana() -> Iterator[FakeKibana]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def test_https_kibana_with_a_private_ca_and_credentials_from_the_environment(
+    kibana_tls: tuple[FakeKibana, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    kb, ca = kibana_tls
+    kb.require_auth = "Basic " + base64.b64encode(b"importer:s3cret-pw").decode()
+    monkeypatch.setenv("OTEL_AUDIT_KIBANA_USER", "importer")
+    monkeypatch.setenv("OTEL_AUDIT_KIBANA_PASSWORD", "s3cret-pw")
+    # Without the CA the certificate is not trusted: a clear failure, no secret shown.
+    assert main(["kibana", "import", "--url", kb.url]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach Kibana" in err and "certificate" in err.lower()
+    assert "s3cret-pw" not in err
+    monkeypatch.setenv("OTEL_AUDIT_KIBANA_CA_FILE", ca)
+    assert main(["kibana", "import", "--url", kb.url]) == 0
+    assert len(kb.requests) == 1
 
 
 def _ndjson_objects() -> list[dict[str, Any]]:
