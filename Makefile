@@ -110,11 +110,13 @@ browser-deps:
 	  fi; \
 	fi
 
-# Coverage-guided fuzzing of the OTLP decoders (fuzz/README.md): FUZZ_RUNS cases shared by
-# the targets; prints cases, cases/s, coverage and findings (exit 1 on any finding).
+# Coverage-guided fuzzing of the OTLP decoders (fuzz/README.md): the Rust decoder alone for
+# FUZZ_NATIVE_RUNS cases (libFuzzer, built by cargo), then FUZZ_RUNS cases shared by the
+# Python harness's targets; prints cases, cases/s, coverage and findings (exit 1 on any).
 FUZZ_RUNS ?= 100000
+FUZZ_NATIVE_RUNS ?= 1000000
 fuzz: $(STAMP)
-	$(PY) -m fuzz --runs $(FUZZ_RUNS)
+	PATH="$(CARGO_PATH)" $(PY) -m fuzz --runs $(FUZZ_RUNS) --native-runs $(FUZZ_NATIVE_RUNS)
 
 # Screenshots of every console page for docs/console.md (runs tests/browser).
 console-screenshots: $(STAMP) browser-deps
