@@ -20,8 +20,10 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports(include=["receiver", "otel_audit", "fuzz"]):
+with atheris.instrument_imports(include=["receiver", "otel_audit", "fuzz.oracle"]):
     from fuzz import oracle
+
+from fuzz.mutators import MUTATORS
 
 
 def main(argv: list[str]) -> None:
@@ -67,7 +69,11 @@ def main(argv: list[str]) -> None:
             (findings / f"{stem}.json").write_text(json.dumps(description, indent=1) + "\n")
             print(f"FINDING {finding}", file=sys.stderr, flush=True)
 
-    atheris.Setup([argv[0], *libfuzzer_args], one_input)
+    mutator = MUTATORS.get(args.target)
+    if mutator is None:
+        atheris.Setup([argv[0], *libfuzzer_args], one_input)
+    else:
+        atheris.Setup([argv[0], *libfuzzer_args], one_input, custom_mutator=mutator)
     atheris.Fuzz()
 
 
