@@ -50,6 +50,14 @@ def test_seed(target: str, path: Path) -> None:
     oracle.check(target, path.read_bytes())
 
 
+def test_whitespace_in_a_json_id_is_not_hex() -> None:
+    # bytes.fromhex skips whitespace: the id was accepted and stored with its spaces.
+    body = (FUZZ / "regressions" / "logs_json" / "hex-id-with-spaces").read_bytes()
+    decoded = oracle.decode.decode_logs_json(body)
+    assert decoded.records == []
+    assert decoded.reasons == ["traceId is not hex"]
+
+
 def test_an_exception_other_than_invalid_request_is_a_finding(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
