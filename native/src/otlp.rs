@@ -13,7 +13,7 @@
 //!   of failing the request;
 //! - every occurrence of a string field must be UTF-8, even one a later occurrence replaces;
 //! - a 10-byte varint value keeps its low 64 bits (prost refuses a 10th byte over 1), and a
-//!   length varint may not run past 5 bytes (prost reads up to 10);
+//!   key or a length varint may not run past 5 bytes (prost reads up to 10);
 //! - skipping an unknown field is not bounded by the recursion limit, and unknown groups
 //!   count one level each against it (prost also counts the fields inside them), may hold
 //!   field number 0, and may nest as deep as the enclosing messages leave room for.
@@ -39,6 +39,9 @@ thread_local! {
 /// Parse a whole message with [`Lenient`]'s rules.
 pub fn decode<M: Message + Fields + Default>(body: Bytes) -> Result<Lenient<M>, DecodeError> {
     DEPTH.set(0);
+    if too_long(&body) {
+        return Err(error("key varint longer than 5 bytes"));
+    }
     Lenient::<M>::decode(body)
 }
 
@@ -103,6 +106,33 @@ impl<M: Message + Fields> Message for Lenient<M> {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
+        self.merge_one(tag, wire_type, buf, ctx)?;
+        // Whatever follows a field is a key, of this message or of an enclosing one, or
+        // the end of the body: prost reads keys of up to 10 bytes, upb of up to 5.
+        if too_long(buf.chunk()) {
+            return Err(error("key varint longer than 5 bytes"));
+        }
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.encoded_len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear()
+    }
+}
+
+impl<M: Message + Fields> Lenient<M> {
+    /// Merge one field by upb's rules (see the module's documentation).
+    fn merge_one(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
         match M::field(tag) {
             Some(_) if wire_type == WireType::LengthDelimited && too_long(buf.chunk()) => {
                 Err(error("length varint longer than 5 bytes"))
@@ -125,6 +155,10 @@ impl<M: Message + Fields> Message for Lenient<M> {
                     None => self.0.merge_field(tag, wire_type, buf, ctx),
                 },
                 Field::Message => {
+                    // The first key of the message (the others follow a field of it).
+                    if first_key_too_long(buf.chunk()) {
+                        return Err(error("key varint longer than 5 bytes"));
+                    }
                     let depth = DEPTH.get();
                     DEPTH.set(depth + 1);
                     let merged = self.0.merge_field(tag, wire_type, buf, ctx);
@@ -135,14 +169,6 @@ impl<M: Message + Fields> Message for Lenient<M> {
             },
             _ => skip_unknown(tag, wire_type, buf, DEPTH.get()),
         }
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.0.encoded_len()
-    }
-
-    fn clear(&mut self) {
-        self.0.clear()
     }
 }
 
@@ -189,6 +215,13 @@ fn too_long(chunk: &[u8]) -> bool {
     chunk
         .get(..5)
         .is_some_and(|head| head.iter().all(|&b| b >= 0x80))
+}
+
+/// Whether the length-delimited message at the start of `chunk` is not empty and starts
+/// with a key longer than 5 bytes. A bad length is left for the message's decoder.
+fn first_key_too_long(chunk: &[u8]) -> bool {
+    let mut rest = chunk;
+    matches!(decode_varint(&mut rest), Ok(len) if len > 0) && too_long(rest)
 }
 
 /// `(value, length)` of a 10-byte varint at the start of `chunk` whose last byte carries

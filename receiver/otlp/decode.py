@@ -31,6 +31,7 @@ import base64
 import binascii
 import dataclasses
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ MAX_ANY_DEPTH = 32
 
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+_HEX_DIGITS = re.compile(r"(?:[0-9a-f]{2})*")
 
 _RECORD_FIELDS = (
     "attributes",
@@ -466,10 +468,10 @@ def hex_id_from_json(value: Any, size: int, where: str) -> tuple[str, str | None
     if not isinstance(value, str):
         raise InvalidRequest(f"{where}: expected a hex string, got {_json_type(value)}")
     text = value.lower()
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
+    # bytes.fromhex skips whitespace, which would keep " 0af7..." as the stored id.
+    if not _HEX_DIGITS.fullmatch(text):
         return text[:64], f"{where.rsplit('.', 1)[-1]} is not hex"
+    raw = bytes.fromhex(text)
     if len(raw) != size:
         return text[:64], f"{where.rsplit('.', 1)[-1]} must be {size} bytes, got {len(raw)}"
     if raw == bytes(size):

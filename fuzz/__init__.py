@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing of the OTLP decoders (see fuzz/README.md)."""
