@@ -14,7 +14,7 @@ NATIVE_SRC    := native/pyproject.toml native/Cargo.toml native/Cargo.lock \
                  native/otel_audit_native.pyi $(wildcard native/src/*.rs)
 
 .PHONY: install test lint unit run bench docs clean collector sdk sdk-test bench-sdk \
-        dist browser-deps console-screenshots
+        dist browser-deps console-screenshots drill
 
 install: $(STAMP)
 
@@ -58,6 +58,13 @@ run: $(STAMP)
 
 bench: $(STAMP) sdk
 	$(PY) -m bench
+
+# Fault drills through the real Collector into two receivers on a three-node cluster, one
+# table row each (sent, acknowledged, stored, lost, duplicated, recovery, verify): SIGKILLs,
+# an Elasticsearch node and then the whole cluster down, a full spool, a slow, flapping and
+# half-answering Elasticsearch, and a soak of SOAK_SECONDS (default 1800). DRILLS=a,b picks.
+drill: $(STAMP) collector
+	$(PY) -m tests.drill
 
 docs: $(STAMP)
 	$(PY) -m otel_audit.cli schema docs --write

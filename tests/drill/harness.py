@@ -37,6 +37,7 @@ MULTI_CONFIG = _REPO / "collector-config" / "otelcol-audit-multi.yaml"
 FILE_BACKEND = _REPO / "collector-config" / "testdata" / "backend-file.yaml"
 EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 RECEIVERS_NAME = "receivers.drill.internal"
+LOAD_SERVICE = "drill-load"
 
 
 @dataclass
@@ -161,7 +162,7 @@ class Stack:
 # -- load ------------------------------------------------------------------------------
 
 
-def _request(run: str, first: int, count: int) -> tuple[bytes, list[str]]:
+def export_request(run: str, first: int, count: int) -> tuple[bytes, list[str]]:
     """One OTLP export request of ``count`` valid audit events; their event ids."""
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -169,7 +170,7 @@ def _request(run: str, first: int, count: int) -> tuple[bytes, list[str]]:
     request = ExportLogsServiceRequest()
     rl = request.resource_logs.add()
     rl.resource.attributes.append(
-        KeyValue(key="service.name", value=AnyValue(string_value="drill-load"))
+        KeyValue(key="service.name", value=AnyValue(string_value=LOAD_SERVICE))
     )
     sl = rl.scope_logs.add()
     now = time.time_ns()
@@ -236,7 +237,7 @@ class LoadGenerator:
         next_at = time.monotonic()
         try:
             while not self._stop.is_set():
-                body, ids = _request(self.run, self.sent, self.batch)
+                body, ids = export_request(self.run, self.sent, self.batch)
                 self.sent += len(ids)
                 while not self._stop.is_set():
                     try:
@@ -276,7 +277,8 @@ def count_store(es: Elasticsearch) -> StoreCount:
     for hit in scan(
         es,
         index="audit-events-*",
-        query={"query": {"match_all": {}}},
+        # Only the load's events: the receivers also store their own (query API access).
+        query={"query": {"term": {"service.name": LOAD_SERVICE}}},
         _source=["event.id"],
         size=5000,
         ignore_unavailable=True,
@@ -301,8 +303,18 @@ def wait_stored(
         time.sleep(poll_s)
 
 
-def verify_all(stack: Stack, es_url: str) -> tuple[bool, str]:
-    """``otel-audit verify`` over every chain in one run; (clean, one-line summary)."""
+@dataclass
+class Verified:
+    """What ``otel-audit verify`` said over every chain."""
+
+    ok: bool
+    summary: str
+    kinds: set[str] = field(default_factory=set)
+    """Kinds of the findings; ``modified-after-seal`` for 'event changed since sealed'."""
+
+
+def verify_all(stack: Stack, es_url: str) -> Verified:
+    """``otel-audit verify`` over every chain in one run."""
     args = [sys.executable, "-m", "otel_audit.cli", "verify", "--json", "--quiet"]
     args += ["--es-url", es_url, "--checkpoint-dir", str(stack.checkpoint_dir)]
     for keys in stack.public_key_dirs():
@@ -311,7 +323,7 @@ def verify_all(stack: Stack, es_url: str) -> tuple[bool, str]:
     try:
         report: dict[str, Any] = json.loads(done.stdout)
     except ValueError:
-        return False, f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
+        return Verified(False, f"exit {done.returncode}: {done.stderr.strip()[-300:]}")
     chains = report.get("chains") or {}
     findings = report.get("findings") or []
     totals = report.get("summary") or {}
@@ -322,7 +334,13 @@ def verify_all(stack: Stack, es_url: str) -> tuple[bool, str]:
     )
     if findings:
         summary += ": " + "; ".join(str(f.get("message", f))[:120] for f in findings[:3])
-    return done.returncode == 0 and report.get("ok") is True, summary
+    kinds = {
+        "modified-after-seal"
+        if str(f.get("message", "")).startswith("event changed since it was sealed")
+        else str(f.get("kind"))
+        for f in findings
+    }
+    return Verified(done.returncode == 0 and report.get("ok") is True, summary, kinds)
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -342,13 +360,14 @@ class DrillRow:
     verify_ok: bool
     verify_summary: str
     notes: str = ""
+    verify_kinds: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
         return self.lost == 0 and self.duplicated == 0 and self.verify_ok
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "ok": self.ok}
+        return {**self.__dict__, "verify_kinds": sorted(self.verify_kinds), "ok": self.ok}
 
 
 HEADER = (
@@ -393,7 +412,7 @@ def finish(
     recovery = time.monotonic() - fault_ended
     # Let the sealers close their last blocks before verifying.
     time.sleep(3)
-    ok, summary = verify_all(stack, es_url)
+    verified = verify_all(stack, es_url)
     run_ids = count.ids
     return DrillRow(
         name=name,
@@ -403,9 +422,10 @@ def finish(
         lost=len(load.acked - run_ids),
         duplicated=count.duplicated,
         recovery_s=recovery,
-        verify_ok=ok,
-        verify_summary=summary,
+        verify_ok=verified.ok,
+        verify_summary=verified.summary,
         notes=notes,
+        verify_kinds=verified.kinds,
     )
 
 
