@@ -18,7 +18,9 @@ from tests.drill.harness import (
     export_request,
     verify_all,
     wait_stored,
+    xfail_if_known_seal_defect,
 )
+from tests.drill.proxy import Fault, FaultProxy
 from tests.drill.scenarios import DrillContext, running_stack
 
 pytestmark = [pytest.mark.drill, pytest.mark.integration, pytest.mark.collector]
@@ -54,6 +56,7 @@ def test_two_receivers_share_the_load_and_every_chain_verifies(
         assert count.duplicated == 0
         time.sleep(3)  # the sealers close their last blocks
         verified = verify_all(stack, ctx.es_url)
+        xfail_if_known_seal_defect(verified)
         assert verified.ok, verified.summary
         # Both receivers sealed events: the Collector balanced over both.
         assert "2 chains" in verified.summary, verified.summary
@@ -76,13 +79,6 @@ def _export(endpoint: str, body: bytes) -> None:
                 time.sleep(0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a receiver that finds events already stored by another receiver (409, same "
-    "content) and not yet in audit-blocks seals its own copy: the leaf is its document "
-    "(its event.ingested), not the stored one, so verify reports 'event changed since it "
-    "was sealed', and the event is in two chains",
-)
 def test_an_event_delivered_to_two_receivers_verifies(drill_context: DrillContext) -> None:
     """The Collector retries a request on another receiver when the first answered too
     late (its timeout, a receiver killed after storing): the second receiver finds the
@@ -101,4 +97,30 @@ def test_an_event_delivered_to_two_receivers_verifies(drill_context: DrillContex
         assert count.duplicated == 0
         time.sleep(3)
         verified = verify_all(stack, ctx.es_url)
+        xfail_if_known_seal_defect(verified)
         assert verified.ok, verified.summary
+
+
+def test_a_bulk_answered_too_late_still_verifies(drill_context: DrillContext) -> None:
+    """Elasticsearch stores a _bulk but its answer comes after the receiver gave up on it
+    (a slow cluster): nothing is lost or doubled and the chain verifies."""
+    ctx = drill_context
+    proxy = FaultProxy(ctx.upstreams())
+    env = {"OTEL_AUDIT_BULK_TIMEOUT_S": "1"}
+    try:
+        with running_stack(ctx, "late", es_url=proxy.url, receivers=1, receiver_env=env) as stack:
+            _export(stack.receivers[0].grpc_endpoint, export_request("warm", 0, 10)[0])
+            time.sleep(3)
+            body, ids = export_request("late-bulk", 0, 50)
+            proxy.set_fault(Fault(latency_s=2.0))
+            _export(stack.receivers[0].grpc_endpoint, body)
+            proxy.set_fault(Fault())
+            count, _ = wait_stored(ctx.es, set(ids), timeout_s=60)
+            assert set(ids) <= count.ids
+            assert count.duplicated == 0
+            time.sleep(3)
+            verified = verify_all(stack, ctx.es_url)
+            xfail_if_known_seal_defect(verified)
+            assert verified.ok, verified.summary
+    finally:
+        proxy.close()
