@@ -36,6 +36,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -75,8 +76,6 @@ class _Meter:
         self.delta: list[float] = []
 
     def _sample(self) -> list[float]:
-        import time
-
         es = sum(proc_stat(pid)[0] for pid in self.es_pids)
         rcv = [r.stat()[0] for r in self.receivers]
         return [time.perf_counter(), es, _self_cpu_s(), _machine_busy_s(), *rcv]
@@ -163,6 +162,16 @@ def _ceiling(
     }
 
 
+def _wait_stored(urls: Any, want: int, timeout_s: float = 600.0) -> int:
+    """Poll the event count until it reaches ``want`` (or ``timeout_s``); the last count."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        count = asyncio.run(_count_events(urls))
+        if count >= want or time.monotonic() > deadline:
+            return count
+        time.sleep(0.25)
+
+
 def _receiver_config(urls: list[str], http_port: int) -> dict[str, Any]:
     return {
         "consumer": "ingest",
@@ -215,11 +224,14 @@ def _receivers_phase(
                 t.start()
             for t in threads:
                 t.join()
+            # An answer may come from the spool (a slow _bulk): the phase ends when
+            # Elasticsearch holds every event, so events/s is what reached the cluster.
+            stored = _wait_stored(urls, warm_stored + len(bodies) * records)
         if errors:
             raise SystemExit(f"{name}: load failed: {errors[0]!r}")
         peaks = [round(r.stat()[1] / 2**20, 1) for r in receivers]
     events = len(bodies) * records
-    stored = asyncio.run(_count_events(urls)) - warm_stored
+    stored -= warm_stored
     return {
         "phase": name,
         "events": events,
