@@ -13,8 +13,7 @@ NATIVE_TARGET := $(or $(CARGO_TARGET_DIR),$(or $(OTEL_AUDIT_CACHE_DIR),$(or $(XD
 NATIVE_SRC    := native/pyproject.toml native/Cargo.toml native/Cargo.lock \
                  native/otel_audit_native.pyi $(wildcard native/src/*.rs)
 
-.PHONY: install test lint unit run bench fuzz-integrity docs clean collector sdk sdk-test bench-sdk \
-        dist browser-deps console-screenshots fuzz drill
+.PHONY: install test lint unit run bench fuzz-integrity docs clean collector sdk sdk-test bench-sdk dist browser-deps console-screenshots fuzz drill
 
 install: $(STAMP)
 
@@ -64,6 +63,13 @@ bench: $(STAMP) sdk
 fuzz-integrity: $(STAMP)
 	OTEL_AUDIT_FUZZ_CASES=$${OTEL_AUDIT_FUZZ_CASES:-100000} $(PY) -m pytest -s -q -p no:cacheprovider \
 		tests/indexer/integrity/test_classify_property.py -k every_single_mutation
+
+# Fault drills through the real Collector into two receivers on a three-node cluster, one
+# table row each (sent, acknowledged, stored, lost, duplicated, recovery, verify): SIGKILLs,
+# an Elasticsearch node and then the whole cluster down, a full spool, a slow, flapping and
+# half-answering Elasticsearch, and a soak of SOAK_SECONDS (default 1800). DRILLS=a,b picks.
+drill: $(STAMP) collector
+	$(PY) -m tests.drill
 
 docs: $(STAMP)
 	$(PY) -m otel_audit.cli schema docs --write

@@ -214,6 +214,13 @@ BENCHES: tuple[Bench, ...] = (
         ("--quick",),
         needs_es=True,
     ),
+    Bench(
+        "cluster",
+        "bench.cluster_bench",
+        "3-node cluster: one and two receivers (sealing on) vs the raw _bulk ceiling",
+        (),
+        ("--quick",),
+    ),
 )
 
 
