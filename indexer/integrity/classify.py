@@ -142,6 +142,7 @@ class VerifyReport:
             },
             "chains": self.chains,
             "stale_chains": self.stale,
+            "pending": [{"event_id": e, "index": i} for e, i in sorted(self.pending.items())],
             "warnings": self.warnings,
             "findings": [f.to_json_dict() for f in self.findings],
         }

@@ -124,6 +124,8 @@ def _verify(args: argparse.Namespace) -> int:
         stale_after_s=args.stale_after_s,
         max_wait_s=args.max_wait_s,
         since=since,
+        # An incremental run reads little: starting reader processes would cost more.
+        processes=since is None,
         progress=None if args.quiet else _progress,
     )
     try:

@@ -118,6 +118,7 @@ class VerifyOptions:
     clock: Callable[[], float] = time.time
     """The verifier's clock (seconds since the epoch)."""
     sleep: Callable[[float], None] = time.sleep
+    """How the verifier waits for the sealing deadline."""
 
     def deadline_ms(self) -> int:
         """The sealing deadline in milliseconds."""

@@ -249,7 +249,7 @@ def m_forged_block_appended(s: Store, d: st.DataObject) -> None:
 def m_block_field_junk(s: Store, d: st.DataObject) -> None:
     _, b = _block(s, d)
     name = _pick(d, ["event_ids", "leaf_hashes", "checkpoint", "first_leaf", "kind"])
-    b[name] = _pick(d, [None, "junk", 7, [1, 2]])
+    b[name] = _pick(d, [v for v in (None, "junk", 7, [1, 2]) if v != b[name]])
 
 
 MUTATIONS: list[Callable[[Store, st.DataObject], None]] = [

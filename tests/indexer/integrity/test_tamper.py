@@ -21,6 +21,7 @@ from indexer.integrity.classify import Inputs, classify
 from indexer.integrity.leaf_scan import hash_hits
 from indexer.integrity.prove import prove
 from otel_audit.integrity import (
+    Checkpoint,
     CompactRange,
     Keyring,
     generate_private_key,
@@ -426,8 +427,16 @@ def test_pure_core_is_what_verify_runs(sealed: Any) -> None:
 
 def test_since_checks_only_what_was_added(sealed: Any, es_url: str) -> None:
     es, state, _ids = sealed
-    anchor = run_verify(es, state, [KEY]).anchors["test-chain"]
+    saved = state / "verified-checkpoint.json"
+    first = _cli_verify(es_url, state, "--save-checkpoint", str(saved))
+    assert first.returncode == 0, first.stdout
+    anchor = Checkpoint.from_json_dict(json.loads(saved.read_text()))
+    assert anchor == run_verify(es, state, [KEY]).anchors["test-chain"]
     more = run(ingest(es_url, state, KEY, [40], start=3000))
+    since = _cli_verify(es_url, state, "--since", str(saved), "--json")
+    out = json.loads(since.stdout)
+    assert since.returncode == 0, out
+    assert out["summary"]["events_checked"] == len(more)
     report = run_verify(es, state, [KEY], since=anchor)
     assert report.ok, report.to_json_dict()
     assert report.events_checked == len(more)
