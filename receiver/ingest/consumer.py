@@ -68,6 +68,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _PREPARED = attrgetter("prepared")
+_TIME = attrgetter("time_unix_nano")
+_NS_PER_DAY = 86_400 * 1_000_000_000
 _MAX_MESSAGE_RECORDS = 3
 _MAX_MESSAGE_CHARS = 1024
 
@@ -241,6 +243,8 @@ class IngestConsumer:
                     content_hash=_safe_hash(record),
                 )
             )
+        if events and self.settings.max_event_age_days:
+            self._refuse_too_old(records, events, positions, rejections, dead, received_ns)
         results = await self.batcher.submit([*events, *dead]) if events or dead else []
         await self._dead_letters.settle(dead, results[len(events) :])
 
@@ -283,6 +287,52 @@ class IngestConsumer:
                 for record, reason in zip(records, reasons, strict=True)
             ]
         )
+
+    def _refuse_too_old(
+        self,
+        records: list[LogRecordData],
+        events: list[BulkItem],
+        positions: list[int],
+        rejections: list[_Rejection],
+        dead: list[BulkItem],
+        received_ns: int,
+    ) -> None:
+        """Move events older than ``max_event_age_days`` from ``events`` to the refused.
+
+        The event's time picks its daily index: without this bound one writer could
+        create an index for every day since the schema's earliest date.
+        """
+        days = self.settings.max_event_age_days
+        cutoff = received_ns - days * _NS_PER_DAY
+        if min(map(_TIME, records)) >= cutoff:
+            return  # the usual case, seen at C speed
+        keep: list[int] = []
+        for k, (item, pos) in enumerate(zip(events, positions, strict=True)):
+            record = records[pos]
+            ts = record.time_unix_nano or record.observed_time_unix_nano
+            if ts >= cutoff:
+                keep.append(k)
+                continue
+            age = (received_ns - ts) / _NS_PER_DAY
+            reason = Violation(
+                "time_unix_nano",
+                "max_event_age",
+                f"event time is {age:.0f} days old, older than max_event_age_days ({days}): "
+                f"it would be stored in {item.index}; refused",
+            )
+            rejections.append(_Rejection(pos, [reason], "validation"))
+            dead.append(
+                rejected_item(
+                    "validation",
+                    [reason],
+                    received_ns=received_ns,
+                    record=record,
+                    content_hash=item.content_hash,
+                )
+            )
+        if len(keep) < len(events):
+            events[:] = [events[k] for k in keep]
+            positions[:] = [positions[k] for k in keep]
 
     def _check_open(self) -> None:
         if not self._started:
