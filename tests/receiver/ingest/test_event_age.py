@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 import time
+import uuid
 
 import pytest
 from elasticsearch import Elasticsearch
@@ -59,6 +61,13 @@ def test_events_older_than_the_bound_are_refused_and_create_no_index(
     )
 
 
+def uuid7_at(unix_ms: int) -> str:
+    """A UUIDv7 with the given time (``new_event_id`` never goes back in time)."""
+    value = (unix_ms << 80) | (0x7 << 76) | (secrets.randbits(12) << 64)
+    value |= (0b10 << 62) | secrets.randbits(62)
+    return str(uuid.UUID(int=value))
+
+
 def _run(consumer: object, *batches: list[object]) -> list[object]:
     async def go() -> list[object]:
         await consumer.start()  # type: ignore[attr-defined]
@@ -94,7 +103,7 @@ def test_a_uuid7_id_from_long_ago_is_refused_whatever_its_timestamp(
     clean_es: Elasticsearch, make_consumer: ConsumerFactory, make_record: RecordFactory
 ) -> None:
     now = time.time_ns()
-    old_id = new_event_id((now - 90 * DAY_NS) // 1_000_000)
+    old_id = uuid7_at((now - 90 * DAY_NS) // 1_000_000)
     record = dataclasses.replace(make_record(1, event_id=old_id), time_unix_nano=now)
     (result,) = _run(make_consumer(max_event_age_days=30), [record])
     assert result.rejected == 1  # type: ignore[attr-defined]
