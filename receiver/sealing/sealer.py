@@ -720,6 +720,8 @@ class Sealer:
             record = self._next_record(KIND_BLOCK, self._pending.entries.head(n))
             self._inflight = record
         await self._commit(record, journal_offset=self._pending.ends[n - 1])
+        self.blocks_sealed += 1
+        self.events_sealed += n
         async with self._lock:
             self._pending.drop(n)
             self._recent.append((time.monotonic(), frozenset(record.event_ids)))
@@ -729,8 +731,6 @@ class Sealer:
                 self._oldest_pending_at = time.monotonic()
             elif self._journal is not None and self.state.journal_offset == self._journal.size:
                 await self._rotate_journal(self._journal)
-        self.blocks_sealed += 1
-        self.events_sealed += n
 
     async def _rotate_journal(self, journal: Journal) -> None:
         rotation = asyncio.ensure_future(
