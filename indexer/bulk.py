@@ -227,6 +227,20 @@ class BulkItem:
             self._encoded = action + orjson.dumps(self._document, option=option)
         return self._encoded
 
+    def move_to(self, index: str) -> None:
+        """Create the document in ``index`` instead (its action line is rewritten; the
+        document's bytes stay as they are)."""
+        if index == self.index:
+            return
+        source = self.source_json() if self._encoded is not None else None
+        self.index = index
+        if source is not None:
+            action = orjson.dumps(
+                {"create": {"_index": index, "_id": self.doc_id}}, option=_NEWLINE
+            )
+            self._encoded = action + source + b"\n"
+            self._source_at = len(action)
+
     def compact(self) -> None:
         """Serialize now and drop the document dict (see the class docstring)."""
         self.encoded()

@@ -14,9 +14,12 @@ lifecycle             ``audit-lifecycle``             (the index itself: lease, 
 chain leases          ``audit-chain-leases``          (the index itself: one per chain)
 ====================  ==============================  ===============================
 
-Daily indices are chosen by a time the document carries (the event's own timestamp, the
-receive time of a dead letter, a span's start), so a retry lands in the same index and a
-``409`` there means "already stored". Index templates are named ``otel-audit-<name>``.
+Daily indices are chosen by a time the document carries (for an event the time embedded in
+its UUIDv7 event id, else its own timestamp; the receive time of a dead letter, a span's
+start), so a retry lands in the same index and a ``409`` there means "already stored"; the
+same UUIDv7 id sent with another day's timestamp meets its first copy there too. The
+receiver refuses events whose day is older than ``max_event_age_days`` or beyond the
+schema's ``max_future_s``. Index templates are named ``otel-audit-<name>``.
 """
 
 from __future__ import annotations

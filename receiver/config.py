@@ -131,6 +131,10 @@ class ReceiverConfig:
     """Bulk requests in flight at once (the next batch fills while one is sent)."""
     retry_after_s: float = 5.0
     """Retry delay suggested to clients when neither Elasticsearch nor the spool takes data."""
+    max_event_age_days: int = 400
+    """Events whose time is older than this many days are refused (dead-lettered with the
+    reason): writers' timestamps choose the daily index, so this bounds the set of indices
+    they can create (with the schema's ``max_future_s`` on the other side); 0: no bound."""
     shutdown_timeout_s: float = 30.0
     """Time allowed on SIGTERM to finish in-flight requests and flush."""
     log_level: str = "info"

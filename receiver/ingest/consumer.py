@@ -43,6 +43,7 @@ from indexer.bulk import (
 from indexer.deadletter import rejected_item
 from indexer.es_client import EsConnection, async_client
 from indexer.mappings import template_settings_of
+from indexer.indices import daily_index
 from otel_audit.document import content_hash
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema, load_schema
@@ -69,6 +70,25 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _PREPARED = attrgetter("prepared")
+_NS_PER_DAY = 86_400 * 1_000_000_000
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _uuid7_ms(event_id: str) -> int | None:
+    """The Unix milliseconds a UUIDv7 id embeds (RFC 9562); None for any other id."""
+    if len(event_id) != 36 or event_id[14] != "7" or event_id[8] != "-" or event_id[13] != "-":
+        return None
+    head = event_id[:8] + event_id[9:13]
+    if not _HEX.issuperset(head):
+        return None
+    return int(head, 16)
+
+
+def _index_for(current: str, when_ns: int) -> str:
+    """The daily index of ``when_ns`` with the prefix of ``current`` (``<prefix>YYYY.MM.DD``)."""
+    return daily_index(current[:-10], when_ns)
+
+
 _MAX_MESSAGE_RECORDS = 3
 _MAX_MESSAGE_CHARS = 1024
 
@@ -243,6 +263,8 @@ class IngestConsumer:
                     content_hash=_safe_hash(record),
                 )
             )
+        if events:
+            self._place(records, events, positions, rejections, dead, received_ns)
         results = await self.batcher.submit([*events, *dead]) if events or dead else []
         await self._dead_letters.settle(dead, results[len(events) :])
 
@@ -285,6 +307,71 @@ class IngestConsumer:
                 for record, reason in zip(records, reasons, strict=True)
             ]
         )
+
+    def _place(
+        self,
+        records: list[LogRecordData],
+        events: list[BulkItem],
+        positions: list[int],
+        rejections: list[_Rejection],
+        dead: list[BulkItem],
+        received_ns: int,
+    ) -> None:
+        """Choose each event's daily index, and refuse events whose day is out of bounds.
+
+        One copy per event id across all days: an event whose id is a UUIDv7 (what the
+        SDKs mint) is stored in the daily index of the id's own embedded time, not of its
+        timestamp, so the same id always meets itself in one index, where ``create``
+        answers 409 (same content: a duplicate; other content: a conflict, dead-lettered).
+        Other ids keep the index of the event's time.
+
+        The day chosen must not be older than ``max_event_age_days`` nor later than the
+        schema's ``max_future_s``: without these bounds one writer could create an index
+        for every day since the schema's earliest date. Those events are refused with the
+        reason and dead-lettered.
+        """
+        days = self.settings.max_event_age_days
+        cutoff = received_ns - days * _NS_PER_DAY if days else 0
+        future = received_ns + self._schema.limits.max_future_s * 1_000_000_000
+        keep: list[int] = []
+        for k, (item, pos) in enumerate(zip(events, positions, strict=True)):
+            id_ms = _uuid7_ms(item.doc_id)
+            if id_ms is not None:
+                when = id_ms * 1_000_000
+                what = "its event id's UUIDv7 time"
+            else:
+                record = records[pos]
+                when = record.time_unix_nano or record.observed_time_unix_nano
+                what = "its event time"
+            if cutoff <= when <= future:
+                if id_ms is not None:
+                    item.move_to(_index_for(item.index, when))
+                keep.append(k)
+                continue
+            if when > future:
+                message = (
+                    f"{what} is more than max_future_s ({self._schema.limits.max_future_s} s) "
+                    "ahead of the receive time; refused"
+                )
+            else:
+                message = (
+                    f"{what} is {(received_ns - when) / _NS_PER_DAY:.0f} days old, older than "
+                    f"max_event_age_days ({days}); refused"
+                )
+            reason = Violation("time_unix_nano", "max_event_age", message)
+            rejections.append(_Rejection(pos, [reason], "validation"))
+            dead.append(
+                rejected_item(
+                    "validation",
+                    [reason],
+                    received_ns=received_ns,
+                    record=records[pos],
+                    content_hash=item.content_hash,
+                )
+            )
+        if len(keep) < len(events):
+            events[:] = [events[k] for k in keep]
+            positions[:] = [positions[k] for k in keep]
 
     def _check_open(self) -> None:
         if not self._started:

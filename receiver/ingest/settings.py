@@ -43,6 +43,8 @@ class IngestSettings:
     max_inflight_bulks: int = _receiver_default("max_inflight_bulks")
     """``_bulk`` requests in flight at once (the next batch fills while one is sent)."""
     retry_after_s: float = _receiver_default("retry_after_s")
+    max_event_age_days: int = _receiver_default("max_event_age_days")
+    """Refuse events older than this many days (bounds the daily indices); 0: no bound."""
     """Retry delay suggested to clients when neither ES nor the spool can take data."""
     shards: int = _receiver_default("shards")
     """Index template settings: primary shards, replicas, refresh interval."""
@@ -62,6 +64,8 @@ class IngestSettings:
         for name in ("bulk_timeout_s", "retry_after_s", "replay_backoff_max_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.max_event_age_days < 0:
+            raise ValueError("max_event_age_days: must not be negative")
         if self.bulk_flush_interval_ms < 0:
             raise ValueError("bulk_flush_interval_ms: must not be negative")
 

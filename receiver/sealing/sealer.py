@@ -464,9 +464,9 @@ class Sealer:
         """Seal stored events whose hand-off failed, without waiting for client retries.
 
         Each pass takes the backlog in order (bounded: at most ``_SWEEP_BATCH`` events)
-        and journals it as the write path would have: events another write sealed since
-        are skipped (by id, pending and ``audit-blocks``), the rest are sealed with the
-        leaf of the document Elasticsearch confirmed.
+        and journals it as confirmations: events a client's retry sealed meanwhile are
+        skipped (by id: pending, recently sealed, or in ``audit-blocks``), the rest are
+        sealed with the leaf of the document Elasticsearch confirmed.
         """
         interval_s = self.config.sweep_interval_s
         while True:
@@ -476,9 +476,10 @@ class Sealer:
             self.sweeper_passes += 1
             done = 0
             while self._backlog and done < _SWEEP_BATCH:
-                stored, created, _at = self._backlog[0]
+                stored, _created, _at = self._backlog[0]
                 try:
-                    await self._journal_confirmed(stored, created)
+                    # As confirmations: a client's retry may have sealed some meanwhile.
+                    await self._journal_confirmed(stored, [False] * len(stored))
                 except Exception as exc:
                     self.sealing_errors += 1
                     _log.warning(
@@ -719,6 +720,8 @@ class Sealer:
             record = self._next_record(KIND_BLOCK, self._pending.entries.head(n))
             self._inflight = record
         await self._commit(record, journal_offset=self._pending.ends[n - 1])
+        self.blocks_sealed += 1
+        self.events_sealed += n
         async with self._lock:
             self._pending.drop(n)
             self._recent.append((time.monotonic(), frozenset(record.event_ids)))
@@ -728,8 +731,6 @@ class Sealer:
                 self._oldest_pending_at = time.monotonic()
             elif self._journal is not None and self.state.journal_offset == self._journal.size:
                 await self._rotate_journal(self._journal)
-        self.blocks_sealed += 1
-        self.events_sealed += n
 
     async def _rotate_journal(self, journal: Journal) -> None:
         rotation = asyncio.ensure_future(

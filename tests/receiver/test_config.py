@@ -51,6 +51,7 @@ def test_good_file_sets_every_key() -> None:
     assert (config.bulk_max_docs, config.bulk_flush_interval_ms) == (500, 20)
     assert (config.bulk_max_bytes, config.bulk_timeout_s) == (4 * 1024 * 1024, 7.5)
     assert (config.max_inflight_bulks, config.retry_after_s) == (3, 4.0)
+    assert config.max_event_age_days == 90
     assert config.shutdown_timeout_s == 15.0 and config.log_level == "debug"
     assert parse_endpoint(config.query_api_endpoint) == ("0.0.0.0", 8080)
     assert (config.consumer, config.spans_consumer) == ("null_sink", "none")
