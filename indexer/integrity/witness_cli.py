@@ -395,7 +395,7 @@ def _submit(args: argparse.Namespace) -> int:
     from elasticsearch import ApiError
 
     from indexer.integrity.checkpoint_store import DirectoryCheckpointStore
-    from indexer.integrity.witness import submit_checkpoint
+    from indexer.integrity.witness import SubmitResult, submit_checkpoint
 
     try:
         keyring = _keyring(args.public_key)
@@ -418,6 +418,7 @@ def _submit(args: argparse.Namespace) -> int:
                 return _error(args, f"chain {chain}: key {cp.key_id} is not in --public-key")
             note = checkpoint_note(cp, public)
             old = _cosigned_size(root, chain, verifier, keyring)
+            answer = None
             for _attempt in range(2):
                 if old > cp.tree_size:
                     break
@@ -429,6 +430,12 @@ def _submit(args: argparse.Namespace) -> int:
                     old = answer.cosigned_size
                     continue
                 break
+            if answer is None:
+                answer = SubmitResult(
+                    409,
+                    cosigned_size=old,
+                    message=f"the witness cosigned size {old}, above this checkpoint's",
+                )
             entry: dict[str, Any] = {
                 "chain_id": chain,
                 "sequence": cp.sequence,
