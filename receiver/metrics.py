@@ -16,6 +16,7 @@ Who increments what:
 - The ingest pipeline: ``RECORDS_SPOOLED``, ``SPOOL_DEPTH_BYTES``, ``SPOOL_DEPTH_RECORDS``,
   ``BULK_DURATION``, ``BULK_DOCS``.
 - The lifecycle schedule (``receiver/lifecycle.py``): ``LIFECYCLE_*``.
+- The scheduled verify (``receiver/watch.py``): ``VERIFY_*`` and ``SEALING_STUCK``.
 """
 
 from __future__ import annotations
@@ -55,8 +56,15 @@ __all__ = [
     "REGISTRY",
     "REQUESTS",
     "REQUEST_DURATION",
+    "SEALING_STUCK",
     "SPOOL_DEPTH_BYTES",
     "SPOOL_DEPTH_RECORDS",
+    "VERIFY_DURATION",
+    "VERIFY_EVENTS_CHECKED",
+    "VERIFY_FINDINGS",
+    "VERIFY_LAST_RUN",
+    "VERIFY_RUNS",
+    "VERIFY_STALE",
     "render",
 ]
 
@@ -196,6 +204,51 @@ LIFECYCLE_ARCHIVED_BYTES = Gauge(
 LIFECYCLE_OLDEST_HOT_DAY = Gauge(
     "lifecycle_oldest_hot_day_timestamp_seconds",
     "Start of the oldest day still in Elasticsearch (Unix seconds, UTC).",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+
+VERIFY_RUNS = Counter(
+    "verify_runs",
+    "Scheduled verify runs, by outcome (clean, findings, error).",
+    ["outcome"],
+    namespace=_NS,
+    registry=REGISTRY,
+)
+VERIFY_LAST_RUN = Gauge(
+    "verify_last_run_timestamp_seconds",
+    "When the last scheduled verify run completed (Unix seconds).",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+VERIFY_DURATION = Gauge(
+    "verify_last_duration_seconds",
+    "How long the last scheduled verify run took.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+VERIFY_EVENTS_CHECKED = Gauge(
+    "verify_last_events_checked",
+    "Events the last scheduled verify run checked.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+VERIFY_FINDINGS = Gauge(
+    "verify_findings",
+    "Findings of the last scheduled verify run, by kind (modified, missing, inserted...).",
+    ["kind"],
+    namespace=_NS,
+    registry=REGISTRY,
+)
+VERIFY_STALE = Gauge(
+    "verify_stale",
+    "1 when no scheduled verify run completed within two intervals.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+SEALING_STUCK = Gauge(
+    "sealing_stuck",
+    "1 when events wait to be sealed and the chain has not grown for watch.sealing_stuck_after_s.",
     namespace=_NS,
     registry=REGISTRY,
 )
