@@ -16,7 +16,8 @@ Who increments what:
 - The ingest pipeline: ``RECORDS_SPOOLED``, ``SPOOL_DEPTH_BYTES``, ``SPOOL_DEPTH_RECORDS``,
   ``BULK_DURATION``, ``BULK_DOCS``.
 - The lifecycle schedule (``receiver/lifecycle.py``): ``LIFECYCLE_*``.
-- The scheduled verify (``receiver/watch.py``): ``VERIFY_*`` and ``SEALING_STUCK``.
+- The scheduled verify (``receiver/watch.py``): ``VERIFY_*``, ``SEALING_STUCK`` and
+  ``WITNESS_SUBMISSIONS``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ __all__ = [
     "VERIFY_LAST_RUN",
     "VERIFY_RUNS",
     "VERIFY_STALE",
+    "WITNESS_SUBMISSIONS",
     "render",
 ]
 
@@ -249,6 +251,14 @@ VERIFY_STALE = Gauge(
 SEALING_STUCK = Gauge(
     "sealing_stuck",
     "1 when events wait to be sealed and the chain has not grown for watch.sealing_stuck_after_s.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+
+WITNESS_SUBMISSIONS = Counter(
+    "witness_submissions",
+    "Checkpoints sent to witnesses, by outcome (cosigned, refused, error).",
+    ["outcome"],
     namespace=_NS,
     registry=REGISTRY,
 )

@@ -11,6 +11,10 @@ over everything stored. Each run sets the ``verify_*`` metrics. ``/readyz`` turn
 - sealing is stuck: events are waiting to be sealed and the chain's tree has not grown for
   ``sealing_stuck_after_s`` (the sealer cannot write blocks or checkpoints).
 
+With ``watch.witness_urls`` (and their ``watch.witness_keys``), each run then sends the
+newest checkpoint to those witnesses and stores their cosignatures beside it
+(:func:`indexer.integrity.witness_cli.submit_chain`).
+
 ``verify_stale`` is 1 when no run has completed within two intervals (verify keeps
 failing, or takes longer than the schedule allows).
 """
@@ -22,8 +26,11 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from otel_audit.integrity.errors import IntegrityError
+from otel_audit.integrity.note import CosignatureVerifier, parse_vkey
 from receiver import metrics
 
 __all__ = ["VerifySchedule", "WatchConfig"]
@@ -45,6 +52,11 @@ class WatchConfig:
     """As ``verify --grace-s``: events this close to the newest checkpoint are pending."""
     sealing_stuck_after_s: float = 120.0
     """Events pending while the chain has not grown for this long means sealing is stuck."""
+    witness_urls: tuple[str, ...] = ()
+    """Witnesses (``otel-audit witness serve``) to send the newest checkpoint to after
+    each run; their cosigned notes are stored beside the checkpoints."""
+    witness_keys: tuple[str, ...] = ()
+    """The verifier key (vkey) of each witness in ``witness_urls``, in the same order."""
 
     def validate(self) -> None:
         for name in ("interval_s", "sealing_stuck_after_s"):
@@ -52,6 +64,15 @@ class WatchConfig:
                 raise ValueError(f"watch.{name} must be positive")
         if self.first_delay_s < 0 or self.grace_s < 0:
             raise ValueError("watch.first_delay_s and watch.grace_s must not be negative")
+        if len(self.witness_urls) != len(self.witness_keys):
+            raise ValueError("watch.witness_keys needs one vkey per watch.witness_urls entry")
+        for vkey in self.witness_keys:
+            try:
+                verifier = parse_vkey(vkey)
+            except IntegrityError as exc:
+                raise ValueError(f"watch.witness_keys: {exc}") from exc
+            if not isinstance(verifier, CosignatureVerifier):
+                raise ValueError(f"watch.witness_keys: {verifier.name} is not a witness key")
 
 
 class VerifySchedule:
@@ -130,9 +151,43 @@ class VerifySchedule:
         es = sync_client(EsConnection.from_config(self.config), request_timeout=120)
         try:
             options = VerifyOptions(grace_s=self.watch.grace_s, processes=False)
-            return verify(es, keyring, store, options)
+            report = verify(es, keyring, store, options)
+            if self.watch.witness_urls:
+                self._submit_to_witnesses(es, Path(integrity.checkpoint_dir), keyring)
+            return report
         finally:
             es.close()
+
+    def _submit_to_witnesses(self, es: Any, root: Path, keyring: Any) -> None:
+        from indexer.integrity.checkpoint_store import DirectoryCheckpointStore
+        from indexer.integrity.witness_cli import submit_chain
+
+        if not root.is_dir():
+            return
+        for url, vkey in zip(self.watch.witness_urls, self.watch.witness_keys, strict=True):
+            verifier = parse_vkey(vkey)
+            assert isinstance(verifier, CosignatureVerifier)  # checked by validate()
+            for chain in DirectoryCheckpointStore(root).chains():
+                try:
+                    entry = submit_chain(es, root, chain, keyring, url, verifier)
+                except Exception as exc:  # one witness down must not stop the others
+                    metrics.WITNESS_SUBMISSIONS.labels(outcome="error").inc()
+                    _log.warning(
+                        "witness submission failed",
+                        extra={"witness": url, "chain_id": chain, "error": str(exc)[:500]},
+                    )
+                    continue
+                if entry is None:
+                    continue
+                cosigned = entry["status"] == 200
+                metrics.WITNESS_SUBMISSIONS.labels(
+                    outcome="cosigned" if cosigned else "refused"
+                ).inc()
+                _log.log(
+                    logging.INFO if cosigned else logging.ERROR,
+                    "checkpoint cosigned" if cosigned else "witness refused the checkpoint",
+                    extra={"witness": url, **entry},
+                )
 
     async def run_once(self) -> dict[str, int]:
         """One verify run now (in a worker thread); the findings by kind."""

@@ -40,7 +40,13 @@ from otel_audit.integrity.note import (
     parse_vkey,
 )
 
-__all__ = ["check_cosignatures", "load_witness_keys", "proof_from_blocks", "register"]
+__all__ = [
+    "check_cosignatures",
+    "load_witness_keys",
+    "proof_from_blocks",
+    "register",
+    "submit_chain",
+]
 
 _DEFAULT_STATE = "integrity-state"
 
@@ -390,79 +396,96 @@ def _vkey(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def submit_chain(
+    es: Any,
+    root: Path,
+    chain: str,
+    keyring: Keyring,
+    url: str,
+    verifier: CosignatureVerifier,
+) -> dict[str, Any] | None:
+    """Send ``chain``'s newest checkpoint in ``root`` to the witness at ``url``.
+
+    On success the cosigned note is stored beside the checkpoint. Returns what happened
+    (``status`` 200 = cosigned), or ``None`` when the chain has no checkpoint. Raises
+    ``OSError`` (witness unreachable), Elasticsearch errors, or :class:`IntegrityError`
+    (a proof that cannot be built, an answer without a valid cosignature).
+    """
+    from indexer.integrity.checkpoint_store import DirectoryCheckpointStore
+    from indexer.integrity.witness import SubmitResult, submit_checkpoint
+
+    cp = DirectoryCheckpointStore(root).latest(chain)
+    if cp is None:
+        return None
+    public = keyring.get(cp.key_id)
+    if public is None:
+        raise IntegrityError(f"chain {chain}: key {cp.key_id} is not in the keyring")
+    note = checkpoint_note(cp, public)
+    old = _cosigned_size(root, chain, verifier, keyring)
+    answer: SubmitResult | None = None
+    for _attempt in range(2):
+        if old > cp.tree_size:
+            break
+        proof = proof_from_blocks(es, chain, old, cp)
+        answer = submit_checkpoint(url, note, old, proof, verifier)
+        if answer.status == 409 and not answer.refusal and answer.cosigned_size is not None:
+            old = answer.cosigned_size
+            continue
+        break
+    if answer is None:
+        answer = SubmitResult(
+            409,
+            cosigned_size=old,
+            message=f"the witness cosigned size {old}, above this checkpoint's",
+        )
+    entry: dict[str, Any] = {
+        "chain_id": chain,
+        "sequence": cp.sequence,
+        "tree_size": cp.tree_size,
+        "old_size": old,
+        "status": answer.status,
+    }
+    if answer.status == 200:
+        entry["note"] = str(_store_cosignatures(root, cp, note, answer.cosignatures))
+    else:
+        entry["error"] = answer.refusal or answer.message
+    return entry
+
+
 def _submit(args: argparse.Namespace) -> int:
     from elastic_transport import TransportError
     from elasticsearch import ApiError
 
     from indexer.integrity.checkpoint_store import DirectoryCheckpointStore
-    from indexer.integrity.witness import SubmitResult, submit_checkpoint
 
     try:
         keyring = _keyring(args.public_key)
         (verifier,) = load_witness_keys([args.witness_key])
+        es = _es(args)
     except (IntegrityError, ValueError) as exc:
         return _error(args, str(exc))
     root = Path(args.checkpoint_dir or _state_dir() / "checkpoints")
-    store = DirectoryCheckpointStore(root)
-    chains = [args.chain] if args.chain else store.chains()
+    chains = [args.chain] if args.chain else DirectoryCheckpointStore(root).chains()
     results: list[dict[str, Any]] = []
-    code = Exit.OK
-    es = None
     try:
         for chain in chains:
-            cp = store.latest(chain)
-            if cp is None:
-                continue
-            public = keyring.get(cp.key_id)
-            if public is None:
-                return _error(args, f"chain {chain}: key {cp.key_id} is not in --public-key")
-            note = checkpoint_note(cp, public)
-            old = _cosigned_size(root, chain, verifier, keyring)
-            answer = None
-            for _attempt in range(2):
-                if old > cp.tree_size:
-                    break
-                if es is None and old not in (0, cp.tree_size):
-                    es = _es(args)
-                proof = proof_from_blocks(es, chain, old, cp)
-                answer = submit_checkpoint(args.witness, note, old, proof, verifier)
-                if answer.status == 409 and not answer.refusal and answer.cosigned_size is not None:
-                    old = answer.cosigned_size
-                    continue
-                break
-            if answer is None:
-                answer = SubmitResult(
-                    409,
-                    cosigned_size=old,
-                    message=f"the witness cosigned size {old}, above this checkpoint's",
-                )
-            entry: dict[str, Any] = {
-                "chain_id": chain,
-                "sequence": cp.sequence,
-                "tree_size": cp.tree_size,
-                "old_size": old,
-                "status": answer.status,
-            }
-            if answer.status == 200:
-                entry["note"] = str(_store_cosignatures(root, cp, note, answer.cosignatures))
-            else:
-                entry["error"] = answer.refusal or answer.message
-                code = Exit.FINDINGS
-            results.append(entry)
+            entry = submit_chain(es, root, chain, keyring, args.witness, verifier)
+            if entry is not None:
+                results.append(entry)
     except (TransportError, ApiError, OSError) as exc:
         return _error(args, f"witness submit: {exc}", Exit.UNAVAILABLE)
     except IntegrityError as exc:
         return _error(args, f"witness submit: {exc}", Exit.FINDINGS)
     finally:
-        if es is not None:
-            es.close()
+        es.close()
+    ok = all(r["status"] == 200 for r in results)
     text = "\n".join(
         f"chain {r['chain_id']} checkpoint {r['sequence']} (size {r['tree_size']}): "
         + ("cosigned" if r["status"] == 200 else f"refused {r['status']} {r.get('error', '')}")
         for r in results
     )
-    _out(args, {"ok": code == Exit.OK, "results": results}, text or "no checkpoints")
-    return code
+    _out(args, {"ok": ok, "results": results}, text or "no checkpoints")
+    return Exit.OK if ok else Exit.FINDINGS
 
 
 def _consistency(args: argparse.Namespace) -> int:

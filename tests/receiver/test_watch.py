@@ -32,8 +32,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Serve:
-    def __init__(self, tmp: Path, es_url: str) -> None:
-        self.chain = f"watch-{uuid.uuid4().hex[:8]}"
+    def __init__(
+        self,
+        tmp: Path,
+        es_url: str,
+        *,
+        chain: str = "",
+        integrity: dict[str, object] | None = None,
+        watch: dict[str, object] | None = None,
+    ) -> None:
+        self.chain = chain or f"watch-{uuid.uuid4().hex[:8]}"
         self.http = f"127.0.0.1:{free_port()}"
         self.state = tmp / "integrity-state"
         data = {
@@ -58,8 +66,10 @@ class Serve:
                 "first_delay_s": 0.5,
                 "grace_s": 0.0,
                 "sealing_stuck_after_s": 3.0,
+                **(watch or {}),
             },
         }
+        data["integrity"].update(integrity or {})  # type: ignore[attr-defined]
         self.config = tmp / "receiver.yaml"
         self.config.write_text(yaml.safe_dump(data), encoding="utf-8")
         self.log_path = tmp / "serve.log"
@@ -177,3 +187,56 @@ def test_stuck_sealer_turns_readyz_unready(serve: Serve) -> None:
     serve.send(10, 5)
     wait("/readyz to turn unready", lambda: serve.ready() == 503, timeout_s=60)
     wait("the sealing_stuck metric", lambda: serve.metric("sealing_stuck") == 1.0, timeout_s=30)
+
+
+def test_serve_sends_checkpoints_to_a_witness(
+    es: Elasticsearch, es_url: str, tmp_path: Path
+) -> None:
+    from otel_audit.integrity import generate_private_key, write_key_pair
+    from tests.indexer.integrity.test_witness import WitnessProcess
+
+    wipe_project_state(es)
+    install_templates(es)
+    chain = f"watch-{uuid.uuid4().hex[:8]}"
+    keys = write_key_pair(generate_private_key(), tmp_path / "keys")
+    witness = WitnessProcess(tmp_path / "witness")
+    witness.args[witness.args.index("--log") + 1] = f"{chain}={keys.public_key_path}"
+    witness.start()
+    serve = None
+    try:
+        assert witness.verifier is not None
+        vkey = witness.verifier.vkey()
+        (tmp_path / "receiver").mkdir()
+        serve = Serve(
+            tmp_path / "receiver",
+            es_url,
+            chain=chain,
+            integrity={"key_file": str(keys.private_key_path), "generate_dev_key": False},
+            watch={"witness_urls": [witness.url], "witness_keys": [vkey]},
+        )
+        serve.start()
+        serve.send(0, 30)
+        _clean_run_over(serve, 30)
+        wait(
+            "a cosigned checkpoint",
+            lambda: serve.metric('witness_submissions_total{outcome="cosigned"}'),
+        )
+        serve.send(30, 20)
+        _clean_run_over(serve, 50)
+        wait(
+            "the second cosigned checkpoint",
+            lambda: (serve.metric('witness_submissions_total{outcome="cosigned"}') or 0) >= 2,
+        )
+        checkpoints = serve.state / "checkpoints"
+        verify = subprocess.run(
+            [sys.executable, "-m", "otel_audit.cli", "verify", "--public-key",
+             str(keys.public_key_path), "--checkpoint-dir", str(checkpoints), "--grace-s", "0",
+             "--chain", chain, "--witness-key", vkey, "--es-url", es_url, "--json"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-2000:]
+        assert json.loads(verify.stdout)["witness"] == {"ok": True, "findings": []}
+    finally:
+        if serve is not None and serve.proc is not None:
+            assert serve.stop() == 0, serve.log_path.read_text()[-3000:]
+        witness.stop()
