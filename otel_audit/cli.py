@@ -23,6 +23,7 @@ def command_modules() -> tuple[ModuleType, ...]:
     from demo import cli as demo_cli
     from indexer import retention, templates_cli
     from indexer.integrity import cli as verify_cli
+    from indexer.integrity import witness_cli
     from indexer.kibana import cli as kibana_cli
     from indexer.local_es import cli as local_es_cli
     from indexer.local_s3 import cli as local_s3_cli
@@ -37,6 +38,7 @@ def command_modules() -> tuple[ModuleType, ...]:
         local_s3_cli,
         keys_cli,
         verify_cli,
+        witness_cli,
         templates_cli,
         kibana_cli,
         serve_cli,

@@ -36,6 +36,7 @@ from indexer.query.config import QueryConfig
 from indexer.query.console import ConsoleConfig
 from indexer.spans import SpansConfig
 from receiver.sealing.config import IntegrityConfig
+from receiver.watch import WatchConfig
 
 __all__ = [
     "ENV_PREFIX",
@@ -56,6 +57,7 @@ SECTIONS: Mapping[str, type[Any]] = types.MappingProxyType(
         "spans": SpansConfig,
         "lifecycle": LifecycleConfig,
         "console": ConsoleConfig,
+        "watch": WatchConfig,
     }
 )
 """The nested sections by YAML key.

@@ -18,6 +18,8 @@ Who increments what:
 - The lifecycle schedule (``receiver/lifecycle.py``): ``LIFECYCLE_*``.
 - The sealer: ``sealer_*``, read from its ``stats()`` at scrape time once the ingest
   pipeline registers it with :func:`observe_sealer`.
+- The scheduled verify (``receiver/watch.py``): ``VERIFY_*``, ``SEALING_STUCK`` and
+  ``WITNESS_SUBMISSIONS``.
 """
 
 from __future__ import annotations
@@ -59,9 +61,17 @@ __all__ = [
     "REGISTRY",
     "REQUESTS",
     "REQUEST_DURATION",
+    "SEALING_STUCK",
     "SPOOL_DEPTH_BYTES",
     "SPOOL_DEPTH_RECORDS",
     "observe_sealer",
+    "VERIFY_DURATION",
+    "VERIFY_EVENTS_CHECKED",
+    "VERIFY_FINDINGS",
+    "VERIFY_LAST_RUN",
+    "VERIFY_RUNS",
+    "VERIFY_STALE",
+    "WITNESS_SUBMISSIONS",
     "render",
 ]
 
@@ -201,6 +211,59 @@ LIFECYCLE_ARCHIVED_BYTES = Gauge(
 LIFECYCLE_OLDEST_HOT_DAY = Gauge(
     "lifecycle_oldest_hot_day_timestamp_seconds",
     "Start of the oldest day still in Elasticsearch (Unix seconds, UTC).",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+
+VERIFY_RUNS = Counter(
+    "verify_runs",
+    "Scheduled verify runs, by outcome (clean, findings, error).",
+    ["outcome"],
+    namespace=_NS,
+    registry=REGISTRY,
+)
+VERIFY_LAST_RUN = Gauge(
+    "verify_last_run_timestamp_seconds",
+    "When the last scheduled verify run completed (Unix seconds).",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+VERIFY_DURATION = Gauge(
+    "verify_last_duration_seconds",
+    "How long the last scheduled verify run took.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+VERIFY_EVENTS_CHECKED = Gauge(
+    "verify_last_events_checked",
+    "Events the last scheduled verify run checked.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+VERIFY_FINDINGS = Gauge(
+    "verify_findings",
+    "Findings of the last scheduled verify run, by kind (modified, missing, inserted...).",
+    ["kind"],
+    namespace=_NS,
+    registry=REGISTRY,
+)
+VERIFY_STALE = Gauge(
+    "verify_stale",
+    "1 when no scheduled verify run completed within two intervals.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+SEALING_STUCK = Gauge(
+    "sealing_stuck",
+    "1 when events wait to be sealed and the chain has not grown for watch.sealing_stuck_after_s.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+
+WITNESS_SUBMISSIONS = Counter(
+    "witness_submissions",
+    "Checkpoints sent to witnesses, by outcome (cosigned, refused, error).",
+    ["outcome"],
     namespace=_NS,
     registry=REGISTRY,
 )

@@ -149,10 +149,14 @@ class ReceiverServer:
         self._runners: list[web.AppRunner] = []
         self._started = False
         self._shutdown_task: asyncio.Task[None] | None = None
+        self.readiness_checks: list[Callable[[], bool]] = []
+        """Further conditions for ``/readyz`` (the scheduled verify's :meth:`ready`)."""
 
     def ready(self) -> bool:
         """Ready for traffic: started, not draining, and the consumer says it can store."""
         if not self._started or self.handler.draining:
+            return False
+        if not all(check() for check in self.readiness_checks):
             return False
         probe = optional_method(self.logs_consumer, "ready")
         if probe is None:
@@ -286,6 +290,12 @@ async def serve(config: ReceiverConfig) -> int:
 
         lifecycle = LifecycleSchedule(config, logs_consumer.consume_logs)
         lifecycle.start()
+        # Verify on a schedule; tampering found or sealing stuck turns /readyz unready.
+        from receiver.watch import VerifySchedule
+
+        watch = VerifySchedule(config, getattr(logs_consumer, "_sealer", None))
+        server.readiness_checks.append(watch.ready)
+        watch.start()
         # What exists after startup lives as long as the process: keep it out of every
         # later collection, and collect less often (about 2 us of CPU per event less).
         gc.freeze()
@@ -295,6 +305,7 @@ async def serve(config: ReceiverConfig) -> int:
         await server.shutdown(min(5.0, config.shutdown_timeout_s))
         return Exit.UNAVAILABLE
     await stop.wait()
+    await watch.shutdown()
     await lifecycle.shutdown()
     await query_api.cleanup()
     await server.shutdown(config.shutdown_timeout_s)

@@ -143,11 +143,21 @@ def _verify(args: argparse.Namespace) -> int:
         return _error(args, describe_error(exc, connection), Exit.UNAVAILABLE)
     finally:
         es.close()
+    from indexer.integrity.witness_cli import witness_post_check
+
+    witness_findings, problem = witness_post_check(args, location, keyring)
+    if problem:
+        return _error(args, problem)
     if args.json:
-        sys.stdout.write(json.dumps(report.to_json_dict(), indent=2) + "\n")
+        data = report.to_json_dict()
+        if args.witness_key:
+            data["witness"] = {"ok": not witness_findings, "findings": witness_findings}
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
         _print_report(report)
-    if report.findings:
+        for finding in witness_findings:
+            sys.stdout.write(f"UNCOSIGNED: {finding['message']}\n")
+    if report.findings or witness_findings:
         return Exit.FINDINGS
     if args.save_checkpoint and report.anchors:
         chain = since.origin if since is not None else args.chain
@@ -334,6 +344,9 @@ def register(subparsers: Any) -> None:
     from indexer.lifecycle.verify_cli import add_arguments as add_archive_arguments
 
     add_archive_arguments(v)
+    from indexer.integrity.witness_cli import add_verify_arguments as add_witness_arguments
+
+    add_witness_arguments(v)
     v.add_argument("--quiet", action="store_true", help="no progress on stderr")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(handler=_verify)

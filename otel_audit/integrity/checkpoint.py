@@ -25,6 +25,13 @@ named by its key id (:func:`otel_audit.integrity.keys.key_id`), kept outside the
 The JSON form (:meth:`Checkpoint.to_json_dict`) carries the same fields plus
 ``format``, ``key_id`` and ``signature``; parsing is strict (exact keys and types), and
 a verifier rebuilds the body from the fields rather than trusting any text.
+
+The signed-note form (:func:`checkpoint_note`, C2SP ``signed-note``) is the body followed
+by a blank line and the line ``— <origin> base64(note key id || signature)``: the same
+Ed25519 signature over the same bytes, named the way Go's ``sumdb/note`` and witnesses
+expect (key name = origin, key id per :func:`otel_audit.integrity.note.note_key_id`).
+Witness cosignatures are further lines of the same note. :func:`checkpoint_from_note`
+parses and verifies it back into a :class:`Checkpoint`.
 """
 
 from __future__ import annotations
@@ -42,8 +49,23 @@ from operator import methodcaller
 from typing import Any
 
 from otel_audit.integrity.errors import CheckpointFormatError
-from otel_audit.integrity.keys import Ed25519PrivateKey, Keyring, key_id, sign, verify_signature
+from otel_audit.integrity.keys import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+    Keyring,
+    key_id,
+    sign,
+    verify_signature,
+)
 from otel_audit.integrity.merkle import HASH_SIZE, MAX_TREE_SIZE
+from otel_audit.integrity.note import (
+    Note,
+    NoteSignature,
+    Verifier,
+    note_key_id,
+    open_note,
+    parse_note,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -51,9 +73,12 @@ __all__ = [
     "Checkpoint",
     "CheckpointStatus",
     "chain_link_problems",
+    "checkpoint_from_note",
+    "checkpoint_note",
     "decode_hash",
     "encode_hash",
     "encode_hashes",
+    "log_verifiers",
     "make_checkpoint",
     "sign_checkpoint",
     "verify_checkpoint",
@@ -292,3 +317,89 @@ def chain_link_problems(previous: Checkpoint | None, current: Checkpoint) -> lis
     if current.tree_size < previous.tree_size:
         problems.append(f"tree shrank from {previous.tree_size} to {current.tree_size} leaves")
     return problems
+
+
+def checkpoint_note(
+    checkpoint: Checkpoint,
+    public_key: Ed25519PublicKey,
+    cosignatures: Iterable[NoteSignature] = (),
+) -> bytes:
+    """The signed checkpoint as a C2SP signed note (key name = origin), plus cosignatures.
+
+    Reuses the checkpoint's own signature (it is over the note text already); raises
+    :class:`CheckpointFormatError` when the checkpoint is unsigned or ``public_key`` is not
+    the key that signed it.
+    """
+    if not checkpoint.signature:
+        raise CheckpointFormatError("checkpoint is not signed")
+    if key_id(public_key) != checkpoint.key_id:
+        raise CheckpointFormatError(
+            f"public key {key_id(public_key)} did not sign this checkpoint ({checkpoint.key_id})"
+        )
+    log_sig = NoteSignature(
+        checkpoint.origin, note_key_id(checkpoint.origin, 0x01, public_key), checkpoint.signature
+    )
+    return Note(checkpoint.body().decode("ascii"), (log_sig, *cosignatures)).to_bytes()
+
+
+def log_verifiers(origin: str, keyring: Keyring) -> list[Verifier]:
+    """Note verifiers for a chain's checkpoints: every key of ``keyring`` named ``origin``."""
+    out = []
+    for kid in keyring.key_ids():
+        public = keyring.get(kid)
+        if public is not None:
+            out.append(Verifier(origin, public))
+    return out
+
+
+def _body_fields(text: str) -> Checkpoint:
+    lines = text.split("\n")
+    if len(lines) != 8 or lines[-1] != "":
+        raise CheckpointFormatError(
+            f"checkpoint note has {len(lines) - 1} lines, an {CHECKPOINT_FORMAT} body has 7"
+        )
+    origin, size, root, fmt, seq, prev, ts = lines[:7]
+    if fmt != f"format {CHECKPOINT_FORMAT}":
+        raise CheckpointFormatError(f"checkpoint note is not {CHECKPOINT_FORMAT}: {fmt!r}")
+
+    def number(value: str, name: str, maximum: int = _MAX_INT) -> int:
+        if not value.isdigit() or (len(value) > 1 and value[0] == "0"):
+            raise CheckpointFormatError(f"{name} {value!r} is not a plain decimal")
+        return _check_int(int(value), name, maximum)
+
+    def after(line: str, prefix: str) -> str:
+        if not line.startswith(prefix + " "):
+            raise CheckpointFormatError(f"expected a {prefix!r} line, got {line!r}")
+        return line[len(prefix) + 1 :]
+
+    cp = Checkpoint(
+        origin=_check_origin(origin),
+        tree_size=number(size, "tree_size", MAX_TREE_SIZE),
+        root_hash=decode_hash(root, "root_hash"),
+        sequence=number(after(seq, "sequence"), "sequence"),
+        previous_hash=decode_hash(after(prev, "previous"), "previous_hash"),
+        timestamp_ms=number(after(ts, "timestamp_ms"), "timestamp_ms"),
+    )
+    if cp.body().decode("ascii") != text:
+        raise CheckpointFormatError("checkpoint note text is not in its one canonical form")
+    return cp
+
+
+def checkpoint_from_note(data: bytes | str | Note, keyring: Keyring) -> tuple[Checkpoint, Note]:
+    """Parse and verify a checkpoint note signed by a key of ``keyring`` named by its origin.
+
+    Returns the signed :class:`Checkpoint` and the parsed note (whose other signature lines,
+    such as cosignatures, the caller checks with its own verifiers). Raises
+    :class:`CheckpointFormatError` or a :class:`otel_audit.integrity.note.NoteError`/
+    ``NoteVerificationError``.
+    """
+    note = data if isinstance(data, Note) else parse_note(data)
+    origin = note.text.split("\n", 1)[0]
+    cp = _body_fields(note.text)
+    _, verified = open_note(note, log_verifiers(_check_origin(origin), keyring))
+    sig = verified[0]
+    for kid in keyring.key_ids():
+        public = keyring.get(kid)
+        if public is not None and note_key_id(origin, 0x01, public) == sig.key_id:
+            return replace(cp, key_id=kid, signature=sig.signature), note
+    raise CheckpointFormatError("no key of the keyring signed this checkpoint note")
