@@ -156,7 +156,7 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         _print_report(report)
         for finding in witness_findings:
-            sys.stdout.write(f"UNCOSIGNED: {finding['message']}\n")
+            sys.stdout.write(f"UNCOSIGNED: {printable(finding['message'])}\n")
     if report.findings or witness_findings:
         return Exit.FINDINGS
     if args.save_checkpoint and report.anchors:
