@@ -34,6 +34,9 @@ from indexer.lifecycle.config import LifecycleConfig
 from indexer.query.config import QueryConfig
 from indexer.query.console import ConsoleConfig
 from indexer.spans import SpansConfig
+from indexer.tls import TlsConfig
+from receiver.identity import WritersConfig
+from receiver.limits import LimitsConfig
 from receiver.sealing.config import IntegrityConfig
 
 __all__ = [
@@ -55,6 +58,9 @@ SECTIONS: Mapping[str, type[Any]] = types.MappingProxyType(
         "spans": SpansConfig,
         "lifecycle": LifecycleConfig,
         "console": ConsoleConfig,
+        "tls": TlsConfig,
+        "writers": WritersConfig,
+        "limits": LimitsConfig,
     }
 )
 """The nested sections by YAML key.
@@ -161,6 +167,10 @@ class ReceiverConfig:
                 "max_inflight_bytes: must be at least max_request_bytes "
                 f"({self.max_request_bytes}), or no request of the maximum size could run"
             )
+        tls = self.sections.get("tls")
+        if isinstance(tls, TlsConfig):
+            for key in ("grpc_endpoint", "http_endpoint", "query_api_endpoint"):
+                tls.check_bind(key, parse_endpoint(getattr(self, key), key)[0])
         EsConnection.from_config(self)  # raises naming the es_* key
         if self.bulk_max_docs < 1:
             raise ValueError("bulk_max_docs: must be at least 1")
