@@ -153,6 +153,7 @@ async def read_body(
     out: list[bytes] = []
     await gunzip.feed(raw, out, reservation, threaded=len(raw) >= inflate_in_thread_bytes)
     gunzip.finish()
+    reservation.give(len(raw))  # the compressed body is dropped on return
     return out[0] if len(out) == 1 else b"".join(out)
 
 

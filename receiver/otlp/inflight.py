@@ -66,6 +66,13 @@ class Reservation:
         self._budget._take(n)
         self.held_bytes += n
 
+    def give(self, n: int) -> None:
+        """Give back ``n`` of the bytes held (no longer needed, e.g. a body once inflated)."""
+        n = min(n, self.held_bytes)
+        if n > 0:
+            self._budget._give(n)
+            self.held_bytes -= n
+
     def release(self) -> None:
         """Give back everything held (idempotent)."""
         if self.held_bytes:
