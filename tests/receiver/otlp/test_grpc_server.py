@@ -18,8 +18,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from otel_audit import _logs_compat
 from otel_audit.emit import AuditLogger
-from receiver.errors import Overloaded, Unavailable
 from receiver.config import ReceiverConfig
+from receiver.errors import Overloaded, Unavailable
 from receiver.limits import LimitsConfig
 from tests.support.front_harness import (
     CapturingConsumer,

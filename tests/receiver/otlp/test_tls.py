@@ -146,9 +146,11 @@ def test_wrong_ca_and_expired_certificates_are_refused(
 def _served_certificate(port: int, ca: TestCa, client: Issued) -> bytes:
     ctx = ssl.create_default_context(cafile=str(ca.cert_file))
     ctx.load_cert_chain(str(client.cert_file), str(client.key_file))
-    with socket.create_connection(("localhost", port), timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            der = tls.getpeercert(binary_form=True)
+    with (
+        socket.create_connection(("localhost", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
     assert der is not None
     return der
 
