@@ -25,7 +25,7 @@ class LimitsConfig:
     """An idle HTTP keep-alive connection is closed after this."""
     max_concurrent_grpc_calls: int = 32
     """gRPC calls in progress at once; more are refused with RESOURCE_EXHAUSTED before
-    their message is read. Also the per-connection stream limit."""
+    their message is read."""
     grpc_idle_timeout_s: float = 300.0
     """An idle gRPC connection is closed after this (GOAWAY)."""
     inflate_in_thread_bytes: int = 1024 * 1024

@@ -11,8 +11,7 @@ Every call is authenticated first (:class:`receiver.identity.WriterRegistry`: th
 its message size times ``1 + limits.decoded_bytes_per_wire_byte`` before it is decoded.
 gRPC holds a whole message before the handler runs, so the server takes at most
 ``limits.max_concurrent_grpc_calls`` calls at once (more get RESOURCE_EXHAUSTED before
-their message is read) and as many streams per connection; idle connections are closed
-after ``limits.grpc_idle_timeout_s``.
+their message is read); idle connections are closed after ``limits.grpc_idle_timeout_s``.
 """
 
 from __future__ import annotations
@@ -135,7 +134,6 @@ def build_grpc_server(
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
-            ("grpc.max_concurrent_streams", limits.max_concurrent_grpc_calls),
             ("grpc.max_connection_idle_ms", int(limits.grpc_idle_timeout_s * 1000)),
         ],
         maximum_concurrent_rpcs=limits.max_concurrent_grpc_calls,
