@@ -167,7 +167,8 @@ def test_burst_of_large_grpc_calls_keeps_rss_bounded(served: Served) -> None:
             codes = [f.result() for f in futures]
     print(
         f"normal exporter answered in {normal_s[0]:.3f} s; "
-        f"codes {sorted(c.name for c in set(codes))}; OK {codes.count(grpc.StatusCode.OK)}; peak RSS {served.peak_rss_bytes() / MIB:.0f} MiB"
+        f"codes {sorted(c.name for c in set(codes))}; OK {codes.count(grpc.StatusCode.OK)}; "
+        f"peak RSS {served.peak_rss_bytes() / MIB:.0f} MiB"
     )
     assert normal_s[0] < 1.0
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
