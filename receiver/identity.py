@@ -47,8 +47,8 @@ __all__ = [
     "WritersConfig",
     "hash_token",
     "header_value",
+    "StoredFields",
     "stamp_writer",
-    "stored_service_and_tenant",
 ]
 
 WRITER_FIELD = "writer"
@@ -300,17 +300,80 @@ def stamp_writer(prepared: tuple[Any, ...], stamp: bytes) -> tuple[Any, ...]:
     return (index, doc_id, stamped, source_at, sha, new_leaf, timestamp)
 
 
-def stored_service_and_tenant(
-    prepared: tuple[Any, ...], schema_paths: tuple[tuple[str, ...], tuple[str, ...]]
-) -> tuple[Any, Any]:
-    """The stored ``service.name`` and tenant of a prepared document (read back from its
-    JSON: the native decoder prepared it without building the record's fields)."""
-    encoded, source_at = prepared[2], prepared[3]
-    doc = orjson.loads(memoryview(encoded)[source_at:-1])
-    out = []
-    for path in schema_paths:
-        node: Any = doc
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        out.append(node)
-    return out[0], out[1]
+def _string_after(data: bytes, object_key: bytes, key: bytes) -> tuple[bool, Any]:
+    """Read ``"object_key":{... "key":"value"`` from sorted-key JSON without parsing it:
+    (True, value or None) when the bytes settle it, (False, None) when they do not."""
+    at = data.rfind(b'"' + object_key + b'":{')
+    if at < 0:
+        return True, None
+    start = at + len(object_key) + 4
+    found = data.find(b'"' + key + b'":"', start)
+    if found < 0:
+        return False, None
+    if b"{" in data[start:found] or b"}" in data[start:found]:
+        return False, None  # another object in between: let the parser decide
+    begin = found + len(key) + 4
+    end = data.find(b'"', begin)
+    value = data[begin:end]
+    if end < 0 or b"\\" in value:
+        return False, None
+    return True, value.decode("utf-8")
+
+
+class StoredFields:
+    """Reads the stored ``service.name`` and tenant back from prepared documents (the
+    native decoder prepared them without building the record's fields).
+
+    Prepared documents are plain sorted-key JSON whose client values are never objects, so
+    the last ``"service":{`` (``"organization":{``) opens the field's own object. The bytes
+    from there to the first ``}`` name the value; when they hold it whole they are
+    remembered, so the records of one resource (or tenant) cost two searches and a lookup
+    each. Whatever the bytes do not settle, the JSON parser decides."""
+
+    __slots__ = ("_cache", "_keys", "_paths")
+
+    _MAX_CACHED = 4096
+
+    def __init__(self, paths: tuple[tuple[str, ...], tuple[str, ...]]) -> None:
+        self._paths = paths
+        self._keys = (
+            tuple((b'"' + p[0].encode() + b'":{', p[1].encode()) for p in paths)
+            if all(len(p) == 2 for p in paths)
+            else None
+        )
+        self._cache: dict[bytes, Any] = {}
+
+    def read(self, prepared: tuple[Any, ...]) -> tuple[Any, Any]:
+        encoded = prepared[2]
+        keys = self._keys
+        if keys is not None:
+            cache = self._cache
+            out = []
+            for opener, key in keys:
+                at = encoded.rfind(opener)
+                if at < 0:
+                    out.append(None)
+                    continue
+                region = encoded[at : encoded.find(b"}", at)]
+                value = cache.get(region, cache)
+                if value is cache:
+                    settled, value = _string_after(region + b"}", opener[1:-3], key)
+                    if not settled:
+                        return self._parse(prepared)
+                    if len(cache) >= self._MAX_CACHED:
+                        cache.clear()
+                    cache[region] = value
+                out.append(value)
+            return out[0], out[1]
+        return self._parse(prepared)
+
+    def _parse(self, prepared: tuple[Any, ...]) -> tuple[Any, Any]:
+        encoded, source_at = prepared[2], prepared[3]
+        doc = orjson.loads(memoryview(encoded)[source_at:-1])
+        out = []
+        for path in self._paths:
+            node: Any = doc
+            for part in path:
+                node = node.get(part) if isinstance(node, dict) else None
+            out.append(node)
+        return out[0], out[1]

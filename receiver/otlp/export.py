@@ -36,7 +36,7 @@ from otel_audit.schema import load_schema
 from otel_audit.span_record import SpanData
 from otel_audit.validate import Violation
 from receiver.errors import Unavailable
-from receiver.identity import CURRENT_WRITER, Writer, stamp_writer, stored_service_and_tenant
+from receiver.identity import CURRENT_WRITER, StoredFields, Writer, stamp_writer
 from receiver.metrics import RECORDS_ACCEPTED, RECORDS_RECEIVED, RECORDS_REJECTED
 from receiver.otlp.decode import DecodedLogs, decode_logs_json, decode_logs_protobuf
 from receiver.otlp.decode_traces import DecodedSpans
@@ -89,9 +89,11 @@ class ExportHandler:
         service_path = next(
             rf.stored for rf in schema.resource_fields if rf.attribute == _SERVICE_ATTRIBUTE
         )
-        self._stored_paths = (
-            tuple(service_path.split(".")),
-            tuple(schema.field(_TENANT_ATTRIBUTE).stored.split(".")),
+        self._stored = StoredFields(
+            (
+                tuple(service_path.split(".")),
+                tuple(schema.field(_TENANT_ATTRIBUTE).stored.split(".")),
+            )
         )
         self._active = 0
         self._idle = asyncio.Event()
@@ -177,12 +179,12 @@ class ExportHandler:
         reasons: list[str] = []
         stamp = writer.stamp
         check = not writer.unrestricted
-        paths = self._stored_paths
+        read_stored = self._stored.read
         for record in records:
             prepared = record.prepared
             if check:
                 if prepared is not None:
-                    service, tenant = stored_service_and_tenant(prepared, paths)
+                    service, tenant = read_stored(prepared)
                 else:
                     resource = record.resource if isinstance(record.resource, dict) else {}
                     attrs = record.attributes if isinstance(record.attributes, dict) else {}
