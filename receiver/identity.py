@@ -40,6 +40,7 @@ from receiver.errors import Overloaded, PermanentError
 __all__ = [
     "CURRENT_WRITER",
     "WRITER_FIELD",
+    "StoredFields",
     "Unauthenticated",
     "Writer",
     "WriterIdentity",
@@ -47,7 +48,6 @@ __all__ = [
     "WritersConfig",
     "hash_token",
     "header_value",
-    "StoredFields",
     "stamp_writer",
 ]
 
@@ -348,7 +348,7 @@ class StoredFields:
         keys = self._keys
         if keys is not None:
             cache = self._cache
-            out = []
+            out: list[Any] = []
             for opener, key in keys:
                 at = encoded.rfind(opener)
                 if at < 0:
