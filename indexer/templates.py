@@ -36,10 +36,6 @@ __all__ = [
 ]
 
 
-WRITER_FIELDS = ("writer.id", "writer.auth")
-"""Stored fields of the authenticated writer of each event (``token`` or ``mtls``)."""
-
-
 def event_properties(schema: Schema) -> dict[str, Any]:
     """Mapping properties of the stored event document."""
     props: dict[str, Any] = {}
@@ -59,9 +55,6 @@ def event_properties(schema: Schema) -> dict[str, Any]:
         insert_mapping(props, rec["stored"], leaf_mapping(rec["type"]))
     for d in schema.derived_fields:
         insert_mapping(props, d["stored"], leaf_mapping(d["type"]))
-    # The authenticated writer (receiver.identity): set by the receiver, never by a record.
-    for stored in WRITER_FIELDS:
-        insert_mapping(props, stored, leaf_mapping("keyword", 256))
     return props
 
 
