@@ -194,3 +194,55 @@ def test_plaintext_on_a_network_address_needs_insecure(
     assert "plaintext listener on a non-loopback address" in caplog.text
     path.write_text("grpc_endpoint: 127.0.0.1:4317\n")
     load_config(path, env={})
+
+
+def test_query_api_serves_https_with_the_same_certificate(ca: TestCa, server_cert: Issued) -> None:
+    import asyncio
+
+    from indexer.query.api import start_query_api
+    from indexer.tls import ServerTls
+    from tests.support.collector_build import free_port
+
+    tls = ServerTls(
+        TlsConfig(
+            cert_file=str(server_cert.cert_file),
+            key_file=str(server_cert.key_file),
+            client_ca_file=str(ca.cert_file),
+            client_auth="require",
+        )
+    )
+    port = free_port()
+    config = front_config(query_api_endpoint=f"127.0.0.1:{port}", es_url="http://127.0.0.1:9")
+    client = ca.issue("reader", "auditor")
+
+    async def scenario() -> tuple[int, bool, bool]:
+        runner = await start_query_api(config, None, ssl_context=tls.ssl_context)
+        try:
+
+            def probe() -> tuple[int, bool, bool]:
+                url = f"https://localhost:{port}/healthz"
+                status = requests.get(
+                    url,
+                    verify=str(ca.cert_file),
+                    cert=(str(client.cert_file), str(client.key_file)),
+                    timeout=10,
+                ).status_code
+                try:
+                    requests.get(url, verify=str(ca.cert_file), timeout=10)
+                    no_cert_refused = False
+                except requests.exceptions.RequestException:
+                    no_cert_refused = True
+                try:
+                    requests.get(f"http://localhost:{port}/healthz", timeout=10)
+                    plain_refused = False
+                except requests.exceptions.RequestException:
+                    plain_refused = True
+                return status, no_cert_refused, plain_refused
+
+            return await asyncio.to_thread(probe)
+        finally:
+            await runner.cleanup()
+
+    status, no_cert_refused, plain_refused = asyncio.run(scenario())
+    assert status == 503  # served over HTTPS; Elasticsearch is deliberately unreachable
+    assert no_cert_refused and plain_refused
