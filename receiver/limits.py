@@ -30,6 +30,10 @@ class LimitsConfig:
     """An idle gRPC connection is closed after this (GOAWAY)."""
     inflate_in_thread_bytes: int = 1024 * 1024
     """Compressed bodies at least this large are inflated off the event loop."""
+    decode_in_thread_bytes: int = 1024 * 1024
+    """Bodies at least this large are decoded in a worker thread (the native decoder
+    parses without the GIL), so a burst of large requests does not hold up small ones
+    (0 = always on the event loop)."""
 
     def validate(self) -> None:
         if self.decoded_bytes_per_wire_byte < 0:

@@ -144,7 +144,6 @@ class ReceiverServer:
         self.logs_consumer = logs_consumer
         self.spans_consumer = spans_consumer
         self.budget = ByteBudget(config.max_inflight_bytes, config.overload_retry_after_s)
-        self.handler = ExportHandler(logs_consumer, spans_consumer, self.budget)
         sections = config.sections
         writers = sections.get("writers")
         limits = sections.get("limits")
@@ -152,6 +151,12 @@ class ReceiverServer:
             writers if isinstance(writers, WritersConfig) else WritersConfig()
         )
         self.limits = limits if isinstance(limits, LimitsConfig) else LimitsConfig()
+        self.handler = ExportHandler(
+            logs_consumer,
+            spans_consumer,
+            self.budget,
+            decode_in_thread_bytes=self.limits.decode_in_thread_bytes,
+        )
         self.tls: ServerTls | None = serve_tls_of(config)
         self._tls_reload: asyncio.Task[None] | None = None
         self.grpc_port = 0

@@ -79,8 +79,11 @@ class ExportHandler:
         logs_consumer: LogsConsumer,
         spans_consumer: SpansSink | None,
         budget: ByteBudget,
+        *,
+        decode_in_thread_bytes: int = 0,
     ) -> None:
         self.logs_consumer = logs_consumer
+        self.decode_in_thread_bytes = decode_in_thread_bytes
         self.spans_consumer = spans_consumer
         self.budget = budget
         self._reject = getattr(logs_consumer, "reject_records", None)
@@ -132,6 +135,13 @@ class ExportHandler:
         if json:
             return decode_logs_json(body)
         return decode_logs_protobuf(body, self._plan)
+
+    async def decode_logs_off_loop(self, body: bytes, *, json: bool = False) -> DecodedLogs:
+        """:meth:`decode_logs`, in a worker thread when the body is large."""
+        threshold = self.decode_in_thread_bytes
+        if threshold and len(body) >= threshold:
+            return await asyncio.to_thread(self.decode_logs, body, json=json)
+        return self.decode_logs(body, json=json)
 
     async def export_logs(
         self, decoded: DecodedLogs, writer: Writer | None = None

@@ -89,7 +89,7 @@ class _Services:
                 with handler.budget.reserve() as reservation:
                     reservation.add(int(len(body) * self.factor))
                     if signal == "logs":
-                        decoded = handler.decode_logs(body)
+                        decoded = await handler.decode_logs_off_loop(body)
                         del body
                         rejected, message = await handler.export_logs(decoded, writer)
                         payload = logs_success(rejected, message, json=False)

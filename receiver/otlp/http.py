@@ -213,7 +213,7 @@ class _OtlpRoutes:
                     )
                     reservation.add(int(len(body) * self.factor))
                     if signal == "logs":
-                        decoded = handler.decode_logs(body, json=is_json)
+                        decoded = await handler.decode_logs_off_loop(body, json=is_json)
                         del body
                         rejected, message = await handler.export_logs(decoded, writer)
                         payload = logs_success(rejected, message, json=is_json)
