@@ -87,7 +87,9 @@ class _Services:
             handler.begin()
             try:
                 with handler.budget.reserve() as reservation:
-                    reservation.add(int(len(body) * self.factor))
+                    # At most the whole budget: a request of the maximum size still runs
+                    # (alone) instead of being pushed back for ever.
+                    reservation.add(min(int(len(body) * self.factor), handler.budget.limit_bytes))
                     if signal == "logs":
                         decoded = await handler.decode_logs_off_loop(body)
                         del body

@@ -211,7 +211,10 @@ class _OtlpRoutes:
                         timeout_s=self.limits.http_body_timeout_s,
                         inflate_in_thread_bytes=self.limits.inflate_in_thread_bytes,
                     )
-                    reservation.add(int(len(body) * self.factor))
+                    # At most the whole budget in all: a request of the maximum size still
+                    # runs (alone) instead of being pushed back for ever.
+                    room = handler.budget.limit_bytes - reservation.held_bytes
+                    reservation.add(max(0, min(int(len(body) * self.factor), room)))
                     if signal == "logs":
                         decoded = await handler.decode_logs_off_loop(body, json=is_json)
                         del body
