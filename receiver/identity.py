@@ -289,13 +289,17 @@ def header_value(metadata: Iterable[tuple[str, Any]] | Mapping[str, Any], name: 
     return None
 
 
+_WRITER_KEY = b',"' + WRITER_FIELD.encode() + b'":'
+_DOC_END = b"}\n"
+
+
 def stamp_writer(prepared: tuple[Any, ...], stamp: bytes) -> tuple[Any, ...]:
     """``prepared`` with ``"writer": stamp`` added as the document's last top-level key
     (``stamp`` is the writer object's sorted JSON) and its leaf hashed again."""
     index, doc_id, encoded, source_at, sha, leaf, timestamp = prepared
-    if encoded[-2:] != b"}\n":
+    if encoded[-2:] != _DOC_END:
         raise ValueError("a prepared document must end with '}\\n'")
-    stamped = b"".join((encoded[:-2], b',"' + WRITER_FIELD.encode() + b'":', stamp, b"}\n"))
+    stamped = encoded[:-2] + _WRITER_KEY + stamp + _DOC_END
     new_leaf = leaf_hash(stamped[source_at:-1]) if leaf is not None else None
     return (index, doc_id, stamped, source_at, sha, new_leaf, timestamp)
 
@@ -338,34 +342,49 @@ class StoredFields:
         self._paths = paths
         self._keys = (
             tuple((b'"' + p[0].encode() + b'":{', p[1].encode()) for p in paths)
-            if all(len(p) == 2 for p in paths)
+            if len(paths) == 2 and all(len(p) == 2 for p in paths)
             else None
         )
         self._cache: dict[bytes, Any] = {}
 
     def read(self, prepared: tuple[Any, ...]) -> tuple[Any, Any]:
-        encoded = prepared[2]
         keys = self._keys
-        if keys is not None:
-            cache = self._cache
-            out: list[Any] = []
-            for opener, key in keys:
-                at = encoded.rfind(opener)
-                if at < 0:
-                    out.append(None)
-                    continue
-                region = encoded[at : encoded.find(b"}", at)]
-                value = cache.get(region, cache)
-                if value is cache:
-                    settled, value = _string_after(region + b"}", opener[1:-3], key)
-                    if not settled:
-                        return self._parse(prepared)
-                    if len(cache) >= self._MAX_CACHED:
-                        cache.clear()
-                    cache[region] = value
-                out.append(value)
-            return out[0], out[1]
-        return self._parse(prepared)
+        if keys is None:
+            return self._parse(prepared)
+        encoded = prepared[2]
+        cache = self._cache
+        (opener1, _), (opener2, _) = keys
+        at1 = encoded.rfind(opener1)
+        at2 = encoded.rfind(opener2)
+        region1 = encoded[at1 : encoded.find(b"}", at1)] if at1 >= 0 else None
+        region2 = encoded[at2 : encoded.find(b"}", at2)] if at2 >= 0 else None
+        first = cache.get(region1, cache) if region1 is not None else None
+        second = cache.get(region2, cache) if region2 is not None else None
+        if first is cache or second is cache:
+            return self._settle(prepared, (region1, region2))
+        return first, second
+
+    def _settle(
+        self, prepared: tuple[Any, ...], regions: tuple[bytes | None, ...]
+    ) -> tuple[Any, Any]:
+        """Read the values the cache does not hold yet, and remember them."""
+        assert self._keys is not None
+        cache = self._cache
+        out: list[Any] = []
+        for (opener, key), region in zip(self._keys, regions, strict=True):
+            if region is None:
+                out.append(None)
+                continue
+            value = cache.get(region, cache)
+            if value is cache:
+                settled, value = _string_after(region + b"}", opener[1:-3], key)
+                if not settled:
+                    return self._parse(prepared)
+                if len(cache) >= self._MAX_CACHED:
+                    cache.clear()
+                cache[region] = value
+            out.append(value)
+        return out[0], out[1]
 
     def _parse(self, prepared: tuple[Any, ...]) -> tuple[Any, Any]:
         encoded, source_at = prepared[2], prepared[3]

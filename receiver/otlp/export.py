@@ -190,6 +190,7 @@ class ExportHandler:
         stamp = writer.stamp
         check = not writer.unrestricted
         read_stored = self._stored.read
+        decided: dict[tuple[Any, Any], str | None] = {}  # few distinct pairs per request
         for record in records:
             prepared = record.prepared
             if check:
@@ -200,7 +201,10 @@ class ExportHandler:
                     attrs = record.attributes if isinstance(record.attributes, dict) else {}
                     service = resource.get(_SERVICE_ATTRIBUTE)
                     tenant = attrs.get(_TENANT_ATTRIBUTE)
-                why = writer.refusal(service, tenant)
+                pair = (service, tenant)
+                why = decided.get(pair, "")
+                if why == "":
+                    why = decided[pair] = writer.refusal(service, tenant)
                 if why is not None:
                     refused.append(record)
                     reasons.append(why)
