@@ -243,3 +243,37 @@ def test_config_rejects_clear_tokens_and_missing_allowance(tmp_path: Any) -> Non
     )
     with pytest.raises(ValueError, match=r"identities\[0\]\.services"):
         load_config(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("environment", "service", "actor_name"),
+    [
+        ("prod", "auth", "billing"),  # the actor's name is an allowed service
+        ('p}r"od', "auth", "x"),  # braces and quotes before service.name
+        ("prod", 'au"th}', "billing"),
+        ("prod", "billing", '"service":{"name":"billing"}'),
+    ],
+)
+def test_stored_fields_read_back_what_the_document_holds(
+    environment: str, service: str, actor_name: str
+) -> None:
+    """The byte-level reading of a prepared document agrees with parsing it, whatever the
+    client put in the other fields (they cannot pass for service.name or the tenant)."""
+    from receiver import native
+    from receiver.identity import StoredFields
+    from receiver.ingest.prepare import native_plan
+    from receiver.otlp.decode import decode_logs_protobuf
+
+    if native.module() is None:
+        pytest.fail(f"the native extension is not installed: {native.DESCRIPTION}")
+    request = _request(service, 2, audit__actor__name=actor_name, audit__tenant__id="acme")
+    request.resource_logs[0].resource.attributes.add(key="deployment.environment.name")
+    request.resource_logs[0].resource.attributes[-1].value.string_value = environment
+    records = decode_logs_protobuf(
+        request.SerializeToString(), native_plan(load_schema(), leaf=False), time.time_ns()
+    ).records
+    fields = StoredFields((("service", "name"), ("organization", "id")))
+    prepared = [r.prepared for r in records if r.prepared is not None]
+    assert prepared, "the native decoder prepared none of the records"
+    for p in prepared * 2:  # the second pass answers from the cache
+        assert fields.read(p) == fields._parse(p) == (service, "acme")
