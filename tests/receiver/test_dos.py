@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import orjson
@@ -230,3 +231,42 @@ def test_dead_letter_keeps_a_bounded_original_with_its_hash() -> None:
         record=decode_logs_protobuf(logs_request(1).SerializeToString()).records[0],
     )
     assert "truncated" not in json.dumps(small.document["original"])
+
+
+@pytest.mark.integration
+def test_junk_in_elasticsearch_is_bounded(
+    clean_es: Any, make_consumer: Any, make_record: Any
+) -> None:
+    """Invalid records of 200 KiB each are dead-lettered in Elasticsearch at about 16 KiB
+    each, with the SHA-256 of what was sent."""
+    import asyncio
+
+    from indexer.indices import REJECTED_ALIAS
+
+    marker = f"junk-{time.time_ns()}"
+    records = []
+    for i in range(20):
+        record = make_record(i)
+        record.attributes["audit.action"] = "NOT A VALID ACTION"
+        record.attributes["junk"] = marker + "z" * 200_000
+        records.append(record)
+    consumer = make_consumer()
+
+    async def go() -> Any:
+        await consumer.start()
+        try:
+            return await consumer.consume_logs(records)
+        finally:
+            await consumer.shutdown(10)
+
+    result = asyncio.run(go())
+    assert result.rejected == 20
+    clean_es.indices.refresh(index=REJECTED_ALIAS)
+    hits = clean_es.search(index=REJECTED_ALIAS, size=100)["hits"]["hits"]
+    mine = [h for h in hits if marker in json.dumps(h["_source"])]
+    assert len(mine) == 20
+    for hit in mine:
+        assert len(orjson.dumps(hit["_source"])) < MAX_ORIGINAL_BYTES + 4096
+        original = hit["_source"]["original"]
+        assert original["truncated"] is True and original["bytes"] > 200_000
+        assert len(original["sha256"]) == 64
