@@ -29,6 +29,10 @@ class LimitsConfig:
     max_concurrent_grpc_calls: int = 32
     """gRPC calls in progress at once; more are refused with RESOURCE_EXHAUSTED before
     their message is read."""
+    grpc_window_autotune: bool = False
+    """Let gRPC grow each call's HTTP/2 flow-control window (BDP probing): faster single
+    calls over long round trips, but gRPC then buffers megabytes of calls that wait for a
+    slot or are refused. Off, each holds at most the initial 64 KiB window."""
     grpc_idle_timeout_s: float = 300.0
     """An idle gRPC connection is closed after this (GOAWAY)."""
     inflate_in_thread_bytes: int = 1024 * 1024

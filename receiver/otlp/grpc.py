@@ -12,6 +12,10 @@ its message size times ``1 + limits.decoded_bytes_per_wire_byte`` before it is d
 gRPC holds a whole message before the handler runs, so the server takes at most
 ``limits.max_concurrent_grpc_calls`` calls at once (more get RESOURCE_EXHAUSTED before
 their message is read); idle connections are closed after ``limits.grpc_idle_timeout_s``.
+The HTTP/2 flow-control window stays at its initial 64 KiB per call unless
+``limits.grpc_window_autotune``: with the window grown by BDP probing, gRPC took in
+megabytes of every call waiting for a slot or about to be refused (a burst of 100 calls
+of 2.9 MB drove the peak RSS from 230 to 470 MiB).
 """
 
 from __future__ import annotations
@@ -137,6 +141,7 @@ def build_grpc_server(
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             ("grpc.max_connection_idle_ms", int(limits.grpc_idle_timeout_s * 1000)),
+            ("grpc.http2.bdp_probe", int(limits.grpc_window_autotune)),
         ],
         maximum_concurrent_rpcs=limits.max_concurrent_grpc_calls,
     )
