@@ -100,6 +100,11 @@ def _receiver_cpu(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
     return kv_table(figures), figures
 
 
+def _edge(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
+    figures = mod.run(40 if quick else 200, 500, 4, rounds=2 if quick else 3)
+    return kv_table(figures), figures
+
+
 def _pipeline_cpu(mod: ModuleType, quick: bool) -> tuple[str, dict[str, Any]]:
     figures = mod.run(8 if quick else 20, 500, 3 if quick else 5)
     return kv_table(figures), figures
@@ -155,6 +160,14 @@ BENCHES: tuple[Bench, ...] = (
         (),
         ("--requests", "40"),
         adapter=_receiver_cpu,
+    ),
+    Bench(
+        "edge",
+        "bench.edge_bench",
+        "receiver ingest with TLS, mTLS and a writer token vs plaintext",
+        (),
+        ("--requests", "40", "--rounds", "2"),
+        adapter=_edge,
     ),
     Bench(
         "integrity",

@@ -16,7 +16,10 @@ Document shape::
     content_hash        SHA-256 of what the emitter sent (as in audit.content_hash)
     stored_content_hash for conflicts: the hash of the document already stored
     original            the record as sent (JSON); mapped ``enabled: false``: kept in
-                        _source, never parsed into fields, so it cannot cause a mapping error
+                        _source, never parsed into fields, so it cannot cause a mapping error.
+                        Past :data:`MAX_ORIGINAL_BYTES` of JSON it is cut:
+                        ``{"truncated": true, "bytes": n, "sha256": hex, "json_prefix": text}``
+                        (the hash is of the whole JSON, so the record sent can be matched)
     original_format     otlp_log_record | event_document (when only the built document is
                         left, e.g. a conflict found while replaying the spool)
     document            the event document that Elasticsearch refused (mapping errors)
@@ -46,12 +49,18 @@ from otel_audit.validate import Violation
 
 __all__ = [
     "KINDS",
+    "MAX_ORIGINAL_BYTES",
     "bare_item",
+    "bounded",
     "rejected_item",
     "rejected_template",
 ]
 
 KINDS = ("validation", "conflict", "mapping", "decode")
+
+MAX_ORIGINAL_BYTES = 16 * 1024
+"""JSON bytes of ``original`` (and ``document``) kept in full; longer ones are cut, with
+their SHA-256, so junk sent to the receiver is not amplified into Elasticsearch."""
 
 _MAX_KEYWORD_BYTES = 1024
 _MAX_MESSAGE_BYTES = 4096
@@ -208,14 +217,14 @@ def rejected_item(
         service = _text(resource.get("service.name"), _MAX_KEYWORD_BYTES)
         action = _text(attrs.get("audit.action"), _MAX_KEYWORD_BYTES)
         emitted_id = _text(attrs.get("audit.event.id"), _MAX_KEYWORD_BYTES)
-        doc["original"] = json_safe(record.as_wire_dict())
+        doc["original"] = bounded(json_safe(record.as_wire_dict()))
         doc["original_format"] = "otlp_log_record"
     else:
         source = original or {}
         service = _text(source.get("service", {}).get("name"), _MAX_KEYWORD_BYTES)
         action = _text(source.get("event", {}).get("action"), _MAX_KEYWORD_BYTES)
         emitted_id = None
-        doc["original"] = json_safe(source)
+        doc["original"] = bounded(json_safe(source))
         doc["original_format"] = "event_document"
     if service:
         doc["service"] = {"name": service}
@@ -232,7 +241,7 @@ def rejected_item(
     if stored_content_hash:
         doc["stored_content_hash"] = stored_content_hash
     if document is not None:
-        doc["document"] = json_safe(document)
+        doc["document"] = bounded(json_safe(document))
     return BulkItem(
         index=rejected_index(received_ns),
         doc_id=_dead_letter_id(doc),
@@ -240,6 +249,23 @@ def rejected_item(
         content_hash=None,
         record=None,
     )
+
+
+def bounded(value: Any, limit: int = MAX_ORIGINAL_BYTES) -> Any:
+    """``value`` (plain JSON) itself when its JSON is at most ``limit`` bytes, else a stub
+    with the JSON's size, SHA-256 and first bytes."""
+    try:
+        data = orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        data = repr(value).encode("utf-8", "backslashreplace")
+    if len(data) <= limit:
+        return value
+    return {
+        "truncated": True,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "json_prefix": data[:limit].decode("utf-8", "ignore"),
+    }
 
 
 def _dead_letter_id(doc: dict[str, Any]) -> str:

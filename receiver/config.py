@@ -35,6 +35,9 @@ from indexer.mappings import template_settings_of
 from indexer.query.config import QueryConfig
 from indexer.query.console import ConsoleConfig
 from indexer.spans import SpansConfig
+from indexer.tls import TlsConfig
+from receiver.identity import WritersConfig
+from receiver.limits import LimitsConfig
 from receiver.sealing.config import IntegrityConfig
 from receiver.watch import WatchConfig
 
@@ -58,6 +61,9 @@ SECTIONS: Mapping[str, type[Any]] = types.MappingProxyType(
         "lifecycle": LifecycleConfig,
         "console": ConsoleConfig,
         "watch": WatchConfig,
+        "tls": TlsConfig,
+        "writers": WritersConfig,
+        "limits": LimitsConfig,
     }
 )
 """The nested sections by YAML key.
@@ -178,6 +184,10 @@ class ReceiverConfig:
                 "max_inflight_bytes: must be at least max_request_bytes "
                 f"({self.max_request_bytes}), or no request of the maximum size could run"
             )
+        tls = self.sections.get("tls")
+        if isinstance(tls, TlsConfig):
+            for key in ("grpc_endpoint", "http_endpoint", "query_api_endpoint"):
+                tls.check_bind(key, parse_endpoint(getattr(self, key), key)[0])
         EsConnection.from_config(self)  # raises naming the es_* key
         template_settings_of(self)  # raises naming shards / replicas / refresh_interval_s
         w = self.wait_for_active_shards

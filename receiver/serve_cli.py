@@ -107,12 +107,18 @@ async def _serve_api(config: Any) -> int:
             "query-api: warning: no query.tokens configured; every request is refused",
             file=sys.stderr,
         )
-    runner = await start_query_api(config, None)
+    from indexer.tls import serve_tls_of
+
+    tls = serve_tls_of(config)
+    runner = await start_query_api(config, None, ssl_context=tls.ssl_context if tls else None)
+    reloads = asyncio.ensure_future(tls.reload_forever()) if tls else None
     print(f"query-api: listening on {cfg.endpoint}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if reloads is not None:
+        reloads.cancel()
     await runner.cleanup()
     return 0

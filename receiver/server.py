@@ -29,9 +29,12 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from indexer.tls import ServerTls, serve_tls_of
 from otel_audit.exits import Exit
 from receiver import native
 from receiver.config import ReceiverConfig, parse_endpoint
+from receiver.identity import WriterRegistry, WritersConfig
+from receiver.limits import LimitsConfig
 from receiver.otlp.export import ExportHandler, SpansSink, optional_method
 from receiver.otlp.grpc import build_grpc_server
 from receiver.otlp.http import build_admin_app, build_otlp_app
@@ -141,7 +144,21 @@ class ReceiverServer:
         self.logs_consumer = logs_consumer
         self.spans_consumer = spans_consumer
         self.budget = ByteBudget(config.max_inflight_bytes, config.overload_retry_after_s)
-        self.handler = ExportHandler(logs_consumer, spans_consumer, self.budget)
+        sections = config.sections
+        writers = sections.get("writers")
+        limits = sections.get("limits")
+        self.registry = WriterRegistry(
+            writers if isinstance(writers, WritersConfig) else WritersConfig()
+        )
+        self.limits = limits if isinstance(limits, LimitsConfig) else LimitsConfig()
+        self.handler = ExportHandler(
+            logs_consumer,
+            spans_consumer,
+            self.budget,
+            decode_in_thread_bytes=self.limits.decode_in_thread_bytes,
+        )
+        self.tls: ServerTls | None = serve_tls_of(config)
+        self._tls_reload: asyncio.Task[None] | None = None
         self.grpc_port = 0
         self.http_port = 0
         self.admin_port = 0
@@ -188,9 +205,18 @@ class ReceiverServer:
                 await _maybe_await(starter())
         traces = self.spans_consumer is not None
         self._grpc = build_grpc_server(
-            self.handler, max_request_bytes=config.max_request_bytes, traces=traces
+            self.handler,
+            max_request_bytes=config.max_request_bytes,
+            traces=traces,
+            registry=self.registry,
+            limits=self.limits,
         )
-        self.grpc_port = self._grpc.add_insecure_port(_grpc_address(config.grpc_endpoint))
+        address = _grpc_address(config.grpc_endpoint)
+        if self.tls is not None:
+            self.grpc_port = self._grpc.add_secure_port(address, self.tls.grpc_credentials())
+            self._tls_reload = asyncio.ensure_future(self.tls.reload_forever())
+        else:
+            self.grpc_port = self._grpc.add_insecure_port(address)
         await self._grpc.start()
 
         app = build_otlp_app(
@@ -198,8 +224,10 @@ class ReceiverServer:
             max_request_bytes=config.max_request_bytes,
             ready=self.ready,
             traces=traces,
+            registry=self.registry,
+            limits=self.limits,
         )
-        self.http_port = await self._serve_app(app, config.http_endpoint)
+        self.http_port = await self._serve_app(app, config.http_endpoint, tls=self.tls is not None)
         if config.admin_endpoint:
             self.admin_port = await self._serve_app(
                 build_admin_app(self.ready), config.admin_endpoint
@@ -212,6 +240,9 @@ class ReceiverServer:
                 "http": f"{config.http_endpoint.rpartition(':')[0]}:{self.http_port}",
                 "admin_port": self.admin_port or None,
                 "traces": traces,
+                "tls": self.tls is not None,
+                "client_auth": self.tls.config.client_auth if self.tls else "none",
+                "writers_required": self.registry.required,
                 "consumer": config.consumer,
                 "logs_decoder": native.DESCRIPTION,
                 # Whether the decoder prepares plain records' writes (receiver.ingest.prepare).
@@ -219,16 +250,18 @@ class ReceiverServer:
             },
         )
 
-    async def _serve_app(self, app: web.Application, endpoint: str) -> int:
+    async def _serve_app(self, app: web.Application, endpoint: str, *, tls: bool = False) -> int:
         host, port = parse_endpoint(endpoint)
         runner = web.AppRunner(
             app,
             auto_decompress=False,  # decompressed by read_body, within max_request_bytes
             access_log=None,
             shutdown_timeout=self.config.shutdown_timeout_s,
+            keepalive_timeout=self.limits.http_idle_timeout_s,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        ssl_context = self.tls.ssl_context if tls and self.tls is not None else None
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         self._runners.append(runner)
         return int(site.port)
@@ -243,6 +276,8 @@ class ReceiverServer:
     async def _shutdown(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         self.handler.draining = True
+        if self._tls_reload is not None:
+            self._tls_reload.cancel()
         log.info("receiver shutting down", extra={"in_flight": self.handler.active})
         grpc_stop = asyncio.ensure_future(self._grpc.stop(grace=timeout_s)) if self._grpc else None
         http_stops = [asyncio.ensure_future(r.cleanup()) for r in self._runners]
@@ -279,12 +314,17 @@ async def serve(config: ReceiverConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    tls = server.tls
+    if tls is not None:  # SIGHUP: reload the certificate files now
+        loop.add_signal_handler(signal.SIGHUP, tls.reload)
     try:
         await server.start()
         # The query API records each query through the same consumer, in process.
         from indexer.query.api import start_query_api
 
-        query_api = await start_query_api(config, logs_consumer.consume_logs)
+        query_api = await start_query_api(
+            config, logs_consumer.consume_logs, ssl_context=tls.ssl_context if tls else None
+        )
         # Archive, retention and holds on a schedule; one receiver at a time (a lease).
         from receiver.lifecycle import LifecycleSchedule
 

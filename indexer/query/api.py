@@ -679,16 +679,22 @@ def build_app(config: Any, write_records: WriteRecords | None = None) -> web.App
     return app
 
 
-async def start_query_api(config: Any, write_records: WriteRecords | None = None) -> web.AppRunner:
+async def start_query_api(
+    config: Any, write_records: WriteRecords | None = None, *, ssl_context: Any = None
+) -> web.AppRunner:
     """Build the app and listen on the configured endpoint; ``await runner.cleanup()`` stops it.
 
     The bound port (when the endpoint asks for port 0) is ``runner.addresses[0][1]``.
+    ``ssl_context`` (from :class:`indexer.tls.ServerTls`) serves HTTPS.
     """
     cfg = query_config_of(config)
     host, port = cfg.host_port()
     runner = web.AppRunner(build_app(config, write_records), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
-    _log.info("query API listening", extra={"endpoint": f"{host}:{port}"})
+    _log.info(
+        "query API listening",
+        extra={"endpoint": f"{host}:{port}", "tls": ssl_context is not None},
+    )
     return runner

@@ -22,6 +22,13 @@ A plan (:func:`native_plan`) carries the schema's settings into the extension, o
 fields, limits, and by role the stored paths and literal values of everything else the
 document holds, so that no name or value of the document is written in the extension.
 Documents are serialized with sorted keys: those bytes are the leaf's RFC 8785 form.
+
+The authenticated writer of a request (:mod:`receiver.identity`) is stored in every
+document as the top-level object ``writer`` (``{"auth": ..., "id": ...}``, plain ASCII
+from the configuration). It sorts after every top-level field the schema writes, so
+:func:`stamp_writer` appends it to a prepared document's bytes and hashes the leaf again,
+and :func:`prepare_in_python` adds it to the document it builds: both give the same bytes.
+No record attribute can reach it: attributes are stored below ``audit.*``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema
 from otel_audit.validate import validate
 from receiver import native
+from receiver.identity import CURRENT_WRITER, WRITER_FIELD
 
 __all__ = ["Prepared", "native_plan", "prepare_in_python", "reference"]
 
@@ -147,6 +155,9 @@ def prepare_in_python(
     doc, plain, event_id, timestamp = build_document_for_write(
         record, received_ns=received_ns, content_sha256=sha, schema=schema
     )
+    writer = CURRENT_WRITER.get()
+    if writer is not None and writer.name:
+        doc[WRITER_FIELD] = {"auth": writer.auth, "id": writer.name}
     ts = record.time_unix_nano or record.observed_time_unix_nano
     item = BulkItem(event_index(ts), event_id, doc, sha, record, sort_keys=True)
     # Serialized and hashed now, while the document just built is still in the CPU's

@@ -16,6 +16,13 @@ Optional consumer methods, looked up at run time (a plain ``LogsConsumer`` works
 - ``ready() -> bool``: whether the consumer can make records durable now (``/readyz``).
 - ``native_plan`` (attribute): a :func:`receiver.ingest.prepare.native_plan` for the protobuf
   decoder, which then attaches each covered record's write as ``record.prepared``.
+
+With a :class:`~receiver.identity.Writer` (the servers authenticate every request first),
+the records outside the writer's allowance are rejected on their own (partial success,
+dead letter with rule ``writer_not_allowed``), the writer's rate bucket is charged, and
+every stored document gets the ``writer`` object: the prepared ones here, the others where
+:func:`receiver.ingest.prepare.prepare_in_python` builds them (it reads
+:data:`~receiver.identity.CURRENT_WRITER`, set while the consumer runs).
 """
 
 from __future__ import annotations
@@ -24,8 +31,12 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
+from otel_audit.record import LogRecordData
+from otel_audit.schema import load_schema
 from otel_audit.span_record import SpanData
+from otel_audit.validate import Violation
 from receiver.errors import Unavailable
+from receiver.identity import CURRENT_WRITER, StoredFields, Writer, stamp_writer
 from receiver.metrics import RECORDS_ACCEPTED, RECORDS_RECEIVED, RECORDS_REJECTED
 from receiver.otlp.decode import DecodedLogs, decode_logs_json, decode_logs_protobuf
 from receiver.otlp.decode_traces import DecodedSpans
@@ -39,6 +50,9 @@ log = logging.getLogger("otel_audit.receiver")
 _LOGS_ACCEPTED = RECORDS_ACCEPTED.labels(signal="logs")
 _LOGS_RECEIVED = RECORDS_RECEIVED.labels(signal="logs")
 _LOGS_INVALID_ID = RECORDS_REJECTED.labels(signal="logs", reason="invalid_id")
+_LOGS_WRITER = RECORDS_REJECTED.labels(signal="logs", reason="writer_not_allowed")
+_TENANT_ATTRIBUTE = "audit.tenant.id"
+_SERVICE_ATTRIBUTE = "service.name"
 _SPANS_ACCEPTED = RECORDS_ACCEPTED.labels(signal="traces")
 _SPANS_RECEIVED = RECORDS_RECEIVED.labels(signal="traces")
 _SPANS_INVALID_ID = RECORDS_REJECTED.labels(signal="traces", reason="invalid_id")
@@ -65,12 +79,25 @@ class ExportHandler:
         logs_consumer: LogsConsumer,
         spans_consumer: SpansSink | None,
         budget: ByteBudget,
+        *,
+        decode_in_thread_bytes: int = 0,
     ) -> None:
         self.logs_consumer = logs_consumer
+        self.decode_in_thread_bytes = decode_in_thread_bytes
         self.spans_consumer = spans_consumer
         self.budget = budget
         self._reject = getattr(logs_consumer, "reject_records", None)
         self._plan = getattr(logs_consumer, "native_plan", None)
+        schema = load_schema()
+        service_path = next(
+            rf.stored for rf in schema.resource_fields if rf.attribute == _SERVICE_ATTRIBUTE
+        )
+        self._stored = StoredFields(
+            (
+                tuple(service_path.split(".")),
+                tuple(schema.field(_TENANT_ATTRIBUTE).stored.split(".")),
+            )
+        )
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -109,16 +136,40 @@ class ExportHandler:
             return decode_logs_json(body)
         return decode_logs_protobuf(body, self._plan)
 
-    async def export_logs(self, decoded: DecodedLogs) -> tuple[int, str]:
+    async def decode_logs_off_loop(self, body: bytes, *, json: bool = False) -> DecodedLogs:
+        """:meth:`decode_logs`, in a worker thread when the body is large."""
+        threshold = self.decode_in_thread_bytes
+        if threshold and len(body) >= threshold:
+            return await asyncio.to_thread(self.decode_logs, body, json=json)
+        return self.decode_logs(body, json=json)
+
+    async def export_logs(
+        self, decoded: DecodedLogs, writer: Writer | None = None
+    ) -> tuple[int, str]:
         """Consume one request's records; (rejected count, message) for partial_success."""
         records = decoded.records
         _LOGS_RECEIVED.inc(decoded.total)
+        refused: list[LogRecordData] = []
+        refusals: list[str] = []
+        if writer is not None:
+            writer.charge(decoded.total)
+            if records and (writer.stamp is not None or not writer.unrestricted):
+                records, refused, refusals = self._apply_writer(records, writer)
         if records:
-            result: IngestResult = await self.logs_consumer.consume_logs(records)
+            token = CURRENT_WRITER.set(writer)
+            try:
+                result: IngestResult = await self.logs_consumer.consume_logs(records)
+            finally:
+                CURRENT_WRITER.reset(token)
         else:
             result = IngestResult(accepted=0, rejected=0)
         rejected = result.rejected
         messages = [result.error_message] if result.rejected and result.error_message else []
+        if refused:
+            await self._keep_refused(refused, refusals)
+            rejected += len(refused)
+            messages.append(_decode_message("log records", refusals))
+            _LOGS_WRITER.inc(len(refused))
         if decoded.rejected:
             await self._keep_rejected(decoded)
             rejected += len(decoded.rejected)
@@ -127,6 +178,52 @@ class ExportHandler:
         if result.accepted:
             _LOGS_ACCEPTED.inc(result.accepted)
         return rejected, "; ".join(messages)
+
+    def _apply_writer(
+        self, records: list[LogRecordData], writer: Writer
+    ) -> tuple[list[LogRecordData], list[LogRecordData], list[str]]:
+        """(records to store, records refused, one reason each); the prepared records to
+        store carry the writer."""
+        keep: list[LogRecordData] = []
+        refused: list[LogRecordData] = []
+        reasons: list[str] = []
+        stamp = writer.stamp
+        check = not writer.unrestricted
+        read_stored = self._stored.read
+        decided: dict[tuple[Any, Any], str | None] = {}  # few distinct pairs per request
+        for record in records:
+            prepared = record.prepared
+            if check:
+                if prepared is not None:
+                    service, tenant = read_stored(prepared)
+                else:
+                    resource = record.resource if isinstance(record.resource, dict) else {}
+                    attrs = record.attributes if isinstance(record.attributes, dict) else {}
+                    service = resource.get(_SERVICE_ATTRIBUTE)
+                    tenant = attrs.get(_TENANT_ATTRIBUTE)
+                pair = (service, tenant)
+                why = decided.get(pair, "")
+                if why == "":
+                    why = decided[pair] = writer.refusal(service, tenant)
+                if why is not None:
+                    refused.append(record)
+                    reasons.append(why)
+                    continue
+            if stamp is not None and prepared is not None:
+                record.prepared = stamp_writer(prepared, stamp)
+            keep.append(record)
+        return keep, refused, reasons
+
+    async def _keep_refused(self, records: list[LogRecordData], reasons: list[str]) -> None:
+        if self._reject is None:
+            log.warning(
+                "records refused for their writer are not kept: the consumer has no reject_records",
+                extra={"rejected": len(records), "reason": reasons[0]},
+            )
+            return
+        await self._reject(
+            records, [Violation("record", "writer_not_allowed", why) for why in reasons]
+        )
 
     async def _keep_rejected(self, decoded: DecodedLogs) -> None:
         if self._reject is not None:

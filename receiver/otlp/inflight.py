@@ -6,8 +6,13 @@ answered Overloaded at once (429 / RESOURCE_EXHAUSTED with RetryInfo) instead of
 queueing: the clients' queues are where waiting data belongs. Both servers run on one
 event loop, so the budget needs no lock.
 
-The decoded Python objects of a request take several times its wire size; the budget
-bounds them in proportion.
+A request is charged its wire bytes as they arrive, its decompressed bytes while it is
+inflated, and then ``limits.decoded_bytes_per_wire_byte`` times its decompressed size
+*before* it is decoded: the decoded records take several times the bytes they came in,
+and charging only the body let concurrent large requests push the process far past the
+budget. gRPC receives a whole message before the handler sees it, so the messages gRPC
+can hold at once are bounded by ``limits.max_concurrent_grpc_calls`` instead (calls past
+it are refused with RESOURCE_EXHAUSTED before their message is read).
 """
 
 from __future__ import annotations
@@ -60,6 +65,13 @@ class Reservation:
         """Hold ``n`` more bytes, or raise Overloaded (holding nothing more)."""
         self._budget._take(n)
         self.held_bytes += n
+
+    def give(self, n: int) -> None:
+        """Give back ``n`` of the bytes held (no longer needed, e.g. a body once inflated)."""
+        n = min(n, self.held_bytes)
+        if n > 0:
+            self._budget._give(n)
+            self.held_bytes -= n
 
     def release(self) -> None:
         """Give back everything held (idempotent)."""

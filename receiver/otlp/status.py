@@ -40,10 +40,12 @@ from receiver.errors import (
     RetryableError,
     Unavailable,
 )
+from receiver.identity import Unauthenticated
 
 __all__ = [
     "CONTENT_TYPE_JSON",
     "CONTENT_TYPE_PROTOBUF",
+    "BodyTimeout",
     "GrpcAnswer",
     "HttpAnswer",
     "UnsupportedMediaType",
@@ -60,6 +62,10 @@ _DEFAULT_RETRY_AFTER_S = 1.0
 
 class UnsupportedMediaType(InvalidRequest):
     """HTTP only: the Content-Type or Content-Encoding is not one OTLP allows (415)."""
+
+
+class BodyTimeout(InvalidRequest):
+    """HTTP only: the body did not arrive within the body-read timeout (408)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,10 @@ def _kind(exc: BaseException) -> tuple[grpc.StatusCode, int, bool]:
     """(gRPC code, HTTP status, retryable) for an exception."""
     if isinstance(exc, UnsupportedMediaType):
         return grpc.StatusCode.INVALID_ARGUMENT, 415, False
+    if isinstance(exc, BodyTimeout):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, 408, False
+    if isinstance(exc, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED, 401, False
     if isinstance(exc, InvalidRequest):
         return grpc.StatusCode.INVALID_ARGUMENT, 400, False
     if isinstance(exc, RequestTooLarge):

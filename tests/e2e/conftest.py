@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -43,6 +44,10 @@ class ReceiverProcess:
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     query_port: int = field(default_factory=free_port)
+    extra_config: dict[str, Any] = field(default_factory=dict)
+    """More YAML sections (``tls``, ``writers``); with ``tls``, readiness is read from a
+    plaintext loopback admin listener, since the others want a client certificate."""
+    admin_port: int = field(default_factory=free_port)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -68,7 +73,7 @@ class ReceiverProcess:
         config = self.work_dir / "receiver.yaml"
         # Tokens are a list of mappings, which the environment cannot express.
         query = {"tokens": [{"subject": "e2e-auditor", "sha256": hash_token(self.reader_token)}]}
-        config.write_text(yaml.safe_dump({"query": query}), encoding="utf-8")
+        config.write_text(yaml.safe_dump({"query": query, **self.extra_config}), encoding="utf-8")
         return config
 
     def environment(self) -> dict[str, str]:
@@ -87,6 +92,7 @@ class ReceiverProcess:
             "OTEL_AUDIT_INTEGRITY__STATE_DIR": str(self.work_dir / "integrity"),
             "OTEL_AUDIT_INTEGRITY__CHECKPOINT_DIR": str(self.work_dir / "checkpoints"),
             "OTEL_AUDIT_INTEGRITY__BLOCK_MAX_INTERVAL_MS": "200",
+            "OTEL_AUDIT_ADMIN_ENDPOINT": f"127.0.0.1:{self.admin_port}",
         }
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -105,10 +111,12 @@ class ReceiverProcess:
                 stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout_s
-        urls = (
+        urls: tuple[str, ...] = (
             f"http://127.0.0.1:{self.http_port}/readyz",
             f"{self.query_url}/api/v1/healthz",
         )
+        if "tls" in self.extra_config:
+            urls = (f"http://127.0.0.1:{self.admin_port}/readyz",)
         while True:
             code = self._proc.poll()
             if code is not None:

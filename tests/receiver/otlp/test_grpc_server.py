@@ -18,7 +18,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from otel_audit import _logs_compat
 from otel_audit.emit import AuditLogger
+from receiver.config import ReceiverConfig
 from receiver.errors import Overloaded, Unavailable
+from receiver.limits import LimitsConfig
 from tests.support.front_harness import (
     CapturingConsumer,
     LiveReceiver,
@@ -122,7 +124,8 @@ def test_retryable_errors_carry_retry_info(
 def test_in_flight_budget_is_shared_with_http(consumer: CapturingConsumer) -> None:
     import requests
 
-    config = front_config(max_request_bytes=4096, max_inflight_bytes=4096)
+    # Bodies only (no decoded-size charge), so that exactly one request fits.
+    config = _bodies_only(front_config(max_request_bytes=4096, max_inflight_bytes=4096))
     body = logs_request(7).SerializeToString()
     consumer.delay_s = 1.0
     with (
@@ -216,3 +219,11 @@ def test_real_sdk_grpc_exporter(live: LiveReceiver, consumer: CapturingConsumer)
         f"r-{i}" for i in range(20)
     )
     assert consumer.spans[0].name == "grant role"
+
+
+def _bodies_only(config: ReceiverConfig) -> ReceiverConfig:
+    import dataclasses
+    import types
+
+    sections = dict(config.sections, limits=LimitsConfig(decoded_bytes_per_wire_byte=0))
+    return dataclasses.replace(config, sections=types.MappingProxyType(sections))

@@ -15,7 +15,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otel_audit import _logs_compat
 from otel_audit.emit import AuditLogger
+from receiver.config import ReceiverConfig
 from receiver.errors import Overloaded, Unavailable
+from receiver.limits import LimitsConfig
 from tests.support.front_harness import (
     CapturingConsumer,
     LiveReceiver,
@@ -223,7 +225,10 @@ def test_retryable_errors_carry_retry_after(
 
 
 def test_in_flight_budget_pushes_back_at_once(consumer: CapturingConsumer) -> None:
-    config = front_config(max_request_bytes=4096, max_inflight_bytes=4096, overload_retry_after_s=2)
+    # Bodies only (no decoded-size charge), so that exactly one request fits.
+    config = _bodies_only(
+        front_config(max_request_bytes=4096, max_inflight_bytes=4096, overload_retry_after_s=2)
+    )
     body = logs_request(7).SerializeToString()
     assert 2048 < len(body) <= 4096
     consumer.delay_s = 1.0
@@ -331,3 +336,11 @@ def test_real_sdk_http_exporter(live: LiveReceiver, consumer: CapturingConsumer)
     assert record.trace_id == trace_id
     assert [s.name for s in consumer.spans] == ["update invoice"]
     assert consumer.spans[0].trace_id == trace_id
+
+
+def _bodies_only(config: ReceiverConfig) -> ReceiverConfig:
+    import dataclasses
+    import types
+
+    sections = dict(config.sections, limits=LimitsConfig(decoded_bytes_per_wire_byte=0))
+    return dataclasses.replace(config, sections=types.MappingProxyType(sections))
