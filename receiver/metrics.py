@@ -64,7 +64,6 @@ __all__ = [
     "SEALING_STUCK",
     "SPOOL_DEPTH_BYTES",
     "SPOOL_DEPTH_RECORDS",
-    "observe_sealer",
     "VERIFY_DURATION",
     "VERIFY_EVENTS_CHECKED",
     "VERIFY_FINDINGS",
@@ -72,6 +71,7 @@ __all__ = [
     "VERIFY_RUNS",
     "VERIFY_STALE",
     "WITNESS_SUBMISSIONS",
+    "observe_sealer",
     "render",
 ]
 

@@ -42,8 +42,8 @@ from indexer.bulk import (
 )
 from indexer.deadletter import rejected_item
 from indexer.es_client import EsConnection, async_client
-from indexer.mappings import template_settings_of
 from indexer.indices import daily_index
+from indexer.mappings import template_settings_of
 from otel_audit.document import content_hash
 from otel_audit.record import LogRecordData
 from otel_audit.schema import Schema, load_schema
