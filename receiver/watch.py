@@ -219,14 +219,26 @@ class VerifySchedule:
         )
         return counts
 
+    async def _pause(self, delay_s: float) -> bool:
+        """Wait ``delay_s``, refreshing the watchdog metrics each second; True on stop."""
+        deadline = time.monotonic() + delay_s
+        while True:
+            self.sealing_stuck()
+            metrics.VERIFY_STALE.set(1 if self.stale() else 0)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=min(1.0, left))
+                return True
+            except TimeoutError:
+                pass
+
     async def _loop(self) -> None:
         delay = self.watch.first_delay_s
         while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            if await self._pause(delay):
                 return
-            except TimeoutError:
-                pass
             try:
                 await self.run_once()
             except Exception as exc:  # the next run tries again; never kill the receiver

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from tests.support.integrity_harness import ingest, run
 pytestmark = pytest.mark.integration
 
 KEY = generate_private_key()
+# Its own chain id, so blocks of other chains in the same node do not count here.
+CHAIN = f"witness-test-{uuid.uuid4().hex[:8]}"
 
 
 def _cli(*args: str, es_url: str) -> tuple[int, dict[str, Any]]:
@@ -42,7 +45,7 @@ def _cli(*args: str, es_url: str) -> tuple[int, dict[str, Any]]:
 @pytest.fixture
 def witness(tmp_path: Path) -> Iterator[WitnessProcess]:
     w = WitnessProcess(tmp_path / "witness")
-    w.args[w.args.index("--log") + 1] = f"test-chain={tmp_path / 'keys' / 'signing-key.pub.pem'}"
+    w.args[w.args.index("--log") + 1] = f"{CHAIN}={tmp_path / 'keys' / 'signing-key.pub.pem'}"
     write_key_pair(KEY, tmp_path / "keys")
     w.start()
     try:
@@ -56,9 +59,10 @@ def test_submit_verify_and_consistency(
 ) -> None:
     keys = str(tmp_path / "keys")
     cps = str(tmp_path / "checkpoints")
-    run(ingest(es_url, tmp_path, KEY, [60, 40]))
+    run(ingest(es_url, tmp_path, KEY, [60, 40], chain_id=CHAIN))
     clean_es.indices.refresh(index="audit-*")
-    verify = ("verify", "--public-key", keys, "--checkpoint-dir", cps, "--grace-s", "0")
+    verify = ("verify", "--public-key", keys, "--checkpoint-dir", cps, "--grace-s", "0",
+              "--chain", CHAIN)  # fmt: skip
     assert witness.verifier is not None
     wkey = witness.verifier.vkey()
 
@@ -66,13 +70,11 @@ def test_submit_verify_and_consistency(
     rc, out = _cli(*verify, "--witness-key", wkey, es_url=es_url)
     assert rc == 1
     (finding,) = out["witness"]["findings"]
-    assert (
-        finding["chain_id"] == "test-chain" and "0 valid witness cosignatures" in finding["message"]
-    )
+    assert finding["chain_id"] == CHAIN and "0 valid witness cosignatures" in finding["message"]
     first_seq = finding["sequence"]
 
     submit = ("witness", "submit", "--witness", witness.url, "--witness-key", wkey,
-              "--public-key", keys, "--checkpoint-dir", cps)  # fmt: skip
+              "--public-key", keys, "--checkpoint-dir", cps, "--chain", CHAIN)  # fmt: skip
     rc, out = _cli(*submit, es_url=es_url)
     assert rc == 0, out
     assert out["results"][0]["old_size"] == 0 and out["results"][0]["tree_size"] == 100
@@ -95,7 +97,7 @@ def test_submit_verify_and_consistency(
 
     # The chain grows: the newest checkpoint is uncosigned until the next submission,
     # which proves consistency from size 100 with the block records after it.
-    run(ingest(es_url, tmp_path, KEY, [30], start=100))
+    run(ingest(es_url, tmp_path, KEY, [30], start=100, chain_id=CHAIN))
     clean_es.indices.refresh(index="audit-*")
     rc, out = _cli(*verify, "--witness-key", wkey, es_url=es_url)
     assert rc == 1 and out["witness"]["findings"][0]["sequence"] > first_seq
@@ -106,7 +108,7 @@ def test_submit_verify_and_consistency(
     assert rc == 0, out
 
     # consistency OLD NEW: proof from Elasticsearch, then offline from the saved proof file.
-    chain_dir = Path(cps) / "test-chain"
+    chain_dir = Path(cps) / CHAIN
     notes = sorted(chain_dir.glob("*.note"))
     old_note, new_note = notes[0], notes[-1]
     proof_file = tmp_path / "proof.txt"
