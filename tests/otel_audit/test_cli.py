@@ -13,7 +13,7 @@ from otel_audit.exits import Exit
 COMMANDS = {
     "schema", "local-es", "keys", "verify-proof", "verify", "prove", "templates", "kibana",
     "serve", "query-api", "query", "trace", "tokens", "demo", "retention", "local-s3",
-    "lifecycle", "hold", "restore",
+    "lifecycle", "hold", "restore", "witness", "consistency",
 }  # fmt: skip
 
 
