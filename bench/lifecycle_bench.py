@@ -58,6 +58,7 @@ from indexer.lifecycle.store import S3Store, s3_client
 from indexer.local_s3 import LocalS3, LocalS3Config
 from indexer.templates import registered_templates
 from otel_audit.integrity import Keyring
+from receiver import native
 
 TARGET_ARCHIVE_EVENTS_PER_S = 50_000
 TARGET_SIZE_RATIO = 0.25
@@ -145,6 +146,8 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
             s3.url,
         )
         checkpoints = DirectoryCheckpointStore(work / "checkpoints")
+        ext = native.module()
+        fast_extend = getattr(ext, "merkle_extend", None) if ext is not None else None
         indices = sorted(es.indices.get(index=EVENTS_PATTERN))
         phases = {"export_s": 0.0, "upload_s": 0.0, "verify_s": 0.0}
         archive_bytes = events_archived = 0
@@ -164,7 +167,7 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
             manifest = sign_record(manifest_body(day, index, files, int(time.time() * 1000)), key)
             store.put_bytes(day_key(day, MANIFEST), orjson.dumps(manifest))
             t2 = time.monotonic()
-            report = verify_day(store, day, keyring, workdir=tmp)
+            report = verify_day(store, day, keyring, workdir=tmp, fast_extend=fast_extend)
             t3 = time.monotonic()
             if not report.ok or report.events != files.events:
                 raise RuntimeError(f"{day}: archive did not verify: {report.to_json_dict()}")
