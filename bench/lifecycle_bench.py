@@ -15,7 +15,11 @@ the lifecycle does it, phase by phase, into a local s3proxy started here:
   (primaries, after the loader's force merge); target at most 1/4. The same events are
   also written as NDJSON compressed with gzip and with zstd, for the format choice;
 - ``restore``: re-indexing the archived events into a fresh index with the events
-  template, in events/s.
+  template, in events/s;
+- ``cpu_us_per_event``: CPU per event of each of those, on this side (this process and
+  the export's reader processes) and in Elasticsearch (its nodes stats), and the rate
+  that cost allows with every core to itself (``*_cpu_bound_events_per_s``): on a shared
+  machine the wall-clock rates measure the neighbours too (``load_average``).
 
 The indices stay as loaded (nothing is deleted), so the verify benchmark can reuse them.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -53,11 +58,37 @@ from indexer.lifecycle.store import S3Store, s3_client
 from indexer.local_s3 import LocalS3, LocalS3Config
 from indexer.templates import registered_templates
 from otel_audit.integrity import Keyring
+from receiver import native
 
 TARGET_ARCHIVE_EVENTS_PER_S = 50_000
 TARGET_SIZE_RATIO = 0.25
 RESTORE_INDEX = "bench-lifecycle-restore"
 BUCKET = "bench-lifecycle"
+
+
+def _es_cpu_s(es: Elasticsearch) -> float:
+    """CPU seconds the Elasticsearch node(s) have used so far (the nodes stats API)."""
+    nodes = es.nodes.stats(metric="process")["nodes"].values()
+    return float(sum(n["process"]["cpu"]["total_in_millis"] for n in nodes)) / 1000.0
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and of its finished children (the export's readers)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class _Cpu:
+    """CPU used between two points, by this benchmark's processes and by Elasticsearch."""
+
+    def __init__(self, es: Elasticsearch) -> None:
+        self.es = es
+        self.client = _own_cpu_s()
+        self.node = _es_cpu_s(es)
+
+    def used(self) -> tuple[float, float]:
+        return _own_cpu_s() - self.client, _es_cpu_s(self.es) - self.node
 
 
 def _store_size(es: Elasticsearch, index: str) -> int:
@@ -98,7 +129,9 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
         verify_bench.load(es, events, work)
         key = verify_bench._key(work)
         keyring = Keyring([key.public_key()])
+        cpu = _Cpu(es)
         raw = verify_bench.raw_read(es, url, 2)
+        raw_cpu = cpu.used()
         print(f"raw read: {raw}", file=sys.stderr)
         s3.ensure_bucket(BUCKET)
         opts = s3.client_options()
@@ -113,11 +146,15 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
             s3.url,
         )
         checkpoints = DirectoryCheckpointStore(work / "checkpoints")
+        ext = native.module()
+        fast_extend = getattr(ext, "merkle_extend", None) if ext is not None else None
         indices = sorted(es.indices.get(index=EVENTS_PATTERN))
         phases = {"export_s": 0.0, "upload_s": 0.0, "verify_s": 0.0}
         archive_bytes = events_archived = 0
         es_bytes = 0
         sizes: dict[str, Any] = {}
+        first: tuple[Path, int, int] | None = None
+        cpu = _Cpu(es)
         began = time.monotonic()
         for index in indices:
             day = day_of_index(index)
@@ -131,7 +168,7 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
             manifest = sign_record(manifest_body(day, index, files, int(time.time() * 1000)), key)
             store.put_bytes(day_key(day, MANIFEST), orjson.dumps(manifest))
             t2 = time.monotonic()
-            report = verify_day(store, day, keyring, workdir=tmp)
+            report = verify_day(store, day, keyring, workdir=tmp, fast_extend=fast_extend)
             t3 = time.monotonic()
             if not report.ok or report.events != files.events:
                 raise RuntimeError(f"{day}: archive did not verify: {report.to_json_dict()}")
@@ -141,11 +178,15 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
             archive_bytes += sum(int(f["bytes"]) for f in files.files.values())
             events_archived += files.events
             print(f"archived {day}: {files.events:,} events in {t3 - t0:.1f} s", file=sys.stderr)
-            if not sizes:
-                sizes = _ndjson_sizes(out / EVENTS)
-                sizes["parquet_bytes"] = int(files.files[EVENTS]["bytes"])
-                sizes["sample_events"] = files.events
+            if first is None:
+                first = (out / EVENTS, int(files.files[EVENTS]["bytes"]), files.events)
         archive_s = time.monotonic() - began
+        archive_cpu = cpu.used()
+        if first is not None:
+            # Outside the timed run: the format comparison compresses the events again.
+            sizes = _ndjson_sizes(first[0])
+            sizes["parquet_bytes"] = first[1]
+            sizes["sample_events"] = first[2]
 
         # Restore into a fresh index with the events template's settings and mappings.
         template = registered_templates()["otel-audit-events"]["template"]
@@ -156,6 +197,7 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
             mappings=template.get("mappings", {}),
         )
         restored = 0
+        cpu = _Cpu(es)
         began = time.monotonic()
         for index in indices:
             day = day_of_index(index)
@@ -164,6 +206,7 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
             restored += restore_file(es, path, RESTORE_INDEX)
         es.indices.refresh(index=RESTORE_INDEX)
         restore_s = time.monotonic() - began
+        restore_cpu = cpu.used()
         es.indices.delete(index=RESTORE_INDEX)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -171,6 +214,7 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
         if started:
             s3.stop()
     rate = events_archived / archive_s if archive_s else 0.0
+    cores = os.cpu_count() or 1
     ratio = archive_bytes / es_bytes if es_bytes else None
     return {
         "events": events,
@@ -186,6 +230,14 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
             for k, v in phases.items()
         },
         "meets_archive_target": rate >= TARGET_ARCHIVE_EVENTS_PER_S,
+        "cpu_us_per_event": {
+            "raw_read": _per_event(raw_cpu, raw["events"]),
+            "archive": _per_event(archive_cpu, events_archived),
+            "restore": _per_event(restore_cpu, restored),
+        },
+        "cores": cores,
+        "archive_cpu_bound_events_per_s": _cpu_bound_rate(archive_cpu, events_archived, cores),
+        "restore_cpu_bound_events_per_s": _cpu_bound_rate(restore_cpu, restored, cores),
         "es_store_bytes": es_bytes,
         "archive_bytes": archive_bytes,
         "es_bytes_per_event": round(es_bytes / events_archived, 1) if events_archived else None,
@@ -199,6 +251,24 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
         "restore_events_per_s": round(restored / restore_s) if restore_s else None,
         "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+
+
+def _per_event(cpu: tuple[float, float], events: int) -> dict[str, float | None]:
+    """Microseconds of CPU per event on the client side and in Elasticsearch."""
+    if not events:
+        return {"client": None, "elasticsearch": None}
+    return {
+        "client": round(cpu[0] / events * 1e6, 1),
+        "elasticsearch": round(cpu[1] / events * 1e6, 1),
+    }
+
+
+def _cpu_bound_rate(cpu: tuple[float, float], events: int, cores: int) -> int | None:
+    """Events/s the measured CPU cost allows when the run has every core to itself: the
+    figure to read beside the wall-clock rate on a machine shared with other work (the
+    load average is reported with it)."""
+    total = cpu[0] + cpu[1]
+    return round(events * cores / total) if total > 0 and events else None
 
 
 def main(argv: list[str] | None = None) -> int:

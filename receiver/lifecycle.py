@@ -39,8 +39,9 @@ from indexer.lifecycle.runner import LifecycleRunner, RunReport, StepHook
 from indexer.lifecycle.store import ColdStore, open_cold_store
 from indexer.spans import SpansConfig
 from otel_audit.integrity import Keyring
+from otel_audit.integrity.merkle import FastExtend
 from otel_audit.record import LogRecordData
-from receiver import metrics
+from receiver import metrics, native
 from receiver.config import ReceiverConfig
 from receiver.sealing.config import IntegrityConfig
 from receiver.sealing.sealer import load_signing_key
@@ -95,6 +96,13 @@ def cold_store_of(config: ReceiverConfig) -> ColdStore:
     return open_cold_store(lifecycle_config_of(config).cold_store)
 
 
+def _native_extend() -> FastExtend | None:
+    """The extension's Merkle extension when it is in use (the archive's read-back check
+    recomputes every block's root from a day's events)."""
+    ext = native.module()
+    return getattr(ext, "merkle_extend", None) if ext is not None else None
+
+
 def build_runner(
     config: ReceiverConfig,
     record: RecordEvent | None,
@@ -121,6 +129,7 @@ def build_runner(
         on_step=on_step,
         progress=progress,
         spans_retention_days=config.section("spans", SpansConfig).retention_days,
+        fast_extend=_native_extend(),
     )
 
 

@@ -42,12 +42,15 @@ from otel_audit.integrity import (
     Checkpoint,
     CheckpointFormatError,
     CheckpointStatus,
+    CompactRange,
     Keyring,
+    ProofError,
     decode_hash,
     encode_hash,
     leaf_hash,
     verify_checkpoint,
 )
+from otel_audit.integrity.merkle import FastExtend
 
 __all__ = [
     "ARCHIVE_FIELDS",
@@ -275,8 +278,12 @@ def verify_day(
     *,
     workdir: str | Path | None = None,
     expected_manifest_sha256: str | None = None,
+    fast_extend: FastExtend | None = None,
 ) -> DayReport:
-    """Verify one archived day from the store alone (see the module docstring)."""
+    """Verify one archived day from the store alone (see the module docstring).
+
+    ``fast_extend`` is an accelerated Merkle extension (the native one, handed down by
+    whoever may load it) for recomputing the blocks' roots; the results are the same."""
     report = DayReport(day)
     raw = store.get_bytes(day_key(day, MANIFEST))
     report.purged = _signed(store, day, PURGED, "purged", keyring, report)
@@ -319,7 +326,7 @@ def verify_day(
         report.state = "purged"
         return report
     with tempfile.TemporaryDirectory(prefix="otel-audit-verify-", dir=workdir) as tmp:
-        _verify_files(store, day, manifest, keyring, Path(tmp), report)
+        _verify_files(store, day, manifest, keyring, Path(tmp), report, fast_extend)
     if report.ok:
         report.state = "archived"
     return report
@@ -332,6 +339,7 @@ def _verify_files(
     keyring: Keyring,
     tmp: Path,
     report: DayReport,
+    fast_extend: FastExtend | None = None,
 ) -> None:
     files: Mapping[str, Any] = manifest.get("files", {})
     present: dict[str, Path] = {}
@@ -354,7 +362,9 @@ def _verify_files(
         return
     index = str(manifest.get("index"))
     rows = _read_rows(present.get(EVENTS), day, report)
-    blocks = _verify_blocks(present.get(BLOCKS), day, index, rows, manifest, keyring, report)
+    blocks = _verify_blocks(
+        present.get(BLOCKS), day, index, rows, manifest, keyring, report, fast_extend
+    )
     if CHECKPOINTS in present:
         _verify_checkpoints(present[CHECKPOINTS], day, blocks, report)
     for (chain, leaf), row in sorted(rows.items()):
@@ -398,8 +408,9 @@ def _read_rows(path: Path | None, day: str, report: DayReport) -> dict[tuple[str
         report.findings.append(ArchiveFinding("malformed", day, f"events.parquet: {exc}"))
         return rows
     for batch in table.to_batches(max_chunksize=65_536):
-        columns = [batch.column(i).to_pylist() for i in range(5)]
-        for chain, leaf, eid, prefix, source in zip(*columns, strict=True):
+        chains, leaves, ids, prefixes, sources = (batch.column(i).to_pylist() for i in range(5))
+        hashes = [leaf_hash(s) if type(s) is bytes else b"" for s in sources]
+        for chain, leaf, eid, prefix, lh in zip(chains, leaves, ids, prefixes, hashes, strict=True):
             if (chain, leaf) in rows:
                 report.findings.append(
                     ArchiveFinding(
@@ -407,7 +418,7 @@ def _read_rows(path: Path | None, day: str, report: DayReport) -> dict[tuple[str
                     )
                 )
                 continue
-            rows[(chain, leaf)] = _Row(eid, leaf_hash(source), prefix or b"")
+            rows[(chain, leaf)] = _Row(eid, lh, prefix or b"")
     return rows
 
 
@@ -498,6 +509,7 @@ def _verify_blocks(
     manifest: Mapping[str, Any],
     keyring: Keyring,
     report: DayReport,
+    fast_extend: FastExtend | None = None,
 ) -> dict[tuple[str, int], BlockRecord]:
     """Trusted blocks by (chain, sequence); places the archived events in them."""
     out: dict[tuple[str, int], BlockRecord] = {}
@@ -547,7 +559,7 @@ def _verify_blocks(
                         event_id=row.event_id,
                     )
                 )
-        problems = rec.seal_problems(None)
+        problems = _seal_problems(rec, fast_extend)
         if problems and not missing and not changed:
             report.findings.append(
                 ArchiveFinding(
@@ -564,6 +576,19 @@ def _verify_blocks(
             ArchiveFinding("missing", day, f"block {chain}:{seq} of the manifest is not archived")
         )
     return out
+
+
+def _seal_problems(rec: BlockRecord, fast_extend: FastExtend | None) -> list[str]:
+    """:meth:`BlockRecord.seal_problems` (no previous checkpoint), the leaves extended
+    with ``fast_extend`` when given; any disagreement is explained by the reference."""
+    if fast_extend is None or rec.first_leaf + len(rec.leaf_hashes) != rec.checkpoint.tree_size:
+        return rec.seal_problems(None)
+    try:
+        cr = CompactRange.from_state(rec.first_leaf, rec.frontier, fast_extend=fast_extend)
+        cr.extend(list(rec.leaf_hashes))
+    except (ProofError, ValueError):
+        return rec.seal_problems(None)
+    return [] if cr.root() == rec.checkpoint.root_hash else rec.seal_problems(None)
 
 
 def _verify_checkpoints(

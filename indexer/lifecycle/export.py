@@ -14,7 +14,9 @@ bounded by a few pages whatever the size of the day.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
+import dataclasses
 import gc
 import multiprocessing
 import pickle
@@ -42,11 +44,11 @@ from indexer.lifecycle.archive import (
     DayFiles,
     compact_block,
     day_of_index,
-    field_value,
     leaf_ranges,
     sha256_file,
 )
 from otel_audit.integrity import (
+    HASH_SIZE,
     Checkpoint,
     CheckpointFormatError,
     CheckpointStatus,
@@ -55,14 +57,13 @@ from otel_audit.integrity import (
     document_for_hashing,
     encode_hash,
     leaf_hash,
-    leaf_hash_of_event,
     verify_checkpoint,
 )
 from otel_audit.integrity.store import CheckpointStore
 
 __all__ = ["DayNotReady", "ExportError", "day_bounds", "export_day", "load_day_blocks"]
 
-_PAGE = 5000
+_PAGE = 10_000
 _SLICES = 2
 _PROCESSES_FROM = 50_000
 """Days with at least this many events are read by worker processes (starting them costs
@@ -118,7 +119,7 @@ def load_day_blocks(es: Elasticsearch, index: str, keyring: Keyring) -> list[Blo
             return []
         for hit in hits:
             try:
-                rec = BlockRecord.from_document(hit["_source"])
+                rec = _block_of(hit["_source"])
             except CheckpointFormatError as exc:
                 raise ExportError(f"block record {hit['_id']} is malformed: {exc}") from None
             if index not in rec.event_indices:
@@ -135,15 +136,38 @@ def load_day_blocks(es: Elasticsearch, index: str, keyring: Keyring) -> list[Blo
         after = hits[-1]["sort"]
 
 
-@dataclass(slots=True)
-class _Sealed:
-    chain: str
-    leaf: int
-    leaf_hash: bytes
+def _block_of(doc: dict[str, Any]) -> BlockRecord:
+    """:meth:`BlockRecord.from_document` with the leaf hashes decoded in bulk (a day's
+    blocks hold one per event): as strictly, one base64 encoding per hash."""
+    ids, indices, hashes = (doc.get(n) for n in ("event_ids", "event_indices", "leaf_hashes"))
+    if not (type(ids) is list and type(indices) is list and type(hashes) is list):
+        return BlockRecord.from_document(doc)  # it names what is wrong
+    try:
+        raw = [binascii.a2b_base64(h, strict_mode=True) for h in hashes]
+        exact = all(
+            len(r) == HASH_SIZE and binascii.b2a_base64(r, newline=False).decode() == h
+            for r, h in zip(raw, hashes, strict=True)
+        )
+    except (binascii.Error, TypeError, ValueError):
+        exact = False
+    if (
+        not exact
+        or not all(type(x) is str for x in ids)
+        or not all(type(x) is str for x in indices)
+    ):
+        return BlockRecord.from_document(doc)
+    if not len(ids) == len(indices) == len(raw):
+        return BlockRecord.from_document(doc)
+    shell = BlockRecord.from_document(
+        {**doc, "event_ids": [], "event_indices": [], "leaf_hashes": []}
+    )
+    return dataclasses.replace(
+        shell, event_ids=tuple(ids), event_indices=tuple(indices), leaf_hashes=tuple(raw)
+    )
 
 
 class _EventsWriter:
-    """Rows into the events file, one row group at a time."""
+    """Columns of events into the events file, one row group at a time."""
 
     def __init__(self, path: Path) -> None:
         import pyarrow as pa
@@ -176,30 +200,39 @@ class _EventsWriter:
         self.ts_min = ""
         self.ts_max = ""
 
-    def add(
+    def extend(
         self,
-        chain: str,
-        leaf: int,
-        eid: str,
-        ts: str,
-        fields: list[str | None],
-        source: bytes,
-        lh: bytes,
+        chains: list[str],
+        leaves: list[int],
+        page: _Page,
+        keep: list[int] | None,
     ) -> None:
+        """Add the rows of ``page`` (only the positions in ``keep`` when given)."""
+        ids, sources, leaf_hashes, timestamps = page.ids, page.sources, page.leaves, page.timestamps
+        fields = page.fields
+        if keep is not None:
+            ids = [ids[i] for i in keep]
+            sources = [sources[i] for i in keep]
+            leaf_hashes = [leaf_hashes[i] for i in keep]
+            timestamps = [timestamps[i] for i in keep]
+            fields = [[column[i] for i in keep] for column in fields]
         c = self.columns
-        c["chain"].append(chain)
-        c["leaf"].append(leaf)
-        c["event_id"].append(eid)
-        c["ts"].append(ts)
-        for name, value in zip(ARCHIVE_FIELDS, fields, strict=True):
-            c[name].append(value)
-        c["leaf_prefix"].append(lh[:_PREFIX])
-        c["source"].append(source)
-        self.rows += 1
-        if ts and (not self.ts_min or ts < self.ts_min):
-            self.ts_min = ts
-        if ts > self.ts_max:
-            self.ts_max = ts
+        c["chain"] += chains
+        c["leaf"] += leaves
+        c["event_id"] += ids
+        c["ts"] += timestamps
+        for name, column in zip(ARCHIVE_FIELDS, fields, strict=True):
+            c[name] += column
+        c["leaf_prefix"] += [lh[:_PREFIX] for lh in leaf_hashes]
+        c["source"] += sources
+        self.rows += len(ids)
+        present = [t for t in timestamps if t]
+        if present:
+            low, high = min(present), max(present)
+            if not self.ts_min or low < self.ts_min:
+                self.ts_min = low
+            if high > self.ts_max:
+                self.ts_max = high
         if len(c["leaf"]) >= _ROW_GROUP:
             self.flush()
 
@@ -222,47 +255,71 @@ which the events recompute; the prefix only names which event changed."""
 _PATHS = tuple(tuple(name.split(".")) for name in ARCHIVE_FIELDS)
 
 
-def _fields(doc: dict[str, Any]) -> list[str | None]:
-    """:data:`ARCHIVE_FIELDS` of a document (one walk per field, no per-call splitting)."""
+def _column(docs: list[Any], path: tuple[str, ...]) -> list[str | None]:
+    """One of :data:`ARCHIVE_FIELDS` of every document (a string, else None)."""
     out: list[str | None] = []
-    for path in _PATHS:
-        value: Any = doc
+    for value in docs:
         for part in path:
             value = value.get(part) if type(value) is dict else None
-        out.append(value if type(value) is str else field_value(doc, ".".join(path)))
+        if value is None or type(value) is str:
+            out.append(value)
+        else:
+            out.append(None if isinstance(value, (dict, list)) else str(value))
     return out
 
 
 @dataclass(slots=True)
 class _Page:
-    """One page of events made ready for the archive (where they were read)."""
+    """One page of events made ready for the archive (where they were read), by column."""
 
     ids: list[str]
     sources: list[bytes]
-    """Each event's RFC 8785 bytes: the sorted-key JSON when that is its canonical form,
-    else the reference serialization."""
+    """Each event's sorted-key JSON: its RFC 8785 form for every document the receiver
+    builds without floats or unusual keys; the exporter checks each against its sealed
+    leaf and falls back to the reference serialization where they differ."""
     leaves: list[bytes]
+    """``SHA-256(0x00 || source)`` of each."""
     timestamps: list[str]
     fields: list[list[str | None]]
+    """One column per :data:`ARCHIVE_FIELDS` entry."""
 
 
 def _prepare(hits: list[dict[str, Any]]) -> _Page:
-    page = _Page([], [], [], [], [])
-    for hit in hits:
-        doc = hit["_source"]
-        source = orjson.dumps(doc, option=_SORT)
-        fast = leaf_hash(source)
-        leaf = leaf_hash_of_event(doc, source)
-        if leaf != fast:
-            # Not the fast form (floats, unusual keys): the canonical form decides.
-            source = canonical_json(document_for_hashing(doc))
-        page.ids.append(hit["_id"])
-        page.sources.append(source)
-        page.leaves.append(leaf)
-        ts = doc.get("@timestamp")
-        page.timestamps.append(ts if type(ts) is str else "")
-        page.fields.append(_fields(doc))
-    return page
+    docs = [hit["_source"] for hit in hits]
+    sources = [orjson.dumps(doc, option=_SORT) for doc in docs]
+    timestamps: list[str] = []
+    for doc in docs:
+        ts = doc.get("@timestamp") if type(doc) is dict else None
+        timestamps.append(ts if type(ts) is str else "")
+    return _Page(
+        ids=[hit["_id"] for hit in hits],
+        sources=sources,
+        leaves=[leaf_hash(s) for s in sources],
+        timestamps=timestamps,
+        fields=[_column(docs, path) for path in _PATHS],
+    )
+
+
+def _canonical_instead(
+    page: _Page, wants: list[tuple[str, int, bytes]], index: str, keep: list[int] | None
+) -> None:
+    """Give the events whose sorted-key bytes do not hash to their sealed leaf their
+    RFC 8785 bytes (floats, unusual keys); raises :class:`ExportError` when those do not
+    hash to it either (the stored event is not what was sealed)."""
+    rows = keep if keep is not None else range(len(page.ids))
+    for want, i in zip(wants, rows, strict=True):
+        if page.leaves[i] == want[2]:
+            continue
+        doc = orjson.loads(page.sources[i])
+        source = canonical_json(document_for_hashing(doc))
+        leaf = leaf_hash(source)
+        if leaf != want[2]:
+            raise ExportError(
+                f"event {page.ids[i]} in {index} differs from what was sealed at leaf "
+                f"{want[0]}:{want[1]}; run otel-audit verify"
+            )
+        page.sources[i] = source
+        page.leaves[i] = leaf
 
 
 def export_day(
@@ -280,33 +337,36 @@ def export_day(
     """
     directory.mkdir(parents=True, exist_ok=True)
     blocks = load_day_blocks(es, index, keyring)
-    sealed: dict[str, _Sealed] = {}
+    sealed: dict[str, tuple[str, int, bytes]] = {}
     for rec in blocks:
+        chain, first = rec.chain_id, rec.first_leaf
         for pos, (eid, idx, lh) in enumerate(
             zip(rec.event_ids, rec.event_indices, rec.leaf_hashes, strict=True)
         ):
             if idx == index:
-                sealed[eid] = _Sealed(rec.chain_id, rec.first_leaf + pos, lh)
-    expected_events = len(sealed)
+                sealed[eid] = (chain, first + pos, lh)
     writer = _EventsWriter(directory / EVENTS)
     pairs: list[tuple[str, int]] = []
     unsealed = 0
     try:
-        for page in _pages(es, index, processes=expected_events >= _PROCESSES_FROM):
-            for eid, source, leaf, ts, fields in zip(
-                page.ids, page.sources, page.leaves, page.timestamps, page.fields, strict=True
-            ):
-                want = sealed.pop(eid, None)
-                if want is None:
-                    unsealed += 1
-                    continue
-                if leaf != want.leaf_hash:
-                    raise ExportError(
-                        f"event {eid} in {index} differs from what was sealed at leaf "
-                        f"{want.chain}:{want.leaf}; run otel-audit verify"
-                    )
-                writer.add(want.chain, want.leaf, eid, ts, fields, source, leaf)
-                pairs.append((want.chain, want.leaf))
+        for page in _pages(es, index, processes=len(sealed) >= _PROCESSES_FROM):
+            found = [sealed.pop(eid, None) for eid in page.ids]
+            keep: list[int] | None = None
+            wants: list[tuple[str, int, bytes]]
+            if any(w is None for w in found):
+                keep = [i for i, w in enumerate(found) if w is not None]
+                unsealed += len(found) - len(keep)
+                wants = [w for w in found if w is not None]
+                leaves = [page.leaves[i] for i in keep]
+            else:
+                wants = found  # type: ignore[assignment]
+                leaves = page.leaves
+            if any(w[2] != lh for w, lh in zip(wants, leaves, strict=True)):
+                _canonical_instead(page, wants, index, keep)
+            chains = [w[0] for w in wants]
+            positions = [w[1] for w in wants]
+            writer.extend(chains, positions, page, keep)
+            pairs += zip(chains, positions, strict=True)
             if progress is not None:
                 progress(writer.rows)
     finally:

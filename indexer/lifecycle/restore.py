@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import Elasticsearch
 
 from indexer.lifecycle.archive import EVENTS, day_key, index_of_day, list_days, verify_day
 from indexer.lifecycle.audit_events import RecordEvent, lifecycle_event
@@ -56,39 +57,61 @@ def _days_between(first: date, last: date) -> list[str]:
     return out
 
 
-def _actions(path: Path, index: str) -> Iterator[dict[str, Any]]:
+_BULK_EVENTS = 5000
+_BULK_HEADERS = {"content-type": "application/x-ndjson", "accept": "application/json"}
+
+
+def _bodies(path: Path, index: str) -> Iterator[tuple[bytes, int]]:
+    """Bulk request bodies of the archived events: each event's archived bytes as the
+    document, unparsed (they are the JSON its leaf hashes), created under its event id."""
     import pyarrow.parquet as pq
 
     table = pq.ParquetFile(path)
-    for batch in table.iter_batches(batch_size=5000, columns=["event_id", "source"]):
-        for eid, source in zip(
-            batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True
-        ):
-            yield {
-                "_op_type": "create",
-                "_index": index,
-                "_id": eid,
-                "_source": orjson.loads(source),
-            }
+    for batch in table.iter_batches(batch_size=_BULK_EVENTS, columns=["event_id", "source"]):
+        ids = batch.column(0).to_pylist()
+        sources = batch.column(1).to_pylist()
+        lines: list[bytes] = []
+        for eid, source in zip(ids, sources, strict=True):
+            if type(eid) is not str or type(source) is not bytes or b"\n" in source:
+                raise RestoreError(f"{path.name}: event {eid!r} is not one line of JSON")
+            lines.append(orjson.dumps({"create": {"_index": index, "_id": eid}}))
+            lines.append(source)
+        lines.append(b"")
+        yield b"\n".join(lines), len(ids)
+
+
+def _send(es: Elasticsearch, body: bytes, index: str) -> int:
+    """One bulk request; the events it created (409, already there, is not an error)."""
+    resp = es.perform_request(
+        "POST",
+        "/_bulk",
+        headers=_BULK_HEADERS,
+        body=body,
+        params={"filter_path": "items.*.status,items.*.error"},
+    ).body
+    created = 0
+    for item in resp.get("items", []):
+        result = next(iter(item.values()))
+        status = result.get("status", 0)
+        if status == 201:
+            created += 1
+        elif status != 409:
+            raise RestoreError(f"{index}: Elasticsearch refused an event: {result}")
+    return created
 
 
 def restore_file(es: Elasticsearch, path: Path, index: str, threads: int = 2) -> int:
     """Create every event of an archived events file in ``index``; returns how many were
     new (an event already there, from an earlier restore, answers 409 and is left)."""
     created = 0
-    for ok, item in helpers.parallel_bulk(
-        es,
-        _actions(path, index),
-        thread_count=threads,
-        chunk_size=2000,
-        raise_on_error=False,
-        raise_on_exception=True,
-    ):
-        status = next(iter(item.values())).get("status", 0)
-        if ok:
-            created += 1
-        elif status != 409:
-            raise RestoreError(f"{index}: Elasticsearch refused an event: {item}")
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="restore") as pool:
+        pending: list[Future[int]] = []
+        for body, _count in _bodies(path, index):
+            pending.append(pool.submit(_send, es, body, index))
+            if len(pending) >= threads:
+                created += pending.pop(0).result()
+        for future in pending:
+            created += future.result()
     return created
 
 

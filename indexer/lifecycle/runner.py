@@ -75,6 +75,7 @@ from indexer.lifecycle.records import put_record, read_records
 from indexer.lifecycle.signed import SignedRecordError, parse_record, sign_record, verify_record
 from indexer.lifecycle.store import ColdStore, ColdStoreError
 from otel_audit.integrity import Ed25519PrivateKey, Keyring
+from otel_audit.integrity.merkle import FastExtend
 from otel_audit.integrity.store import CheckpointStore
 
 __all__ = ["DayAction", "LifecycleRunner", "RunReport", "StepHook"]
@@ -153,6 +154,7 @@ class LifecycleRunner:
         progress: Callable[[str], None] | None = None,
         spans_retention_days: int = 7,
         workdir: str | None = None,
+        fast_extend: FastExtend | None = None,
     ) -> None:
         self.es = es
         self.config = config
@@ -170,6 +172,7 @@ class LifecycleRunner:
         self.progress = progress or (lambda _msg: None)
         self.spans_retention_days = spans_retention_days
         self.workdir = workdir
+        self.fast_extend = fast_extend
         self._stop = threading.Event()
 
     def request_stop(self) -> None:
@@ -333,7 +336,9 @@ class LifecycleRunner:
         """Archive the day unless a verified archive of exactly its events exists; returns
         the manifest's SHA-256, or None (the action says why)."""
         if has_manifest:
-            report = verify_day(self.store, day, self.keyring, workdir=self._workdir())
+            report = verify_day(
+                self.store, day, self.keyring, workdir=self._workdir(), fast_extend=self.fast_extend
+            )
             if report.ok and report.manifest is not None and report.events == action.events:
                 append_entry(self.store, self.key, day, report.manifest_sha256, self.wall_ms())
                 self._record_archived(day, report.manifest)
@@ -378,7 +383,9 @@ class LifecycleRunner:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self.progress(f"{day}: reading the archive back")
-        report = verify_day(self.store, day, self.keyring, workdir=self._workdir())
+        report = verify_day(
+            self.store, day, self.keyring, workdir=self._workdir(), fast_extend=self.fast_extend
+        )
         if not report.ok or report.events != action.events:
             problems = "; ".join(f.message for f in report.findings[:5]) or (
                 f"{report.events} events archived, {action.events} in the index"
