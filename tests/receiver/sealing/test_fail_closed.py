@@ -164,3 +164,28 @@ def test_serve_refuses_to_start_over_a_forged_block(
     assert record.doc_id in text and "refusing to resume the chain" in text
     assert "receiver listening" not in text
     assert time.monotonic() - began < 120
+
+
+def test_newest_blocks_deleted_from_elasticsearch_refuse_the_start(
+    clean_es: Elasticsearch, es_url: str, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    asyncio.run(ingest(es_url, state_dir, KEY, [10]))
+    before = sealed_state(state_dir)
+    saved = tmp_path / "saved-state.json"
+    saved.write_bytes((state_dir / "state.json").read_bytes())
+    asyncio.run(ingest(es_url, state_dir, KEY, [10], start=50))
+    # The attacker deletes the newest blocks; the local state is set back with them (a
+    # restored disk). Only the checkpoint store, kept apart, still knows the newer ones.
+    clean_es.indices.refresh(index=BLOCKS_INDEX)
+    newer = clean_es.search(
+        index=BLOCKS_INDEX, query={"range": {"sequence": {"gt": before.sequence}}}, size=100
+    )["hits"]["hits"]
+    assert newer
+    for hit in newer:
+        clean_es.delete(index=BLOCKS_INDEX, id=hit["_id"], refresh=True)
+    (state_dir / "state.json").write_bytes(saved.read_bytes())
+
+    with pytest.raises(RuntimeError, match="blocks were lost or deleted"):
+        asyncio.run(start_sealer(es_url, state_dir))
+    assert sealed_state(state_dir) == before
