@@ -17,8 +17,8 @@ Each run sets the ``verify_*`` metrics. ``/readyz`` turns unready
 The first run reads everything stored. While the store holds one chain, the runs after a
 clean run are incremental (``verify --since`` with that run's newest trusted checkpoint):
 they prove the chain extends it and read only the events stored after it, so a run costs
-what was added. Every ``full_every``-th run reads everything again: only a full run finds
-a change to an event sealed before the last verified checkpoint. Each run waits at most
+what was added. After ``full_every - 1`` of them a run reads everything again: only a
+full run finds a change to an event sealed before the last verified checkpoint. Each run waits at most
 ``max_wait_s`` for the sealing deadline of events stored just before it; those still
 unsealed stay pending and are read again by the next run.
 
@@ -65,7 +65,7 @@ class WatchConfig:
     max_wait_s: float = 2.0
     """Wait at most this long in a run for events stored just before it to be sealed."""
     full_every: int = 12
-    """Every this many runs reads everything; the runs between are incremental (1: all full)."""
+    """A full run, then up to this many minus one incremental runs, and so on (1: all full)."""
     stale_after_s: float = 0.0
     """A chain whose newest trusted checkpoint is older is stale (0: the default of
     ``verify``, ``integrity.heartbeat_interval_s + grace_s``)."""
@@ -116,7 +116,7 @@ class VerifySchedule:
         self.last_completed: float | None = None
         self._started_at = clock()
         self._kinds_seen: set[str] = set()
-        self._runs = 0
+        self._incremental_in_row = 0
         self._anchor: Any = None
         """The newest trusted checkpoint of the last clean run (one chain), or None."""
         self._stuck = False
@@ -169,7 +169,7 @@ class VerifySchedule:
     def _since(self, store: Any) -> Any:
         """The checkpoint this run may start from, or None for a full run."""
         anchor = self._anchor
-        if anchor is None or self._runs % self.watch.full_every == 0:
+        if anchor is None or self._incremental_in_row >= self.watch.full_every - 1:
             return None
         # Incremental runs read the events stored after the checkpoint, whatever their
         # chain: with a second chain its events would look uncovered, so read everything.
@@ -241,7 +241,7 @@ class VerifySchedule:
         """One verify run now (in a worker thread); the findings by kind."""
         started = time.monotonic()
         report, incremental = await asyncio.to_thread(self._run_sync)
-        self._runs += 1
+        self._incremental_in_row = self._incremental_in_row + 1 if incremental else 0
         duration = time.monotonic() - started
         counts: dict[str, int] = report.counts()
         self.last_findings = counts
