@@ -18,9 +18,9 @@ The first run reads everything stored. While the store holds one chain, the runs
 clean run are incremental (``verify --since`` with that run's newest trusted checkpoint):
 they prove the chain extends it and read only the events stored after it, so a run costs
 what was added. After ``full_every - 1`` of them a run reads everything again: only a
-full run finds a change to an event sealed before the last verified checkpoint. Each run waits at most
-``max_wait_s`` for the sealing deadline of events stored just before it; those still
-unsealed stay pending and are read again by the next run.
+full run finds a change to an event sealed before the last verified checkpoint. Each run
+waits at most ``max_wait_s`` for the sealing deadline of events stored just before it;
+those still unsealed stay pending and are read again by the next run.
 
 With ``watch.witness_urls`` (and their ``watch.witness_keys``), each run then sends the
 newest checkpoint to those witnesses and stores their cosignatures beside it
