@@ -94,6 +94,21 @@ class WatchConfig:
                 raise ValueError(f"watch.witness_keys: {verifier.name} is not a witness key")
 
 
+def _anchor_freshness(report: Any, since: Any, options: Any) -> None:
+    """An incremental run that found no newer trusted checkpoint judges freshness by the
+    one it started from (verified by an earlier run), as a full run would."""
+    if since.origin in report.anchors or since.origin in report.stale:
+        return
+    limit_ms = options.stale_ms()
+    age_ms = int(options.clock() * 1000) - since.timestamp_ms
+    if limit_ms > 0 and age_ms > limit_ms:
+        report.stale[since.origin] = (
+            f"newest trusted checkpoint (sequence {since.sequence}) was signed "
+            f"{age_ms / 1000:.0f} s ago, more than the {limit_ms / 1000:.0f} s a live "
+            "receiver's heartbeat allows: newer data may have been cut off"
+        )
+
+
 class VerifySchedule:
     """Runs verify every ``interval_s``; ``start()``, ``ready()``, ``shutdown()``."""
 
@@ -200,6 +215,8 @@ class VerifySchedule:
             # Indices the lifecycle policy removed (signed records) are archived, not missing.
             options.policy_deletions = PolicyDeletions.from_elasticsearch(es, keyring)
             report = verify(es, keyring, store, options)
+            if since is not None:
+                _anchor_freshness(report, since, options)
             if self.watch.witness_urls:
                 self._submit_to_witnesses(es, Path(integrity.checkpoint_dir), keyring)
             return report, since is not None

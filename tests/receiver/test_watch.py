@@ -218,6 +218,10 @@ def test_stale_chain_turns_readyz_unready(serve_factory: Callable[..., Serve]) -
     serve.send(0, 5)
     wait("/readyz to turn unready", lambda: serve.ready() == 503, timeout_s=60)
     wait("the verify_stale metric", lambda: serve.metric("verify_stale") == 1.0, timeout_s=30)
+    # An incremental run that finds nothing new still judges the chain by its checkpoint.
+    wait("an incremental run", lambda: serve.metric("verify_last_incremental") == 1.0)
+    assert serve.metric("verify_stale") == 1.0
+    assert serve.ready() == 503
     assert serve.metric("sealing_stuck") == 0.0
     assert not serve.metric('verify_runs_total{outcome="findings"}')
     assert any(r["msg"] == "chain stale" for r in serve.log_lines())
