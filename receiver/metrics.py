@@ -67,7 +67,9 @@ __all__ = [
     "VERIFY_DURATION",
     "VERIFY_EVENTS_CHECKED",
     "VERIFY_FINDINGS",
+    "VERIFY_INCREMENTAL",
     "VERIFY_LAST_RUN",
+    "VERIFY_OVERDUE",
     "VERIFY_RUNS",
     "VERIFY_STALE",
     "WITNESS_SUBMISSIONS",
@@ -249,13 +251,25 @@ VERIFY_FINDINGS = Gauge(
 )
 VERIFY_STALE = Gauge(
     "verify_stale",
+    "1 when the last scheduled verify run found a chain's newest checkpoint too old.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+VERIFY_OVERDUE = Gauge(
+    "verify_overdue",
     "1 when no scheduled verify run completed within two intervals.",
+    namespace=_NS,
+    registry=REGISTRY,
+)
+VERIFY_INCREMENTAL = Gauge(
+    "verify_last_incremental",
+    "1 when the last scheduled verify run checked only what was added since the one before.",
     namespace=_NS,
     registry=REGISTRY,
 )
 SEALING_STUCK = Gauge(
     "sealing_stuck",
-    "1 when events wait to be sealed and the chain has not grown for watch.sealing_stuck_after_s.",
+    "1 when the sealer reports stored events are not being sealed (integrity.stuck_after_s).",
     namespace=_NS,
     registry=REGISTRY,
 )

@@ -330,10 +330,10 @@ async def serve(config: ReceiverConfig) -> int:
 
         lifecycle = LifecycleSchedule(config, logs_consumer.consume_logs)
         lifecycle.start()
-        # Verify on a schedule; tampering found or sealing stuck turns /readyz unready.
+        # Verify on a schedule; tampering, a stale chain or stuck sealing: /readyz unready.
         from receiver.watch import VerifySchedule
 
-        watch = VerifySchedule(config, getattr(logs_consumer, "_sealer", None))
+        watch = VerifySchedule(config, server.sealing_stuck)
         server.readiness_checks.append(watch.ready)
         watch.start()
         # What exists after startup lives as long as the process: keep it out of every

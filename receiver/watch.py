@@ -1,21 +1,32 @@
-"""The receiver watching itself: a scheduled ``verify`` and a sealing watchdog inside ``serve``.
+"""The receiver watching itself: a scheduled ``verify`` and the sealer's watchdog in ``serve``.
 
 With ``watch.enabled`` (the ``watch:`` section), ``serve`` runs
 :func:`indexer.integrity.verify.verify` every ``interval_s`` in a worker thread, with the
-receiver's own public key (plus ``lifecycle.public_key_paths``) and its checkpoint store,
-over everything stored. Each run sets the ``verify_*`` metrics. ``/readyz`` turns unready
+receiver's own public key (plus ``lifecycle.public_key_paths``) and its checkpoint store.
+Each run sets the ``verify_*`` metrics. ``/readyz`` turns unready
 (:meth:`VerifySchedule.ready`) while
 
 - the last completed run found tampering (any finding): an operator must look, and a load
-  balancer should stop sending new events to a store that no longer verifies; or
-- sealing is stuck: events are waiting to be sealed and the chain's tree has not grown for
-  ``sealing_stuck_after_s`` (the sealer cannot write blocks or checkpoints).
+  balancer should stop sending new events to a store that no longer verifies;
+- the last completed run found a chain stale (its newest trusted checkpoint older than
+  ``integrity.heartbeat_interval_s`` plus ``grace_s``, or ``stale_after_s``; what
+  ``verify`` exits 4 for); or
+- sealing is stuck, as the sealer itself reports it (:meth:`Sealer.stuck`: refused chain,
+  dead seal loop, events unsealed longer than ``integrity.stuck_after_s``).
+
+The first run reads everything stored. While the store holds one chain, the runs after a
+clean run are incremental (``verify --since`` with that run's newest trusted checkpoint):
+they prove the chain extends it and read only the events stored after it, so a run costs
+what was added. After ``full_every - 1`` of them a run reads everything again: only a
+full run finds a change to an event sealed before the last verified checkpoint. Each run
+waits at most ``max_wait_s`` for the sealing deadline of events stored just before it;
+those still unsealed stay pending and are read again by the next run.
 
 With ``watch.witness_urls`` (and their ``watch.witness_keys``), each run then sends the
 newest checkpoint to those witnesses and stores their cosignatures beside it
 (:func:`indexer.integrity.witness_cli.submit_chain`).
 
-``verify_stale`` is 1 when no run has completed within two intervals (verify keeps
+``verify_overdue`` is 1 when no run has completed within two intervals (verify keeps
 failing, or takes longer than the schedule allows).
 """
 
@@ -25,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +62,13 @@ class WatchConfig:
     """Seconds after start before the first run."""
     grace_s: float = 5.0
     """As ``verify --grace-s``: events this close to the newest checkpoint are pending."""
-    sealing_stuck_after_s: float = 120.0
-    """Events pending while the chain has not grown for this long means sealing is stuck."""
+    max_wait_s: float = 2.0
+    """Wait at most this long in a run for events stored just before it to be sealed."""
+    full_every: int = 12
+    """A full run, then up to this many minus one incremental runs, and so on (1: all full)."""
+    stale_after_s: float = 0.0
+    """A chain whose newest trusted checkpoint is older is stale (0: the default of
+    ``verify``, ``integrity.heartbeat_interval_s + grace_s``)."""
     witness_urls: tuple[str, ...] = ()
     """Witnesses (``otel-audit witness serve``) to send the newest checkpoint to after
     each run; their cosigned notes are stored beside the checkpoints."""
@@ -59,11 +76,13 @@ class WatchConfig:
     """The verifier key (vkey) of each witness in ``witness_urls``, in the same order."""
 
     def validate(self) -> None:
-        for name in ("interval_s", "sealing_stuck_after_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"watch.{name} must be positive")
-        if self.first_delay_s < 0 or self.grace_s < 0:
-            raise ValueError("watch.first_delay_s and watch.grace_s must not be negative")
+        if self.interval_s <= 0:
+            raise ValueError("watch.interval_s must be positive")
+        if self.full_every < 1:
+            raise ValueError("watch.full_every must be at least 1")
+        for name in ("first_delay_s", "grace_s", "max_wait_s", "stale_after_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"watch.{name} must not be negative")
         if len(self.witness_urls) != len(self.witness_keys):
             raise ValueError("watch.witness_keys needs one vkey per watch.witness_urls entry")
         for vkey in self.witness_keys:
@@ -75,22 +94,47 @@ class WatchConfig:
                 raise ValueError(f"watch.witness_keys: {verifier.name} is not a witness key")
 
 
+def _anchor_freshness(report: Any, since: Any, options: Any) -> None:
+    """An incremental run that found no newer trusted checkpoint judges freshness by the
+    one it started from (verified by an earlier run), as a full run would."""
+    if since.origin in report.anchors or since.origin in report.stale:
+        return
+    limit_ms = options.stale_ms()
+    age_ms = int(options.clock() * 1000) - since.timestamp_ms
+    if limit_ms > 0 and age_ms > limit_ms:
+        report.stale[since.origin] = (
+            f"newest trusted checkpoint (sequence {since.sequence}) was signed "
+            f"{age_ms / 1000:.0f} s ago, more than the {limit_ms / 1000:.0f} s a live "
+            "receiver's heartbeat allows: newer data may have been cut off"
+        )
+
+
 class VerifySchedule:
     """Runs verify every ``interval_s``; ``start()``, ``ready()``, ``shutdown()``."""
 
-    def __init__(self, config: Any, sealer: Any = None, *, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: Any,
+        stuck_probe: Callable[[], tuple[bool, str]] | None = None,
+        *,
+        clock: Any = time.monotonic,
+    ) -> None:
         self.config = config
         self.watch: WatchConfig = config.section("watch", WatchConfig)
-        self.sealer = sealer
+        self.stuck_probe = stuck_probe
+        """The sealer's own probe (``server.sealing_stuck``): ``(stuck, why)``."""
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.last_findings: dict[str, int] | None = None
+        self.last_stale: dict[str, str] = {}
         self.last_completed: float | None = None
         self._started_at = clock()
-        self._tree_size = -1
-        self._tree_changed = clock()
         self._kinds_seen: set[str] = set()
+        self._incremental_in_row = 0
+        self._anchor: Any = None
+        """The newest trusted checkpoint of the last clean run (one chain), or None."""
+        self._stuck = False
 
     def start(self) -> None:
         """Start the schedule when ``watch.enabled`` and the events go to Elasticsearch."""
@@ -101,28 +145,25 @@ class VerifySchedule:
     # -- readiness -------------------------------------------------------------------
 
     def sealing_stuck(self) -> bool:
-        """Events wait to be sealed and the chain has not grown for the configured bound."""
-        sealer = self.sealer
-        if sealer is None:
+        """The sealer says stored events are not being sealed (its :meth:`stuck`)."""
+        if self.stuck_probe is None:
             return False
-        now = self._clock()
-        try:
-            size = int(sealer.state.tree_size)
-            pending = int(sealer.pending_count)
-        except (RuntimeError, AttributeError):  # not started yet
-            return False
-        if size != self._tree_size:
-            self._tree_size = size
-            self._tree_changed = now
-        stuck = pending > 0 and now - self._tree_changed > self.watch.sealing_stuck_after_s
+        stuck, why = self.stuck_probe()
         metrics.SEALING_STUCK.set(1 if stuck else 0)
-        return stuck
+        if stuck and not self._stuck:
+            _log.error("sealing stuck", extra={"why": why})
+        self._stuck = bool(stuck)
+        return self._stuck
 
     def tampered(self) -> bool:
         """The last completed verify run had findings."""
         return bool(self.last_findings)
 
     def stale(self) -> bool:
+        """The last completed verify run found a chain stale (``verify`` exit 4)."""
+        return bool(self.last_stale)
+
+    def overdue(self) -> bool:
         """No verify run completed within two intervals."""
         if self._task is None:
             return False
@@ -131,30 +172,54 @@ class VerifySchedule:
         return bool(self._clock() - since > bound)
 
     def ready(self) -> bool:
-        """False while tampering was found or sealing is stuck (for ``/readyz``)."""
+        """False while tampering was found, a chain is stale or sealing is stuck (for
+        ``/readyz``)."""
         if not self.watch.enabled:
             return True
-        metrics.VERIFY_STALE.set(1 if self.stale() else 0)
-        return not self.tampered() and not self.sealing_stuck()
+        metrics.VERIFY_OVERDUE.set(1 if self.overdue() else 0)
+        return not self.tampered() and not self.stale() and not self.sealing_stuck()
 
     # -- runs ------------------------------------------------------------------------
 
-    def _run_sync(self) -> Any:
+    def _since(self, store: Any) -> Any:
+        """The checkpoint this run may start from, or None for a full run."""
+        anchor = self._anchor
+        if anchor is None or self._incremental_in_row >= self.watch.full_every - 1:
+            return None
+        # Incremental runs read the events stored after the checkpoint, whatever their
+        # chain: with a second chain its events would look uncovered, so read everything.
+        return anchor if store.chains() == [anchor.origin] else None
+
+    def _run_sync(self) -> tuple[Any, bool]:
         from indexer.es_client import EsConnection, sync_client
         from indexer.integrity.checkpoint_store import open_checkpoint_store
         from indexer.integrity.verify import VerifyOptions, verify
+        from indexer.lifecycle.verify_archive import PolicyDeletions
         from receiver.lifecycle import integrity_config_of, keyring_of
 
         integrity = integrity_config_of(self.config)
         keyring = keyring_of(self.config)
         store = open_checkpoint_store(integrity.checkpoint_dir)
+        since = self._since(store)
         es = sync_client(EsConnection.from_config(self.config), request_timeout=120)
         try:
-            options = VerifyOptions(grace_s=self.watch.grace_s, processes=False)
+            options = VerifyOptions(
+                grace_s=self.watch.grace_s,
+                seal_interval_s=integrity.block_max_interval_ms / 1000,
+                heartbeat_s=integrity.heartbeat_interval_s,
+                stale_after_s=self.watch.stale_after_s or None,
+                max_wait_s=self.watch.max_wait_s,
+                since=since,
+                processes=False,
+            )
+            # Indices the lifecycle policy removed (signed records) are archived, not missing.
+            options.policy_deletions = PolicyDeletions.from_elasticsearch(es, keyring)
             report = verify(es, keyring, store, options)
+            if since is not None:
+                _anchor_freshness(report, since, options)
             if self.watch.witness_urls:
                 self._submit_to_witnesses(es, Path(integrity.checkpoint_dir), keyring)
-            return report
+            return report, since is not None
         finally:
             es.close()
 
@@ -192,25 +257,36 @@ class VerifySchedule:
     async def run_once(self) -> dict[str, int]:
         """One verify run now (in a worker thread); the findings by kind."""
         started = time.monotonic()
-        report = await asyncio.to_thread(self._run_sync)
+        report, incremental = await asyncio.to_thread(self._run_sync)
+        self._incremental_in_row = self._incremental_in_row + 1 if incremental else 0
         duration = time.monotonic() - started
         counts: dict[str, int] = report.counts()
         self.last_findings = counts
+        self.last_stale = dict(report.stale)
         self.last_completed = self._clock()
+        if not counts and not report.pending and len(report.anchors) == 1:
+            self._anchor = next(iter(report.anchors.values()))
+        elif counts or len(report.anchors) != 1:
+            self._anchor = None  # the next run reads everything
         metrics.VERIFY_RUNS.labels(outcome="findings" if counts else "clean").inc()
+        metrics.VERIFY_INCREMENTAL.set(1 if incremental else 0)
+        metrics.VERIFY_STALE.set(1 if report.stale else 0)
         metrics.VERIFY_LAST_RUN.set(time.time())
         metrics.VERIFY_DURATION.set(duration)
         metrics.VERIFY_EVENTS_CHECKED.set(report.events_checked)
         for kind in set(counts) | set(self._kinds_seen):
             metrics.VERIFY_FINDINGS.labels(kind=kind).set(counts.get(kind, 0))
         self._kinds_seen.update(counts)
-        metrics.VERIFY_STALE.set(0)
-        level = logging.ERROR if counts else logging.INFO
+        metrics.VERIFY_OVERDUE.set(0)
+        level = logging.ERROR if counts or report.stale else logging.INFO
+        message = "tampering detected" if counts else "chain stale" if report.stale else ""
         _log.log(
             level,
-            "tampering detected" if counts else "verify clean",
+            message or "verify clean",
             extra={
                 "findings": counts,
+                "stale": report.stale,
+                "incremental": incremental,
                 "events_checked": report.events_checked,
                 "events_pending": report.events_pending,
                 "duration_s": round(duration, 3),
@@ -224,7 +300,7 @@ class VerifySchedule:
         deadline = time.monotonic() + delay_s
         while True:
             self.sealing_stuck()
-            metrics.VERIFY_STALE.set(1 if self.stale() else 0)
+            metrics.VERIFY_OVERDUE.set(1 if self.overdue() else 0)
             left = deadline - time.monotonic()
             if left <= 0:
                 return False

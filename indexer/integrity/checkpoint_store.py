@@ -9,6 +9,12 @@ The default store is a directory, one sub-directory per chain and one file per
 checkpoint::
 
     <checkpoint_dir>/<chain id>/00000000000000000041.json
+    <checkpoint_dir>/<chain id>/00000000000000000041.note
+
+The ``.note`` file is the same checkpoint as a C2SP signed note (tlog-checkpoint), written
+when the store knows the signer's public key (the sealer's store does): Go's
+``sumdb/note`` and witnesses read it as it is, and ``witness submit`` adds the
+cosignatures to it.
 
 Files are written to a temporary name, fsynced and renamed, so a crash never leaves a
 torn checkpoint. Point the directory at storage the Elasticsearch administrators cannot
@@ -30,7 +36,8 @@ from pathlib import Path
 import orjson
 
 from indexer.state_files import fsync_dir, write_atomic
-from otel_audit.integrity import Checkpoint, CheckpointFormatError
+from otel_audit.integrity import Checkpoint, CheckpointFormatError, Keyring
+from otel_audit.integrity.checkpoint import checkpoint_note
 from otel_audit.integrity.store import CheckpointStore
 
 __all__ = ["DirectoryCheckpointStore", "open_checkpoint_store"]
@@ -39,10 +46,12 @@ _NAME_RE = re.compile(r"(\d{20})\.json")
 
 
 class DirectoryCheckpointStore:
-    """The default :class:`CheckpointStore`: one JSON file per checkpoint."""
+    """The default :class:`CheckpointStore`: one JSON file per checkpoint, plus its signed
+    note when ``keyring`` holds the key that signed it."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], keyring: Keyring | None = None) -> None:
         self.root = Path(root)
+        self.keyring = keyring
 
     def _chain_dir(self, chain_id: str) -> Path:
         # Chain ids are printable ASCII without spaces; '/' would escape the directory.
@@ -60,12 +69,22 @@ class DirectoryCheckpointStore:
         path = directory / f"{checkpoint.sequence:020d}.json"
         data = orjson.dumps(checkpoint.to_json_dict(), option=orjson.OPT_SORT_KEYS)
         if path.exists():
-            if path.read_bytes() == data:
-                return
-            raise FileExistsError(
-                f"{path} already holds a different checkpoint for sequence {checkpoint.sequence}"
-            )
-        write_atomic(path, data)
+            if path.read_bytes() != data:
+                raise FileExistsError(
+                    f"{path} already holds a different checkpoint for sequence "
+                    f"{checkpoint.sequence}"
+                )
+        else:
+            write_atomic(path, data)
+        self._write_note(path.with_suffix(".note"), checkpoint)
+
+    def _write_note(self, path: Path, checkpoint: Checkpoint) -> None:
+        """The signed-note form beside the JSON; an existing note (perhaps cosigned
+        already) is kept."""
+        key = self.keyring.get(checkpoint.key_id) if self.keyring is not None else None
+        if key is None or path.exists():
+            return
+        write_atomic(path, checkpoint_note(checkpoint, key))
 
     def chains(self) -> list[str]:
         """Chain ids that have a directory here."""
@@ -108,21 +127,22 @@ class DirectoryCheckpointStore:
         return None
 
 
-def open_checkpoint_store(location: str) -> CheckpointStore:
+def open_checkpoint_store(location: str, keyring: Keyring | None = None) -> CheckpointStore:
     """Open the store named by ``location``.
 
-    A plain path (or ``dir:PATH``) is a :class:`DirectoryCheckpointStore`;
+    A plain path (or ``dir:PATH``) is a :class:`DirectoryCheckpointStore` (writing signed
+    notes for the checkpoints of ``keyring``'s keys);
     ``package.module:factory`` imports ``factory`` and calls it with the text after the
     first ``=`` (``mypkg.s3:open=bucket/prefix``), or with no argument.
     """
     if not location:
         raise ValueError("checkpoint store location is empty")
     if location.startswith("dir:"):
-        return DirectoryCheckpointStore(location[4:])
+        return DirectoryCheckpointStore(location[4:], keyring)
     head, sep, arg = location.partition("=")
     if ":" in head and "/" not in head.split(":", 1)[0] and not Path(location).exists():
         module_name, _, attr = head.partition(":")
         factory = getattr(importlib.import_module(module_name), attr)
         store: CheckpointStore = factory(arg) if sep else factory()
         return store
-    return DirectoryCheckpointStore(location)
+    return DirectoryCheckpointStore(location, keyring)

@@ -159,7 +159,7 @@ class Sealer:
         self._keyring = Keyring([self._key.public_key()])
         self._dir = StateDir(config.state_dir)
         self._store = store or open_checkpoint_store(
-            config.checkpoint_dir or str(Path(config.state_dir) / "checkpoints")
+            config.checkpoint_dir or str(Path(config.state_dir) / "checkpoints"), self._keyring
         )
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.chain_id = ""

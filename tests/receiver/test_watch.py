@@ -1,6 +1,6 @@
 """The receiver watches itself: ``serve`` runs verify on a schedule against the real
-Elasticsearch; tampering, or a sealer that stopped sealing, shows in ``/metrics`` and turns
-``/readyz`` unready within one interval."""
+Elasticsearch; tampering, a stale chain or a sealer that stopped sealing shows in
+``/metrics`` and turns ``/readyz`` unready. Runs after the first read only what was added."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ class Serve:
                 "block_max_events": 50,
                 "block_max_interval_ms": 50,
                 "heartbeat_interval_s": 3600.0,
+                "stuck_after_s": 3.0,
             },
             "lifecycle": {"enabled": False},
             "watch": {
@@ -65,7 +66,8 @@ class Serve:
                 "interval_s": 2.0,
                 "first_delay_s": 0.5,
                 "grace_s": 0.0,
-                "sealing_stuck_after_s": 3.0,
+                "max_wait_s": 1.0,
+                "full_every": 4,
                 **(watch or {}),
             },
         }
@@ -132,34 +134,53 @@ def wait(what: str, check: Callable[[], object], timeout_s: float = 90) -> None:
 
 
 @pytest.fixture
-def serve(es: Elasticsearch, es_url: str, tmp_path: Path) -> Iterator[Serve]:
-    wipe_project_state(es)
-    install_templates(es)
-    s = Serve(tmp_path, es_url)
-    s.start()
-    try:
-        yield s
-    finally:
+def serve_factory(es: Elasticsearch, es_url: str, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
+    started: list[Serve] = []
+
+    def make(**watch: object) -> Serve:
+        wipe_project_state(es)
+        install_templates(es)
+        s = Serve(tmp_path, es_url, watch=watch)
+        s.start()
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
         code = s.stop()
         assert code == 0, s.log_path.read_text()[-3000:]
 
 
-def _clean_run_over(serve: Serve, events: int) -> None:
+@pytest.fixture
+def serve(serve_factory: Callable[..., Serve]) -> Serve:
+    return serve_factory()
+
+
+def _clean_run_over(serve: Serve, events: int, *, incremental: bool = False) -> None:
     wait(
-        f"a clean scheduled verify over {events} events",
+        f"a clean {'incremental' if incremental else 'full'} scheduled verify over {events} events",
         lambda: (
             serve.metric("verify_last_events_checked") == events
+            and serve.metric("verify_last_incremental") == float(incremental)
             and serve.metric('verify_runs_total{outcome="clean"}')
             and serve.ready() == 200
         ),
     )
 
 
-def test_scheduled_verify_finds_a_tampered_event(serve: Serve, es: Elasticsearch) -> None:
+def test_scheduled_verify_is_incremental_and_finds_a_tampered_event(
+    serve: Serve, es: Elasticsearch
+) -> None:
     serve.send(0, 20)
     _clean_run_over(serve, 20)
     assert serve.metric("verify_last_run_timestamp_seconds")
     assert serve.metric("verify_stale") == 0.0
+    assert serve.metric("verify_overdue") == 0.0
+    # After a clean run the next ones read only the events stored since its checkpoint;
+    # after three of them (watch.full_every 4) a run reads everything again.
+    serve.send(20, 10)
+    _clean_run_over(serve, 10, incremental=True)
+    _clean_run_over(serve, 30)
 
     es.indices.refresh(index="audit-events-*")
     hit = es.search(index="audit-events-*", size=1)["hits"]["hits"][0]
@@ -167,8 +188,8 @@ def test_scheduled_verify_finds_a_tampered_event(serve: Serve, es: Elasticsearch
     source["event"]["outcome"] = "failure"
     es.index(index=hit["_index"], id=hit["_id"], document=source, refresh=True)
 
-    # The next run after the change finds it: at most one interval plus two runs.
-    wait("/readyz to turn unready", lambda: serve.ready() == 503, timeout_s=30)
+    # An event sealed before the last verified checkpoint: the next full run finds it.
+    wait("/readyz to turn unready", lambda: serve.ready() == 503, timeout_s=60)
     assert serve.metric('verify_findings{kind="modified"}') == 1.0
     assert serve.metric('verify_runs_total{outcome="findings"}')
     errors = [r for r in serve.log_lines() if r["msg"] == "tampering detected"]
@@ -187,6 +208,23 @@ def test_stuck_sealer_turns_readyz_unready(serve: Serve) -> None:
     serve.send(10, 5)
     wait("/readyz to turn unready", lambda: serve.ready() == 503, timeout_s=60)
     wait("the sealing_stuck metric", lambda: serve.metric("sealing_stuck") == 1.0, timeout_s=30)
+    assert any(r["msg"] == "sealing stuck" for r in serve.log_lines())
+
+
+def test_stale_chain_turns_readyz_unready(serve_factory: Callable[..., Serve]) -> None:
+    # The newest checkpoint may be 1 s old; the sealer heartbeats only every hour, so once
+    # the events are sealed the chain goes stale, as verify (exit 4) would say.
+    serve = serve_factory(stale_after_s=1.0)
+    serve.send(0, 5)
+    wait("/readyz to turn unready", lambda: serve.ready() == 503, timeout_s=60)
+    wait("the verify_stale metric", lambda: serve.metric("verify_stale") == 1.0, timeout_s=30)
+    # An incremental run that finds nothing new still judges the chain by its checkpoint.
+    wait("an incremental run", lambda: serve.metric("verify_last_incremental") == 1.0)
+    assert serve.metric("verify_stale") == 1.0
+    assert serve.ready() == 503
+    assert serve.metric("sealing_stuck") == 0.0
+    assert not serve.metric('verify_runs_total{outcome="findings"}')
+    assert any(r["msg"] == "chain stale" for r in serve.log_lines())
 
 
 def test_serve_sends_checkpoints_to_a_witness(
@@ -212,7 +250,7 @@ def test_serve_sends_checkpoints_to_a_witness(
             es_url,
             chain=chain,
             integrity={"key_file": str(keys.private_key_path), "generate_dev_key": False},
-            watch={"witness_urls": [witness.url], "witness_keys": [vkey]},
+            watch={"witness_urls": [witness.url], "witness_keys": [vkey], "full_every": 1},
         )
         serve.start()
         serve.send(0, 30)
