@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,11 +16,13 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import (
+    CHAIN,
     FORMULA,
     MARKUP,
     STATS_TOKEN,
     SUBJECT,
     TOKEN,
+    WITNESS_NAME,
     Console,
     login,
     screenshot,
@@ -142,15 +145,72 @@ def test_trace_link_format_for_jaeger_grafana_tempo(console: Console, page: Any)
     assert page.input_value("#f-trace_id") == trace_id
 
 
+def _chains(console: Console) -> dict[str, Any]:
+    req = urllib.request.Request(console.url("/api/v1/chains"))
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body: dict[str, Any] = json.loads(resp.read())
+    return body
+
+
+def _wait_cosigned_and_verified(console: Console, timeout_s: float = 90.0) -> dict[str, Any]:
+    """Until a clean scheduled verify completed after everything was sealed, and the
+    witness cosigned the chain's newest checkpoint."""
+    since_ms = time.time_ns() // 1_000_000
+    deadline = time.monotonic() + timeout_s
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = _chains(console)
+        sv = body["scheduled_verify"]
+        chain = next(c for c in body["chains"] if c["chain_id"] == CHAIN)
+        cosigned = [s for s in chain["witness"]["cosignatures"] if s["status"] == "valid"]
+        done = sv["completed_ms"] is not None and sv["completed_ms"] > since_ms
+        if done and sv["findings"] == {} and cosigned:
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"no clean run and cosignature within {timeout_s} s: {body}")
+
+
+def test_chains_json_has_cosignatures_and_the_last_scheduled_verify(console: Console) -> None:
+    body = _wait_cosigned_and_verified(console)
+    chain = next(c for c in body["chains"] if c["chain_id"] == CHAIN)
+    witness = chain["witness"]
+    vkey_name, vkey_id = console.witness_vkey.split("+")[:2]
+    assert witness["configured"] == [{"name": WITNESS_NAME, "key_id": vkey_id}]
+    assert witness["problem"] is None
+    assert witness["sequence"] is not None
+    assert witness["sequence"] <= chain["last_checkpoint"]["sequence"]
+    [cosig] = witness["cosignatures"]
+    assert (cosig["name"], cosig["key_id"], cosig["status"]) == (vkey_name, vkey_id, "valid")
+    assert abs(cosig["timestamp"] - time.time()) < 600
+    sv = body["scheduled_verify"]
+    assert sv["interval_s"] == 4
+    assert sv["stale"] is False
+    assert sv["duration_s"] is not None and sv["duration_s"] >= 0
+    assert sv["events_checked"] >= len(console.event_ids)
+
+
 def test_chain_status_page_checks_the_newest_checkpoint(console: Console, page: Any) -> None:
+    _wait_cosigned_and_verified(console)
     login(page, console, "/console/chain")
     wait_ready(page, "chain")
-    card = page.locator(".chain[data-chain=console-test]")
+    card = page.locator(f".chain[data-chain={CHAIN}]")
     assert card.locator(".status").get_attribute("data-result") == "ok", card.inner_text()
     assert "signature verified in this browser" in card.inner_text()
     assert "tree size" in card.locator(".last-block").inner_text()
-    assert "no witness configured" in card.locator(".witness").inner_text()
-    assert "reports no scheduled verify" in page.inner_text("#scheduled-verify")
+    witness = card.locator(".witness")
+    assert witness.locator("[data-witness=cosigned]").count() == 1, witness.inner_text()
+    valid = witness.locator(".cosignature[data-status=valid]")
+    assert valid.count() == 1, witness.inner_text()
+    key_id = console.witness_vkey.split("+")[1]
+    assert f"{WITNESS_NAME} key {key_id}" in valid.inner_text()
+    assert "valid (checked by the server)" in valid.inner_text()
+    verify = page.locator("#scheduled-verify")
+    assert verify.locator("[data-verify=ok]").inner_text() == "clean: no findings"
+    assert verify.locator(".verify-time").inner_text().endswith("ago)")
+    assert verify.locator(".verify-duration").inner_text().endswith(" s")
+    assert verify.locator(".verify-findings").inner_text() == "none"
+    assert verify.locator(".verify-stale").inner_text() == "no"
     screenshot(page, "chain")
 
 
