@@ -539,7 +539,9 @@ function witnessView(w) {
     `${s.name} key ${s.key_id}, ${s.timestamp !== null ? new Date(s.timestamp * 1000).toISOString() : "no time"}: `,
     h("strong", {}, s.status === "valid" ? "valid (checked by the server)"
       : s.status === "invalid" ? "INVALID" : "unchecked (no configured key)")));
-  const head = w.sequence !== null ? `checkpoint #${w.sequence}` : "";
+  const head = w.sequence !== null
+    ? `newest cosigned checkpoint #${w.sequence} (tree size ${w.tree_size ?? "?"}); newest checkpoint #${w.newest_sequence}`
+    : "";
   return h("div", { "data-witness": w.cosignatures.length ? "cosigned" : "none" },
     w.problem ? h("div", { class: "muted problem" }, [head, w.problem].filter(Boolean).join(": ")) : h("div", {}, head),
     items.length ? h("ul", {}, items) : null,
