@@ -532,6 +532,10 @@ async function chainCard(c, ring, staleAfter) {
 // The server checks cosignatures against its configured witness keys (the browser holds none).
 function witnessView(w) {
   if (!w) return h("span", { class: "muted", "data-witness": "not-configured" }, "not configured on this server");
+  if (!w.configured.length && !w.cosignatures.length && w.sequence === null) {
+    return h("span", { class: "muted", "data-witness": "not-configured" },
+      "no witness configured (watch.witness_urls, watch.witness_keys) and no cosigned note stored");
+  }
   const configured = w.configured.length
     ? `witness keys configured: ${w.configured.map((k) => `${k.name} (${k.key_id})`).join(", ")}`
     : "no witness key configured: cosignatures are listed unchecked";
