@@ -305,6 +305,59 @@ class ReceiverServer:
         log.info("receiver stopped", extra={"drained": drained})
 
 
+def _chain_page_sources(config: ReceiverConfig, watch: Any) -> dict[str, Any]:
+    """The console chain page's ``scheduled_verify`` and ``witness`` sources (None: off)."""
+    from receiver import metrics
+
+    def verify_status() -> dict[str, Any]:
+        done = watch.last_completed  # on time.monotonic, VerifySchedule's clock
+        findings = watch.last_findings
+        return {
+            "interval_s": watch.watch.interval_s,
+            "completed_ms": None
+            if done is None
+            else int((time.time() - (time.monotonic() - done)) * 1000),
+            "duration_s": None
+            if done is None
+            else metrics.REGISTRY.get_sample_value(
+                "otel_audit_receiver_verify_last_duration_seconds"
+            ),
+            "events_checked": None
+            if done is None
+            else metrics.REGISTRY.get_sample_value(
+                "otel_audit_receiver_verify_last_events_checked"
+            ),
+            "findings": None if findings is None else dict(findings),
+            "stale": watch.stale(),
+        }
+
+    out: dict[str, Any] = {"scheduled_verify": None, "witness": None}
+    if watch.watch.enabled and config.consumer == "ingest":
+        out["scheduled_verify"] = verify_status
+    from receiver.lifecycle import integrity_config_of, keyring_of
+
+    integrity = integrity_config_of(config)
+    location = integrity.checkpoint_dir.removeprefix("dir:")
+    if config.consumer == "ingest" and integrity.enabled and ":" not in location:
+        from pathlib import Path
+
+        from indexer.query.console import WitnessView
+        from otel_audit.integrity.note import CosignatureVerifier, parse_vkey
+
+        try:
+            keyring = keyring_of(config)
+        except Exception as exc:  # the sealer reports a missing key itself
+            log.warning("chain page: no witness view", extra={"error": str(exc)[:300]})
+            return out
+        verifiers = [parse_vkey(v) for v in watch.watch.witness_keys]  # checked by validate()
+        out["witness"] = WitnessView(
+            Path(location),
+            keyring,
+            [v for v in verifiers if isinstance(v, CosignatureVerifier)],
+        )
+    return out
+
+
 async def serve(config: ReceiverConfig) -> int:
     """Run the receiver until SIGTERM/SIGINT; the process exit code."""
     logs_consumer = build_logs_consumer(config)
@@ -319,21 +372,25 @@ async def serve(config: ReceiverConfig) -> int:
         loop.add_signal_handler(signal.SIGHUP, tls.reload)
     try:
         await server.start()
-        # The query API records each query through the same consumer, in process.
+        # Verify on a schedule; tampering, a stale chain or stuck sealing: /readyz unready.
+        from receiver.watch import VerifySchedule
+
+        watch = VerifySchedule(config, server.sealing_stuck)
+        # The query API records each query through the same consumer, in process; its
+        # chain page shows the watcher's last run and the stored witness cosignatures.
         from indexer.query.api import start_query_api
 
         query_api = await start_query_api(
-            config, logs_consumer.consume_logs, ssl_context=tls.ssl_context if tls else None
+            config,
+            logs_consumer.consume_logs,
+            ssl_context=tls.ssl_context if tls else None,
+            **_chain_page_sources(config, watch),
         )
         # Archive, retention and holds on a schedule; one receiver at a time (a lease).
         from receiver.lifecycle import LifecycleSchedule
 
         lifecycle = LifecycleSchedule(config, logs_consumer.consume_logs)
         lifecycle.start()
-        # Verify on a schedule; tampering, a stale chain or stuck sealing: /readyz unready.
-        from receiver.watch import VerifySchedule
-
-        watch = VerifySchedule(config, server.sealing_stuck)
         server.readiness_checks.append(watch.ready)
         watch.start()
         # What exists after startup lives as long as the process: keep it out of every

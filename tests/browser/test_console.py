@@ -7,19 +7,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.browser.conftest import (
+    CHAIN,
     FORMULA,
     MARKUP,
     STATS_TOKEN,
     SUBJECT,
     TOKEN,
+    WITNESS_NAME,
     Console,
     login,
     screenshot,
@@ -142,15 +146,92 @@ def test_trace_link_format_for_jaeger_grafana_tempo(console: Console, page: Any)
     assert page.input_value("#f-trace_id") == trace_id
 
 
+def _chains(console: Console) -> dict[str, Any]:
+    req = urllib.request.Request(console.url("/api/v1/chains"))
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body: dict[str, Any] = json.loads(resp.read())
+    return body
+
+
+def _wait_cosigned_and_verified(console: Console, timeout_s: float = 90.0) -> dict[str, Any]:
+    """Until a scheduled verify run completed after everything was sealed, and the witness
+    cosigned one of the chain's checkpoints. (Each poll is itself an audited read, sealed in
+    a block of its own: polling slowly keeps the chain from growing needlessly.)"""
+    since_ms = time.time_ns() // 1_000_000
+    deadline = time.monotonic() + timeout_s
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = _chains(console)
+        sv = body["scheduled_verify"]
+        chain = next(c for c in body["chains"] if c["chain_id"] == CHAIN)
+        cosigned = [s for s in chain["witness"]["cosignatures"] if s["status"] == "valid"]
+        if sv["completed_ms"] is not None and sv["completed_ms"] > since_ms and cosigned:
+            return body
+        time.sleep(1.0)
+    raise AssertionError(f"no verify run and cosignature within {timeout_s} s: {body}")
+
+
+def test_chains_json_has_cosignatures_and_the_last_scheduled_verify(console: Console) -> None:
+    body = _wait_cosigned_and_verified(console)
+    chain = next(c for c in body["chains"] if c["chain_id"] == CHAIN)
+    witness = chain["witness"]
+    vkey_name, vkey_id = console.witness_vkey.split("+")[:2]
+    assert witness["configured"] == [{"name": WITNESS_NAME, "key_id": vkey_id}]
+    assert witness["problem"] is None
+    assert witness["sequence"] <= witness["newest_sequence"]
+    assert witness["tree_size"] <= chain["last_checkpoint"]["tree_size"]
+    [cosig] = witness["cosignatures"]
+    assert (cosig["name"], cosig["key_id"], cosig["status"]) == (vkey_name, vkey_id, "valid")
+    assert abs(cosig["timestamp"] - time.time()) < 600
+    sv = body["scheduled_verify"]
+    assert sv["interval_s"] == 4
+    assert sv["stale"] is False
+    assert sv["duration_s"] is not None and sv["duration_s"] >= 0
+    assert sv["events_checked"] >= len(console.event_ids)
+    assert all(isinstance(n, int) and n > 0 for n in sv["findings"].values()), sv
+
+
 def test_chain_status_page_checks_the_newest_checkpoint(console: Console, page: Any) -> None:
-    login(page, console, "/console/chain")
+    _wait_cosigned_and_verified(console)
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/chains")) as answer:
+        login(page, console, "/console/chain")
     wait_ready(page, "chain")
-    card = page.locator(".chain[data-chain=console-test]")
+    body = answer.value.json()  # exactly what the page rendered
+    card = page.locator(f".chain[data-chain={CHAIN}]")
     assert card.locator(".status").get_attribute("data-result") == "ok", card.inner_text()
     assert "signature verified in this browser" in card.inner_text()
     assert "tree size" in card.locator(".last-block").inner_text()
-    assert "no witness configured" in card.locator(".witness").inner_text()
-    assert "reports no scheduled verify" in page.inner_text("#scheduled-verify")
+    witness = card.locator(".witness")
+    assert witness.locator("[data-witness=cosigned]").count() == 1, witness.inner_text()
+    valid = witness.locator(".cosignature[data-status=valid]")
+    assert valid.count() == 1, witness.inner_text()
+    [cosig] = next(c for c in body["chains"] if c["chain_id"] == CHAIN)["witness"]["cosignatures"]
+    when = datetime.fromtimestamp(cosig["timestamp"], UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    key_id = console.witness_vkey.split("+")[1]
+    assert valid.inner_text().startswith(f"{WITNESS_NAME} key {key_id}, {when}: ")
+    assert "valid (checked by the server)" in valid.inner_text()
+    sv = body["scheduled_verify"]
+    verify = page.locator("#scheduled-verify")
+    kinds = sorted(sv["findings"].items())
+    status = verify.locator(".status")
+    if kinds:
+        assert status.get_attribute("data-verify") == "bad"
+        listed = ", ".join(f"{k}: {n}" for k, n in kinds)
+    else:
+        assert (status.get_attribute("data-verify"), status.inner_text()) == (
+            "ok",
+            "clean: no findings",
+        )
+        listed = "none"
+    assert sorted(verify.locator(".verify-findings").inner_text().split(", ")) == sorted(
+        listed.split(", ")
+    )
+    done = datetime.fromtimestamp(sv["completed_ms"] / 1000, UTC)
+    iso = done.strftime("%Y-%m-%dT%H:%M:%S.") + f"{sv['completed_ms'] % 1000:03d}Z"
+    assert verify.locator(".verify-time").inner_text().startswith(iso + " (")
+    assert verify.locator(".verify-duration").inner_text() == f"{sv['duration_s']:.2f} s"
+    assert verify.locator(".verify-stale").inner_text() == "no"
     screenshot(page, "chain")
 
 

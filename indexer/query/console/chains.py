@@ -5,15 +5,16 @@ record's signed checkpoint, which is passed through whole so the browser checks 
 Ed25519 signature and computes its age from the signed ``timestamp_ms``; the ages
 computed here are only for clients that do not check.
 
-Fields that exist only once witnesses and a scheduled verify run (``cosignatures`` on a
-block record; a ``scheduled_verify`` status registered with :func:`add_console
-<indexer.query.console.add_console>`) are passed through when present and ``null`` when
-not, so the page shows them without a change here.
+Two parts come from the process serving the page rather than from Elasticsearch, through
+callables handed to :func:`add_console <indexer.query.console.add_console>`: per chain the
+witness cosignatures of the newest checkpoint (read from the checkpoint directory and checked
+against the configured witness keys, :mod:`indexer.query.console.witnesses`), and the last
+scheduled verify run. Each is ``null`` when the server has none configured.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["chains_body", "shape_chains"]
@@ -30,7 +31,6 @@ _SOURCE = [
     "key_id",
     "time_range",
     "checkpoint",
-    "cosignatures",
 ]
 
 
@@ -67,7 +67,6 @@ def _record(src: Mapping[str, Any], now_ms: int, stale_after_s: float) -> dict[s
         "key_id": src.get("key_id"),
         "time_range": src.get("time_range"),
         "checkpoint": src.get("checkpoint"),
-        "cosignatures": src.get("cosignatures"),
     }
     if isinstance(ts, int):
         age_s = max(0.0, (now_ms - ts) / 1000)
@@ -87,6 +86,7 @@ def shape_chains(
     now_ms: int,
     stale_after_s: float,
     scheduled_verify: Mapping[str, Any] | None = None,
+    witness: Callable[[str], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The ``/chains`` answer from the search answer of :func:`chains_body`."""
     chains: list[dict[str, Any]] = []
@@ -102,9 +102,7 @@ def shape_chains(
                 "blocks": bucket.get("blocks", {}).get("doc_count", 0),
                 "last_block": _record(block, now_ms, stale_after_s) if block else None,
                 "last_checkpoint": last_checkpoint,
-                "witness": {"cosignatures": newest["cosignatures"]}
-                if newest and newest.get("cosignatures") is not None
-                else None,
+                "witness": dict(witness(bucket["key"])) if witness is not None else None,
             }
         )
     return {

@@ -9,7 +9,7 @@ GET /api/v1/whoami                 reader  the token's subject and roles (the lo
 GET /api/v1/keys                   -       the configured public keys (``console.public_keys``)
 GET /api/v1/events/{id}/proof      reader  the event's inclusion proof bundle
 GET /api/v1/export                 reader  the filtered events as CSV or NDJSON, streamed
-GET /api/v1/chains                 reader  per chain: newest block and checkpoint
+GET /api/v1/chains                 reader  per chain: newest block, checkpoint, cosignatures
 =================================  ======  =====================================================
 
 Every route that reads the audit log records the read first (``audit_log.prove``,
@@ -39,6 +39,7 @@ from indexer.query.console.config import ConsoleConfig
 from indexer.query.console.export import csv_header, csv_row, ndjson_line
 from indexer.query.console.keys import PublicKeyInfo, load_public_keys
 from indexer.query.console.proof import audit_path_from_block
+from indexer.query.console.witnesses import WitnessStatus
 from indexer.query.filters import QueryError, events_sort, parse_event_filter, scope_filter
 from otel_audit.integrity import IntegrityError, make_bundle
 
@@ -115,6 +116,7 @@ def add_console(
     access: ApiAccess,
     *,
     scheduled_verify: ScheduledVerifyStatus | None = None,
+    witness: WitnessStatus | None = None,
 ) -> None:
     """Register the console's page and routes on the query API ``app``.
 
@@ -128,7 +130,7 @@ def add_console(
     app.router.add_get(f"{p}/keys", _keys)
     app.router.add_get(f"{p}/events/{{event_id}}/proof", _proof(access))
     app.router.add_get(f"{p}/export", _export(access, config))
-    app.router.add_get(f"{p}/chains", _chains(access, config, scheduled_verify))
+    app.router.add_get(f"{p}/chains", _chains(access, config, scheduled_verify, witness))
     if not config.enabled:
         return
     files = _static_files()
@@ -344,7 +346,10 @@ async def _pages(
 
 
 def _chains(
-    access: ApiAccess, config: ConsoleConfig, scheduled_verify: ScheduledVerifyStatus | None
+    access: ApiAccess,
+    config: ConsoleConfig,
+    scheduled_verify: ScheduledVerifyStatus | None,
+    witness: WitnessStatus | None,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         principal = access.principal(request, "reader")
@@ -370,11 +375,14 @@ def _chains(
         raw = await access.audited(
             request, principal, "audit_log.status", cfg.blocks_index, {"view": "chains"}, work()
         )
-        body = shape_chains(
+        # The witness view reads small files from the checkpoint directory: off the loop.
+        body = await asyncio.to_thread(
+            shape_chains,
             raw,
             now_ms=time.time_ns() // 1_000_000,
             stale_after_s=config.checkpoint_stale_after_s,
             scheduled_verify=scheduled_verify() if scheduled_verify is not None else None,
+            witness=witness,
         )
         return web.json_response(body)
 

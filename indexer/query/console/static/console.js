@@ -483,12 +483,7 @@ async function chainPage() {
   const cards = [];
   for (const c of body.chains) cards.push(await chainCard(c, ring, body.stale_after_s));
   if (!body.chains.length) cards.push(h("p", { class: "muted", id: "no-chains" }, "Nothing sealed yet."));
-  const sv = body.scheduled_verify;
-  const verifyCard = h("div", { class: "card", id: "scheduled-verify" }, h("h2", {}, "Scheduled verify"),
-    sv ? h("dl", { class: "kv" }, Object.entries(sv).map(([k, v]) =>
-      [h("dt", {}, k), h("dd", {}, typeof v === "string" ? v : JSON.stringify(v))]))
-      : h("p", { class: "muted" }, "This server reports no scheduled verify. Run otel-audit verify " +
-        "(or schedule it) to check every event against the signed blocks."));
+  const verifyCard = scheduledVerifyCard(body.scheduled_verify);
   render("Chain status", cards, verifyCard, keysCard(ring));
   ready("chain");
 }
@@ -519,9 +514,7 @@ async function chainCard(c, ring, staleAfter) {
     }
   }
   const b = c.last_block;
-  const witness = c.witness && c.witness.cosignatures && c.witness.cosignatures.length
-    ? h("ul", {}, c.witness.cosignatures.map((w) => h("li", {}, typeof w === "string" ? w : JSON.stringify(w))))
-    : h("span", { class: "muted" }, "none recorded (no witness configured)");
+  const witness = witnessView(c.witness);
   return h("div", { class: "card chain", "data-chain": c.chain_id },
     h("h2", {}, `Chain ${c.chain_id}`),
     h("div", { class: `status ${cls}`, "data-result": cls }, sig),
@@ -534,6 +527,55 @@ async function chainCard(c, ring, staleAfter) {
         ? `#${cp.sequence} (${cp.kind}), tree size ${cp.tree_size}, key ${cp.key_id}${age !== null ? `, ${ago(age)} ago` : ""}`
         : "none"),
       h("dt", {}, "witness cosignatures"), h("dd", { class: "witness" }, witness)));
+}
+
+// The server checks cosignatures against its configured witness keys (the browser holds none).
+function witnessView(w) {
+  if (!w) return h("span", { class: "muted", "data-witness": "not-configured" }, "not configured on this server");
+  if (!w.configured.length && !w.cosignatures.length && w.sequence === null) {
+    return h("span", { class: "muted", "data-witness": "not-configured" },
+      "no witness configured (watch.witness_urls, watch.witness_keys) and no cosigned note stored");
+  }
+  const configured = w.configured.length
+    ? `witness keys configured: ${w.configured.map((k) => `${k.name} (${k.key_id})`).join(", ")}`
+    : "no witness key configured: cosignatures are listed unchecked";
+  const items = w.cosignatures.map((s) => h("li", { class: `cosignature ${s.status === "valid" ? "ok" : s.status === "invalid" ? "bad" : "warn"}`, "data-status": s.status },
+    `${s.name} key ${s.key_id}, ${s.timestamp !== null ? new Date(s.timestamp * 1000).toISOString() : "no time"}: `,
+    h("strong", {}, s.status === "valid" ? "valid (checked by the server)"
+      : s.status === "invalid" ? "INVALID" : "unchecked (no configured key)")));
+  const head = w.sequence !== null
+    ? `newest cosigned checkpoint #${w.sequence} (tree size ${w.tree_size ?? "?"}); newest checkpoint #${w.newest_sequence}`
+    : "";
+  return h("div", { "data-witness": w.cosignatures.length ? "cosigned" : "none" },
+    w.problem ? h("div", { class: "muted problem" }, [head, w.problem].filter(Boolean).join(": ")) : h("div", {}, head),
+    items.length ? h("ul", {}, items) : null,
+    h("div", { class: "muted" }, configured));
+}
+
+function scheduledVerifyCard(sv) {
+  const card = h("div", { class: "card", id: "scheduled-verify" }, h("h2", {}, "Scheduled verify"));
+  if (!sv) {
+    card.append(h("p", { class: "muted", "data-verify": "not-configured" }, "Not configured on this server " +
+      "(watch.enabled). Run otel-audit verify to check every event against the signed blocks."));
+    return card;
+  }
+  const kinds = sv.findings ? Object.entries(sv.findings) : [];
+  const result = sv.completed_ms === null ? ["warn", "no run completed yet"]
+    : kinds.length ? ["bad", `findings: ${kinds.map(([k, n]) => `${k} ${n}`).join(", ")}`]
+      : ["ok", "clean: no findings"];
+  card.append(
+    h("div", { class: `status ${result[0]}`, "data-verify": result[0] }, result[1]),
+    h("dl", { class: "kv" },
+      h("dt", {}, "last run"), h("dd", { class: "verify-time" }, sv.completed_ms === null ? "none yet"
+        : `${new Date(sv.completed_ms).toISOString()} (${ago((Date.now() - sv.completed_ms) / 1000)} ago)`),
+      h("dt", {}, "duration"), h("dd", { class: "verify-duration" }, sv.duration_s == null ? "-" : `${sv.duration_s.toFixed(2)} s`),
+      h("dt", {}, "events checked"), h("dd", {}, sv.events_checked == null ? "-" : String(sv.events_checked)),
+      h("dt", {}, "findings by kind"), h("dd", { class: "verify-findings" }, sv.findings === null ? "-"
+        : kinds.length ? kinds.map(([k, n]) => `${k}: ${n}`).join(", ") : "none"),
+      h("dt", {}, "stale"), h("dd", { class: "verify-stale" }, sv.stale
+        ? `yes: no run completed within two intervals (${ago(sv.interval_s)} each)` : "no"),
+      h("dt", {}, "interval"), h("dd", {}, ago(sv.interval_s))));
+  return card;
 }
 
 function keysCard(ring) {
