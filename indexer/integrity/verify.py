@@ -37,7 +37,7 @@ from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_exc
 
 from indexer.indices import BLOCKS_INDEX, EVENTS_ALIAS, EVENTS_PATTERN
-from indexer.integrity.blocks import BlockRecord
+from indexer.integrity.blocks import BlockRecord, block_doc_id
 from indexer.integrity.classify import (
     Finding,
     FindingKind,
@@ -313,6 +313,19 @@ def _event_query(options: VerifyOptions) -> dict[str, Any]:
     return {"bool": {"filter": filters}} if filters else {"match_all": {}}
 
 
+def _realtime_block(es: Elasticsearch) -> Callable[[str, int], Checkpoint | None]:
+    """A block record's signed checkpoint read by id (real time, unlike a search)."""
+
+    def get(chain_id: str, sequence: int) -> Checkpoint | None:
+        try:
+            doc = es.get(index=BLOCKS_INDEX, id=block_doc_id(chain_id, sequence))
+            return BlockRecord.from_document(doc["_source"]).checkpoint
+        except (es_exc.NotFoundError, CheckpointFormatError):
+            return None
+
+    return get
+
+
 def verify(
     es: Elasticsearch,
     keyring: Keyring,
@@ -391,6 +404,7 @@ def verify(
                 in_range=in_range,
                 policy=options.policy_deletions,
                 anchor=options.since,
+                realtime_block=_realtime_block(es),
             ),
             report,
         )
@@ -401,7 +415,9 @@ def verify(
             wait_s = min(wait_s, max(0.0, options.max_wait_s))
         if wait_s > 0:
             options.sleep(wait_s)
-        with contextlib.suppress(es_exc.NotFoundError):
+        # The verify role may not refresh (read only): then the recheck sees what the
+        # index's own refresh (1 s) has made searchable, which the wait above covers.
+        with contextlib.suppress(es_exc.NotFoundError, es_exc.AuthorizationException):
             es.indices.refresh(index=BLOCKS_INDEX)
         seen = {c: int(info["last_sequence"]) for c, info in report.chains.items()}
         recheck_pending(

@@ -9,7 +9,7 @@ does (compact range, frontier, chained checkpoints); :func:`run` hands the resul
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +117,7 @@ def run(
     stale_after_ms: int = 0,
     page: int = 7,
     anchor: Checkpoint | None = None,
+    realtime_block: Callable[[str, int], Checkpoint | None] | None = None,
 ) -> VerifyReport:
     """Verify the model store with the pure core, as ``verify`` does over Elasticsearch.
 
@@ -164,5 +165,6 @@ def run(
             stale_after_ms=stale_after_ms,
             anchor=anchor,
             in_range=None if anchor is None else (lambda r: r.sequence > anchor.sequence),
+            realtime_block=realtime_block,
         )
     )
