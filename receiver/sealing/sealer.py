@@ -59,6 +59,7 @@ from otel_audit.integrity import (
     Keyring,
     generate_private_key,
     key_id,
+    leaf_hash_of_event,
     load_private_key,
     load_private_key_from_env,
     make_checkpoint,
@@ -69,7 +70,7 @@ from otel_audit.integrity import (
 from otel_audit.integrity.store import CheckpointStore
 from receiver.sealing.config import IntegrityConfig
 from receiver.sealing.lease import ChainInUse, ChainLease
-from receiver.sealing.state import ChainState, Entries, Journal, Pending, StateDir
+from receiver.sealing.state import ChainState, Entries, IntentLog, Journal, Pending, StateDir
 from receiver.waiting import wait_event
 
 __all__ = ["ChainInUse", "ChainRefused", "Sealer", "build_sealer", "load_signing_key"]
@@ -83,6 +84,8 @@ _RETRY_MAX_S = 5.0
 # Stored events whose hand-off failed, kept for the sweeper; one pass takes this many.
 _BACKLOG_MAX_EVENTS = 200_000
 _SWEEP_BATCH = 20_000
+# Intents are read back from Elasticsearch this many ids per mget.
+_MGET_CHUNK = 1000
 
 
 class ChainRefused(RuntimeError):
@@ -183,6 +186,15 @@ class Sealer:
         self._sweep_task: asyncio.Task[None] | None = None
         self._backlog: deque[tuple[Entries, list[bool], float]] = deque()
         self._backlog_events = 0
+        self._intent: IntentLog | None = None
+        self._intent_gen = 0
+        self._intent_lock = asyncio.Lock()
+        # Per intent generation: [writes not settled yet, writes whose hand-off failed].
+        self._intent_open: dict[int, list[int]] = {}
+        self._intents_from_before: list[int] = []
+        self.intents_sealed = 0
+        self.intents_dropped = 0
+        self.intent_conflicts = 0
         self.sealing_errors = 0
         self.sweeper_passes = 0
         self.sweeper_events_found = 0
@@ -221,6 +233,9 @@ class Sealer:
             "events_sealed": float(self.events_sealed),
             "sweeper_passes": float(self.sweeper_passes),
             "sweeper_events_found": float(self.sweeper_events_found),
+            "intents_sealed": float(self.intents_sealed),
+            "intents_dropped": float(self.intents_dropped),
+            "intent_conflicts": float(self.intent_conflicts),
         }
 
     def stuck(self) -> tuple[bool, str]:
@@ -275,6 +290,12 @@ class Sealer:
             stale.unlink(missing_ok=True)
         self._journal = Journal(self._dir.journal_path(state.journal_gen))
         self._state = state
+        # Intents left by an earlier run are resolved once the chain is resumed; this
+        # run's writes log theirs in a new generation.
+        self._intents_from_before = await asyncio.to_thread(self._dir.intent_gens)
+        self._intent_gen = (self._intents_from_before or [-1])[-1] + 1
+        self._intent = await asyncio.to_thread(self._dir.open_intent, self._intent_gen)
+        self._intent_open[self._intent_gen] = [0, 0]
         leftover, ends = await asyncio.to_thread(self._journal.read_from, state.journal_offset)
         # An entry journaled twice (a retry racing its first write) is sealed once; the
         # journal offset still moves past both.
@@ -288,6 +309,7 @@ class Sealer:
             self._recovered = await self._try_recover()
         except (ChainRefused, ChainInUse):
             self._journal.close()
+            self._intent.close()
             self._dir.close()
             raise
         self._task = asyncio.create_task(self._seal_loop(), name="sealer")
@@ -327,6 +349,10 @@ class Sealer:
                         "sealing %d events stored before a restart but not sealed yet", kept
                     )
                 self._leftover = 0
+        while self._intents_from_before:
+            gen = self._intents_from_before[0]
+            await self._resolve_intents(gen, "intended before a restart")
+            self._intents_from_before.pop(0)
         _log.info(
             "sealer ready: chain %s at sequence %d, tree size %d, key %s",
             self.chain_id,
@@ -402,9 +428,40 @@ class Sealer:
                 _log.warning("could not release the chain lease (%s); it expires", exc)
         if self._journal is not None:
             self._journal.close()
+        if self._intent is not None:
+            self._intent.close()
+            open_writes, failed = self._intent_open.get(self._intent_gen, (1, 1))
+            if not open_writes and not failed and not self._backlog_events:
+                # Every write of this generation is journaled: nothing left to resolve.
+                self._dir.intent_path(self._intent_gen).unlink(missing_ok=True)
         self._dir.close()
 
     # -- the write path hook --------------------------------------------------
+
+    async def on_intent(self, entries: Entries) -> Callable[[bool], None]:
+        """Log the events a write is about to send to Elasticsearch (fsynced) before it
+        is sent; returns the function the write calls once it is settled, with True when
+        its stored events were handed to :meth:`on_durable`.
+
+        After a crash between the store and the journal, the intent is how the next start
+        finds the stored events without a client retry: only events this receiver itself
+        prepared are ever read back and sealed.
+        """
+        if self._intent is None or self._closing:
+            raise RuntimeError("sealer is not running")
+        async with self._intent_lock:
+            log, gen = self._intent, self._intent_gen
+            if entries:
+                await asyncio.to_thread(log.append, entries)
+            counts = self._intent_open[gen]
+            counts[0] += 1
+
+        def settle(ok: bool) -> None:
+            counts[0] -= 1
+            if not ok:
+                counts[1] += 1
+
+        return settle
 
     async def on_durable(self, stored: Entries, created: Sequence[bool]) -> None:
         """Journal events Elasticsearch confirmed; returns once the journal is fsynced.
@@ -471,7 +528,14 @@ class Sealer:
         interval_s = self.config.sweep_interval_s
         while True:
             await asyncio.sleep(interval_s)
-            if not self._backlog or not self._recovered or self._refused is not None:
+            if not self._recovered or self._refused is not None:
+                continue
+            try:
+                await self._rotate_intents()
+            except Exception as exc:
+                self.sealing_errors += 1
+                _log.warning("sweeper: intents not resolved yet (%s); retrying", exc)
+            if not self._backlog:
                 continue
             self.sweeper_passes += 1
             done = 0
@@ -494,6 +558,105 @@ class Sealer:
                 done += len(stored)
             if done:
                 _log.warning("sweeper: handed %d stored, unsealed events to the sealer", done)
+
+    async def _rotate_intents(self) -> None:
+        """Start a new intent generation and resolve the older ones whose writes are all
+        settled: a generation whose every write was journaled is deleted unread, one with
+        a failed hand-off is read back from Elasticsearch first."""
+        if self._intent is None:
+            return
+        async with self._intent_lock:
+            if self._intent.size and self._intent is not None:
+                old = self._intent
+                gen = self._intent_gen + 1
+                self._intent = await asyncio.to_thread(self._dir.open_intent, gen)
+                self._intent_gen = gen
+                self._intent_open[gen] = [0, 0]
+                old.close()
+        for gen in sorted(self._intent_open):
+            open_writes, failed = self._intent_open[gen]
+            if gen == self._intent_gen or open_writes:
+                continue
+            if failed:
+                await self._resolve_intents(gen, "intended by a write whose hand-off failed")
+            else:
+                await asyncio.to_thread(self._dir.intent_path(gen).unlink, missing_ok=True)
+            del self._intent_open[gen]
+
+    async def _resolve_intents(self, gen: int, why: str) -> None:
+        """Seal the events of intent generation ``gen`` that Elasticsearch holds with the
+        leaf this receiver intended and that no journal or block names yet; then delete
+        the file.
+
+        An intended event Elasticsearch does not hold was never stored (its client got no
+        success and retries, or its write failed): dropped. A stored document whose leaf
+        matches no intent for its id was not written as this receiver prepared it: logged
+        as a conflict and left to ``verify``.
+        """
+        path = self._dir.intent_path(gen)
+        if not path.exists():
+            return
+        log = IntentLog(path)
+        try:
+            intended, _ = await asyncio.to_thread(log.read_from, 0)
+        finally:
+            log.close()
+        leaves: dict[tuple[str, str], set[bytes]] = {}
+        for index, event_id, leaf in zip(
+            intended.index_names, intended.event_ids, intended.leaf_hashes, strict=True
+        ):
+            leaves.setdefault((index, event_id), set()).add(leaf)
+        recent: set[str] = set()
+        for _, ids in self._recent:
+            recent |= ids
+        known = self._pending.ids | recent
+        keys = [k for k in leaves if k[1] not in known]
+        if keys:
+            sealed = await self._sealed_in_es([k[1] for k in keys])
+            keys = [k for k in keys if k[1] not in sealed]
+        found = Entries()
+        dropped = conflicts = 0
+        for i in range(0, len(keys), _MGET_CHUNK):
+            chunk = keys[i : i + _MGET_CHUNK]
+            resp = await self._es.mget(docs=[{"_index": ix, "_id": eid} for ix, eid in chunk])
+            for (index, event_id), doc in zip(chunk, resp["docs"], strict=True):
+                error = doc.get("error")
+                if error is not None and error.get("type") != "index_not_found_exception":
+                    raise RuntimeError(f"reading back {event_id} from {index}: {error}")
+                if not doc.get("found"):
+                    dropped += 1
+                    continue
+                source = doc["_source"]
+                leaf = leaf_hash_of_event(source)
+                if leaf not in leaves[(index, event_id)]:
+                    conflicts += 1
+                    _log.error(
+                        "intent conflict: %s in %s is stored with a leaf hash this receiver "
+                        "never intended; not sealed, left to verify",
+                        event_id,
+                        index,
+                    )
+                    continue
+                ts = source.get("@timestamp")
+                found.index_names.append(index)
+                found.event_ids.append(event_id)
+                found.leaf_hashes.append(leaf)
+                found.timestamps.append(ts if isinstance(ts, str) else "")
+        if found:
+            await self._journal_confirmed(found, [False] * len(found))
+        self.intents_sealed += len(found)
+        self.intents_dropped += dropped
+        self.intent_conflicts += conflicts
+        if found or dropped or conflicts:
+            _log.warning(
+                "sealing %d events %s and found stored but in no journal; %d intended "
+                "events were never stored (dropped), %d conflicts",
+                len(found),
+                why,
+                dropped,
+                conflicts,
+            )
+        await asyncio.to_thread(path.unlink, missing_ok=True)
 
     async def _not_yet_sealed(self, entries: Entries) -> Entries:
         recent: set[str] = set()

@@ -124,9 +124,7 @@ def test_crash_between_store_and_journal_then_retry(clean_es: Elasticsearch, sit
     assert_sealed_once_and_clean(clean_es, site, ids)
 
 
-def test_crash_between_store_and_journal_without_retry(
-    clean_es: Elasticsearch, site: Site
-) -> None:
+def test_crash_between_store_and_journal_without_retry(clean_es: Elasticsearch, site: Site) -> None:
     """No client retries: the restarted receiver finds its own intent for the stored
     events, reads them back and seals what Elasticsearch holds."""
     body, ids = request_and_ids(200)
