@@ -11,8 +11,11 @@
       -> advance state.json past the sealed journal entries
     idle for heartbeat_interval_s -> a heartbeat checkpoint (same tree size, new time)
 
-Crash safety: an event confirmed by Elasticsearch is journaled before the client gets
-its answer, so after a crash it is either in a block or still in the journal. On start the
+Crash safety: before a write is sent, its events are logged as intended (``on_intent``,
+fsynced); an event confirmed by Elasticsearch is journaled before the client gets its
+answer, so after a crash it is in a block, in the journal, or in an intent file, which the
+next start resolves with ``mget`` (stored with the intended leaf: sealed; absent: dropped;
+another leaf: a logged conflict). On start the
 sealer reads ``audit-blocks`` for records of its chain newer than ``state.json`` (a crash
 between writing a block and saving the state) and adopts them, skipping the journal
 entries they sealed; everything else in the journal is sealed again, in order. A block
