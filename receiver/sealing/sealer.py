@@ -195,6 +195,8 @@ class Sealer:
         # Per intent generation: [writes not settled yet, writes whose hand-off failed].
         self._intent_open: dict[int, list[int]] = {}
         self._intents_from_before: list[int] = []
+        # Events of failed writes, by id: (intended leaf, generation awaiting resolution).
+        self._awaiting: dict[str, tuple[bytes, int]] = {}
         self.intents_sealed = 0
         self.intents_dropped = 0
         self.intent_conflicts = 0
@@ -355,6 +357,7 @@ class Sealer:
         while self._intents_from_before:
             gen = self._intents_from_before[0]
             await self._resolve_intents(gen, "intended before a restart")
+            await asyncio.to_thread(self._dir.intent_path(gen).unlink, missing_ok=True)
             self._intents_from_before.pop(0)
         _log.info(
             "sealer ready: chain %s at sequence %d, tree size %d, key %s",
@@ -453,16 +456,27 @@ class Sealer:
         if self._intent is None or self._closing:
             raise RuntimeError("sealer is not running")
         async with self._intent_lock:
-            log, gen = self._intent, self._intent_gen
-            if entries:
-                await asyncio.to_thread(log.append, entries)
-            counts = self._intent_open[gen]
-            counts[0] += 1
+            gens = self._already_intended(entries)
+            if gens is None:
+                # Not all intended already (a retried replay of the spool is): log them.
+                if entries:
+                    await asyncio.to_thread(self._intent.append, entries)
+                gens = {self._intent_gen}
+            counted = [self._intent_open[g] for g in gens]
+            for counts in counted:
+                counts[0] += 1
 
         def settle(ok: bool) -> None:
-            counts[0] -= 1
+            for counts in counted:
+                counts[0] -= 1
+                if not ok:
+                    counts[1] += 1
             if not ok:
-                counts[1] += 1
+                # Until their generation is resolved, a retry of these events needs no
+                # new intent lines: the file stays bounded however often it is retried.
+                gen = min(gens)
+                for event_id, leaf in zip(entries.event_ids, entries.leaf_hashes, strict=True):
+                    self._awaiting.setdefault(event_id, (leaf, gen))
 
         return settle
 
@@ -531,14 +545,12 @@ class Sealer:
         interval_s = self.config.sweep_interval_s
         while True:
             await asyncio.sleep(interval_s)
-            if not self._recovered or self._refused is not None:
-                continue
             try:
                 await self._rotate_intents()
             except Exception as exc:
                 self.sealing_errors += 1
                 _log.warning("sweeper: intents not resolved yet (%s); retrying", exc)
-            if not self._backlog:
+            if not self._backlog or not self._recovered or self._refused is not None:
                 continue
             self.sweeper_passes += 1
             done = 0
@@ -562,6 +574,20 @@ class Sealer:
             if done:
                 _log.warning("sweeper: handed %d stored, unsealed events to the sealer", done)
 
+    def _already_intended(self, entries: Entries) -> set[int] | None:
+        """The generations that already hold an intent for every one of ``entries``
+        (same id and leaf) and await resolution; None when some are not there."""
+        awaiting = self._awaiting
+        if not awaiting or not entries:
+            return None
+        gens = set()
+        for event_id, leaf in zip(entries.event_ids, entries.leaf_hashes, strict=True):
+            held = awaiting.get(event_id)
+            if held is None or held[0] != leaf:
+                return None
+            gens.add(held[1])
+        return gens
+
     async def _rotate_intents(self) -> None:
         """Start a new intent generation and resolve the older ones whose writes are all
         settled: a generation whose every write was journaled is deleted unread, one with
@@ -569,7 +595,7 @@ class Sealer:
         if self._intent is None:
             return
         async with self._intent_lock:
-            if self._intent.size and self._intent is not None:
+            if self._intent.size:
                 old = self._intent
                 gen = self._intent_gen + 1
                 self._intent = await asyncio.to_thread(self._dir.open_intent, gen)
@@ -581,15 +607,20 @@ class Sealer:
             if gen == self._intent_gen or open_writes:
                 continue
             if failed:
+                # Writes retried meanwhile may lean on these lines (see on_intent): the file
+                # goes only once none is open, else the next pass resolves it again.
                 await self._resolve_intents(gen, "intended by a write whose hand-off failed")
-            else:
-                await asyncio.to_thread(self._dir.intent_path(gen).unlink, missing_ok=True)
+                async with self._intent_lock:
+                    if self._intent_open[gen][0]:
+                        continue
+                    self._awaiting = {k: v for k, v in self._awaiting.items() if v[1] != gen}
+            await asyncio.to_thread(self._dir.intent_path(gen).unlink, missing_ok=True)
             del self._intent_open[gen]
 
     async def _resolve_intents(self, gen: int, why: str) -> None:
         """Seal the events of intent generation ``gen`` that Elasticsearch holds with the
-        leaf this receiver intended and that no journal or block names yet; then delete
-        the file.
+        leaf this receiver intended and that no journal or block names yet (the caller
+        deletes the file once no write leans on it).
 
         An intended event Elasticsearch does not hold was never stored (its client got no
         success and retries, or its write failed): dropped. A stored document whose leaf
@@ -659,7 +690,6 @@ class Sealer:
                 dropped,
                 conflicts,
             )
-        await asyncio.to_thread(path.unlink, missing_ok=True)
 
     async def _not_yet_sealed(self, entries: Entries) -> Entries:
         recent: set[str] = set()

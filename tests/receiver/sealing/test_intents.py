@@ -25,6 +25,7 @@ from receiver.ingest.spool import Spool
 from receiver.sealing.sealer import Sealer
 from receiver.sealing.state import Entries, IntentLog, Journal, StateDir
 from tests.receiver.conftest import audit_record
+from tests.support.collector_build import free_port
 from tests.support.integrity_harness import integrity_config
 
 pytestmark = pytest.mark.integration
@@ -130,3 +131,37 @@ def test_settled_intent_generations_are_deleted_while_running(
     assert stats["events_sealed"] == 100
     assert stats["intents_sealed"] == 0 and stats["intents_dropped"] == 0
     assert not list(state.glob("intent-*.log")), "a clean shutdown leaves no intent"
+
+
+def test_retried_failing_writes_do_not_grow_the_intent_log(tmp_path: Path) -> None:
+    """Elasticsearch away: the spool's replay retries the same events again and again.
+    Each retry leans on the intent lines already logged instead of appending new ones."""
+    state = tmp_path / "state"
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    entries = Entries(
+        [INDEX] * 50,
+        [str(uuid.uuid4()) for _ in range(50)],
+        [leaf_hash_of_event(_doc(i)) for i in range(50)],
+        ["2026-01-02T03:04:05.000Z"] * 50,
+    )
+
+    async def scenario() -> list[int]:
+        es = AsyncElasticsearch(down, request_timeout=2, max_retries=0)
+        sealer = Sealer(es, integrity_config(state, sweep_interval_s=0.05), private_key=KEY)
+        sizes = []
+        try:
+            await sealer.start()
+            for _ in range(6):
+                settle = await sealer.on_intent(entries)
+                settle(False)  # the write found Elasticsearch unavailable
+                await asyncio.sleep(0.2)  # sweeps rotate; resolving waits for Elasticsearch
+                sizes.append(sum(p.stat().st_size for p in state.glob("intent-*.log")))
+        finally:
+            await sealer.shutdown(1)
+            await es.close()
+        return sizes
+
+    sizes = asyncio.run(scenario())
+    assert sizes[0] > 0
+    assert set(sizes) == {sizes[0]}, sizes
+    assert list(state.glob("intent-*.log")), "unresolved intents are kept for the next start"
