@@ -354,11 +354,11 @@ class Sealer:
                         "sealing %d events stored before a restart but not sealed yet", kept
                     )
                 self._leftover = 0
-        while self._intents_from_before:
-            gen = self._intents_from_before[0]
-            await self._resolve_intents(gen, "intended before a restart")
-            await asyncio.to_thread(self._dir.intent_path(gen).unlink, missing_ok=True)
-            self._intents_from_before.pop(0)
+        try:
+            await self._resolve_intents_from_before()
+        except (TransportError, es_exc.ApiError, OSError, TimeoutError, RuntimeError) as exc:
+            self.sealing_errors += 1
+            _log.error("intents of the last run not resolved yet (%s); the sweeper retries", exc)
         _log.info(
             "sealer ready: chain %s at sequence %d, tree size %d, key %s",
             self.chain_id,
@@ -546,6 +546,8 @@ class Sealer:
         while True:
             await asyncio.sleep(interval_s)
             try:
+                if self._intents_from_before and self._recovered:
+                    await self._resolve_intents_from_before()
                 await self._rotate_intents()
             except Exception as exc:
                 self.sealing_errors += 1
@@ -587,6 +589,14 @@ class Sealer:
                 return None
             gens.add(held[1])
         return gens
+
+    async def _resolve_intents_from_before(self) -> None:
+        """Resolve the intent files an earlier run left, oldest first, deleting each."""
+        while self._intents_from_before:
+            gen = self._intents_from_before[0]
+            await self._resolve_intents(gen, "intended before a restart")
+            await asyncio.to_thread(self._dir.intent_path(gen).unlink, missing_ok=True)
+            self._intents_from_before.pop(0)
 
     async def _rotate_intents(self) -> None:
         """Start a new intent generation and resolve the older ones whose writes are all
