@@ -309,6 +309,21 @@ _SEALER_METRICS = {
         "counter",
         "Stored events the sweeper handed to the sealer without a client retry.",
     ),
+    "intents_sealed": (
+        "sealer_intents_sealed",
+        "counter",
+        "Events a crash left stored but not journaled, sealed from the intent log at start.",
+    ),
+    "intents_dropped": (
+        "sealer_intents_dropped",
+        "counter",
+        "Intended events the intent log found never stored (the client was not acknowledged).",
+    ),
+    "intent_conflicts": (
+        "sealer_intent_conflicts",
+        "counter",
+        "Intended events stored with another leaf than intended (left to verify).",
+    ),
 }
 
 

@@ -138,12 +138,14 @@ class IngestConsumer:
             observe=_observe_bulk,
         )
         self._templates = TemplateGate(es, s.bulk_timeout_s, template_settings_of(s))
+        handoff = SealHandoff(sealer, s.retry_after_s) if sealer is not None else None
         self.router = Router(
             self.writer,
             spool,
             self._templates,
             s,
-            after_write=SealHandoff(sealer, s.retry_after_s) if sealer is not None else None,
+            after_write=handoff,
+            before_write=handoff.intend if handoff is not None else None,
         )
         self.batcher = Batcher(self.router.store, s)
         self._dead_letters = DeadLetters(self.batcher.submit)

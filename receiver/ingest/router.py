@@ -40,7 +40,7 @@ from receiver.ingest.settings import IngestSettings
 from receiver.ingest.spool import Frame, Spool, SpoolFull
 from receiver.ingest.templates import TemplateGate
 
-__all__ = ["AfterWrite", "Router"]
+__all__ = ["AfterWrite", "BeforeWrite", "Router"]
 
 _log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ _SPOOL_VERSION = 1
 
 AfterWrite = Callable[[Sequence[BulkItem], Sequence[ItemResult]], Awaitable[None]]
 """Called with every write Elasticsearch answered (the sealer's hand-off)."""
+BeforeWrite = Callable[[Sequence[BulkItem]], Awaitable[Callable[[bool], None]]]
+"""Called before a batch is sent to Elasticsearch (the sealer logs its intent); returns
+the function called once the write and its ``after_write`` are over (True: both done)."""
 
 
 def encode_frame(items: Sequence[BulkItem]) -> bytes:
@@ -92,12 +95,14 @@ class Router:
         settings: IngestSettings,
         *,
         after_write: AfterWrite | None = None,
+        before_write: BeforeWrite | None = None,
     ) -> None:
         self._writer = writer
         self._spool = spool
         self._templates = templates
         self._settings = settings
         self._after_write = after_write
+        self._before_write = before_write
         self._dead_letters = DeadLetters(self.write_es)
         self._lock = asyncio.Lock()
         self._spool_mode = False
@@ -162,9 +167,16 @@ class Router:
                 if self._spool_mode:
                     await self._append_to_spool(items)
                     return [ItemResult(ItemStatus.SPOOLED)] * len(items)
-        results = await self.write_es(items)
-        if self._after_write is not None:
-            await self._after_write(items, results)
+        settle = await self._before_write(items) if self._before_write is not None else None
+        handed_off = False
+        try:
+            results = await self.write_es(items)
+            if self._after_write is not None:
+                await self._after_write(items, results)
+            handed_off = True
+        finally:
+            if settle is not None:
+                settle(handed_off)
         failed = [i for i, r in enumerate(results) if r.status is ItemStatus.UNAVAILABLE]
         if failed:
             _log.warning(
@@ -240,6 +252,18 @@ class Router:
         items: list[BulkItem] = []
         for frame in frames:
             items.extend(decode_frame(frame.payload))
+        settle = await self._before_write(items) if self._before_write is not None else None
+        handed_off = False
+        try:
+            handed_off = await self._replay_write(frames, items, backoff_s)
+        finally:
+            if settle is not None:
+                settle(handed_off)
+        return handed_off
+
+    async def _replay_write(
+        self, frames: list[Frame], items: list[BulkItem], backoff_s: float
+    ) -> bool:
         results = await self.write_es(items)
         if any(r.status is ItemStatus.UNAVAILABLE for r in results):
             detail = next(r.detail for r in results if r.status is ItemStatus.UNAVAILABLE)

@@ -6,6 +6,11 @@ event unsealed, so the sealer deduplicates by event id. Such a duplicate is hand
 with the leaf hash of the document Elasticsearch holds (read back by the writer), never
 of the retry's rebuilt document, whose ``event.ingested`` differs: what is sealed is
 what is stored.
+
+Before a write is sent, :meth:`SealHandoff.intend` has the sealer log (fsynced) the index,
+id and leaf hash of every event it is about to store: after a crash between
+Elasticsearch's answer and the journal, the next start reads those events back and seals
+the stored ones, with no client retry needed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import inspect
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -50,13 +55,48 @@ class Sealer(Protocol):
         ...
 
 
+def _settled(ok: bool) -> None:
+    """Nothing to settle: the sealer logs no intents."""
+
+
 class SealHandoff:
-    """Called after every write that reached Elasticsearch (live or replayed)."""
+    """Called after every write that reached Elasticsearch (live or replayed); its
+    :meth:`intend` before every such write."""
 
     def __init__(self, sealer: Sealer, retry_after_s: float) -> None:
         self.sealer = sealer
         self._retry_after_s = retry_after_s
         self._crash_after_store = os.environ.get(CRASH_AFTER_STORE_ENV) == "1"
+
+    async def intend(self, items: Sequence[BulkItem]) -> Callable[[bool], None]:
+        """Log the write's sealable events as intended before it is sent; returns the
+        function to call once the write is settled (True: its hand-off succeeded).
+
+        Unavailable when the intent cannot be logged: nothing was sent, the client retries.
+        """
+        on_intent = getattr(self.sealer, "on_intent", None)
+        if on_intent is None:
+            return _settled
+        chosen = [it for it in items if it.content_hash is not None]
+        leaves = [
+            it.leaf_hash if it.leaf_hash is not None else leaf_hash_of_event(it.document)
+            for it in chosen
+        ]
+        entries = Entries(
+            list(map(_INDEX, chosen)),
+            list(map(_DOC_ID, chosen)),
+            leaves,
+            [t if isinstance(t, str) else "" for t in map(_TIMESTAMP, chosen)],
+        )
+        try:
+            settle: Callable[[bool], None] = await on_intent(entries)
+        except Exception as exc:
+            _log.exception("could not log the intent for %d events", len(entries))
+            raise Unavailable(
+                f"events not stored: the sealer cannot log them ({exc}); retry",
+                self._retry_after_s,
+            ) from exc
+        return settle
 
     async def __call__(self, items: Sequence[BulkItem], results: Sequence[ItemResult]) -> None:
         """Hand the stored events of a write to the sealer; Unavailable when it fails."""
@@ -107,8 +147,8 @@ class SealHandoff:
             if inspect.isawaitable(outcome):
                 await outcome
         except Exception as exc:
-            # Stored but not anchored: answer retryably. The client's retry meets a 409
-            # with the same content, which reaches the sealer again and is journaled then.
+            # Stored but not anchored: answer retryably. The sweeper seals them from the
+            # write's intent; a client's retry meets a 409 and is sealed once either way.
             _log.exception("sealer failed for %d stored events", len(stored))
             raise Unavailable(
                 f"events stored but not sealed ({exc}); retry", self._retry_after_s

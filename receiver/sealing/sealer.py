@@ -11,8 +11,11 @@
       -> advance state.json past the sealed journal entries
     idle for heartbeat_interval_s -> a heartbeat checkpoint (same tree size, new time)
 
-Crash safety: an event confirmed by Elasticsearch is journaled before the client gets
-its answer, so after a crash it is either in a block or still in the journal. On start the
+Crash safety: before a write is sent, its events are logged as intended (``on_intent``,
+fsynced); an event confirmed by Elasticsearch is journaled before the client gets its
+answer, so after a crash it is in a block, in the journal, or in an intent file, which the
+next start resolves with ``mget`` (stored with the intended leaf: sealed; absent: dropped;
+another leaf: a logged conflict). On start the
 sealer reads ``audit-blocks`` for records of its chain newer than ``state.json`` (a crash
 between writing a block and saving the state) and adopts them, skipping the journal
 entries they sealed; everything else in the journal is sealed again, in order. A block
@@ -59,6 +62,7 @@ from otel_audit.integrity import (
     Keyring,
     generate_private_key,
     key_id,
+    leaf_hash_of_event,
     load_private_key,
     load_private_key_from_env,
     make_checkpoint,
@@ -69,7 +73,7 @@ from otel_audit.integrity import (
 from otel_audit.integrity.store import CheckpointStore
 from receiver.sealing.config import IntegrityConfig
 from receiver.sealing.lease import ChainInUse, ChainLease
-from receiver.sealing.state import ChainState, Entries, Journal, Pending, StateDir
+from receiver.sealing.state import ChainState, Entries, IntentLog, Journal, Pending, StateDir
 from receiver.waiting import wait_event
 
 __all__ = ["ChainInUse", "ChainRefused", "Sealer", "build_sealer", "load_signing_key"]
@@ -83,6 +87,8 @@ _RETRY_MAX_S = 5.0
 # Stored events whose hand-off failed, kept for the sweeper; one pass takes this many.
 _BACKLOG_MAX_EVENTS = 200_000
 _SWEEP_BATCH = 20_000
+# Intents are read back from Elasticsearch this many ids per mget.
+_MGET_CHUNK = 1000
 
 
 class ChainRefused(RuntimeError):
@@ -183,6 +189,17 @@ class Sealer:
         self._sweep_task: asyncio.Task[None] | None = None
         self._backlog: deque[tuple[Entries, list[bool], float]] = deque()
         self._backlog_events = 0
+        self._intent: IntentLog | None = None
+        self._intent_gen = 0
+        self._intent_lock = asyncio.Lock()
+        # Per intent generation: [writes not settled yet, writes whose hand-off failed].
+        self._intent_open: dict[int, list[int]] = {}
+        self._intents_from_before: list[int] = []
+        # Events of failed writes, by id: (intended leaf, generation awaiting resolution).
+        self._awaiting: dict[str, tuple[bytes, int]] = {}
+        self.intents_sealed = 0
+        self.intents_dropped = 0
+        self.intent_conflicts = 0
         self.sealing_errors = 0
         self.sweeper_passes = 0
         self.sweeper_events_found = 0
@@ -221,6 +238,9 @@ class Sealer:
             "events_sealed": float(self.events_sealed),
             "sweeper_passes": float(self.sweeper_passes),
             "sweeper_events_found": float(self.sweeper_events_found),
+            "intents_sealed": float(self.intents_sealed),
+            "intents_dropped": float(self.intents_dropped),
+            "intent_conflicts": float(self.intent_conflicts),
         }
 
     def stuck(self) -> tuple[bool, str]:
@@ -275,6 +295,12 @@ class Sealer:
             stale.unlink(missing_ok=True)
         self._journal = Journal(self._dir.journal_path(state.journal_gen))
         self._state = state
+        # Intents left by an earlier run are resolved once the chain is resumed; this
+        # run's writes log theirs in a new generation.
+        self._intents_from_before = await asyncio.to_thread(self._dir.intent_gens)
+        self._intent_gen = (self._intents_from_before or [-1])[-1] + 1
+        self._intent = await asyncio.to_thread(self._dir.open_intent, self._intent_gen)
+        self._intent_open[self._intent_gen] = [0, 0]
         leftover, ends = await asyncio.to_thread(self._journal.read_from, state.journal_offset)
         # An entry journaled twice (a retry racing its first write) is sealed once; the
         # journal offset still moves past both.
@@ -288,6 +314,7 @@ class Sealer:
             self._recovered = await self._try_recover()
         except (ChainRefused, ChainInUse):
             self._journal.close()
+            self._intent.close()
             self._dir.close()
             raise
         self._task = asyncio.create_task(self._seal_loop(), name="sealer")
@@ -327,6 +354,11 @@ class Sealer:
                         "sealing %d events stored before a restart but not sealed yet", kept
                     )
                 self._leftover = 0
+        try:
+            await self._resolve_intents_from_before()
+        except (TransportError, es_exc.ApiError, OSError, TimeoutError, RuntimeError) as exc:
+            self.sealing_errors += 1
+            _log.error("intents of the last run not resolved yet (%s); the sweeper retries", exc)
         _log.info(
             "sealer ready: chain %s at sequence %d, tree size %d, key %s",
             self.chain_id,
@@ -402,9 +434,51 @@ class Sealer:
                 _log.warning("could not release the chain lease (%s); it expires", exc)
         if self._journal is not None:
             self._journal.close()
+        if self._intent is not None:
+            self._intent.close()
+            open_writes, failed = self._intent_open.get(self._intent_gen, (1, 1))
+            if not open_writes and not failed and not self._backlog_events:
+                # Every write of this generation is journaled: nothing left to resolve.
+                self._dir.intent_path(self._intent_gen).unlink(missing_ok=True)
         self._dir.close()
 
     # -- the write path hook --------------------------------------------------
+
+    async def on_intent(self, entries: Entries) -> Callable[[bool], None]:
+        """Log the events a write is about to send to Elasticsearch (fsynced) before it
+        is sent; returns the function the write calls once it is settled, with True when
+        its stored events were handed to :meth:`on_durable`.
+
+        After a crash between the store and the journal, the intent is how the next start
+        finds the stored events without a client retry: only events this receiver itself
+        prepared are ever read back and sealed.
+        """
+        if self._intent is None or self._closing:
+            raise RuntimeError("sealer is not running")
+        async with self._intent_lock:
+            gens = self._already_intended(entries)
+            if gens is None:
+                # Not all intended already (a retried replay of the spool is): log them.
+                if entries:
+                    await asyncio.to_thread(self._intent.append, entries)
+                gens = {self._intent_gen}
+            counted = [self._intent_open[g] for g in gens]
+            for counts in counted:
+                counts[0] += 1
+
+        def settle(ok: bool) -> None:
+            for counts in counted:
+                counts[0] -= 1
+                if not ok:
+                    counts[1] += 1
+            if not ok:
+                # Until their generation is resolved, a retry of these events needs no
+                # new intent lines: the file stays bounded however often it is retried.
+                gen = min(gens)
+                for event_id, leaf in zip(entries.event_ids, entries.leaf_hashes, strict=True):
+                    self._awaiting.setdefault(event_id, (leaf, gen))
+
+        return settle
 
     async def on_durable(self, stored: Entries, created: Sequence[bool]) -> None:
         """Journal events Elasticsearch confirmed; returns once the journal is fsynced.
@@ -471,6 +545,13 @@ class Sealer:
         interval_s = self.config.sweep_interval_s
         while True:
             await asyncio.sleep(interval_s)
+            try:
+                if self._intents_from_before and self._recovered:
+                    await self._resolve_intents_from_before()
+                await self._rotate_intents()
+            except Exception as exc:
+                self.sealing_errors += 1
+                _log.warning("sweeper: intents not resolved yet (%s); retrying", exc)
             if not self._backlog or not self._recovered or self._refused is not None:
                 continue
             self.sweeper_passes += 1
@@ -494,6 +575,131 @@ class Sealer:
                 done += len(stored)
             if done:
                 _log.warning("sweeper: handed %d stored, unsealed events to the sealer", done)
+
+    def _already_intended(self, entries: Entries) -> set[int] | None:
+        """The generations that already hold an intent for every one of ``entries``
+        (same id and leaf) and await resolution; None when some are not there."""
+        awaiting = self._awaiting
+        if not awaiting or not entries:
+            return None
+        gens = set()
+        for event_id, leaf in zip(entries.event_ids, entries.leaf_hashes, strict=True):
+            held = awaiting.get(event_id)
+            if held is None or held[0] != leaf:
+                return None
+            gens.add(held[1])
+        return gens
+
+    async def _resolve_intents_from_before(self) -> None:
+        """Resolve the intent files an earlier run left, oldest first, deleting each."""
+        while self._intents_from_before:
+            gen = self._intents_from_before[0]
+            await self._resolve_intents(gen, "intended before a restart")
+            await asyncio.to_thread(self._dir.intent_path(gen).unlink, missing_ok=True)
+            self._intents_from_before.pop(0)
+
+    async def _rotate_intents(self) -> None:
+        """Start a new intent generation and resolve the older ones whose writes are all
+        settled: a generation whose every write was journaled is deleted unread, one with
+        a failed hand-off is read back from Elasticsearch first."""
+        if self._intent is None:
+            return
+        async with self._intent_lock:
+            if self._intent.size:
+                old = self._intent
+                gen = self._intent_gen + 1
+                self._intent = await asyncio.to_thread(self._dir.open_intent, gen)
+                self._intent_gen = gen
+                self._intent_open[gen] = [0, 0]
+                old.close()
+        for gen in sorted(self._intent_open):
+            open_writes, failed = self._intent_open[gen]
+            if gen == self._intent_gen or open_writes:
+                continue
+            if failed:
+                # Writes retried meanwhile may lean on these lines (see on_intent): the file
+                # goes only once none is open, else the next pass resolves it again.
+                await self._resolve_intents(gen, "intended by a write whose hand-off failed")
+                async with self._intent_lock:
+                    if self._intent_open[gen][0]:
+                        continue
+                    self._awaiting = {k: v for k, v in self._awaiting.items() if v[1] != gen}
+            await asyncio.to_thread(self._dir.intent_path(gen).unlink, missing_ok=True)
+            del self._intent_open[gen]
+
+    async def _resolve_intents(self, gen: int, why: str) -> None:
+        """Seal the events of intent generation ``gen`` that Elasticsearch holds with the
+        leaf this receiver intended and that no journal or block names yet (the caller
+        deletes the file once no write leans on it).
+
+        An intended event Elasticsearch does not hold was never stored (its client got no
+        success and retries, or its write failed): dropped. A stored document whose leaf
+        matches no intent for its id was not written as this receiver prepared it: logged
+        as a conflict and left to ``verify``.
+        """
+        path = self._dir.intent_path(gen)
+        if not path.exists():
+            return
+        log = IntentLog(path)
+        try:
+            intended, _ = await asyncio.to_thread(log.read_from, 0)
+        finally:
+            log.close()
+        leaves: dict[tuple[str, str], set[bytes]] = {}
+        for index, event_id, leaf in zip(
+            intended.index_names, intended.event_ids, intended.leaf_hashes, strict=True
+        ):
+            leaves.setdefault((index, event_id), set()).add(leaf)
+        recent: set[str] = set()
+        for _, ids in self._recent:
+            recent |= ids
+        known = self._pending.ids | recent
+        keys = [k for k in leaves if k[1] not in known]
+        if keys:
+            sealed = await self._sealed_in_es([k[1] for k in keys])
+            keys = [k for k in keys if k[1] not in sealed]
+        found = Entries()
+        dropped = conflicts = 0
+        for i in range(0, len(keys), _MGET_CHUNK):
+            chunk = keys[i : i + _MGET_CHUNK]
+            resp = await self._es.mget(docs=[{"_index": ix, "_id": eid} for ix, eid in chunk])
+            for (index, event_id), doc in zip(chunk, resp["docs"], strict=True):
+                error = doc.get("error")
+                if error is not None and error.get("type") != "index_not_found_exception":
+                    raise RuntimeError(f"reading back {event_id} from {index}: {error}")
+                if not doc.get("found"):
+                    dropped += 1
+                    continue
+                source = doc["_source"]
+                leaf = leaf_hash_of_event(source)
+                if leaf not in leaves[(index, event_id)]:
+                    conflicts += 1
+                    _log.error(
+                        "intent conflict: %s in %s is stored with a leaf hash this receiver "
+                        "never intended; not sealed, left to verify",
+                        event_id,
+                        index,
+                    )
+                    continue
+                ts = source.get("@timestamp")
+                found.index_names.append(index)
+                found.event_ids.append(event_id)
+                found.leaf_hashes.append(leaf)
+                found.timestamps.append(ts if isinstance(ts, str) else "")
+        if found:
+            await self._journal_confirmed(found, [False] * len(found))
+        self.intents_sealed += len(found)
+        self.intents_dropped += dropped
+        self.intent_conflicts += conflicts
+        if found or dropped or conflicts:
+            _log.warning(
+                "sealing %d events %s and found stored but in no journal; %d intended "
+                "events were never stored (dropped), %d conflicts",
+                len(found),
+                why,
+                dropped,
+                conflicts,
+            )
 
     async def _not_yet_sealed(self, entries: Entries) -> Entries:
         recent: set[str] = set()

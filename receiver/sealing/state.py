@@ -9,6 +9,10 @@ Layout of ``integrity.state_dir``::
                           journal generation and how far into it everything is sealed
     journal-<gen>.log     one line per durably stored event not known sealed:
                           [index, event id, base64 leaf hash, @timestamp]
+    intent-<gen>.log      one line per event a write is about to send to Elasticsearch,
+                          appended (one fsync per write) before the ``_bulk``: same line
+                          format as the journal; resolved and deleted once every write
+                          of the generation is journaled or found missing
     journal-quarantine.log  corrupt journal lines set aside at start, with their offsets
     keys/                 a generated development key, when no key is configured
     checkpoints/          the default checkpoint store
@@ -47,7 +51,15 @@ from otel_audit.integrity import (
 )
 from receiver import native
 
-__all__ = ["QUARANTINE_FILENAME", "ChainState", "Entries", "Journal", "Pending", "StateDir"]
+__all__ = [
+    "QUARANTINE_FILENAME",
+    "ChainState",
+    "Entries",
+    "IntentLog",
+    "Journal",
+    "Pending",
+    "StateDir",
+]
 
 _log = logging.getLogger("otel_audit.receiver.sealer")
 
@@ -251,6 +263,9 @@ class Journal:
 
         Blocking (call from a worker thread).
         """
+        return self._write(entries)
+
+    def _write(self, entries: Entries) -> list[int]:
         data, ends = self._lines(entries)
         if ends:
             try:
@@ -369,6 +384,19 @@ class Journal:
             os.close(fd)
 
 
+class IntentLog(Journal):
+    """Append-only file of the events writes are about to send to Elasticsearch.
+
+    The lines are journal lines (``[index, event id, base64 leaf hash, @timestamp]``);
+    the file is appended and fsynced once per write before its ``_bulk``, so after a
+    crash every event Elasticsearch may hold but no journal names is in an intent file.
+    """
+
+    def append(self, entries: Entries) -> list[int]:
+        """Write the entries and fsync (blocking; call from a worker thread)."""
+        return self._write(entries)
+
+
 class StateDir:
     """The state directory, locked for the lifetime of one sealer."""
 
@@ -442,6 +470,30 @@ class StateDir:
         journal.close()
         journal.path.unlink(missing_ok=True)
         return new_state, new_journal
+
+    def intent_path(self, gen: int) -> Path:
+        """File of intent generation ``gen``."""
+        return self.root / f"intent-{gen:08d}.log"
+
+    def intent_gens(self) -> list[int]:
+        """Generations of the intent files present, oldest first."""
+        gens = []
+        for child in self.root.glob("intent-*.log"):
+            try:
+                gens.append(int(child.stem.split("-", 1)[1]))
+            except ValueError:
+                continue
+        return sorted(gens)
+
+    def open_intent(self, gen: int) -> IntentLog:
+        """Create intent generation ``gen`` (its directory entry made durable)."""
+        log = IntentLog(self.intent_path(gen))
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return log
 
     def stale_journals(self, gen: int) -> list[Path]:
         """Journal files of generations before ``gen`` (left by a crash mid-rotation)."""

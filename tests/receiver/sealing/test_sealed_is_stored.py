@@ -5,7 +5,8 @@ Elasticsearch confirmed a write and before the sealer journals it: the events ar
 but in no journal and no block, and the client never got an answer. The same request is
 then sent again, byte for byte, as the Collector's retry would: the restarted receiver
 finds every event already stored (409, same content hash) and must seal the document
-Elasticsearch holds, not its own rebuilt copy with a later ``event.ingested``.
+Elasticsearch holds, not its own rebuilt copy with a later ``event.ingested``. Without
+any retry, the restarted receiver seals them from the intent it logged before the write.
 """
 
 from __future__ import annotations
@@ -57,16 +58,9 @@ def post(http: str, body: bytes) -> int:
         return int(resp.status)
 
 
-def test_crash_between_store_and_journal_then_retry(clean_es: Elasticsearch, site: Site) -> None:
-    request = logs_request(200)
-    ids = [
-        kv.value.string_value
-        for lr in request.resource_logs[0].scope_logs[0].log_records
-        for kv in lr.attributes
-        if kv.key == "audit.event.id"
-    ]
-    body = request.SerializeToString()
-
+def crash_after_store(site: Site, body: bytes, ids: list[str], es: Elasticsearch) -> None:
+    """Send ``body`` to a receiver that SIGKILLs itself after Elasticsearch stored it and
+    before the journal write; the client gets no answer."""
     config = site.config(100)
     log_path = site.root / "crashing.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_AUDIT_")}
@@ -96,10 +90,26 @@ def test_crash_between_store_and_journal_then_retry(clean_es: Elasticsearch, sit
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
-    clean_es.indices.refresh(index="audit-events-*")
-    stored = clean_es.count(index="audit-events-*", query={"ids": {"values": ids}})["count"]
+    es.indices.refresh(index="audit-events-*")
+    stored = es.count(index="audit-events-*", query={"ids": {"values": ids}})["count"]
     assert stored == len(ids), "the crash came after the write: every event is stored"
-    assert block_ids(clean_es) == []
+    assert block_ids(es) == []
+
+
+def request_and_ids(n: int) -> tuple[bytes, list[str]]:
+    request = logs_request(n)
+    ids = [
+        kv.value.string_value
+        for lr in request.resource_logs[0].scope_logs[0].log_records
+        for kv in lr.attributes
+        if kv.key == "audit.event.id"
+    ]
+    return request.SerializeToString(), ids
+
+
+def test_crash_between_store_and_journal_then_retry(clean_es: Elasticsearch, site: Site) -> None:
+    body, ids = request_and_ids(200)
+    crash_after_store(site, body, ids, clean_es)
 
     second = Receiver(site, 100, "second")
     try:
@@ -110,5 +120,21 @@ def test_crash_between_store_and_journal_then_retry(clean_es: Elasticsearch, sit
     clean_es.indices.refresh(index="audit-events-*")
     stored = clean_es.count(index="audit-events-*", query={"ids": {"values": ids}})["count"]
     assert stored == len(ids)
+    assert max(Counter(i for b in block_ids(clean_es) for i in b).values()) == 1
+    assert_sealed_once_and_clean(clean_es, site, ids)
+
+
+def test_crash_between_store_and_journal_without_retry(clean_es: Elasticsearch, site: Site) -> None:
+    """No client retries: the restarted receiver finds its own intent for the stored
+    events, reads them back and seals what Elasticsearch holds."""
+    body, ids = request_and_ids(200)
+    crash_after_store(site, body, ids, clean_es)
+
+    second = Receiver(site, 100, "second")
+    try:
+        wait_sealed(clean_es, ids, timeout_s=30)
+        assert any("intended before a restart" in e.get("msg", "") for e in second.log())
+    finally:
+        assert second.stop() == 0
     assert max(Counter(i for b in block_ids(clean_es) for i in b).values()) == 1
     assert_sealed_once_and_clean(clean_es, site, ids)
