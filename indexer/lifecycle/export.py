@@ -255,16 +255,30 @@ which the events recompute; the prefix only names which event changed."""
 _PATHS = tuple(tuple(name.split(".")) for name in ARCHIVE_FIELDS)
 
 
-def _column(docs: list[Any], path: tuple[str, ...]) -> list[str | None]:
-    """One of :data:`ARCHIVE_FIELDS` of every document (a string, else None)."""
-    out: list[str | None] = []
-    for value in docs:
-        for part in path:
-            value = value.get(part) if type(value) is dict else None
-        if value is None or type(value) is str:
-            out.append(value)
-        else:
-            out.append(None if isinstance(value, (dict, list)) else str(value))
+_STRING_OR_NONE = frozenset({str, type(None)})
+
+
+def _scalar(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    return None if isinstance(value, (dict, list)) else str(value)
+
+
+def _columns(docs: list[Any]) -> list[list[str | None]]:
+    """Every one of :data:`ARCHIVE_FIELDS` of every document (a string, else None): one
+    list per field, each shared parent object looked up once per document."""
+    level: dict[tuple[str, ...], list[Any]] = {(): docs}
+    out: list[list[str | None]] = []
+    for path in _PATHS:
+        for depth in range(1, len(path)):
+            if path[:depth] not in level:
+                key, above = path[depth - 1], level[path[: depth - 1]]
+                level[path[:depth]] = [v.get(key) if type(v) is dict else None for v in above]
+        key, above = path[-1], level[path[:-1]]
+        column = [v.get(key) if type(v) is dict else None for v in above]
+        if not set(map(type, column)) <= _STRING_OR_NONE:
+            column = [_scalar(v) for v in column]
+        out.append(column)
     return out
 
 
@@ -287,16 +301,15 @@ class _Page:
 def _prepare(hits: list[dict[str, Any]]) -> _Page:
     docs = [hit["_source"] for hit in hits]
     sources = [orjson.dumps(doc, option=_SORT) for doc in docs]
-    timestamps: list[str] = []
-    for doc in docs:
-        ts = doc.get("@timestamp") if type(doc) is dict else None
-        timestamps.append(ts if type(ts) is str else "")
+    timestamps: list[Any] = [d.get("@timestamp") if type(d) is dict else None for d in docs]
+    if not set(map(type, timestamps)) <= {str}:
+        timestamps = [t if type(t) is str else "" for t in timestamps]
     return _Page(
         ids=[hit["_id"] for hit in hits],
         sources=sources,
         leaves=[leaf_hash(s) for s in sources],
         timestamps=timestamps,
-        fields=[_column(docs, path) for path in _PATHS],
+        fields=_columns(docs),
     )
 
 
