@@ -6,8 +6,11 @@ The events are :mod:`bench.verify_bench`'s load (receiver-built documents sealed
 signed blocks; reused when the node already holds it). Each daily index is archived as
 the lifecycle does it, phase by phase, into a local s3proxy started here:
 
-- ``raw_read``: only pulling the same events' pages from Elasticsearch (2 slices), the
-  ceiling any export shares, measured in the same run;
+- ``raw_read``: only pulling the same events' pages from Elasticsearch (2 slices, one
+  process each, pages parsed with orjson), the ceiling any export shares, measured in
+  the same run: as the export's readers do it (garbage collector off: a page is some
+  hundred thousand short-lived containers) and, for comparison with earlier runs, with
+  the collector on (``raw_read_gc_on``);
 - ``archive``: export checked against the seals and written as Parquet, upload, manifest,
   then the read-back verification (download, hash every event, check every block), in
   events/s for the whole and for each phase; target at least 50,000 events/s;
@@ -27,13 +30,16 @@ The indices stay as loaded (nothing is deleted), so the verify benchmark can reu
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
+import multiprocessing
 import os
 import resource
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +121,35 @@ def _ndjson_sizes(parquet: Path) -> dict[str, Any]:
     return out
 
 
+def _raw_slice_gc_off(url: str, pit: str, slice_id: int, slices: int) -> tuple[int, int]:
+    gc.disable()
+    return verify_bench._raw_slice(url, pit, slice_id, slices, 10_000)
+
+
+def _raw_read(es: Elasticsearch, url: str, slices: int) -> dict[str, Any]:
+    """:func:`bench.verify_bench.raw_read` as the export's reader processes read (the
+    garbage collector off)."""
+    pit = es.open_point_in_time(index=EVENTS_PATTERN, keep_alive="2m")["id"]
+    try:
+        began = time.monotonic()
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(slices, mp_context=ctx) as pool:
+            parts = list(
+                pool.map(
+                    _raw_slice_gc_off,
+                    [url] * slices,
+                    [pit] * slices,
+                    range(slices),
+                    [slices] * slices,
+                )
+            )
+        elapsed = time.monotonic() - began
+    finally:
+        es.close_point_in_time(id=pit)
+    hits = sum(p[0] for p in parts)
+    return {"slices": slices, "events": hits, "events_per_s": round(hits / elapsed)}
+
+
 def run(events: int, url: str | None = None) -> dict[str, Any]:
     """Load (or reuse) ``events`` sealed events, archive and restore them; the figures."""
     url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
@@ -130,7 +165,11 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
         key = verify_bench._key(work)
         keyring = Keyring([key.public_key()])
         cpu = _Cpu(es)
-        raw = verify_bench.raw_read(es, url, 2)
+        raw_gc_on = verify_bench.raw_read(es, url, 2)
+        raw_gc_on_cpu = cpu.used()
+        print(f"raw read, collector on: {raw_gc_on}", file=sys.stderr)
+        cpu = _Cpu(es)
+        raw = _raw_read(es, url, 2)
         raw_cpu = cpu.used()
         print(f"raw read: {raw}", file=sys.stderr)
         s3.ensure_bucket(BUCKET)
@@ -220,6 +259,7 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
         "events": events,
         "events_archived": events_archived,
         "raw_read_events_per_s": raw["events_per_s"],
+        "raw_read_gc_on_events_per_s": raw_gc_on["events_per_s"],
         "archive_s": round(archive_s, 2),
         "archive_events_per_s": round(rate),
         "archive_to_raw_read": round(rate / raw["events_per_s"], 2)
@@ -232,6 +272,7 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
         "meets_archive_target": rate >= TARGET_ARCHIVE_EVENTS_PER_S,
         "cpu_us_per_event": {
             "raw_read": _per_event(raw_cpu, raw["events"]),
+            "raw_read_gc_on": _per_event(raw_gc_on_cpu, raw_gc_on["events"]),
             "archive": _per_event(archive_cpu, events_archived),
             "restore": _per_event(restore_cpu, restored),
         },

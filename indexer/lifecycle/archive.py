@@ -367,16 +367,15 @@ def _verify_files(
     )
     if CHECKPOINTS in present:
         _verify_checkpoints(present[CHECKPOINTS], day, blocks, report)
-    for (chain, leaf), row in sorted(rows.items()):
-        if not row.placed:
-            report.findings.append(
-                ArchiveFinding(
-                    "inserted",
-                    day,
-                    f"event at leaf {chain}:{leaf} is in no archived block",
-                    event_id=row.event_id,
-                )
+    for chain, leaf in sorted(k for k, row in rows.items() if not row.placed):
+        report.findings.append(
+            ArchiveFinding(
+                "inserted",
+                day,
+                f"event at leaf {chain}:{leaf} is in no archived block",
+                event_id=rows[(chain, leaf)].event_id,
             )
+        )
     if len(rows) != manifest.get("events"):
         report.findings.append(
             ArchiveFinding(

@@ -7,9 +7,10 @@ the index must be there, and each must hash to its sealed leaf. The ``source`` k
 event is the RFC 8785 form of its document: the very bytes its leaf hashes, so the
 archive's verifier needs only SHA-256.
 
-Events are read with a point in time in two slices (threads; Elasticsearch does the work
-of fetching ``_source``) and written to the events file page by page, so memory stays
-bounded by a few pages whatever the size of the day.
+Events are read with a point in time in two slices (worker processes for a large day,
+threads otherwise), each page parsed, hashed and turned into an Arrow record batch where
+it is read, and written to the events file page by page, so memory stays bounded by a
+few pages whatever the size of the day.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import binascii
 import contextlib
 import dataclasses
+import functools
 import gc
 import multiprocessing
 import pickle
@@ -167,23 +169,17 @@ def _block_of(doc: dict[str, Any]) -> BlockRecord:
 
 
 class _EventsWriter:
-    """Columns of events into the events file, one row group at a time."""
+    """Pages of events (Arrow record batches) into the events file, a row group at a time."""
 
     def __init__(self, path: Path) -> None:
         import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         self.pa = pa
+        self.pc = pc
         self.schema = pa.schema(
-            [
-                ("chain", pa.string()),
-                ("leaf", pa.int64()),
-                ("event_id", pa.string()),
-                ("ts", pa.string()),
-                *((name, pa.string()) for name in ARCHIVE_FIELDS),
-                ("leaf_prefix", pa.binary()),
-                ("source", pa.binary()),
-            ]
+            [("chain", pa.string()), ("leaf", pa.int64()), *_page_schema()][:-1]
         )
         self.writer = pq.ParquetWriter(
             path,
@@ -195,7 +191,8 @@ class _EventsWriter:
             ],
             write_statistics=["ts", "leaf"],
         )
-        self.columns: dict[str, list[Any]] = {n: [] for n in self.schema.names}
+        self.pending: list[Any] = []
+        self.pending_rows = 0
         self.rows = 0
         self.ts_min = ""
         self.ts_max = ""
@@ -208,39 +205,31 @@ class _EventsWriter:
         keep: list[int] | None,
     ) -> None:
         """Add the rows of ``page`` (only the positions in ``keep`` when given)."""
-        ids, sources, leaf_hashes, timestamps = page.ids, page.sources, page.leaves, page.timestamps
-        fields = page.fields
-        if keep is not None:
-            ids = [ids[i] for i in keep]
-            sources = [sources[i] for i in keep]
-            leaf_hashes = [leaf_hashes[i] for i in keep]
-            timestamps = [timestamps[i] for i in keep]
-            fields = [[column[i] for i in keep] for column in fields]
-        c = self.columns
-        c["chain"] += chains
-        c["leaf"] += leaves
-        c["event_id"] += ids
-        c["ts"] += timestamps
-        for name, column in zip(ARCHIVE_FIELDS, fields, strict=True):
-            c[name] += column
-        c["leaf_prefix"] += [lh[:_PREFIX] for lh in leaf_hashes]
-        c["source"] += sources
-        self.rows += len(ids)
-        present = [t for t in timestamps if t]
-        if present:
-            low, high = min(present), max(present)
+        pa, pc = self.pa, self.pc
+        batch = page.batch if keep is None else page.batch.take(pa.array(keep, pa.int64()))
+        columns = [pa.array(chains, pa.string()), pa.array(leaves, pa.int64())]
+        columns += batch.columns[:-1]  # without the full leaf hashes
+        self.pending.append(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+        self.rows += batch.num_rows
+        self.pending_rows += batch.num_rows
+        ts = batch.column(1)
+        present = pc.min_max(ts.filter(pc.not_equal(ts, "")))
+        low, high = present["min"].as_py(), present["max"].as_py()
+        if low is not None and high is not None:
             if not self.ts_min or low < self.ts_min:
                 self.ts_min = low
             if high > self.ts_max:
                 self.ts_max = high
-        if len(c["leaf"]) >= _ROW_GROUP:
+        if self.pending_rows >= _ROW_GROUP:
             self.flush()
 
     def flush(self) -> None:
-        if not self.columns["leaf"]:
+        if not self.pending:
             return
-        self.writer.write_table(self.pa.Table.from_pydict(self.columns, self.schema))
-        self.columns = {n: [] for n in self.schema.names}
+        table = self.pa.Table.from_batches(self.pending, self.schema)
+        self.writer.write_table(table, row_group_size=table.num_rows)
+        self.pending = []
+        self.pending_rows = 0
 
     def close(self) -> None:
         self.flush()
@@ -255,49 +244,95 @@ which the events recompute; the prefix only names which event changed."""
 _PATHS = tuple(tuple(name.split(".")) for name in ARCHIVE_FIELDS)
 
 
-def _column(docs: list[Any], path: tuple[str, ...]) -> list[str | None]:
-    """One of :data:`ARCHIVE_FIELDS` of every document (a string, else None)."""
-    out: list[str | None] = []
-    for value in docs:
-        for part in path:
-            value = value.get(part) if type(value) is dict else None
-        if value is None or type(value) is str:
-            out.append(value)
-        else:
-            out.append(None if isinstance(value, (dict, list)) else str(value))
+@functools.cache
+def _page_schema() -> Any:
+    """Columns of a prepared page: the events file's, less where the events sit in the
+    chains (known only to the exporter), plus each event's full leaf hash last."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("event_id", pa.string()),
+            ("ts", pa.string()),
+            *((name, pa.string()) for name in ARCHIVE_FIELDS),
+            ("leaf_prefix", pa.binary()),
+            ("source", pa.binary()),
+            ("leaf_hash", pa.binary()),
+        ]
+    )
+
+
+_STRING_OR_NONE = frozenset({str, type(None)})
+
+
+def _scalar(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    return None if isinstance(value, (dict, list)) else str(value)
+
+
+def _columns(docs: list[Any]) -> list[list[str | None]]:
+    """Every one of :data:`ARCHIVE_FIELDS` of every document (a string, else None): one
+    list per field, each shared parent object looked up once per document."""
+    level: dict[tuple[str, ...], list[Any]] = {(): docs}
+    out: list[list[str | None]] = []
+    for path in _PATHS:
+        for depth in range(1, len(path)):
+            if path[:depth] not in level:
+                key, above = path[depth - 1], level[path[: depth - 1]]
+                level[path[:depth]] = [v.get(key) if type(v) is dict else None for v in above]
+        key, above = path[-1], level[path[:-1]]
+        column = [v.get(key) if type(v) is dict else None for v in above]
+        if not set(map(type, column)) <= _STRING_OR_NONE:
+            column = [_scalar(v) for v in column]
+        out.append(column)
     return out
 
 
 @dataclass(slots=True)
 class _Page:
-    """One page of events made ready for the archive (where they were read), by column."""
+    """One page of events made ready for the archive where they were read: an Arrow
+    record batch of :func:`_page_schema` (a worker process hands it over as Arrow IPC
+    bytes, without pickling each value), and its ids and leaf hashes for the checks."""
 
     ids: list[str]
-    sources: list[bytes]
-    """Each event's sorted-key JSON: its RFC 8785 form for every document the receiver
-    builds without floats or unusual keys; the exporter checks each against its sealed
-    leaf and falls back to the reference serialization where they differ."""
     leaves: list[bytes]
-    """``SHA-256(0x00 || source)`` of each."""
-    timestamps: list[str]
-    fields: list[list[str | None]]
-    """One column per :data:`ARCHIVE_FIELDS` entry."""
+    """``SHA-256(0x00 || source)`` of each event."""
+    batch: Any
+    """Its ``source`` column holds each event's sorted-key JSON: its RFC 8785 form for
+    every document the receiver builds without floats or unusual keys; the exporter
+    checks each against its sealed leaf and falls back to the reference serialization
+    where they differ."""
+
+    def to_ipc(self) -> bytes:
+        return bytes(self.batch.serialize())
+
+    @classmethod
+    def from_ipc(cls, data: bytes) -> _Page:
+        import pyarrow as pa
+
+        batch = pa.ipc.read_record_batch(pa.py_buffer(data), _page_schema())
+        return cls(
+            ids=batch.column(0).to_pylist(), leaves=batch.column(-1).to_pylist(), batch=batch
+        )
 
 
 def _prepare(hits: list[dict[str, Any]]) -> _Page:
+    import pyarrow as pa
+
     docs = [hit["_source"] for hit in hits]
     sources = [orjson.dumps(doc, option=_SORT) for doc in docs]
-    timestamps: list[str] = []
-    for doc in docs:
-        ts = doc.get("@timestamp") if type(doc) is dict else None
-        timestamps.append(ts if type(ts) is str else "")
-    return _Page(
-        ids=[hit["_id"] for hit in hits],
-        sources=sources,
-        leaves=[leaf_hash(s) for s in sources],
-        timestamps=timestamps,
-        fields=[_column(docs, path) for path in _PATHS],
+    leaves = [leaf_hash(s) for s in sources]
+    ids = [hit["_id"] for hit in hits]
+    timestamps: list[Any] = [d.get("@timestamp") if type(d) is dict else None for d in docs]
+    if not set(map(type, timestamps)) <= {str}:
+        timestamps = [t if type(t) is str else "" for t in timestamps]
+    values = [ids, timestamps, *_columns(docs), [lh[:_PREFIX] for lh in leaves], sources, leaves]
+    schema = _page_schema()
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(v, f.type) for v, f in zip(values, schema, strict=True)], schema=schema
     )
+    return _Page(ids=ids, leaves=leaves, batch=batch)
 
 
 def _canonical_instead(
@@ -306,11 +341,15 @@ def _canonical_instead(
     """Give the events whose sorted-key bytes do not hash to their sealed leaf their
     RFC 8785 bytes (floats, unusual keys); raises :class:`ExportError` when those do not
     hash to it either (the stored event is not what was sealed)."""
+    import pyarrow as pa
+
     rows = keep if keep is not None else range(len(page.ids))
+    source_at = page.batch.schema.get_field_index("source")
+    sources: list[bytes] = page.batch.column(source_at).to_pylist()
     for want, i in zip(wants, rows, strict=True):
         if page.leaves[i] == want[2]:
             continue
-        doc = orjson.loads(page.sources[i])
+        doc = orjson.loads(sources[i])
         source = canonical_json(document_for_hashing(doc))
         leaf = leaf_hash(source)
         if leaf != want[2]:
@@ -318,8 +357,13 @@ def _canonical_instead(
                 f"event {page.ids[i]} in {index} differs from what was sealed at leaf "
                 f"{want[0]}:{want[1]}; run otel-audit verify"
             )
-        page.sources[i] = source
+        sources[i] = source
         page.leaves[i] = leaf
+    columns = list(page.batch.columns)
+    columns[source_at - 1] = pa.array([lh[:_PREFIX] for lh in page.leaves], pa.binary())
+    columns[source_at] = pa.array(sources, pa.binary())
+    columns[source_at + 1] = pa.array(page.leaves, pa.binary())
+    page.batch = pa.RecordBatch.from_arrays(columns, schema=page.batch.schema)
 
 
 def export_day(
@@ -504,7 +548,7 @@ def _export_slice(
             hits = orjson.loads(raw).get("hits", {}).get("hits", [])
             if not hits:
                 break
-            out.put(("page", _prepare(hits)))
+            out.put(("page", _prepare(hits).to_ipc()))
             after = hits[-1]["sort"]
             if len(hits) < _PAGE:
                 break
@@ -541,7 +585,7 @@ def _process_pages(pit: str, configs: list[NodeConfig], headers: dict[str, str])
                     ) from None
                 continue
             if kind == "page":
-                yield payload
+                yield _Page.from_ipc(payload)
             elif kind == "done":
                 done += 1
             else:

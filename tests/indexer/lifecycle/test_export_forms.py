@@ -15,6 +15,7 @@ import orjson
 import pytest
 from elasticsearch import Elasticsearch
 
+from indexer.lifecycle import export
 from indexer.lifecycle.archive import EVENTS, day_key
 from indexer.lifecycle.verify_archive import verify_archive
 from indexer.local_s3 import LocalS3
@@ -36,11 +37,20 @@ from tests.support.lifecycle_harness import (
 pytestmark = [pytest.mark.integration, pytest.mark.lifecycle]
 
 
+@pytest.mark.parametrize("readers", ["threads", "processes"])
 def test_events_whose_sorted_json_differs_from_rfc8785_are_archived_in_rfc8785_form(
-    lifecycle_es: Elasticsearch, s3: LocalS3, tmp_path: Path
+    lifecycle_es: Elasticsearch,
+    s3: LocalS3,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    readers: str,
 ) -> None:
+    """Both ways of reading a day: threads, and (a large day's) worker processes that
+    hand each page over as an Arrow record batch."""
     import pyarrow.parquet as pq
 
+    if readers == "processes":
+        monkeypatch.setattr(export, "_PROCESSES_FROM", 0)
     es = lifecycle_es
     path = write_config(tmp_path, es.transport.node_pool.get().base_url, s3)
     config = load_config(path)
@@ -65,6 +75,7 @@ def test_events_whose_sorted_json_differs_from_rfc8785_are_archived_in_rfc8785_f
         assert source == canonical_json(document_for_hashing(doc))
         odd += source != orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
     assert odd == 4, "the four events with a float and unusual keys take the fallback"
+    assert table.num_rows == len(set(table.column("leaf").to_pylist())) == 8
     archive = verify_archive(store, keyring(tmp_path))
     assert archive.ok, archive.to_json_dict()
     assert [d.state for d in archive.days] == ["archived"]
