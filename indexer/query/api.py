@@ -22,9 +22,10 @@ every Elasticsearch search a route sends, here and in the console routes: a sear
 an event, a trace (spans only beside a visible event), stats, an export or a proof of
 another tenant's event finds nothing. Refused requests (401, 403) are recorded as
 ``denied`` and counted per client address: past ``max_refusals_per_min`` the address gets
-429 for the rest of the minute. Running queries per token and in all, and open cursors
-per token, are capped (429 with ``Retry-After``); ``action`` patterns may not start with
-``*`` (400).
+429 for the rest of the minute. Running queries per token and in all are capped (429
+with ``Retry-After``); open cursors per token too: a new search past the cap closes the
+token's oldest cursor (paging it again answers 410); ``action`` patterns may not start
+with ``*`` (400).
 
 Inside ``otel-audit serve``::
 
@@ -145,18 +146,19 @@ class _Cursors:
         self._keep_alive_s = keep_alive_s
         self._open: dict[str, dict[str, float]] = {}
 
-    def check(self, subject: str, now: float) -> None:
-        """Refuse a new point in time when the subject holds its limit of open ones."""
+    def admit(self, subject: str, now: float) -> str | None:
+        """Make room for a new point in time: past the subject's limit its oldest open one
+        is given up (returned, for the caller to close); paging that cursor again answers
+        410 ``cursor_expired``. A console user who starts search after search is never
+        locked out, and no token holds more than its limit of points in time."""
         held = self._open.get(subject, {})
         for pit_id in [p for p, expires in held.items() if expires <= now]:
             del held[pit_id]
-        if len(held) >= self._per_token:
-            soonest = min(held.values())
-            raise _Limited(
-                f"this token holds {len(held)} open cursors (the limit is {self._per_token}); "
-                "page one to its end or wait for it to expire",
-                retry_after_s=max(1, int(soonest - now + 0.999)),
-            )
+        if len(held) < self._per_token:
+            return None
+        oldest = min(held, key=held.__getitem__)
+        del held[oldest]
+        return oldest
 
     def moved(self, subject: str, old: str | None, new: str | None, now: float) -> None:
         """A page was served: ``old`` is done with, ``new`` (if any) stays open."""
@@ -372,7 +374,9 @@ async def _events(request: web.Request) -> web.Response:
     scoped = scope_filter(flt, principal.tenants)
     cursors = request.app[_CURSORS_KEY]
     if cursor is None and scoped is not None:
-        cursors.check(principal.subject, time.monotonic())
+        evicted = cursors.admit(principal.subject, time.monotonic())
+        if evicted is not None:
+            await _close_pit(es, evicted)
 
     async def run() -> web.Response:
         if scoped is None:  # only other tenants asked for: nothing of theirs, not a search

@@ -44,8 +44,9 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         401: "Missing or unknown bearer token (`WWW-Authenticate: Bearer`).",
         403: "The token lacks the role this route needs.",
         404: "Nothing with that id.",
-        410: "The cursor expired; start again without it.",
-        429: "A limit was reached (running queries or open cursors of the token, or refused "
+        410: "The cursor expired, or the token's newer searches closed it (past its cap of "
+        "open cursors); start again without it.",
+        429: "A limit was reached (running queries of the token or in all, or refused "
         "requests from the address); `Retry-After` says when to try again.",
         503: "Elasticsearch did not answer, or the query could not be recorded in the audit log.",
     }

@@ -43,18 +43,17 @@ def test_running_queries_are_capped_per_token_and_in_all() -> None:
     slots.acquire("alice")
 
 
-def test_open_cursors_are_capped_per_token_until_finished_or_expired() -> None:
+def test_open_cursors_are_capped_per_token_oldest_given_up_first() -> None:
     cursors = _Cursors(per_token=2, keep_alive_s=120)
     cursors.moved("alice", None, "pit-1", 0.0)
     cursors.moved("alice", None, "pit-2", 10.0)
-    with pytest.raises(_Limited, match="2 open cursors") as err:
-        cursors.check("alice", 20.0)
-    assert err.value.retry_after_s == 100
-    cursors.check("bob", 20.0)
-    cursors.moved("alice", "pit-1", None, 30.0)  # paged to its end
-    cursors.check("alice", 30.0)
-    cursors.moved("alice", None, "pit-3", 30.0)
-    cursors.check("alice", 131.0)  # pit-2 expired at 130
+    assert cursors.admit("alice", 20.0) == "pit-1"  # the oldest makes room
+    cursors.moved("alice", None, "pit-3", 20.0)
+    assert cursors.admit("bob", 20.0) is None
+    cursors.moved("alice", "pit-2", None, 30.0)  # paged to its end
+    assert cursors.admit("alice", 30.0) is None
+    cursors.moved("alice", None, "pit-4", 30.0)
+    assert cursors.admit("alice", 141.0) is None  # pit-3 expired at 140
 
 
 def test_tenant_scope_intersects_what_was_asked() -> None:
