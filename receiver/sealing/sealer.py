@@ -343,10 +343,21 @@ class Sealer:
         every_s = self.config.lease_ttl_s / 3
         while True:
             await asyncio.sleep(every_s)
-            if not lease.held:
+            if not lease.held and not self._recovered:
                 continue  # not taken yet (Elasticsearch was away at start): _recover does
             try:
-                await lease.renew()
+                if lease.held:
+                    try:
+                        await lease.renew()
+                    except ChainInUse as exc:
+                        # A renewal that landed but whose answer was lost (a dropped
+                        # connection) makes the next one conflict with our own write:
+                        # take the lease again; acquire refuses if another receiver has it.
+                        _log.warning("%s; checking whether it is still this receiver's", exc)
+                        await lease.acquire()
+                else:
+                    # Lost to an error above: sealing waits for the lease; take it again.
+                    await lease.acquire()
             except ChainInUse as exc:
                 self._refused = exc
                 _log.critical("%s", exc)
