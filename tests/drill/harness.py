@@ -436,6 +436,8 @@ def finish(
         time.sleep(10)
         verified = verify_all(stack, es_url)
     run_ids = count.ids
+    if verified.pending or not verified.ok:
+        notes = "; ".join(n for n in (notes, sealing_notes(stack)) if n)
     return DrillRow(
         name=name,
         sent=load.sent,
@@ -450,6 +452,33 @@ def finish(
         notes=notes,
         verify_kinds=verified.kinds,
     )
+
+
+def sealing_notes(stack: Stack, per_receiver: int = 2) -> str:
+    """What each receiver logged about sealing trouble (its last distinct messages), so a
+    row with unsealed events says why."""
+    out = []
+    for i, receiver in enumerate(stack.receivers):
+        seen: list[str] = []
+        try:
+            lines = receiver.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict):
+                continue
+            msg = str(rec.get("message") or rec.get("msg") or "")
+            level = str(rec.get("level") or rec.get("levelname") or "").upper()
+            about_sealing = level == "WARNING" and ("seal" in msg or "lease" in msg)
+            if (level in ("ERROR", "CRITICAL") or about_sealing) and msg[:80] not in seen:
+                seen.append(msg[:80])
+        if seen:
+            out.append(f"receiver-{i}: " + " | ".join(seen[-per_receiver:]))
+    return "; ".join(out)
 
 
 def environ_float(name: str, default: float) -> float:
