@@ -725,9 +725,16 @@ class Sealer:
         )
 
     async def _seal_block(self) -> None:
-        n = min(len(self._pending), self.config.block_max_events)
+        # A record whose write failed may still have landed (its answer lost to a dropped
+        # connection or a timeout): it is written again unchanged, never replaced by
+        # another record with its sequence, which audit-blocks would refuse for good.
+        if self._inflight is not None and self._inflight.kind != KIND_BLOCK:
+            await self._heartbeat()
         record = self._inflight
-        if record is None or record.kind != KIND_BLOCK or len(record.event_ids) != n:
+        n = min(len(self._pending), self.config.block_max_events)
+        if record is not None and 0 < len(record.event_ids) <= len(self._pending):
+            n = len(record.event_ids)
+        else:
             record = self._next_record(KIND_BLOCK, self._pending.entries.head(n))
             self._inflight = record
         await self._commit(record, journal_offset=self._pending.ends[n - 1])
