@@ -40,7 +40,7 @@ from elastic_transport import TransportError
 from elasticsearch import AsyncElasticsearch
 from elasticsearch import exceptions as es_exc
 
-from indexer.indices import BLOCKS_INDEX
+from indexer.indices import BLOCKS_INDEX, CHAIN_LEASES_INDEX
 from indexer.integrity.blocks import (
     KIND_BLOCK,
     KIND_HEARTBEAT,
@@ -349,15 +349,22 @@ class Sealer:
                 if lease.held:
                     try:
                         await lease.renew()
+                        continue
                     except ChainInUse as exc:
-                        # A renewal that landed but whose answer was lost (a dropped
-                        # connection) makes the next one conflict with our own write:
-                        # take the lease again; acquire refuses if another receiver has it.
-                        _log.warning("%s; checking whether it is still this receiver's", exc)
-                        await lease.acquire()
+                        refusal = exc
                 else:
-                    # Lost to an error above: sealing waits for the lease; take it again.
-                    await lease.acquire()
+                    refusal = ChainInUse(f"the lease on chain {self.chain_id!r} is not held")
+                # A renewal that landed but whose answer was lost (a dropped connection)
+                # makes the next one conflict with this receiver's own write: when the
+                # lease document still names this holder, take the lease again.
+                try:
+                    current = await self._es.get(index=CHAIN_LEASES_INDEX, id=self.chain_id)
+                except es_exc.NotFoundError:
+                    raise refusal from None
+                if current["_source"].get("holder") != lease.holder:
+                    raise refusal
+                _log.warning("the chain lease is still this receiver's; taking it again")
+                await lease.acquire()
             except ChainInUse as exc:
                 self._refused = exc
                 _log.critical("%s", exc)
