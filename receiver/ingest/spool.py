@@ -4,6 +4,7 @@ Layout of the spool directory::
 
     LOCK                    flock'ed by the one process that owns the spool
     COMMIT                  {"segment": N, "offset": M}: everything before it reached ES
+    RESERVE                 64 KiB of zeros held back so a commit fits on a full disk
     00000000000000000007.seg
     00000000000000000008.seg    append-only segment files of framed records
 
@@ -28,10 +29,15 @@ length and CRC check out.
 
 The spool never grows past ``max_bytes``: :meth:`Spool.append` raises
 :class:`receiver.errors.Unavailable` instead, so the client keeps the data and retries.
+The filesystem may fill before that: a write or fsync that fails (ENOSPC, EIO) is never
+acknowledged; the partial frame is truncated off, the error is logged and the batch refused
+as retryable (:class:`SpoolFull` for no space). The commit that frees a full disk must itself
+write a file, so ``RESERVE`` is released for it and taken again once segments are deleted.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -55,6 +61,11 @@ MAGIC = b"OAS1"
 _HEADER = struct.Struct(">4sII")
 _SUFFIX = ".seg"
 _COMMIT = "COMMIT"
+_RESERVE = "RESERVE"
+_RESERVE_BYTES = 64 * 1024
+"""Room held back on the spool's filesystem for the commit file: when the spool filled the
+disk, the commit that frees it must still be writable."""
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class SpoolFull(Unavailable):
@@ -131,7 +142,10 @@ class Spool:
             self.directory, 0o600, f"spool directory {self.directory} is in use by another process"
         )
         with self._lock:
-            return self._recover()
+            report = self._recover()
+        if not self._reserve_path.exists():
+            self._hold_reserve()
+        return report
 
     def close(self) -> None:
         """Close files and release the directory. Idempotent."""
@@ -356,14 +370,50 @@ class Spool:
                 if created:
                     fsync_dir(self.directory)
             except OSError as exc:
-                # A partial frame may be on disk; the next open cuts it as a torn tail.
-                # Appending after it would hide later frames behind it, so start afresh.
-                self._roll()
-                fsync_dir(self.directory)
-                raise Unavailable(f"cannot write the spool: {exc}", self.retry_after_s) from exc
+                self._cut_partial_frame()
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                _log.error(
+                    "cannot write the spool %s (%s); the batch is refused with a retryable "
+                    "error and nothing of it is kept",
+                    self.directory,
+                    reason,
+                )
+                message = f"cannot write the spool: {reason}"
+                if exc.errno in _NO_SPACE:
+                    raise SpoolFull(message, self.retry_after_s) from exc
+                raise Unavailable(message, self.retry_after_s) from exc
             self._sizes[self._active_seq] += len(frame)
             self._frames += 1
             return SpoolPosition(self._active_seq, self._sizes[self._active_seq])
+
+    def _cut_partial_frame(self) -> None:
+        """Cut what a failed append left after the last durable frame of the active segment.
+
+        A partial frame must not stay on disk: appending after it would hide the later
+        frames behind a torn one. When even the truncation fails, a fresh segment is
+        started instead (the next open cuts the torn tail).
+        """
+        durable = self._sizes.get(self._active_seq, 0)
+        try:
+            assert self._active_fd is not None
+            os.ftruncate(self._active_fd, durable)
+            os.fsync(self._active_fd)
+            return
+        except OSError as exc:
+            _log.error(
+                "cannot cut a partial frame off spool segment %s at offset %d (%s); "
+                "starting a new segment",
+                _segment_name(self._active_seq),
+                durable,
+                exc,
+            )
+        try:
+            self._roll()
+            fsync_dir(self.directory)
+        except OSError as exc:
+            # No segment to append to: the next append tries to start one again.
+            self._active_fd = None
+            _log.error("cannot start a new spool segment in %s (%s)", self.directory, exc)
 
     def _roll(self) -> None:
         if self._active_fd is not None:
@@ -436,13 +486,13 @@ class Spool:
         if not frames:
             return
         end = frames[-1].end
-        tmp = self.directory / (_COMMIT + ".tmp")
-        with tmp.open("wb") as fh:
-            fh.write(orjson.dumps({"segment": end.segment, "offset": end.offset}))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.directory / _COMMIT)
-        fsync_dir(self.directory)
+        try:
+            self._write_commit(end)
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE or not self._release_reserve():
+                raise
+            # The spool filled the disk: the room held back lets this commit free it.
+            self._write_commit(end)
         with self._lock:
             self._commit = end
             self._frames = max(0, self._frames - len(frames))
@@ -460,3 +510,53 @@ class Spool:
                 (self.directory / _segment_name(seq)).unlink(missing_ok=True)
         if done:
             fsync_dir(self.directory)
+            if not self._reserve_path.exists():
+                self._hold_reserve()
+
+    def _write_commit(self, end: SpoolPosition) -> None:
+        tmp = self.directory / (_COMMIT + ".tmp")
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(orjson.dumps({"segment": end.segment, "offset": end.offset}))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, self.directory / _COMMIT)
+        fsync_dir(self.directory)
+
+    @property
+    def _reserve_path(self) -> Path:
+        return self.directory / _RESERVE
+
+    def _hold_reserve(self) -> None:
+        """Hold ``_RESERVE_BYTES`` of the filesystem back for commits (best effort)."""
+        path = self._reserve_path
+        try:
+            with path.open("wb") as fh:
+                fh.write(bytes(_RESERVE_BYTES))
+                fh.flush()
+                os.fsync(fh.fileno())
+            fsync_dir(self.directory)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            _log.warning(
+                "cannot hold %d bytes back for commits in %s (%s); trying again after the "
+                "next commit frees room",
+                _RESERVE_BYTES,
+                self.directory,
+                exc,
+            )
+
+    def _release_reserve(self) -> bool:
+        """Give the held-back room to a commit; False when none is held."""
+        path = self._reserve_path
+        if not path.exists():
+            return False
+        path.unlink()
+        fsync_dir(self.directory)
+        _log.warning(
+            "spool filesystem of %s is full; released the room held back to commit", self.directory
+        )
+        return True

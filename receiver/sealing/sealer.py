@@ -43,7 +43,7 @@ from elastic_transport import TransportError
 from elasticsearch import AsyncElasticsearch
 from elasticsearch import exceptions as es_exc
 
-from indexer.indices import BLOCKS_INDEX
+from indexer.indices import BLOCKS_INDEX, CHAIN_LEASES_INDEX
 from indexer.integrity.blocks import (
     KIND_BLOCK,
     KIND_HEARTBEAT,
@@ -375,10 +375,28 @@ class Sealer:
         every_s = self.config.lease_ttl_s / 3
         while True:
             await asyncio.sleep(every_s)
-            if not lease.held:
+            if not lease.held and not self._recovered:
                 continue  # not taken yet (Elasticsearch was away at start): _recover does
             try:
-                await lease.renew()
+                if lease.held:
+                    try:
+                        await lease.renew()
+                        continue
+                    except ChainInUse as exc:
+                        refusal = exc
+                else:
+                    refusal = ChainInUse(f"the lease on chain {self.chain_id!r} is not held")
+                # A renewal that landed but whose answer was lost (a dropped connection)
+                # makes the next one conflict with this receiver's own write: when the
+                # lease document still names this holder, take the lease again.
+                try:
+                    current = await self._es.get(index=CHAIN_LEASES_INDEX, id=self.chain_id)
+                except es_exc.NotFoundError:
+                    raise refusal from None
+                if current["_source"].get("holder") != lease.holder:
+                    raise refusal
+                _log.warning("the chain lease is still this receiver's; taking it again")
+                await lease.acquire()
             except ChainInUse as exc:
                 self._refused = exc
                 _log.critical("%s", exc)
@@ -920,9 +938,16 @@ class Sealer:
         )
 
     async def _seal_block(self) -> None:
-        n = min(len(self._pending), self.config.block_max_events)
+        # A record whose write failed may still have landed (its answer lost to a dropped
+        # connection or a timeout): it is written again unchanged, never replaced by
+        # another record with its sequence, which audit-blocks would refuse for good.
+        if self._inflight is not None and self._inflight.kind != KIND_BLOCK:
+            await self._heartbeat()
         record = self._inflight
-        if record is None or record.kind != KIND_BLOCK or len(record.event_ids) != n:
+        n = min(len(self._pending), self.config.block_max_events)
+        if record is not None and 0 < len(record.event_ids) <= len(self._pending):
+            n = len(record.event_ids)
+        else:
             record = self._next_record(KIND_BLOCK, self._pending.entries.head(n))
             self._inflight = record
         await self._commit(record, journal_offset=self._pending.ends[n - 1])

@@ -4,7 +4,8 @@ Starts its own three-node cluster of the local distribution in a scratch directo
 uses OTEL_AUDIT_ES_CLUSTER_URL's, when one of ours runs there), builds or reuses the
 Collector, runs the drills named in DRILLS (default: all) and prints the table; with
 DRILL_JSON=<file> the rows are also written as JSON. SOAK_SECONDS sets the soak's length
-(default 1800), DRILL_RATE the load of the other drills (events/s, default 500).
+(default 1800), DRILL_RATE the load of the other drills (events/s, default 500); DRILL_KEEP=1 keeps
+the receivers' logs and state directories.
 Exit 0 when every row has lost = 0, duplicated = 0 and verify clean; 1 otherwise.
 """
 
@@ -80,7 +81,10 @@ def main() -> int:
         if started:
             cluster.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
-        shutil.rmtree(work_root, ignore_errors=True)
+        if os.environ.get("DRILL_KEEP"):
+            sys.stderr.write(f"drill: receivers' logs and state kept in {work_root}\n")
+        else:
+            shutil.rmtree(work_root, ignore_errors=True)
         print_table(rows)
         if os.environ.get("DRILL_JSON"):
             Path(os.environ["DRILL_JSON"]).write_text(

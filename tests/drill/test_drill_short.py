@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.drill.harness import Verified, format_row, xfail_if_known_seal_defect
+from tests.drill.harness import format_row
 from tests.drill.scenarios import DrillContext, drill_short
 
 pytestmark = [pytest.mark.drill, pytest.mark.integration, pytest.mark.collector]
@@ -22,5 +22,4 @@ def test_short_drill_loses_and_duplicates_nothing(drill_context: DrillContext) -
     assert row.lost == 0, format_row(row)
     assert row.duplicated == 0, format_row(row)
     assert "2 chains" in row.verify_summary
-    xfail_if_known_seal_defect(Verified(row.verify_ok, row.verify_summary, row.verify_kinds))
     assert row.verify_ok, row.verify_summary

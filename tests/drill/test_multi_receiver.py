@@ -19,7 +19,6 @@ from tests.drill.harness import (
     export_request,
     verify_all,
     wait_stored,
-    xfail_if_known_seal_defect,
 )
 from tests.drill.proxy import Fault, FaultProxy
 from tests.drill.scenarios import DrillContext, running_stack
@@ -65,7 +64,6 @@ def test_two_receivers_share_the_load_and_every_chain_verifies(
         verified = verify_all(stack, ctx.es_url)
         # Both receivers sealed events: the Collector balanced over both.
         assert "2 chains" in verified.summary, verified.summary
-        xfail_if_known_seal_defect(verified)
         assert verified.ok, verified.summary
 
 
@@ -102,7 +100,6 @@ def test_an_event_delivered_to_two_receivers_verifies(drill_context: DrillContex
         assert count.duplicated == 0
         time.sleep(3)
         verified = verify_all(stack, ctx.es_url)
-        xfail_if_known_seal_defect(verified)
         assert verified.ok, verified.summary
 
 
@@ -125,7 +122,6 @@ def test_a_bulk_answered_too_late_still_verifies(drill_context: DrillContext) ->
             assert count.duplicated == 0
             time.sleep(3)
             verified = verify_all(stack, ctx.es_url)
-            xfail_if_known_seal_defect(verified)
             assert verified.ok, verified.summary
     finally:
         proxy.close()
