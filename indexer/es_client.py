@@ -84,6 +84,12 @@ ROLES: Mapping[str, Mapping[str, Any]] = {
                     "maintenance",
                 ],
             },
+            {
+                # One lease document per chain (receiver/sealing/lease.py): created, renewed
+                # in place with if_seq_no/if_primary_term, deleted on a clean shutdown.
+                "names": ["audit-chain-leases"],
+                "privileges": ["create_index", "read", "view_index_metadata", "write"],
+            },
         ],
     },
     # Installs and upgrades the index templates (`otel-audit templates install`).
