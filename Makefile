@@ -63,7 +63,7 @@ bench: $(STAMP) sdk
 # The verifier's property test at fuzzing size: 100,000 single mutations of a sealed store
 # (events and block records), each must be detected; prints the case count.
 fuzz-integrity: $(STAMP)
-	OTEL_AUDIT_FUZZ_CASES=$${OTEL_AUDIT_FUZZ_CASES:-100000} $(PY) -m pytest -s -q -p no:cacheprovider \
+	OTEL_AUDIT_FUZZ_CASES=$${OTEL_AUDIT_FUZZ_CASES:-100000} $(PY) -m pytest -s -q -p no:cacheprovider --timeout=0 \
 		tests/indexer/integrity/test_classify_property.py -k every_single_mutation
 
 # Fault drills through the real Collector into two receivers on a three-node cluster, one
