@@ -17,7 +17,7 @@ import binascii
 from collections.abc import Sequence
 
 from otel_audit.integrity.errors import ProofError
-from otel_audit.integrity.merkle import HASH_SIZE, root_hash
+from otel_audit.integrity.merkle import HASH_SIZE, consistency_path, root_hash
 
 __all__ = ["consistency_proof_from_frontier", "format_proof_lines", "parse_proof_lines"]
 
@@ -38,10 +38,6 @@ def _frontier_nodes(old_size: int, frontier: Sequence[bytes]) -> dict[tuple[int,
             nodes[(start, start + (1 << bit))] = h
             start += 1 << bit
     return nodes
-
-
-def _split(n: int) -> int:
-    return 1 << ((n - 1).bit_length() - 1)
 
 
 def consistency_proof_from_frontier(
@@ -69,25 +65,7 @@ def consistency_proof_from_frontier(
             return root_hash(new_leaves[start - old_size : end - old_size])
         raise ProofError(f"subtree [{start}, {end}) straddles the old size {old_size}")
 
-    path: list[bytes] = []
-    start, end, m, whole_old_tree = 0, new_size, old_size, True
-    while True:
-        n = end - start
-        if m == n:
-            if not whole_old_tree:
-                path.append(node(start, end))
-            break
-        k = _split(n)
-        if m <= k:
-            path.append(node(start + k, end))
-            end = start + k
-        else:
-            path.append(node(start, start + k))
-            start += k
-            m -= k
-            whole_old_tree = False
-    path.reverse()
-    return path
+    return consistency_path(old_size, new_size, node)
 
 
 def format_proof_lines(proof: Sequence[bytes]) -> str:

@@ -24,6 +24,7 @@ __all__ = [
     "HASH_SIZE",
     "MAX_TREE_SIZE",
     "CompactRange",
+    "consistency_path",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
@@ -171,6 +172,13 @@ def consistency_proof(
         raise ProofError("a consistency proof from the empty tree proves nothing")
     if size1 > size2:
         raise ProofError(f"size1 {size1} is greater than size2 {size2}")
+    return consistency_path(size1, size2, lambda start, end: _range_root(leaf_hashes, start, end))
+
+
+def consistency_path(size1: int, size2: int, node: Callable[[int, int], bytes]) -> list[bytes]:
+    """RFC 9162 ``SUBPROOF`` from ``size1`` to ``size2`` (``0 < size1 <= size2``), with
+    ``node(start, end)`` giving the hash of the complete subtree of leaves [start, end):
+    from every leaf, or from a frontier and the leaves added since."""
     path: list[bytes] = []
     start, end, m, whole_old_tree = 0, size2, size1, True
     while True:
@@ -178,14 +186,14 @@ def consistency_proof(
         if m == n:
             # The old tree's own root is known to the verifier only at the top level.
             if not whole_old_tree:
-                path.append(_range_root(leaf_hashes, start, end))
+                path.append(node(start, end))
             break
         k = _split(n)
         if m <= k:
-            path.append(_range_root(leaf_hashes, start + k, end))
+            path.append(node(start + k, end))
             end = start + k
         else:
-            path.append(_range_root(leaf_hashes, start, start + k))
+            path.append(node(start, start + k))
             start += k
             m -= k
             whole_old_tree = False
