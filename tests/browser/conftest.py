@@ -133,6 +133,7 @@ watch:
   enabled: true
   first_delay_s: 1
   interval_s: 4
+  full_every: 1  # every run reads every event, so the page's count covers the test's events
   witness_urls: [{witness.url}]
   witness_keys: ["{witness.vkey}"]
 """

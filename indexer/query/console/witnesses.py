@@ -1,7 +1,8 @@
 """The chain page's witness column: the cosignatures stored beside each chain's newest checkpoint.
 
-``witness submit`` (and the scheduled verify with ``watch.witness_urls``) stores the note a
-witness cosigned as ``<checkpoint dir>/<chain>/<sequence>.note``. For the newest such note
+Every checkpoint is stored with its C2SP note, ``<checkpoint dir>/<chain>/<sequence>.note``;
+``witness submit`` (and the scheduled verify with ``watch.witness_urls``) replaces it with the
+note a witness cosigned. For the newest cosigned note
 of a chain (witnesses are asked once per scheduled run, so it usually trails the newest
 checkpoint; both sequences are given) this module checks that its text is exactly the
 stored checkpoint's signed body and that the log's own signature verifies, and lists every
@@ -35,6 +36,7 @@ WitnessStatus = Callable[[str], Mapping[str, Any]]
 
 _COSIGNATURE_LEN = 8 + 64
 _NAME = re.compile(r"([0-9]{20})\.(json|note)")
+_NOTES_LOOKED_AT = 256  # newest notes searched for cosignatures, per page load
 
 
 @dataclass(frozen=True)
@@ -58,29 +60,38 @@ class WitnessView:
             out["problem"] = "chain id is not a directory name"
             return out
         directory = self.checkpoint_dir / chain_id
-        newest_json, newest_note = _newest(directory)
+        newest_json, notes = _scan(directory)
         out["newest_sequence"] = newest_json
-        if newest_note is None:
-            out["problem"] = "no cosigned note stored for this chain"
+        # Every checkpoint has its note; a witness's cosignatures are added to the note of
+        # the checkpoint it was shown, so the newest cosigned one is usually a little older.
+        for seq in notes[:_NOTES_LOOKED_AT]:
+            path = directory / f"{seq:020d}.note"
+            try:
+                signed, note = checkpoint_from_note(path.read_bytes(), self.keyring)
+                if not any(sig.signature != signed.signature for sig in note.signatures):
+                    continue  # only the log's own signature: not cosigned
+                stored = Checkpoint.from_json_dict(
+                    orjson.loads((directory / f"{seq:020d}.json").read_bytes())
+                )
+            except FileNotFoundError as exc:
+                out["sequence"] = seq
+                out["problem"] = f"{Path(exc.filename or path).name} is missing"
+                return out
+            except (IntegrityError, OSError, orjson.JSONDecodeError) as exc:
+                out["sequence"] = seq
+                out["problem"] = f"{path.name}: {exc}"
+                return out
+            out["sequence"] = seq
+            if signed != stored:
+                out["problem"] = f"{path.name} is not the stored checkpoint {seq}"
+                return out
+            out["tree_size"] = signed.tree_size
+            out["cosignatures"] = self._lines(note, signed.signature)
             return out
-        out["sequence"] = newest_note
-        path = directory / f"{newest_note:020d}.note"
-        try:
-            signed, note = checkpoint_from_note(path.read_bytes(), self.keyring)
-            stored = Checkpoint.from_json_dict(
-                orjson.loads((directory / f"{newest_note:020d}.json").read_bytes())
-            )
-        except FileNotFoundError as exc:
-            out["problem"] = f"{Path(exc.filename or path).name} is missing"
-            return out
-        except (IntegrityError, OSError, orjson.JSONDecodeError) as exc:
-            out["problem"] = f"{path.name}: {exc}"
-            return out
-        if signed != stored:
-            out["problem"] = f"{path.name} is not the stored checkpoint {newest_note}"
-            return out
-        out["tree_size"] = signed.tree_size
-        out["cosignatures"] = self._lines(note, signed.signature)
+        among = len(notes) > _NOTES_LOOKED_AT
+        out["problem"] = "no cosigned note stored for this chain" + (
+            f" among its newest {_NOTES_LOOKED_AT} checkpoints" if among else ""
+        )
         return out
 
     def _lines(self, note: Note, log_signature: bytes) -> list[dict[str, Any]]:
@@ -113,17 +124,21 @@ class WitnessView:
         return lines
 
 
-def _newest(directory: Path) -> tuple[int | None, int | None]:
-    """The highest checkpoint and note sequence in a chain directory (one scan)."""
-    newest: dict[str, int] = {}
+def _scan(directory: Path) -> tuple[int | None, list[int]]:
+    """The highest checkpoint sequence and the note sequences, newest first (one scan)."""
+    newest_json: int | None = None
+    notes: list[int] = []
     try:
         entries = list(os.scandir(directory))
     except (FileNotFoundError, NotADirectoryError):
-        return None, None
+        return None, []
     for entry in entries:
         m = _NAME.fullmatch(entry.name)
         if m:
             seq = int(m.group(1))
-            if seq > newest.get(m.group(2), -1):
-                newest[m.group(2)] = seq
-    return newest.get("json"), newest.get("note")
+            if m.group(2) == "note":
+                notes.append(seq)
+            elif newest_json is None or seq > newest_json:
+                newest_json = seq
+    notes.sort(reverse=True)
+    return newest_json, notes
