@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from indexer.local_es.node import free_port as local_es_free_port
 from indexer.query.auth import hash_token
 from otel_audit.integrity.keys import generate_private_key, write_key_pair
 
@@ -49,6 +50,16 @@ class ReceiverProcess:
     plaintext loopback admin listener, since the others want a client certificate."""
     admin_port: int = field(default_factory=free_port)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Each port was drawn on its own: two of them can be the same free port.
+        taken: set[int] = set()
+        for name in ("grpc_port", "http_port", "query_port", "admin_port"):
+            port = getattr(self, name)
+            if port in taken:
+                port = local_es_free_port(taken=taken)
+                setattr(self, name, port)
+            taken.add(port)
 
     @property
     def grpc_endpoint(self) -> str:

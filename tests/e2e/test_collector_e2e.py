@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from elasticsearch import Elasticsearch
+from elasticsearch import ApiError, Elasticsearch
 
 from demo.services import DemoCluster, start_demo_services
 from tests.e2e.conftest import ReceiverProcess, StartReceiver
@@ -75,14 +75,19 @@ def _run_checkouts(cluster: DemoCluster, numbers: Iterable[int], bad: set[int]) 
 
 def _stored(es: Elasticsearch, index: str, event_ids: list[str]) -> list[dict[str, Any]]:
     """``_source`` of every document in ``index`` whose ``event.id`` is one of ``event_ids``."""
-    es.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
-    resp = es.search(
-        index=index,
-        query={"terms": {"event.id": event_ids}},
-        size=10_000,
-        ignore_unavailable=True,
-        allow_no_indices=True,
-    )
+    try:
+        es.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
+        resp = es.search(
+            index=index,
+            query={"terms": {"event.id": event_ids}},
+            size=10_000,
+            ignore_unavailable=True,
+            allow_no_indices=True,
+        )
+    except ApiError as exc:
+        if exc.status_code != 503:
+            raise
+        return []  # a daily index just created: its shard is still starting; ask again
     return [hit["_source"] for hit in resp["hits"]["hits"]]
 
 

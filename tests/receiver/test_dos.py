@@ -25,8 +25,8 @@ import requests
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 
 from indexer.deadletter import MAX_ORIGINAL_BYTES, rejected_item
+from indexer.local_es.node import free_port
 from otel_audit.validate import Violation
-from tests.support.collector_build import free_port
 from tests.support.front_harness import audit_attributes, logs_request
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +50,9 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("dos")
-    http_port, grpc_port, query_port = free_port(), free_port(), free_port()
+    http_port = free_port()
+    grpc_port = free_port(taken={http_port})
+    query_port = free_port(taken={http_port, grpc_port})
     config = tmp / "receiver.yaml"
     config.write_text(
         f"grpc_endpoint: 127.0.0.1:{grpc_port}\n"
