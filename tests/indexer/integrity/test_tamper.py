@@ -433,6 +433,8 @@ def test_since_checks_only_what_was_added(sealed: Any, es_url: str) -> None:
     anchor = Checkpoint.from_json_dict(json.loads(saved.read_text()))
     assert anchor == run_verify(es, state, [KEY]).anchors["test-chain"]
     more = run(ingest(es_url, state, KEY, [40], start=3000))
+    # The CLI reads what is searchable: make the new events and blocks so first.
+    es.indices.refresh(index="audit-*")
     since = _cli_verify(es_url, state, "--since", str(saved), "--json")
     out = json.loads(since.stdout)
     assert since.returncode == 0, out
