@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from otel_audit.emit import event_id_at
 
 __all__ = [
     "LOGS_EXPORT_METHOD",
@@ -50,7 +51,9 @@ _ACTIONS = [
 def build_requests(n_requests: int, n_records: int, seed: int = 7) -> list[bytes]:
     """Serialized export requests of realistic audit events (14 attributes, trace ids).
 
-    The same seed gives the same event ids, so two runs store the same documents.
+    The same seed on the same UTC day gives the same event ids, so two runs store the same
+    documents: each id is a UUIDv7 of the day's first millisecond (the receiver places an
+    event in the daily index of its id's time) with random bits from the seed.
     """
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -61,6 +64,7 @@ def build_requests(n_requests: int, n_records: int, seed: int = 7) -> list[bytes
         return KeyValue(key=key, value=AnyValue(string_value=value))
 
     rnd = random.Random(seed)
+    day_ms = time.time_ns() // 86_400_000_000_000 * 86_400_000
     out = []
     for r in range(n_requests):
         request = ExportLogsServiceRequest()
@@ -96,7 +100,7 @@ def build_requests(n_requests: int, n_records: int, seed: int = 7) -> list[bytes
                 ("audit.actor.id", f"u-{rnd.randrange(10000)}"),
                 ("audit.actor.type", "user"),
                 ("audit.actor.name", "Ada Lovelace"),
-                ("audit.event.id", str(uuid.UUID(int=rnd.getrandbits(128), version=4))),
+                ("audit.event.id", event_id_at(day_ms, rnd.getrandbits(74))),
                 ("audit.tenant.id", "acme"),
                 ("client.address", f"203.0.113.{rnd.randrange(255)}"),
                 ("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64)"),

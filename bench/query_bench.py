@@ -26,13 +26,14 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import orjson
+
+from otel_audit.emit import event_id_at
 
 PREFIX = "bench-audit-"
 EVENTS_ALIAS = PREFIX + "events"
@@ -173,7 +174,7 @@ def _trace_docs(
         words = " ".join(rng.sample(WORDS, 3))
         rec = LogRecordData(
             attributes={
-                "audit.event.id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "audit.event.id": event_id_at(ts // 1_000_000, rng.getrandbits(74)),
                 "audit.action": f"{noun}.{verb}",
                 "audit.category": CATEGORY_OF[verb],
                 "audit.outcome": outcome,

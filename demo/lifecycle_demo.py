@@ -14,11 +14,11 @@ import os
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
 from indexer.local_s3 import LocalS3
+from otel_audit.emit import event_id_at
 from otel_audit.record import LogRecordData
 
 __all__ = ["LifecycleDemo"]
@@ -73,7 +73,7 @@ class LifecycleDemo:
             record(
                 LogRecordData(
                     attributes={
-                        "audit.event.id": str(uuid.uuid4()),
+                        "audit.event.id": event_id_at(ns // 1_000_000),
                         "audit.action": "user.login",
                         "audit.category": "authentication",
                         "audit.outcome": "success" if n % 4 else "failure",

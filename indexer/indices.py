@@ -17,7 +17,8 @@ chain leases          ``audit-chain-leases``          (the index itself: one per
 Daily indices are chosen by a time the document carries (for an event the time embedded in
 its UUIDv7 event id, else its own timestamp; the receive time of a dead letter, a span's
 start), so a retry lands in the same index and a ``409`` there means "already stored"; the
-same UUIDv7 id sent with another day's timestamp meets its first copy there too. The
+same UUIDv7 id sent with another day's timestamp meets its first copy there too (the
+schema accepts no other emitted id; a derived id hashes the time with the content). The
 receiver refuses events whose day is older than ``max_event_age_days`` or beyond the
 schema's ``max_future_s``. Index templates are named ``otel-audit-<name>``.
 """

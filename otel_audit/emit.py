@@ -51,6 +51,7 @@ __all__ = [
     "audit_event",
     "configure",
     "emit_stats",
+    "event_id_at",
     "is_strict",
     "new_event_id",
     "reset_emit_stats",
@@ -238,12 +239,30 @@ def new_event_id(unix_ms: int | None = None) -> str:
                 ms += 1
                 rand = int.from_bytes(os.urandom(10), "big") & (_RAND_MASK >> 1)
         _last_ms, _last_rand = ms, rand
-    ms &= (1 << 48) - 1
-    rand_a = rand >> 62
-    rand_b = rand & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    return _uuid7(ms & ((1 << 48) - 1), rand)
+
+
+def _uuid7(ms: int, rand: int) -> str:
+    """The UUIDv7 text of 48-bit milliseconds and 74 random bits (12 rand_a, 62 rand_b)."""
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62)
+    value |= rand & ((1 << 62) - 1)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def event_id_at(unix_ms: int, rand: int | None = None) -> str:
+    """A UUIDv7 whose embedded time is ``unix_ms``, for events that happened earlier.
+
+    An import of historical events needs ids of their own time: the receiver stores an
+    event in the daily index of its id's time. Unlike :func:`new_event_id` there is no
+    ordering across calls: the 74 bits after the time are random, or ``rand`` (for
+    reproducible ids, e.g. generated test data).
+    """
+    if not 0 <= unix_ms < 1 << 48:
+        raise ValueError(f"unix_ms {unix_ms} is outside the 48 bits a UUIDv7 holds")
+    if rand is None:
+        rand = int.from_bytes(os.urandom(10), "big")
+    return _uuid7(unix_ms, rand & _RAND_MASK)
 
 
 # --- the helper -----------------------------------------------------------------------------

@@ -325,7 +325,8 @@ class IngestConsumer:
         SDKs mint) is stored in the daily index of the id's own embedded time, not of its
         timestamp, so the same id always meets itself in one index, where ``create``
         answers 409 (same content: a duplicate; other content: a conflict, dead-lettered).
-        Other ids keep the index of the event's time.
+        The schema accepts no other emitted id; an id derived from the content (a
+        UUIDv8, time included) keeps the index of the event's time, which it encodes.
 
         The day chosen must not be older than ``max_event_age_days`` nor later than the
         schema's ``max_future_s``: without these bounds one writer could create an index

@@ -26,6 +26,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 
+from otel_audit.emit import new_event_id
 from tests.drill.dns import LoopbackDns
 from tests.e2e.conftest import ReceiverProcess
 from tests.support.collector_build import MAIN_CONFIG, CollectorProcess, free_port
@@ -176,7 +177,7 @@ def export_request(run: str, first: int, count: int) -> tuple[bytes, list[str]]:
     now = time.time_ns()
     ids = []
     for n in range(first, first + count):
-        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{run}/{n}"))
+        event_id = new_event_id()
         ids.append(event_id)
         lr = sl.log_records.add()
         lr.time_unix_nano = now

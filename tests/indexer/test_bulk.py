@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from indexer.bulk import BulkItem, BulkSettings, BulkWriter, ItemResult, ItemSta
 from indexer.indices import EVENTS_ALIAS, event_index
 from indexer.templates import install_templates
 from otel_audit.document import build_document, content_hash
+from otel_audit.emit import new_event_id
 from otel_audit.record import LogRecordData
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ def _item(n: int, *, outcome: str = "success", event_id: str | None = None) -> B
             "audit.outcome": outcome,
             "audit.actor.id": f"u-{n}",
             "audit.actor.type": "user",
-            "audit.event.id": event_id or str(uuid.uuid4()),
+            "audit.event.id": event_id or new_event_id(),
         },
         resource={"service.name": "auth"},
         time_unix_nano=time.time_ns(),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import orjson
 
 from indexer.bulk import BulkItem, PreEncodedNdjson
 from indexer.indices import event_index
 from otel_audit.document import build_document, content_hash
+from otel_audit.emit import new_event_id
 from otel_audit.record import LogRecordData
 from receiver.ingest.router import decode_frame, encode_frame
 
@@ -21,7 +21,7 @@ def _item(*, sort_keys: bool = False) -> BulkItem:
             "audit.category": "authentication",
             "audit.outcome": "success",
             "audit.actor.id": "u-1",
-            "audit.event.id": str(uuid.uuid4()),
+            "audit.event.id": new_event_id(),
             "zeta": 1.5,
             "alpha": "ü",
         },

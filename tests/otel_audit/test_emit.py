@@ -171,7 +171,7 @@ def test_enum_members_are_sent_as_strings(pipe: Pipeline) -> None:
 
 
 def test_given_event_id_and_body_are_kept(pipe: Pipeline) -> None:
-    eid = str(uuid.uuid4())
+    eid = new_event_id()
     assert pipe.audit.emit(**GOOD, event_id=eid, body="custom") == eid
     (record,) = pipe.records()
     assert record.attributes["audit.event.id"] == eid

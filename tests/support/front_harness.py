@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +19,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from otel_audit.emit import new_event_id
 from otel_audit.record import LogRecordData
 from otel_audit.span_record import SpanData
 from receiver.config import ReceiverConfig, load_config
@@ -126,7 +126,7 @@ def audit_attributes(n: int = 0, **overrides: Any) -> dict[str, Any]:
         "audit.actor.type": "user",
         "audit.resource.type": "invoice",
         "audit.resource.id": f"inv-{n}",
-        "audit.event.id": str(uuid.uuid4()),
+        "audit.event.id": new_event_id(),
     }
     for key, value in overrides.items():
         attrs[key.replace("__", ".")] = value

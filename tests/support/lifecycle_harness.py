@@ -17,6 +17,7 @@ from elasticsearch import Elasticsearch
 
 from indexer.lifecycle.runner import LifecycleRunner, RunReport, StepHook
 from indexer.local_s3 import LocalS3
+from otel_audit.emit import event_id_at
 from otel_audit.record import LogRecordData
 from receiver.config import ReceiverConfig, load_config
 from receiver.ingest.consumer import IngestConsumer, build_consumer
@@ -130,7 +131,7 @@ def records_on(
     for i in range(n):
         ts = (day_ms + 3_600_000 + i * 1000) * 1_000_000
         attrs: dict[str, Any] = {
-            "audit.event.id": str(uuid.uuid4()),
+            "audit.event.id": event_id_at(ts // 1_000_000),
             "audit.action": "invoice.update" if i % 3 else "invoice.read",
             "audit.category": category,
             "audit.outcome": "success" if i % 5 else "failure",

@@ -27,7 +27,7 @@ export interface AuditFields {
   resourceType?: string;
   /** `audit.resource.id`: Identifier of the affected resource. Required for data_access, data_change, permission_change and configuration. */
   resourceId?: string;
-  /** `audit.event.id`: The emitter's UUIDv7. When absent the receiver derives a deterministic UUID from the record's content so that retries still deduplicate. */
+  /** `audit.event.id`: The emitter's UUIDv7 (RFC 9562: version 7, RFC variant); any other form is refused, because the id's embedded time chooses the one daily index that keeps the event unique across days. When absent the receiver derives a deterministic UUID from the record's content so that retries still deduplicate. */
   eventId?: string;
   /** `audit.correlation_id`: Ties work that spans several traces. Defaults to the trace id. */
   correlationId?: string;

@@ -190,11 +190,11 @@ module.exports = Object.freeze({
    "oversize": "reject",
    "maxBytes": 1024,
    "enum": [],
-   "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+   "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$",
    "array": false,
    "aliases": [],
    "aliasDefault": [],
-   "description": "The emitter's UUIDv7. When absent the receiver derives a deterministic UUID from the record's content so that retries still deduplicate."
+   "description": "The emitter's UUIDv7 (RFC 9562: version 7, RFC variant); any other form is refused, because the id's embedded time chooses the one daily index that keeps the event unique across days. When absent the receiver derives a deterministic UUID from the record's content so that retries still deduplicate."
   },
   {
    "attribute": "audit.correlation_id",

@@ -7,7 +7,6 @@ audit events go through the normal pipeline into the real Elasticsearch).
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +22,7 @@ from indexer.query.auth import hash_token
 from indexer.query.config import QueryConfig, TokenEntry
 from indexer.templates import install_templates
 from otel_audit.document import build_document
+from otel_audit.emit import event_id_at
 from otel_audit.record import LogRecordData
 from receiver.ingest.consumer import IngestConsumer, build_consumer
 
@@ -61,8 +61,9 @@ def record(
     **attrs: Any,
 ) -> LogRecordData:
     """A valid audit record."""
+    ts = ts_ns or time.time_ns()
     a: dict[str, Any] = {
-        "audit.event.id": str(uuid.uuid4()),
+        "audit.event.id": event_id_at(ts // 1_000_000),
         "audit.action": action,
         "audit.category": "data_change",
         "audit.outcome": outcome,
@@ -72,7 +73,6 @@ def record(
         "audit.resource.id": f"{resource_type}-{n}",
     }
     a.update({k.replace("__", "."): v for k, v in attrs.items()})
-    ts = ts_ns or time.time_ns()
     return LogRecordData(
         attributes=a,
         resource={"service.name": service},

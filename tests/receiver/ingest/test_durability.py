@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from elasticsearch import Elasticsearch
 
 from indexer.indices import EVENTS_ALIAS, REJECTED_ALIAS
 from indexer.local_es import LocalElasticsearch
+from otel_audit.emit import new_event_id
 from receiver.errors import Unavailable
 from receiver.ingest.consumer import IngestConsumer
 from tests.receiver.conftest import ConsumerFactory, audit_record
@@ -83,6 +83,7 @@ def test_full_spool_answers_unavailable(make_consumer: ConsumerFactory, tmp_path
 # event ids of every acknowledged batch, until it is killed.
 _WRITER = r"""
 import asyncio, json, os, signal, sys, uuid
+from otel_audit.emit import new_event_id
 from tests.receiver.conftest import audit_record
 from receiver.ingest.consumer import build_consumer, IngestSettings
 
@@ -100,7 +101,7 @@ async def main():
     await consumer.start()
     n = 0
     while mode == "spool":
-        ids = [str(uuid.uuid5(uuid.NAMESPACE_OID, f"crash-{n}-{i}")) for i in range(25)]
+        ids = [new_event_id() for _ in range(25)]
         await consumer.consume_logs([audit_record(n, event_id=e) for e in ids])
         print(json.dumps({"acked": ids}), flush=True)
         n += 1
@@ -190,7 +191,7 @@ def test_elasticsearch_outage_mid_stream_loses_nothing(
                 # Bounded volume per phase, however long the node takes to restart.
                 await asyncio.sleep(0.02)
                 continue
-            ids = [str(uuid.uuid4()) for _ in range(10)]
+            ids = [new_event_id() for _ in range(10)]
             result = await consumer.consume_logs(
                 [audit_record(worker * 100_000 + n, event_id=e) for e in ids]
             )

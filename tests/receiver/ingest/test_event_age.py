@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import secrets
 import time
 import uuid
 
@@ -18,7 +17,8 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from indexer.indices import EVENTS_ALIAS, EVENTS_PATTERN, REJECTED_ALIAS
-from otel_audit.emit import new_event_id
+from otel_audit.emit import event_id_at, new_event_id
+from otel_audit.record import LogRecordData
 from receiver.ingest.settings import IngestSettings
 from tests.receiver.conftest import ConsumerFactory, RecordFactory
 
@@ -31,11 +31,18 @@ def test_events_older_than_the_bound_are_refused_and_create_no_index(
     clean_es: Elasticsearch, make_consumer: ConsumerFactory, make_record: RecordFactory
 ) -> None:
     now = time.time_ns()
-    fresh = dataclasses.replace(make_record(1), time_unix_nano=now - 20 * DAY_NS)
-    stale = [
-        dataclasses.replace(make_record(2 + i), time_unix_nano=now - (31 + 100 * i) * DAY_NS)
-        for i in range(3)
-    ]
+
+    def dated(n: int, when: int) -> LogRecordData:
+        return dataclasses.replace(
+            make_record(n, event_id=event_id_at(when // 1_000_000)), time_unix_nano=when
+        )
+
+    fresh = dated(1, now - 20 * DAY_NS)
+    stale = [dated(2 + i, now - (31 + 100 * i) * DAY_NS) for i in range(3)]
+    # Without an id the receiver derives one, and the event's own time picks the day.
+    stale[0] = dataclasses.replace(
+        make_record(2, audit__event__id=None), time_unix_nano=now - 31 * DAY_NS
+    )
     consumer = make_consumer(max_event_age_days=30)
     assert consumer.settings.max_event_age_days == 30
 
@@ -50,22 +57,17 @@ def test_events_older_than_the_bound_are_refused_and_create_no_index(
     assert result.accepted == 1 and result.rejected == 3  # type: ignore[attr-defined]
     message = result.error_message  # type: ignore[attr-defined]
     assert "record 0: time_unix_nano: its event time is 31 days old" in message
+    assert "record 2: time_unix_nano: its event id's UUIDv7 time is 131 days old" in message
     assert "older than max_event_age_days (30)" in message and "record 2:" in message
     clean_es.indices.refresh(index="audit-*")
     assert len(clean_es.indices.get(index=EVENTS_PATTERN)) == 1  # only the fresh day's
     (stored,) = clean_es.search(index=EVENTS_ALIAS)["hits"]["hits"]
     assert stored["_id"] == fresh.attributes["audit.event.id"]
     dead = clean_es.search(index=REJECTED_ALIAS, size=10)["hits"]["hits"]
-    assert sorted(d["_source"]["event"]["id"] for d in dead) == sorted(
-        r.attributes["audit.event.id"] for r in stale
-    )
-
-
-def uuid7_at(unix_ms: int) -> str:
-    """A UUIDv7 with the given time (``new_event_id`` never goes back in time)."""
-    value = (unix_ms << 80) | (0x7 << 76) | (secrets.randbits(12) << 64)
-    value |= (0b10 << 62) | secrets.randbits(62)
-    return str(uuid.UUID(int=value))
+    assert len(dead) == 3
+    assert {r.attributes["audit.event.id"] for r in stale[1:]} <= {
+        d["_source"]["event"].get("id") for d in dead
+    }
 
 
 def _run(consumer: object, *batches: list[object]) -> list[object]:
@@ -99,11 +101,33 @@ def test_the_same_id_with_another_days_timestamp_is_stored_once(
     assert dead["_source"]["kind"] == "conflict"
 
 
+def test_an_id_that_is_not_a_uuid7_is_refused_so_it_cannot_pick_its_day(
+    clean_es: Elasticsearch, make_consumer: ConsumerFactory, make_record: RecordFactory
+) -> None:
+    """A UUIDv4 id carries no time: placed by the event's timestamp it could be stored once
+    per day. The schema refuses it, on every day it is sent, and nothing is stored."""
+    now = time.time_ns()
+    v4 = str(uuid.uuid4())
+    first = dataclasses.replace(make_record(1, event_id=v4), time_unix_nano=now)
+    other_day = dataclasses.replace(first, time_unix_nano=now - 3 * DAY_NS)
+    a, b = _run(make_consumer(), [first], [other_day])
+    for result in (a, b):
+        assert result.rejected == 1  # type: ignore[attr-defined]
+        message = result.error_message  # type: ignore[attr-defined]
+        assert (
+            f"audit.event.id: '{v4}' does not match" in message and "-7[0-9a-fA-F]{3}-" in message
+        )
+    clean_es.indices.refresh(index="audit-*")
+    assert not clean_es.indices.get(index=EVENTS_PATTERN, allow_no_indices=True)
+    dead = clean_es.search(index=REJECTED_ALIAS, size=10)["hits"]["hits"]
+    assert [d["_source"]["kind"] for d in dead] == ["validation", "validation"]
+
+
 def test_a_uuid7_id_from_long_ago_is_refused_whatever_its_timestamp(
     clean_es: Elasticsearch, make_consumer: ConsumerFactory, make_record: RecordFactory
 ) -> None:
     now = time.time_ns()
-    old_id = uuid7_at((now - 90 * DAY_NS) // 1_000_000)
+    old_id = event_id_at((now - 90 * DAY_NS) // 1_000_000)
     record = dataclasses.replace(make_record(1, event_id=old_id), time_unix_nano=now)
     (result,) = _run(make_consumer(max_event_age_days=30), [record])
     assert result.rejected == 1  # type: ignore[attr-defined]

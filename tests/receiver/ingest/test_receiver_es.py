@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from elasticsearch import Elasticsearch
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
+from otel_audit.emit import new_event_id
 from tests.support.collector_build import free_port
 from tests.support.front_harness import audit_attributes, logs_request
 
@@ -185,7 +185,7 @@ def test_sdk_exporters_grpc_and_http_are_stored_with_their_trace(
 def test_otlp_json_follows_the_otlp_spec_and_mixed_batches_are_exact(
     serve: Serve, es: Elasticsearch
 ) -> None:
-    good_id, other_id, bad_id = (str(uuid.uuid4()) for _ in range(3))
+    good_id, other_id, bad_id = (new_event_id() for _ in range(3))
     trace_hex = "4BF92F3577B34DA6A3CE929D0E0E4736"  # upper case: ids are case-insensitive hex
     now = time.time_ns()
 

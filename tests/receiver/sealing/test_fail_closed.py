@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from elasticsearch import AsyncElasticsearch, Elasticsearch
 
 from indexer.indices import BLOCKS_INDEX
 from indexer.integrity.blocks import KIND_BLOCK, BlockRecord, merge_time_range
+from otel_audit.emit import new_event_id
 from otel_audit.integrity import (
     Ed25519PrivateKey,
     generate_private_key,
@@ -44,7 +44,7 @@ KEY = generate_private_key()
 
 def forged_record(state: ChainState, signer: Ed25519PrivateKey) -> tuple[BlockRecord, str]:
     """The next record of ``state``'s chain, listing one forged event, signed by ``signer``."""
-    event_id = str(uuid.uuid4())
+    event_id = new_event_id()
     doc = {"@timestamp": "2026-12-01T00:00:00.000000000Z", "event": {"id": event_id}}
     leaf = leaf_hash_of_event(doc)
     cr = state.compact_range()

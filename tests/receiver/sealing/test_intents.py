@@ -10,7 +10,6 @@ whose writes were all journaled are deleted, so the files stay bounded.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from elasticsearch import AsyncElasticsearch, Elasticsearch
 
 from indexer.indices import BLOCKS_INDEX
 from indexer.integrity.blocks import BlockRecord
+from otel_audit.emit import new_event_id
 from otel_audit.integrity import generate_private_key, leaf_hash_of_event
 from receiver.ingest.consumer import IngestConsumer, IngestSettings
 from receiver.ingest.spool import Spool
@@ -37,7 +37,7 @@ INDEX = "audit-events-intent-test"
 def _doc(n: int) -> dict[str, Any]:
     return {
         "@timestamp": "2026-01-02T03:04:05.000Z",
-        "event": {"action": "invoice.update", "id": str(uuid.uuid4())},
+        "event": {"action": "invoice.update", "id": new_event_id()},
         "n": n,
     }
 
@@ -46,7 +46,7 @@ def test_intents_left_by_a_crash_are_resolved_at_start(
     clean_es: Elasticsearch, es_url: str, tmp_path: Path
 ) -> None:
     stored, missing, tampered, journaled = _doc(1), _doc(2), _doc(3), _doc(4)
-    ids = {name: str(uuid.uuid4()) for name in ("stored", "missing", "tampered", "journaled")}
+    ids = {name: new_event_id() for name in ("stored", "missing", "tampered", "journaled")}
     clean_es.create(index=INDEX, id=ids["stored"], document=stored)
     clean_es.create(index=INDEX, id=ids["journaled"], document=journaled)
     # Someone with write access stored other content under an id this receiver intended.
@@ -140,7 +140,7 @@ def test_retried_failing_writes_do_not_grow_the_intent_log(tmp_path: Path) -> No
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     entries = Entries(
         [INDEX] * 50,
-        [str(uuid.uuid4()) for _ in range(50)],
+        [new_event_id() for _ in range(50)],
         [leaf_hash_of_event(_doc(i)) for i in range(50)],
         ["2026-01-02T03:04:05.000Z"] * 50,
     )
