@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from otel_audit.emit import event_id_at
 from otel_audit.record import LogRecordData
 
 __all__ = ["SCOPE_NAME", "RecordEvent", "lifecycle_event"]
@@ -42,11 +43,10 @@ _CATEGORY = {
 
 
 def _event_id(action: str, resource_id: str, time_ms: int) -> str:
-    raw = bytearray(hashlib.sha256(f"{action}\n{resource_id}\n{time_ms}".encode()).digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: custom, deterministic
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A UUIDv7 of ``time_ms`` whose random bits come from the step: a repeated step after a
+    crash sends the same id (a duplicate, not a second event)."""
+    digest = hashlib.sha256(f"{action}\n{resource_id}\n{time_ms}".encode()).digest()
+    return event_id_at(time_ms, int.from_bytes(digest[:10], "big"))
 
 
 def lifecycle_event(
