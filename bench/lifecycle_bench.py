@@ -187,6 +187,7 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
         checkpoints = DirectoryCheckpointStore(work / "checkpoints")
         ext = native.module()
         fast_extend = getattr(ext, "merkle_extend", None) if ext is not None else None
+        read_page = getattr(ext, "archive_page", None) if ext is not None else None
         indices = sorted(es.indices.get(index=EVENTS_PATTERN))
         phases = {"export_s": 0.0, "upload_s": 0.0, "verify_s": 0.0}
         archive_bytes = events_archived = 0
@@ -200,7 +201,7 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
             es_bytes += _store_size(es, index)
             out = tmp / day
             t0 = time.monotonic()
-            files = export_day(es, index, keyring, checkpoints, out)
+            files = export_day(es, index, keyring, checkpoints, out, read_page=read_page)
             t1 = time.monotonic()
             for name in files.files:
                 store.put_file(day_key(day, name), out / name)

@@ -68,7 +68,7 @@ from indexer.lifecycle.archive import (
 from indexer.lifecycle.audit_events import RecordEvent, lifecycle_event
 from indexer.lifecycle.catalog import append_entry
 from indexer.lifecycle.config import DayPolicy, LifecycleConfig
-from indexer.lifecycle.export import DayNotReady, ExportError, export_day
+from indexer.lifecycle.export import DayNotReady, ExportError, PageReader, export_day
 from indexer.lifecycle.holds import Hold, list_holds
 from indexer.lifecycle.lease import Lease, LeaseLost
 from indexer.lifecycle.records import put_record, read_records
@@ -155,6 +155,7 @@ class LifecycleRunner:
         spans_retention_days: int = 7,
         workdir: str | None = None,
         fast_extend: FastExtend | None = None,
+        read_page: PageReader | None = None,
     ) -> None:
         self.es = es
         self.config = config
@@ -173,6 +174,7 @@ class LifecycleRunner:
         self.spans_retention_days = spans_retention_days
         self.workdir = workdir
         self.fast_extend = fast_extend
+        self.read_page = read_page
         self._stop = threading.Event()
 
     def request_stop(self) -> None:
@@ -363,6 +365,7 @@ class LifecycleRunner:
                     self.checkpoints,
                     tmp,
                     progress=lambda n: self.progress(f"{day}: {n:,} events exported"),
+                    read_page=self.read_page,
                 )
             except DayNotReady as exc:
                 action.action = "not_ready"
