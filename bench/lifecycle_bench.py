@@ -150,7 +150,7 @@ def _raw_read(es: Elasticsearch, url: str, slices: int) -> dict[str, Any]:
     return {"slices": slices, "events": hits, "events_per_s": round(hits / elapsed)}
 
 
-def run(events: int, url: str | None = None) -> dict[str, Any]:
+def run(events: int, url: str | None = None, *, python_reader: bool = False) -> dict[str, Any]:
     """Load (or reuse) ``events`` sealed events, archive and restore them; the figures."""
     url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
     work = verify_bench._work_dir()
@@ -188,6 +188,8 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
         ext = native.module()
         fast_extend = getattr(ext, "merkle_extend", None) if ext is not None else None
         read_page = getattr(ext, "archive_page", None) if ext is not None else None
+        if python_reader:
+            read_page = None
         indices = sorted(es.indices.get(index=EVENTS_PATTERN))
         phases = {"export_s": 0.0, "upload_s": 0.0, "verify_s": 0.0}
         archive_bytes = events_archived = 0
@@ -259,6 +261,7 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
     return {
         "events": events,
         "events_archived": events_archived,
+        "page_reader": "native" if read_page is not None else "python",
         "raw_read_events_per_s": raw["events_per_s"],
         "raw_read_gc_on_events_per_s": raw_gc_on["events_per_s"],
         "archive_s": round(archive_s, 2),
@@ -319,9 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="sealed events")
     parser.add_argument("--quick", action="store_true", help="100,000 events")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--python-reader",
+        action="store_true",
+        help="export with the Python page reader (the baseline of the native one)",
+    )
     args = parser.parse_args(argv)
     events = 100_000 if args.quick else args.events
-    figures = run(events)
+    figures = run(events, python_reader=args.python_reader)
     if args.json:
         sys.stdout.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
