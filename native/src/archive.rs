@@ -12,10 +12,13 @@
 //! Python to handle (`indexer.lifecycle.export._prepare`, the reference for all of this).
 //! The work runs with the GIL released, so reader threads run it side by side.
 
+use std::borrow::Cow;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use sha2::{Digest, Sha256};
+use std::io::Write;
 
 use crate::content_hash::{orders_agree, string};
 
@@ -25,18 +28,18 @@ const MAX_DEPTH: usize = 200;
 const MAX_SAFE: u64 = (1 << 53) - 1;
 const PREFIX: usize = 8;
 
-/// A parsed JSON value; strings and numbers point into the body or into `Parsed::text`.
-enum Json {
+/// A parsed JSON value; a string without escapes borrows the body.
+enum Json<'a> {
     Null,
     Bool(bool),
     /// An integer within +-(2**53 - 1), written back in decimal.
     Int(i64),
     /// A number JSON writes otherwise (a fraction, an exponent, a large integer).
     Other,
-    Str(Box<str>),
-    Array(Vec<Json>),
+    Str(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
     /// Members in the order sent.
-    Object(Vec<(Box<str>, Json)>),
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
 }
 
 /// The document is not one the native path writes; Python takes it.
@@ -82,7 +85,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Parsed<Json> {
+    fn value(&mut self, depth: usize) -> Parsed<Json<'a>> {
         if depth > MAX_DEPTH {
             return Err(Unsupported);
         }
@@ -137,7 +140,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn number(&mut self) -> Parsed<Json> {
+    fn number(&mut self) -> Parsed<Json<'a>> {
         let negative = self.body.get(self.pos) == Some(&b'-');
         if negative {
             self.pos += 1;
@@ -185,7 +188,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A JSON string at `pos` (its opening quote), unescaped.
-    fn string(&mut self) -> Parsed<Box<str>> {
+    fn string(&mut self) -> Parsed<Cow<'a, str>> {
         if self.body.get(self.pos) != Some(&b'"') {
             return Err(Unsupported);
         }
@@ -195,10 +198,11 @@ impl<'a> Parser<'a> {
         while let Some(&b) = self.body.get(self.pos) {
             match b {
                 b'"' => {
-                    let text = std::str::from_utf8(&self.body[start..self.pos])
-                        .map_err(|_| Unsupported)?;
+                    let body: &'a [u8] = self.body;
+                    let text =
+                        std::str::from_utf8(&body[start..self.pos]).map_err(|_| Unsupported)?;
                     self.pos += 1;
-                    return Ok(text.into());
+                    return Ok(Cow::Borrowed(text));
                 }
                 b'\\' => break,
                 0x00..=0x1f => return Err(Unsupported),
@@ -212,7 +216,7 @@ impl<'a> Parser<'a> {
             match b {
                 b'"' => {
                     let text = String::from_utf8(out).map_err(|_| Unsupported)?;
-                    return Ok(text.into_boxed_str());
+                    return Ok(Cow::Owned(text));
                 }
                 b'\\' => {
                     let e = *self.body.get(self.pos).ok_or(Unsupported)?;
@@ -266,8 +270,7 @@ fn write(out: &mut Vec<u8>, value: &Json, top: bool) -> Parsed<()> {
         Json::Null => out.extend_from_slice(b"null"),
         Json::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Json::Int(i) => {
-            let mut buf = itoa(*i);
-            out.append(&mut buf);
+            let _ = write!(out, "{i}");
         }
         Json::Other => return Err(Unsupported),
         Json::Str(s) => string(out, s.as_bytes()),
@@ -282,7 +285,7 @@ fn write(out: &mut Vec<u8>, value: &Json, top: bool) -> Parsed<()> {
             out.push(b']');
         }
         Json::Object(members) => {
-            let mut order: Vec<&(Box<str>, Json)> = members
+            let mut order: Vec<&(Cow<'_, str>, Json<'_>)> = members
                 .iter()
                 .filter(|(k, _)| !(top && &**k == "integrity"))
                 .collect();
@@ -311,12 +314,8 @@ fn write(out: &mut Vec<u8>, value: &Json, top: bool) -> Parsed<()> {
     Ok(())
 }
 
-fn itoa(i: i64) -> Vec<u8> {
-    i.to_string().into_bytes()
-}
-
 /// The value at a dotted path (the last of a repeated key, as a dict keeps it).
-fn lookup<'j>(doc: &'j Json, path: &[&str]) -> Option<&'j Json> {
+fn lookup<'j, 'a>(doc: &'j Json<'a>, path: &[&str]) -> Option<&'j Json<'a>> {
     let mut here = doc;
     for part in path {
         let Json::Object(members) = here else {
@@ -349,22 +348,34 @@ impl Column {
         }
     }
 
-    fn push(&mut self, value: Option<&[u8]>) -> Parsed<()> {
+    /// Add a row: `value` is appended to the data, or None for a null.
+    fn push(&mut self, value: Option<&[u8]>) -> Result<(), String> {
+        if let Some(v) = value {
+            self.data.extend_from_slice(v);
+        }
+        self.end_row(value.is_some())
+    }
+
+    /// Add a row whose bytes were already appended to `data`.
+    fn close_row(&mut self) -> Result<(), String> {
+        self.end_row(true)
+    }
+
+    fn end_row(&mut self, valid: bool) -> Result<(), String> {
         if self.rows % 8 == 0 {
             self.valid.push(0);
         }
-        match value {
-            Some(v) => {
-                self.data.extend_from_slice(v);
-                let bit = 1u8 << (self.rows % 8);
-                if let Some(last) = self.valid.last_mut() {
-                    *last |= bit;
-                }
+        if valid {
+            let bit = 1u8 << (self.rows % 8);
+            if let Some(last) = self.valid.last_mut() {
+                *last |= bit;
             }
-            None => self.nulls += 1,
+        } else {
+            self.nulls += 1;
         }
         self.rows += 1;
-        let end = i32::try_from(self.data.len()).map_err(|_| Unsupported)?;
+        let end = i32::try_from(self.data.len())
+            .map_err(|_| "a page larger than 2 GiB is not archived in one piece".to_owned())?;
         self.offsets.extend_from_slice(&end.to_le_bytes());
         Ok(())
     }
@@ -386,8 +397,8 @@ impl Column {
 }
 
 /// What a page came to, before any Python object is made.
-struct Page {
-    ids: Vec<Box<str>>,
+struct Page<'a> {
+    ids: Vec<Cow<'a, str>>,
     columns: Vec<Column>,
     leaves: Vec<[u8; 32]>,
     /// (position, raw `_source` bytes) of the documents left to Python.
@@ -395,51 +406,29 @@ struct Page {
     last_sort: Option<(usize, usize)>,
 }
 
+/// Whether Python's `str()` of a field's value is written here (not for a float).
+fn field_supported(value: Option<&Json<'_>>) -> bool {
+    !matches!(value, Some(Json::Other))
+}
+
 /// A field's text as Python's `str()` gives it for a scalar; None for null, containers,
-/// an absent field. `Err` for a number Python prints otherwise (a float).
-fn field_text(value: Option<&Json>) -> Parsed<Option<Vec<u8>>> {
-    Ok(match value {
-        None | Some(Json::Null | Json::Array(_) | Json::Object(_)) => None,
-        Some(Json::Str(s)) => Some(s.as_bytes().to_vec()),
-        Some(Json::Bool(b)) => Some(if *b {
-            b"True".to_vec()
-        } else {
-            b"False".to_vec()
-        }),
-        Some(Json::Int(i)) => Some(itoa(*i)),
-        Some(Json::Other) => return Err(Unsupported),
-    })
-}
-
-/// One hit's archived values, or Unsupported.
-struct Row {
-    fields: Vec<Option<Vec<u8>>>,
-    timestamp: Vec<u8>,
-    source: Vec<u8>,
-}
-
-fn row(doc: &Json, paths: &[Vec<&str>]) -> Parsed<Row> {
-    if !matches!(doc, Json::Object(_)) {
-        return Err(Unsupported);
+/// an absent field (a float is checked by [`field_supported`] first).
+fn push_field(column: &mut Column, value: Option<&Json<'_>>) -> Result<(), String> {
+    match value {
+        None | Some(Json::Null | Json::Array(_) | Json::Object(_) | Json::Other) => {
+            column.push(None)
+        }
+        Some(Json::Str(s)) => column.push(Some(s.as_bytes())),
+        Some(Json::Bool(b)) => column.push(Some(if *b { b"True" } else { b"False" })),
+        Some(Json::Int(i)) => {
+            let mut buf = Vec::with_capacity(20);
+            let _ = write!(buf, "{i}");
+            column.push(Some(&buf))
+        }
     }
-    let mut source = Vec::with_capacity(1024);
-    write(&mut source, doc, true)?;
-    let fields = paths
-        .iter()
-        .map(|p| field_text(lookup(doc, p)))
-        .collect::<Parsed<Vec<_>>>()?;
-    let timestamp = match lookup(doc, &["@timestamp"]) {
-        Some(Json::Str(s)) => s.as_bytes().to_vec(),
-        _ => Vec::new(),
-    };
-    Ok(Row {
-        fields,
-        timestamp,
-        source,
-    })
 }
 
-fn page(body: &[u8], fields: &[String]) -> Result<Page, String> {
+fn page<'a>(body: &'a [u8], fields: &[String]) -> Result<Page<'a>, String> {
     let paths: Vec<Vec<&str>> = fields.iter().map(|f| f.split('.').collect()).collect();
     let bad = |what: &str| format!("search response is not as expected: {what}");
     let mut p = Parser { body, pos: 0 };
@@ -482,7 +471,7 @@ fn page(body: &[u8], fields: &[String]) -> Result<Page, String> {
     };
     p.pos = at;
     p.eat(b'[').map_err(|_| bad("hits.hits is not an array"))?;
-    let mut rows: Vec<Parsed<Row>> = Vec::new();
+    let mut docs: Vec<Parsed<Json<'a>>> = Vec::new();
     let mut spans: Vec<(usize, usize)> = Vec::new();
     if p.peek() != Some(b']') {
         loop {
@@ -518,7 +507,7 @@ fn page(body: &[u8], fields: &[String]) -> Result<Page, String> {
             let id = id.ok_or_else(|| bad("a hit without _id"))?;
             let (parsed, span) = source.ok_or_else(|| bad("a hit without _source"))?;
             out.ids.push(id);
-            rows.push(parsed.and_then(|doc| row(&doc, &paths)));
+            docs.push(parsed);
             spans.push(span);
             out.last_sort = sort;
             match p.peek() {
@@ -528,7 +517,7 @@ fn page(body: &[u8], fields: &[String]) -> Result<Page, String> {
             }
         }
     }
-    let n = rows.len();
+    let n = docs.len();
     let mut columns: Vec<Column> = Vec::with_capacity(fields.len() + 5);
     columns.push(Column::new(n, 24));
     columns.push(Column::new(n, 24));
@@ -536,40 +525,55 @@ fn page(body: &[u8], fields: &[String]) -> Result<Page, String> {
         columns.push(Column::new(n, 16));
     }
     columns.push(Column::new(n, PREFIX));
-    columns.push(Column::new(n, 1024));
+    columns.push(Column::new(n, body.len() / n.max(1)));
     columns.push(Column::new(n, 32));
-    let too_big = |_| bad("a page larger than 2 GiB");
     let last = columns.len() - 1;
-    for (i, r) in rows.iter().enumerate() {
-        columns[0]
-            .push(Some(out.ids[i].as_bytes()))
-            .map_err(too_big)?;
-        match r {
-            Ok(r) => {
-                let mut hasher = Sha256::new();
-                hasher.update([0u8]);
-                hasher.update(&r.source);
-                let leaf: [u8; 32] = hasher.finalize().into();
-                columns[1].push(Some(&r.timestamp)).map_err(too_big)?;
-                for (j, f) in r.fields.iter().enumerate() {
-                    columns[2 + j].push(f.as_deref()).map_err(too_big)?;
-                }
-                columns[last - 2]
-                    .push(Some(&leaf[..PREFIX]))
-                    .map_err(too_big)?;
-                columns[last - 1].push(Some(&r.source)).map_err(too_big)?;
-                columns[last].push(Some(&leaf)).map_err(too_big)?;
-                out.leaves.push(leaf);
+    let mut found: Vec<Option<&Json<'a>>> = Vec::with_capacity(paths.len());
+    for (i, doc) in docs.iter().enumerate() {
+        columns[0].push(Some(out.ids[i].as_bytes()))?;
+        // The source goes straight into its column; taken back if the document is not
+        // one written here.
+        let written = doc.as_ref().ok().and_then(|doc| {
+            if !matches!(doc, Json::Object(_)) {
+                return None;
             }
-            Err(Unsupported) => {
-                // Placeholders, replaced by Python.
-                for c in &mut columns[1..] {
-                    c.push(Some(b"")).map_err(too_big)?;
-                }
-                out.leaves.push([0u8; 32]);
-                out.handed_back.push((i, spans[i]));
+            found.clear();
+            found.extend(paths.iter().map(|path| lookup(doc, path)));
+            if !found.iter().all(|v| field_supported(*v)) {
+                return None;
             }
+            let data = &mut columns[last - 1].data;
+            let start = data.len();
+            if write(data, doc, true).is_err() {
+                data.truncate(start);
+                return None;
+            }
+            Some((doc, start))
+        });
+        let Some((doc, start)) = written else {
+            // Placeholders, replaced by Python.
+            for c in &mut columns[1..] {
+                c.push(Some(b""))?;
+            }
+            out.leaves.push([0u8; 32]);
+            out.handed_back.push((i, spans[i]));
+            continue;
+        };
+        let mut hasher = Sha256::new();
+        hasher.update([0u8]);
+        hasher.update(&columns[last - 1].data[start..]);
+        let leaf: [u8; 32] = hasher.finalize().into();
+        columns[last - 1].close_row()?;
+        match lookup(doc, &["@timestamp"]) {
+            Some(Json::Str(s)) => columns[1].push(Some(s.as_bytes()))?,
+            _ => columns[1].push(Some(b""))?,
         }
+        for (j, value) in found.iter().enumerate() {
+            push_field(&mut columns[2 + j], *value)?;
+        }
+        columns[last - 2].push(Some(&leaf[..PREFIX]))?;
+        columns[last].push(Some(&leaf))?;
+        out.leaves.push(leaf);
     }
     out.columns = columns;
     Ok(out)
