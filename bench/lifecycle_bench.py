@@ -188,8 +188,9 @@ def run(events: int, url: str | None = None, *, python_reader: bool = False) -> 
         ext = native.module()
         fast_extend = getattr(ext, "merkle_extend", None) if ext is not None else None
         read_page = getattr(ext, "archive_page", None) if ext is not None else None
+        fast_leaves = getattr(ext, "leaf_hashes", None) if ext is not None else None
         if python_reader:
-            read_page = None
+            read_page = fast_leaves = None
         indices = sorted(es.indices.get(index=EVENTS_PATTERN))
         phases = {"export_s": 0.0, "upload_s": 0.0, "verify_s": 0.0}
         archive_bytes = events_archived = 0
@@ -210,7 +211,9 @@ def run(events: int, url: str | None = None, *, python_reader: bool = False) -> 
             manifest = sign_record(manifest_body(day, index, files, int(time.time() * 1000)), key)
             store.put_bytes(day_key(day, MANIFEST), orjson.dumps(manifest))
             t2 = time.monotonic()
-            report = verify_day(store, day, keyring, workdir=tmp, fast_extend=fast_extend)
+            report = verify_day(
+                store, day, keyring, workdir=tmp, fast_extend=fast_extend, fast_leaves=fast_leaves
+            )
             t3 = time.monotonic()
             if not report.ok or report.events != files.events:
                 raise RuntimeError(f"{day}: archive did not verify: {report.to_json_dict()}")

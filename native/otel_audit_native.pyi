@@ -63,3 +63,8 @@ def archive_page(
     of the id, timestamp, each field, leaf-hash prefix, source and leaf-hash columns, the
     leaf hashes, the (position, raw ``_source``) of the hits left to Python, the raw JSON
     of the last hit's ``sort``). Raises ValueError when the body is not a search response."""
+
+def leaf_hashes(offsets: bytes, data: bytes, count: int, /) -> bytes:
+    """``SHA-256(0x00 || value)`` of each value of an Arrow binary column (its ``offsets``
+    and ``data`` buffers, ``count`` values), concatenated. ValueError for offsets that do
+    not describe ``data``."""

@@ -139,6 +139,7 @@ def build_runner(
         spans_retention_days=config.section("spans", SpansConfig).retention_days,
         fast_extend=_native_extend(),
         read_page=_native_page_reader(),
+        fast_leaves=getattr(native.module(), "leaf_hashes", None),
     )
 
 

@@ -7,10 +7,12 @@ the index must be there, and each must hash to its sealed leaf. The ``source`` k
 event is the RFC 8785 form of its document: the very bytes its leaf hashes, so the
 archive's verifier needs only SHA-256.
 
-Events are read with a point in time in two slices (worker processes for a large day,
-threads otherwise), each page parsed, hashed and turned into an Arrow record batch where
-it is read, and written to the events file page by page, so memory stays bounded by a
-few pages whatever the size of the day.
+Events are read with a point in time in two slices, each page parsed, hashed and turned
+into an Arrow record batch where it is read, and written to the events file page by page,
+so memory stays bounded by a few pages whatever the size of the day. With the native page
+reader (:data:`PageReader`, handed down by the receiver) two threads read raw search
+responses and the extension parses, canonicalizes and hashes them without the GIL;
+without it, worker processes read a large day (threads a small one) and Python does it.
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ from indexer.lifecycle.archive import (
     HOT_DELETED,
     MANIFEST,
     PURGED,
+    FastLeaves,
     day_key,
     day_of_index,
     index_of_day,
@@ -156,6 +157,7 @@ class LifecycleRunner:
         workdir: str | None = None,
         fast_extend: FastExtend | None = None,
         read_page: PageReader | None = None,
+        fast_leaves: FastLeaves | None = None,
     ) -> None:
         self.es = es
         self.config = config
@@ -175,6 +177,7 @@ class LifecycleRunner:
         self.workdir = workdir
         self.fast_extend = fast_extend
         self.read_page = read_page
+        self.fast_leaves = fast_leaves
         self._stop = threading.Event()
 
     def request_stop(self) -> None:
@@ -339,7 +342,12 @@ class LifecycleRunner:
         the manifest's SHA-256, or None (the action says why)."""
         if has_manifest:
             report = verify_day(
-                self.store, day, self.keyring, workdir=self._workdir(), fast_extend=self.fast_extend
+                self.store,
+                day,
+                self.keyring,
+                workdir=self._workdir(),
+                fast_extend=self.fast_extend,
+                fast_leaves=self.fast_leaves,
             )
             if report.ok and report.manifest is not None and report.events == action.events:
                 append_entry(self.store, self.key, day, report.manifest_sha256, self.wall_ms())
@@ -387,7 +395,12 @@ class LifecycleRunner:
             shutil.rmtree(tmp, ignore_errors=True)
         self.progress(f"{day}: reading the archive back")
         report = verify_day(
-            self.store, day, self.keyring, workdir=self._workdir(), fast_extend=self.fast_extend
+            self.store,
+            day,
+            self.keyring,
+            workdir=self._workdir(),
+            fast_extend=self.fast_extend,
+            fast_leaves=self.fast_leaves,
         )
         if not report.ok or report.events != action.events:
             problems = "; ".join(f.message for f in report.findings[:5]) or (

@@ -657,6 +657,44 @@ pub fn archive_page<'py>(
     Ok(out.into_pyobject(py)?.into_any())
 }
 
+/// The Merkle leaf hash (`SHA-256(0x00 || value)`) of every value of an Arrow binary
+/// column given by its `offsets` (`count + 1` little-endian i32) and `data` buffers, as
+/// one `bytes` of `count` 32-byte hashes; computed without the GIL (the archive's
+/// read-back check hashes every archived event). Raises ValueError for offsets that do not
+/// describe `data`.
+#[pyfunction]
+pub fn leaf_hashes<'py>(
+    py: Python<'py>,
+    offsets: &[u8],
+    data: &[u8],
+    count: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let hashes = py
+        .detach(|| -> Option<Vec<u8>> {
+            if offsets.len() != (count + 1) * 4 {
+                return None;
+            }
+            let at = |i: usize| {
+                let b = offsets.get(i * 4..i * 4 + 4)?;
+                usize::try_from(i32::from_le_bytes(b.try_into().ok()?)).ok()
+            };
+            let mut out = Vec::with_capacity(count * 32);
+            let mut start = at(0)?;
+            for i in 1..=count {
+                let end = at(i)?;
+                let value = data.get(start..end)?;
+                let mut hasher = Sha256::new();
+                hasher.update([0u8]);
+                hasher.update(value);
+                out.extend_from_slice(&hasher.finalize());
+                start = end;
+            }
+            Some(out)
+        })
+        .ok_or_else(|| PyValueError::new_err("the offsets do not describe the data"))?;
+    Ok(PyBytes::new(py, &hashes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

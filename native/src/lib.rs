@@ -305,5 +305,6 @@ fn otel_audit_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(seal::journal_lines, m)?)?;
     m.add_function(wrap_pyfunction!(seal::merkle_extend, m)?)?;
     m.add_function(wrap_pyfunction!(archive::archive_page, m)?)?;
+    m.add_function(wrap_pyfunction!(archive::leaf_hashes, m)?)?;
     Ok(())
 }

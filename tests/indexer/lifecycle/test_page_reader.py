@@ -144,3 +144,22 @@ def test_random_documents_give_the_reference_page(
 ) -> None:
     sources = [orjson.dumps({**extra, **fields}) for fields, extra in docs]
     _same(_response(sources), archive_page)
+
+
+def test_native_leaf_hashes_are_the_leaf_hashes_of_each_value() -> None:
+    """The read-back check's native hashing of the archived sources, a sliced column too."""
+    import pyarrow as pa
+
+    from indexer.lifecycle.archive import _leaves_of
+
+    ext = native.module()
+    if ext is None:
+        pytest.skip(f"the native extension is not in use: {native.DESCRIPTION}")
+    values = [b"", b"{}", "caf\u00e9".encode(), bytes(range(256)) * 5, b'{"a":1}']
+    column = pa.array(values * 3, pa.binary())
+    for part in (column, column.slice(4, 7), column.slice(15)):
+        want = [leaf_hash(v) for v in part.to_pylist()]
+        assert _leaves_of(part, ext.leaf_hashes) == want
+        assert _leaves_of(part, None) == want
+    with pytest.raises(ValueError, match="do not describe"):
+        ext.leaf_hashes(b"\x00\x00\x00\x00\x10\x00\x00\x00", b"short", 1)
