@@ -20,6 +20,8 @@ from indexer.lifecycle import export
 from otel_audit.integrity import canonical_json_reference, document_for_hashing, leaf_hash
 from receiver import native
 
+pytestmark = [pytest.mark.lifecycle]
+
 
 @pytest.fixture(scope="module")
 def archive_page() -> export.PageReader:
