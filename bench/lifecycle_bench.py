@@ -150,7 +150,7 @@ def _raw_read(es: Elasticsearch, url: str, slices: int) -> dict[str, Any]:
     return {"slices": slices, "events": hits, "events_per_s": round(hits / elapsed)}
 
 
-def run(events: int, url: str | None = None) -> dict[str, Any]:
+def run(events: int, url: str | None = None, *, python_reader: bool = False) -> dict[str, Any]:
     """Load (or reuse) ``events`` sealed events, archive and restore them; the figures."""
     url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
     work = verify_bench._work_dir()
@@ -187,6 +187,10 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
         checkpoints = DirectoryCheckpointStore(work / "checkpoints")
         ext = native.module()
         fast_extend = getattr(ext, "merkle_extend", None) if ext is not None else None
+        read_page = getattr(ext, "archive_page", None) if ext is not None else None
+        fast_leaves = getattr(ext, "leaf_hashes", None) if ext is not None else None
+        if python_reader:
+            read_page = fast_leaves = None
         indices = sorted(es.indices.get(index=EVENTS_PATTERN))
         phases = {"export_s": 0.0, "upload_s": 0.0, "verify_s": 0.0}
         archive_bytes = events_archived = 0
@@ -200,14 +204,16 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
             es_bytes += _store_size(es, index)
             out = tmp / day
             t0 = time.monotonic()
-            files = export_day(es, index, keyring, checkpoints, out)
+            files = export_day(es, index, keyring, checkpoints, out, read_page=read_page)
             t1 = time.monotonic()
             for name in files.files:
                 store.put_file(day_key(day, name), out / name)
             manifest = sign_record(manifest_body(day, index, files, int(time.time() * 1000)), key)
             store.put_bytes(day_key(day, MANIFEST), orjson.dumps(manifest))
             t2 = time.monotonic()
-            report = verify_day(store, day, keyring, workdir=tmp, fast_extend=fast_extend)
+            report = verify_day(
+                store, day, keyring, workdir=tmp, fast_extend=fast_extend, fast_leaves=fast_leaves
+            )
             t3 = time.monotonic()
             if not report.ok or report.events != files.events:
                 raise RuntimeError(f"{day}: archive did not verify: {report.to_json_dict()}")
@@ -258,6 +264,7 @@ def run(events: int, url: str | None = None) -> dict[str, Any]:
     return {
         "events": events,
         "events_archived": events_archived,
+        "page_reader": "native" if read_page is not None else "python",
         "raw_read_events_per_s": raw["events_per_s"],
         "raw_read_gc_on_events_per_s": raw_gc_on["events_per_s"],
         "archive_s": round(archive_s, 2),
@@ -318,9 +325,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="sealed events")
     parser.add_argument("--quick", action="store_true", help="100,000 events")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--python-reader",
+        action="store_true",
+        help="export with the Python page reader (the baseline of the native one)",
+    )
     args = parser.parse_args(argv)
     events = 100_000 if args.quick else args.events
-    figures = run(events)
+    figures = run(events, python_reader=args.python_reader)
     if args.json:
         sys.stdout.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:

@@ -53,3 +53,18 @@ def merkle_extend(
     """Append ``leaves`` to a compact range of ``size`` leaves with subtree roots
     ``hashes``: (the new roots, how many leaves went in). Stops at the first leaf that is
     not 32 bytes of ``bytes``."""
+
+_Column = tuple[bytes, bytes, bytes | None, int]
+
+def archive_page(
+    body: bytes, fields: list[str], /
+) -> tuple[list[str], list[_Column], list[bytes], list[tuple[int, bytes]], bytes | None]:
+    """One page of a ``_search`` response for the archive: (the hits' ids, Arrow buffers
+    of the id, timestamp, each field, leaf-hash prefix, source and leaf-hash columns, the
+    leaf hashes, the (position, raw ``_source``) of the hits left to Python, the raw JSON
+    of the last hit's ``sort``). Raises ValueError when the body is not a search response."""
+
+def leaf_hashes(offsets: bytes, data: bytes, count: int, /) -> bytes:
+    """``SHA-256(0x00 || value)`` of each value of an Arrow binary column (its ``offsets``
+    and ``data`` buffers, ``count`` values), concatenated. ValueError for offsets that do
+    not describe ``data``."""

@@ -35,6 +35,7 @@ from indexer.es_client import EsConnection, sync_client
 from indexer.integrity.checkpoint_store import open_checkpoint_store
 from indexer.lifecycle.audit_events import RecordEvent
 from indexer.lifecycle.config import LifecycleConfig
+from indexer.lifecycle.export import PageReader
 from indexer.lifecycle.runner import LifecycleRunner, RunReport, StepHook
 from indexer.lifecycle.store import ColdStore, open_cold_store
 from indexer.spans import SpansConfig
@@ -103,6 +104,13 @@ def _native_extend() -> FastExtend | None:
     return getattr(ext, "merkle_extend", None) if ext is not None else None
 
 
+def _native_page_reader() -> PageReader | None:
+    """The extension's archive page reader when it is in use (the export's pages are
+    parsed, canonicalized and hashed by it without the GIL)."""
+    ext = native.module()
+    return getattr(ext, "archive_page", None) if ext is not None else None
+
+
 def build_runner(
     config: ReceiverConfig,
     record: RecordEvent | None,
@@ -130,6 +138,8 @@ def build_runner(
         progress=progress,
         spans_retention_days=config.section("spans", SpansConfig).retention_days,
         fast_extend=_native_extend(),
+        read_page=_native_page_reader(),
+        fast_leaves=getattr(native.module(), "leaf_hashes", None),
     )
 
 

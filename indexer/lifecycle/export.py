@@ -7,10 +7,12 @@ the index must be there, and each must hash to its sealed leaf. The ``source`` k
 event is the RFC 8785 form of its document: the very bytes its leaf hashes, so the
 archive's verifier needs only SHA-256.
 
-Events are read with a point in time in two slices (worker processes for a large day,
-threads otherwise), each page parsed, hashed and turned into an Arrow record batch where
-it is read, and written to the events file page by page, so memory stays bounded by a
-few pages whatever the size of the day.
+Events are read with a point in time in two slices, each page parsed, hashed and turned
+into an Arrow record batch where it is read, and written to the events file page by page,
+so memory stays bounded by a few pages whatever the size of the day. With the native page
+reader (:data:`PageReader`, handed down by the receiver) two threads read raw search
+responses and the extension parses, canonicalizes and hashes them without the GIL;
+without it, worker processes read a large day (threads a small one) and Python does it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from indexer.lifecycle.archive import (
     sha256_file,
 )
 from otel_audit.integrity import (
+    DEFAULT_EXCLUDE,
     HASH_SIZE,
     Checkpoint,
     CheckpointFormatError,
@@ -63,7 +66,14 @@ from otel_audit.integrity import (
 )
 from otel_audit.integrity.store import CheckpointStore
 
-__all__ = ["DayNotReady", "ExportError", "day_bounds", "export_day", "load_day_blocks"]
+__all__ = [
+    "DayNotReady",
+    "ExportError",
+    "PageReader",
+    "day_bounds",
+    "export_day",
+    "load_day_blocks",
+]
 
 _PAGE = 10_000
 _SLICES = 2
@@ -242,6 +252,7 @@ _PREFIX = 8
 """Bytes of each event's leaf hash kept beside it: detection rests on the signed roots,
 which the events recompute; the prefix only names which event changed."""
 _PATHS = tuple(tuple(name.split(".")) for name in ARCHIVE_FIELDS)
+_FIELDS = list(ARCHIVE_FIELDS)
 
 
 @functools.cache
@@ -318,10 +329,17 @@ class _Page:
 
 
 def _prepare(hits: list[dict[str, Any]]) -> _Page:
+    """The reference for :data:`PageReader`: a page's hits in their archived form."""
     import pyarrow as pa
 
     docs = [hit["_source"] for hit in hits]
-    sources = [orjson.dumps(doc, option=_SORT) for doc in docs]
+    sources = [
+        orjson.dumps(
+            document_for_hashing(doc) if type(doc) is dict and _UNHASHED in doc else doc,
+            option=_SORT,
+        )
+        for doc in docs
+    ]
     leaves = [leaf_hash(s) for s in sources]
     ids = [hit["_id"] for hit in hits]
     timestamps: list[Any] = [d.get("@timestamp") if type(d) is dict else None for d in docs]
@@ -333,6 +351,78 @@ def _prepare(hits: list[dict[str, Any]]) -> _Page:
         [pa.array(v, f.type) for v, f in zip(values, schema, strict=True)], schema=schema
     )
     return _Page(ids=ids, leaves=leaves, batch=batch)
+
+
+_UNHASHED = DEFAULT_EXCLUDE[0]
+_NativeColumn = tuple[bytes, bytes, "bytes | None", int]
+PageReader = Callable[
+    [bytes, list[str]],
+    tuple[list[str], list[_NativeColumn], list[bytes], list[tuple[int, bytes]], "bytes | None"],
+]
+"""The native extension's ``archive_page``: one raw ``_search`` response in the archived
+form of :func:`_prepare`, as Arrow buffers, computed without the GIL (handed down by
+``receiver.lifecycle``; this package does not import the extension)."""
+
+
+def _parse_page(body: bytes, native: PageReader | None) -> tuple[_Page, list[Any] | None]:
+    """A raw ``_search`` response as a prepared page, and the last hit's ``sort`` values
+    (None for no hits): by ``native`` when given, else by :func:`_prepare`; both give the
+    same page (tests hold them equal)."""
+    if native is None:
+        try:
+            hits = orjson.loads(body).get("hits", {}).get("hits", [])
+        except orjson.JSONDecodeError as exc:
+            raise ExportError(f"a search response cannot be read: {exc}") from None
+        return _prepare(hits), (hits[-1]["sort"] if hits else None)
+    import pyarrow as pa
+
+    try:
+        ids, columns, leaves, handed_back, last_sort = native(body, _FIELDS)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    if not ids:
+        return _prepare([]), None
+    schema = _page_schema()
+    arrays = [
+        pa.Array.from_buffers(
+            field.type,
+            len(ids),
+            [
+                None if valid is None else pa.py_buffer(valid),
+                pa.py_buffer(offsets),
+                pa.py_buffer(data),
+            ],
+            null_count=nulls,
+        )
+        for field, (offsets, data, valid, nulls) in zip(schema, columns, strict=True)
+    ]
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    if handed_back:
+        batch = _python_rows(batch, ids, leaves, handed_back)
+    return _Page(ids=ids, leaves=leaves, batch=batch), (
+        orjson.loads(last_sort) if last_sort is not None else None
+    )
+
+
+def _python_rows(
+    batch: Any, ids: list[str], leaves: list[bytes], handed_back: list[tuple[int, bytes]]
+) -> Any:
+    """``batch`` with the rows the native reader left to Python (``leaves`` updated)."""
+    import pyarrow as pa
+
+    parts: list[Any] = []
+    done = 0
+    for pos, raw in handed_back:
+        try:
+            source = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ExportError(f"event {ids[pos]} cannot be read: {exc}") from None
+        row = _prepare([{"_id": ids[pos], "_source": source}])
+        parts += [batch.slice(done, pos - done), row.batch]
+        leaves[pos] = row.leaves[0]
+        done = pos + 1
+    parts.append(batch.slice(done))
+    return pa.Table.from_batches(parts, batch.schema).combine_chunks().to_batches()[0]
 
 
 def _canonical_instead(
@@ -374,8 +464,11 @@ def export_day(
     directory: Path,
     *,
     progress: Callable[[int], None] | None = None,
+    read_page: PageReader | None = None,
 ) -> DayFiles:
     """Write the data files of ``index``'s day into ``directory``; see the module docstring.
+
+    ``read_page`` is the native page reader (:data:`PageReader`) when it is in use.
 
     Raises :class:`DayNotReady` or :class:`ExportError`.
     """
@@ -393,7 +486,7 @@ def export_day(
     pairs: list[tuple[str, int]] = []
     unsealed = 0
     try:
-        for page in _pages(es, index, processes=len(sealed) >= _PROCESSES_FROM):
+        for page in _pages(es, index, processes=len(sealed) >= _PROCESSES_FROM, native=read_page):
             found = [sealed.pop(eid, None) for eid in page.ids]
             keep: list[int] | None = None
             wants: list[tuple[str, int, bytes]]
@@ -460,15 +553,20 @@ def export_day(
     )
 
 
-def _pages(es: Elasticsearch, index: str, *, processes: bool) -> Iterator[_Page]:
-    """The index's events as prepared pages, read in slices ahead of the caller: by worker
-    processes for a large day (parsing and hashing then run beside this process), by
-    threads otherwise or when the client's connection cannot be handed over."""
+def _pages(
+    es: Elasticsearch, index: str, *, processes: bool, native: PageReader | None
+) -> Iterator[_Page]:
+    """The index's events as prepared pages, read in slices ahead of the caller: by reader
+    threads over raw HTTP when ``native`` reads the pages (it runs without the GIL), else
+    by worker processes for a large day (parsing and hashing then run beside this
+    process), by threads otherwise or when the client's connection cannot be handed over."""
     pit = str(es.open_point_in_time(index=index, keep_alive="5m")["id"])
     try:
-        connection = _worker_connection(es) if processes else None
+        connection = _worker_connection(es) if processes or native is not None else None
         if connection is None:
             yield from _thread_pages(es, pit)
+        elif native is not None:
+            yield from _raw_thread_pages(pit, *connection, native)
         else:
             yield from _process_pages(pit, *connection)
     finally:
@@ -476,26 +574,27 @@ def _pages(es: Elasticsearch, index: str, *, processes: bool) -> Iterator[_Page]
             es.close_point_in_time(id=pit)
 
 
-def _thread_pages(es: Elasticsearch, pit: str) -> Iterator[_Page]:
-    pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2 * _SLICES)
+def _in_threads(readers: list[Callable[[], Iterator[_Page]]]) -> Iterator[_Page]:
+    """The pages of every reader, each run in a thread of its own, as they come."""
+    pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2 * len(readers))
     stop = threading.Event()
 
-    def read(slice_id: int) -> None:
+    def run(reader: Callable[[], Iterator[_Page]]) -> None:
         try:
-            for hits in pit_pages(es, pit, {"match_all": {}}, _PAGE, slice_id, _SLICES):
+            for page in reader():
                 if stop.is_set():
                     return
-                pages.put(("page", _prepare(hits)))
+                pages.put(("page", page))
             pages.put(("done", None))
         except BaseException as exc:
             pages.put(("error", exc))
 
-    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(_SLICES)]
+    threads = [threading.Thread(target=run, args=(r,), daemon=True) for r in readers]
     for t in threads:
         t.start()
     done = 0
     try:
-        while done < _SLICES:
+        while done < len(threads):
             what, value = pages.get()
             if what == "page":
                 yield value
@@ -508,6 +607,60 @@ def _thread_pages(es: Elasticsearch, pit: str) -> Iterator[_Page]:
         while any(t.is_alive() for t in threads):
             with contextlib.suppress(queue.Empty):
                 pages.get(timeout=0.1)
+
+
+def _thread_pages(es: Elasticsearch, pit: str) -> Iterator[_Page]:
+    def reader(slice_id: int) -> Callable[[], Iterator[_Page]]:
+        def pages() -> Iterator[_Page]:
+            for hits in pit_pages(es, pit, {"match_all": {}}, _PAGE, slice_id, _SLICES):
+                yield _prepare(hits)
+
+        return pages
+
+    return _in_threads([reader(i) for i in range(_SLICES)])
+
+
+def _raw_thread_pages(
+    pit: str, configs: list[NodeConfig], headers: dict[str, str], native: PageReader
+) -> Iterator[_Page]:
+    def reader(slice_id: int) -> Callable[[], Iterator[_Page]]:
+        config = configs[slice_id % len(configs)]
+        return lambda: _read_slice(config, headers, pit, slice_id, native)
+
+    return _in_threads([reader(i) for i in range(_SLICES)])
+
+
+def _read_slice(
+    config: NodeConfig,
+    headers: dict[str, str],
+    pit: str,
+    slice_id: int,
+    native: PageReader | None,
+) -> Iterator[_Page]:
+    """One slice's pages, each search response read as raw bytes and prepared at once."""
+    node = Urllib3HttpNode(config)
+    try:
+        after: list[Any] | None = None
+        while True:
+            body = pit_search_body(pit, {"match_all": {}}, _PAGE, slice_id, _SLICES, after)
+            meta, raw = node.perform_request(
+                "POST",
+                "/_search",
+                body=orjson.dumps(body),
+                headers=HttpHeaders(headers),
+                request_timeout=300.0,
+            )
+            if meta.status >= 300:
+                text = bytes(raw[:500]).decode("utf-8", "replace")
+                raise ExportError(f"search returned HTTP {meta.status}: {text}")
+            page, after = _parse_page(bytes(raw), native)
+            if not page.ids:
+                return
+            yield page
+            if len(page.ids) < _PAGE:
+                return
+    finally:
+        node.close()
 
 
 def _worker_connection(es: Elasticsearch) -> tuple[list[NodeConfig], dict[str, str]] | None:
@@ -531,27 +684,8 @@ def _export_slice(
     """Worker process: read one slice and put its prepared pages on ``out``."""
     gc.disable()  # short-lived containers only; collections would cost a quarter
     try:
-        node = Urllib3HttpNode(config)
-        after: list[Any] | None = None
-        while True:
-            body = pit_search_body(pit, {"match_all": {}}, _PAGE, slice_id, _SLICES, after)
-            meta, raw = node.perform_request(
-                "POST",
-                "/_search",
-                body=orjson.dumps(body),
-                headers=HttpHeaders(headers),
-                request_timeout=300.0,
-            )
-            if meta.status >= 300:
-                text = bytes(raw[:500]).decode("utf-8", "replace")
-                raise RuntimeError(f"search returned HTTP {meta.status}: {text}")
-            hits = orjson.loads(raw).get("hits", {}).get("hits", [])
-            if not hits:
-                break
-            out.put(("page", _prepare(hits).to_ipc()))
-            after = hits[-1]["sort"]
-            if len(hits) < _PAGE:
-                break
+        for page in _read_slice(config, headers, pit, slice_id, None):
+            out.put(("page", page.to_ipc()))
         out.put(("done", None))
     except BaseException as exc:
         out.put(("error", f"{type(exc).__name__}: {exc}"))

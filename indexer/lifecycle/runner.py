@@ -57,6 +57,7 @@ from indexer.lifecycle.archive import (
     HOT_DELETED,
     MANIFEST,
     PURGED,
+    FastLeaves,
     day_key,
     day_of_index,
     index_of_day,
@@ -68,7 +69,7 @@ from indexer.lifecycle.archive import (
 from indexer.lifecycle.audit_events import RecordEvent, lifecycle_event
 from indexer.lifecycle.catalog import append_entry
 from indexer.lifecycle.config import DayPolicy, LifecycleConfig
-from indexer.lifecycle.export import DayNotReady, ExportError, export_day
+from indexer.lifecycle.export import DayNotReady, ExportError, PageReader, export_day
 from indexer.lifecycle.holds import Hold, list_holds
 from indexer.lifecycle.lease import Lease, LeaseLost
 from indexer.lifecycle.records import put_record, read_records
@@ -155,6 +156,8 @@ class LifecycleRunner:
         spans_retention_days: int = 7,
         workdir: str | None = None,
         fast_extend: FastExtend | None = None,
+        read_page: PageReader | None = None,
+        fast_leaves: FastLeaves | None = None,
     ) -> None:
         self.es = es
         self.config = config
@@ -173,6 +176,8 @@ class LifecycleRunner:
         self.spans_retention_days = spans_retention_days
         self.workdir = workdir
         self.fast_extend = fast_extend
+        self.read_page = read_page
+        self.fast_leaves = fast_leaves
         self._stop = threading.Event()
 
     def request_stop(self) -> None:
@@ -337,7 +342,12 @@ class LifecycleRunner:
         the manifest's SHA-256, or None (the action says why)."""
         if has_manifest:
             report = verify_day(
-                self.store, day, self.keyring, workdir=self._workdir(), fast_extend=self.fast_extend
+                self.store,
+                day,
+                self.keyring,
+                workdir=self._workdir(),
+                fast_extend=self.fast_extend,
+                fast_leaves=self.fast_leaves,
             )
             if report.ok and report.manifest is not None and report.events == action.events:
                 append_entry(self.store, self.key, day, report.manifest_sha256, self.wall_ms())
@@ -363,6 +373,7 @@ class LifecycleRunner:
                     self.checkpoints,
                     tmp,
                     progress=lambda n: self.progress(f"{day}: {n:,} events exported"),
+                    read_page=self.read_page,
                 )
             except DayNotReady as exc:
                 action.action = "not_ready"
@@ -384,7 +395,12 @@ class LifecycleRunner:
             shutil.rmtree(tmp, ignore_errors=True)
         self.progress(f"{day}: reading the archive back")
         report = verify_day(
-            self.store, day, self.keyring, workdir=self._workdir(), fast_extend=self.fast_extend
+            self.store,
+            day,
+            self.keyring,
+            workdir=self._workdir(),
+            fast_extend=self.fast_extend,
+            fast_leaves=self.fast_leaves,
         )
         if not report.ok or report.events != action.events:
             problems = "; ".join(f.message for f in report.findings[:5]) or (

@@ -147,7 +147,7 @@ fn kvlist(out: &mut Vec<u8>, kvs: &[Lenient<KeyValue>], depth: usize) -> Written
 /// (surrogate pairs, D800..DFFF) before U+E000..U+FFFF; so they agree unless some key has
 /// a 4-byte UTF-8 sequence (lead byte F0..F4) and some key a character in U+E000..U+FFFF
 /// (lead byte EE or EF).
-fn orders_agree<'k>(keys: impl Iterator<Item = &'k [u8]>) -> bool {
+pub(crate) fn orders_agree<'k>(keys: impl Iterator<Item = &'k [u8]>) -> bool {
     let (mut astral, mut high) = (false, false);
     // Nearly every key is ASCII: std checks that a word at a time, the loop a byte at a time.
     for key in keys.filter(|key| !key.is_ascii()) {

@@ -7,6 +7,7 @@
 //! Each record also carries its content hash (see [`content_hash`]), computed from the
 //! parsed message, so the receiver need not serialize the record again to hash it.
 
+mod archive;
 mod content_hash;
 mod otlp;
 mod prepare;
@@ -303,5 +304,7 @@ fn otel_audit_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Plan>()?;
     m.add_function(wrap_pyfunction!(seal::journal_lines, m)?)?;
     m.add_function(wrap_pyfunction!(seal::merkle_extend, m)?)?;
+    m.add_function(wrap_pyfunction!(archive::archive_page, m)?)?;
+    m.add_function(wrap_pyfunction!(archive::leaf_hashes, m)?)?;
     Ok(())
 }

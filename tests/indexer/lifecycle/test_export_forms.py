@@ -20,6 +20,7 @@ from indexer.lifecycle.archive import EVENTS, day_key
 from indexer.lifecycle.verify_archive import verify_archive
 from indexer.local_s3 import LocalS3
 from otel_audit.integrity import canonical_json, document_for_hashing
+from receiver import native
 from receiver.config import load_config
 from receiver.lifecycle import cold_store_of
 from tests.indexer.lifecycle.verify_helpers import keyring
@@ -37,7 +38,7 @@ from tests.support.lifecycle_harness import (
 pytestmark = [pytest.mark.integration, pytest.mark.lifecycle]
 
 
-@pytest.mark.parametrize("readers", ["threads", "processes"])
+@pytest.mark.parametrize("readers", ["native", "threads", "processes"])
 def test_events_whose_sorted_json_differs_from_rfc8785_are_archived_in_rfc8785_form(
     lifecycle_es: Elasticsearch,
     s3: LocalS3,
@@ -45,8 +46,9 @@ def test_events_whose_sorted_json_differs_from_rfc8785_are_archived_in_rfc8785_f
     monkeypatch: pytest.MonkeyPatch,
     readers: str,
 ) -> None:
-    """Both ways of reading a day: threads, and (a large day's) worker processes that
-    hand each page over as an Arrow record batch."""
+    """Every way of reading a day: threads over raw HTTP with the native page reader,
+    Python threads, and (a large day's) worker processes that hand each page over as an
+    Arrow record batch."""
     import pyarrow.parquet as pq
 
     if readers == "processes":
@@ -63,7 +65,12 @@ def test_events_whose_sorted_json_differs_from_rfc8785_are_archived_in_rfc8785_f
     with Ingest(config) as ingest:
         ingest.store(records)
         ingest.seal()
-        report = run(runner(path, ingest.record, Clock()))
+        lifecycle = runner(path, ingest.record, Clock())
+        if readers == "native":
+            assert lifecycle.read_page is not None, native.DESCRIPTION
+        else:
+            lifecycle.read_page = None
+        report = run(lifecycle)
     assert report.archived_days == 1
 
     store = cold_store_of(config)
