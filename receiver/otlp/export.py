@@ -28,7 +28,9 @@ every stored document gets the ``writer`` object: the prepared ones here, the ot
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from otel_audit.record import LogRecordData
@@ -84,6 +86,10 @@ class ExportHandler:
     ) -> None:
         self.logs_consumer = logs_consumer
         self.decode_in_thread_bytes = decode_in_thread_bytes
+        # Large bodies are decoded one at a time in a thread of their own: building their
+        # records holds the GIL, and every such thread more is one more the event loop
+        # waits behind for each small request's step.
+        self._large_lane: ThreadPoolExecutor | None = None
         self.spans_consumer = spans_consumer
         self.budget = budget
         self._reject = getattr(logs_consumer, "reject_records", None)
@@ -140,7 +146,12 @@ class ExportHandler:
         """:meth:`decode_logs`, in a worker thread when the body is large."""
         threshold = self.decode_in_thread_bytes
         if threshold and len(body) >= threshold:
-            return await asyncio.to_thread(self.decode_logs, body, json=json)
+            if self._large_lane is None:
+                self._large_lane = ThreadPoolExecutor(1, thread_name_prefix="otlp-large-decode")
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._large_lane, functools.partial(self.decode_logs, body, json=json)
+            )
         return self.decode_logs(body, json=json)
 
     async def export_logs(
