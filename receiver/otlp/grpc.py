@@ -110,7 +110,7 @@ class _Services:
                     # (alone) instead of being pushed back for ever.
                     reservation.add(min(int(len(body) * self.factor), handler.budget.limit_bytes))
                     if signal == "logs":
-                        decoded = await handler.decode_logs_off_loop(body)
+                        decoded = await handler.decode_logs_off_loop(body, writer=writer)
                         del body
                         rejected, message = await handler.export_logs(decoded, writer)
                         payload = logs_success(rejected, message, json=False)

@@ -305,5 +305,5 @@ def test_large_calls_cannot_take_every_call_slot() -> None:
     from receiver.limits import LimitsConfig
 
     LimitsConfig(max_concurrent_grpc_calls=4, max_concurrent_large_grpc_calls=3).validate()
-    with pytest.raises(ValueError, match="max_concurrent_large_grpc_calls: .*below"):
+    with pytest.raises(ValueError, match=r"max_concurrent_large_grpc_calls: .*below"):
         LimitsConfig(max_concurrent_grpc_calls=4, max_concurrent_large_grpc_calls=4).validate()
