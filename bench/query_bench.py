@@ -628,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\ndata: {meta['events']:,} events, {meta['spans']:,} spans in "
         f"{EVENTS_ALIAS}/{SPANS_ALIAS} (loaded in {meta['load_s']} s); {args.iterations} "
-        "requests per row, sequential, HTTP + bearer auth\n"
+        f"requests per row, sequential, {'HTTPS' if args.edge else 'HTTP'} + bearer auth\n"
     )
     modes: list[tuple[str, bool, tuple[str, ...], bool]] = [
         ("query audit ON (in-process consumer, durable before the answer)", True, ("*",), False),
