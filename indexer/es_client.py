@@ -107,22 +107,30 @@ ROLES: Mapping[str, Mapping[str, Any]] = {
             }
         ],
     },
-    # `otel-audit lifecycle`: reads what it archives, records its steps, deletes the hot
-    # indices it has archived and verified (past retention, not on legal hold).
+    # `otel-audit lifecycle` and `otel-audit restore`: reads what it archives (refreshing
+    # first, so that counts see every write), deletes the hot indices it has archived and
+    # verified (past retention, not on legal hold), restores archived days (creates their
+    # events again), and keeps its lease and its signed step records in audit-lifecycle
+    # (the lease is renewed in place and deleted when a run ends; a record is rewritten
+    # when a step is retried).
     "otel_audit_lifecycle": {
         "cluster": ["monitor"],
         "indices": [
             {
                 "names": ["audit-events*", "audit-spans*", "audit-rejected-*", "audit-blocks"],
-                "privileges": ["read", "view_index_metadata"],
+                "privileges": ["read", "view_index_metadata", "maintenance"],
             },
             {
                 "names": ["audit-events-*", "audit-spans-*", "audit-rejected-*"],
                 "privileges": ["delete_index"],
             },
             {
+                "names": ["audit-events-*"],
+                "privileges": ["create_doc", "auto_configure"],
+            },
+            {
                 "names": ["audit-lifecycle"],
-                "privileges": ["create_doc", "create_index", "read", "view_index_metadata"],
+                "privileges": ["create_index", "index", "delete", "read", "view_index_metadata"],
             },
         ],
     },

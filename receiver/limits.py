@@ -29,6 +29,11 @@ class LimitsConfig:
     max_concurrent_grpc_calls: int = 32
     """gRPC calls in progress at once; more are refused with RESOURCE_EXHAUSTED before
     their message is read."""
+    max_concurrent_large_grpc_calls: int = 2
+    """Of those, calls whose message is at least ``decode_in_thread_bytes`` held at once;
+    more are refused with RESOURCE_EXHAUSTED as soon as their message is read, so the rest
+    of ``max_concurrent_grpc_calls`` stays open to small calls during a burst of large ones
+    (must be below ``max_concurrent_grpc_calls``)."""
     grpc_window_autotune: bool = False
     """Let gRPC grow each call's HTTP/2 flow-control window (BDP probing): faster single
     calls over long round trips, but gRPC then buffers megabytes of calls that wait for a
@@ -38,15 +43,21 @@ class LimitsConfig:
     inflate_in_thread_bytes: int = 1024 * 1024
     """Compressed bodies at least this large are inflated off the event loop."""
     decode_in_thread_bytes: int = 1024 * 1024
-    """Bodies at least this large are decoded in a worker thread (the native decoder
-    parses without the GIL), so a burst of large requests does not hold up small ones
-    (0 = always on the event loop)."""
+    """Bodies at least this large are decoded in a worker thread, one at a time (the
+    native decoder parses without the GIL, but building the records holds it), so a burst
+    of large requests does not hold up small ones (0 = always on the event loop)."""
 
     def validate(self) -> None:
         if self.decoded_bytes_per_wire_byte < 0:
             raise ValueError("decoded_bytes_per_wire_byte: must not be negative")
         if self.max_concurrent_grpc_calls < 1:
             raise ValueError("max_concurrent_grpc_calls: must be at least 1")
+        if not 1 <= self.max_concurrent_large_grpc_calls < self.max_concurrent_grpc_calls:
+            raise ValueError(
+                "max_concurrent_large_grpc_calls: must be at least 1 and below "
+                f"max_concurrent_grpc_calls ({self.max_concurrent_grpc_calls}), so that small "
+                "calls always find a slot"
+            )
         for key in ("http_body_timeout_s", "http_idle_timeout_s", "grpc_idle_timeout_s"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key}: must be positive")

@@ -19,6 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -180,9 +181,56 @@ struct ResourceFieldPlan {
     rank: u16,
 }
 
-/// A schema's settings, read once from the dict `receiver.ingest.prepare._plan_settings` builds.
+/// A schema's settings, read once from the dict `receiver.ingest.prepare._plan_settings`
+/// builds, and for one writer (`Plan.with_writer`) what it may send and its stored object.
 #[pyclass(frozen, module = "otel_audit_native")]
 pub struct Plan {
+    schema: Arc<SchemaPlan>,
+    writer: Option<WriterRule>,
+}
+
+impl std::ops::Deref for Plan {
+    type Target = SchemaPlan;
+
+    fn deref(&self) -> &SchemaPlan {
+        &self.schema
+    }
+}
+
+/// One writer's allowance (`receiver.identity.Writer.refusal`) and the member that stores
+/// it. A record outside the allowance is not prepared: Python refuses it, with its reason.
+struct WriterRule {
+    /// `,"<writer field>":{...}`, the last member of every document (it sorts last).
+    member: Vec<u8>,
+    /// The `service.name` values it may send; None: any.
+    services: Option<HashSet<Vec<u8>>>,
+    /// The tenants it may send, the empty one standing for "no tenant"; None: any.
+    tenants: Option<HashSet<Vec<u8>>>,
+    /// The layout rank of the stored service name (the resource's share of the document
+    /// holds it by rank) and the index of the tenant field in `fields`.
+    service_rank: u16,
+    tenant_field: usize,
+}
+
+impl WriterRule {
+    /// `Writer.refusal(service, tenant) is None`, for the stored values of a prepared record
+    /// (neither is ever an empty string: an empty value is not stored, or not prepared).
+    fn allows(&self, service: Option<&[u8]>, tenant: Option<&[u8]>) -> bool {
+        let service_ok = match (&self.services, service) {
+            (None, _) => true,
+            (Some(allowed), Some(name)) => allowed.contains(name),
+            (Some(_), None) => false,
+        };
+        service_ok
+            && self
+                .tenants
+                .as_ref()
+                .is_none_or(|allowed| allowed.contains(tenant.unwrap_or_default()))
+    }
+}
+
+/// The settings of a [`Plan`] that come from the schema, shared by every writer's plan.
+pub struct SchemaPlan {
     version: String,
     index_prefix: String,
     leaf: bool,
@@ -714,7 +762,7 @@ impl Plan {
             .filter(|f| f.required == Required::ResourceCategories)
             .map(|f| f.attribute.clone())
             .collect();
-        Ok(Plan {
+        let schema = SchemaPlan {
             version: text(settings, "version")?,
             index_prefix: text(settings, "index_prefix")?,
             leaf,
@@ -752,6 +800,55 @@ impl Plan {
             max_scope_name_bytes: limit("scope_name")?,
             max_scope_version_bytes: limit("scope_version")?,
             layout,
+        };
+        Ok(Plan {
+            schema: Arc::new(schema),
+            writer: None,
+        })
+    }
+
+    /// This plan for one writer: records outside its allowance are not prepared (Python
+    /// refuses them with the reason), and the others' documents end with `member`
+    /// (`,"writer":{...}`, sorted JSON), their leaf hashed over it. `services` / `tenants`
+    /// None allow any; an empty tenant in `tenants` allows records without one.
+    /// `service_attribute` and `tenant_attribute` name the resource field and the field
+    /// the allowance reads.
+    #[pyo3(signature = (member, services, tenants, service_attribute, tenant_attribute))]
+    fn with_writer(
+        &self,
+        member: Vec<u8>,
+        services: Option<Vec<Vec<u8>>>,
+        tenants: Option<Vec<Vec<u8>>>,
+        service_attribute: &str,
+        tenant_attribute: &str,
+    ) -> PyResult<Plan> {
+        let service_rank = self
+            .resource_fields
+            .iter()
+            .find(|rf| rf.attribute == service_attribute.as_bytes())
+            .map(|rf| rf.rank)
+            .ok_or_else(|| {
+                PyValueError::new_err(format!("no resource field {service_attribute}"))
+            })?;
+        let tenant_field = self
+            .fields
+            .iter()
+            .position(|f| f.attribute == tenant_attribute.as_bytes())
+            .ok_or_else(|| PyValueError::new_err(format!("no field {tenant_attribute}")))?;
+        if !member.is_empty() && (member[0] != b',' || member.last() != Some(&b'}')) {
+            return Err(PyValueError::new_err(
+                "the writer member must be ',\"name\":{...}'",
+            ));
+        }
+        Ok(Plan {
+            schema: Arc::clone(&self.schema),
+            writer: Some(WriterRule {
+                member,
+                services: services.map(|v| v.into_iter().collect()),
+                tenants: tenants.map(|v| v.into_iter().collect()),
+                service_rank,
+                tenant_field,
+            }),
         })
     }
 
@@ -1012,6 +1109,16 @@ pub fn prepare<'py>(
     let matched = match_fields(plan, &attrs);
     if !valid_fields(py, plan, &attrs, &matched)? {
         return Ok(None);
+    }
+    if let Some(rule) = &plan.writer {
+        let service = resource
+            .placed
+            .iter()
+            .find(|(rank, _)| *rank == rule.service_rank)
+            .map(|(_, value)| *value);
+        if !rule.allows(service, as_str(matched.fields[rule.tenant_field])) {
+            return Ok(None);
+        }
     }
     let Ok(prepared) = build(plan, resource, lr, ctx, &attrs, &matched) else {
         return Ok(None);
@@ -1322,6 +1429,14 @@ fn build<'a>(
     encoded.extend_from_slice(b"}}\n");
     let source_at = encoded.len();
     lay.write(&mut doc, &mut encoded)?;
+    if let Some(rule) = plan.writer.as_ref().filter(|r| !r.member.is_empty()) {
+        // The writer's member sorts after every field the schema writes: the last one.
+        if encoded.pop() != Some(b'}') {
+            return Err(Fallback);
+        }
+        encoded.extend_from_slice(&rule.member);
+        encoded.push(b'}');
+    }
     let leaf = plan.leaf.then(|| {
         let mut hasher = Sha256::new();
         hasher.update([0u8]);

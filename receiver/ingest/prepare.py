@@ -25,8 +25,9 @@ Documents are serialized with sorted keys: those bytes are the leaf's RFC 8785 f
 
 The authenticated writer of a request (:mod:`receiver.identity`) is stored in every
 document as the top-level object ``writer`` (``{"auth": ..., "id": ...}``, plain ASCII
-from the configuration). It sorts after every top-level field the schema writes, so
-:func:`stamp_writer` appends it to a prepared document's bytes and hashes the leaf again,
+from the configuration). It sorts after every top-level field the schema writes, so the
+native decoder, given the writer's own plan (``Plan.with_writer``, see
+:mod:`receiver.otlp.export`), appends it to a prepared document before hashing the leaf,
 and :func:`prepare_in_python` adds it to the document it builds: both give the same bytes.
 No record attribute can reach it: attributes are stored below ``audit.*``.
 """

@@ -104,6 +104,10 @@ class DecodedLogs:
     rejected: list[LogRecordData] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     """One reason per rejected record, same order."""
+    writer_plan: Any = None
+    """The writer whose plan prepared the records (see
+    :meth:`receiver.otlp.export.ExportHandler.decode_logs`): each prepared record is
+    within its allowance and its document already holds it."""
 
     @property
     def total(self) -> int:

@@ -20,15 +20,23 @@ Optional consumer methods, looked up at run time (a plain ``LogsConsumer`` works
 With a :class:`~receiver.identity.Writer` (the servers authenticate every request first),
 the records outside the writer's allowance are rejected on their own (partial success,
 dead letter with rule ``writer_not_allowed``), the writer's rate bucket is charged, and
-every stored document gets the ``writer`` object: the prepared ones here, the others where
+every stored document gets the ``writer`` object. A request is decoded with the writer's
+own native plan (``Plan.with_writer``, made once per writer): the extension prepares only
+the records within the allowance, and writes the ``writer`` object into their documents
+before their leaf is hashed, so neither costs Python anything per record. The records it
+leaves unprepared are judged here and built where
 :func:`receiver.ingest.prepare.prepare_in_python` builds them (it reads
-:data:`~receiver.identity.CURRENT_WRITER`, set while the consumer runs).
+:data:`~receiver.identity.CURRENT_WRITER`, set while the consumer runs). Without that
+plan (an older extension), the prepared records' stored values are read back and the
+writer appended to their bytes here (:func:`~receiver.identity.stamp_writer`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from otel_audit.record import LogRecordData
@@ -36,7 +44,7 @@ from otel_audit.schema import load_schema
 from otel_audit.span_record import SpanData
 from otel_audit.validate import Violation
 from receiver.errors import Unavailable
-from receiver.identity import CURRENT_WRITER, StoredFields, Writer, stamp_writer
+from receiver.identity import CURRENT_WRITER, WRITER_FIELD, StoredFields, Writer, stamp_writer
 from receiver.metrics import RECORDS_ACCEPTED, RECORDS_RECEIVED, RECORDS_REJECTED
 from receiver.otlp.decode import DecodedLogs, decode_logs_json, decode_logs_protobuf
 from receiver.otlp.decode_traces import DecodedSpans
@@ -52,6 +60,8 @@ _LOGS_RECEIVED = RECORDS_RECEIVED.labels(signal="logs")
 _LOGS_INVALID_ID = RECORDS_REJECTED.labels(signal="logs", reason="invalid_id")
 _LOGS_WRITER = RECORDS_REJECTED.labels(signal="logs", reason="writer_not_allowed")
 _TENANT_ATTRIBUTE = "audit.tenant.id"
+_WRITER_KEY = b',"' + WRITER_FIELD.encode() + b'":'
+_MAX_WRITER_PLANS = 1024
 _SERVICE_ATTRIBUTE = "service.name"
 _SPANS_ACCEPTED = RECORDS_ACCEPTED.labels(signal="traces")
 _SPANS_RECEIVED = RECORDS_RECEIVED.labels(signal="traces")
@@ -84,6 +94,11 @@ class ExportHandler:
     ) -> None:
         self.logs_consumer = logs_consumer
         self.decode_in_thread_bytes = decode_in_thread_bytes
+        # Large bodies are decoded one at a time in a thread of their own: building their
+        # records holds the GIL, and every such thread more is one more the event loop
+        # waits behind for each small request's step.
+        self._large_lane: ThreadPoolExecutor | None = None
+        self._writer_plans: dict[int, tuple[Writer, Any]] = {}
         self.spans_consumer = spans_consumer
         self.budget = budget
         self._reject = getattr(logs_consumer, "reject_records", None)
@@ -129,19 +144,60 @@ class ExportHandler:
             return False
         return True
 
-    def decode_logs(self, body: bytes, *, json: bool = False) -> DecodedLogs:
+    def decode_logs(
+        self, body: bytes, *, json: bool = False, writer: Writer | None = None
+    ) -> DecodedLogs:
         """Decode a logs request. Protobuf records that the consumer's ``native_plan``
-        (optional attribute; see :mod:`receiver.ingest.prepare`) covers carry their write."""
+        (optional attribute; see :mod:`receiver.ingest.prepare`) covers carry their write;
+        with a ``writer`` that has an allowance or is stored, the plan is the writer's own:
+        only the records within its allowance are prepared, with the writer in them."""
         if json:
             return decode_logs_json(body)
-        return decode_logs_protobuf(body, self._plan)
+        plan = self._writer_plan(writer)
+        decoded = decode_logs_protobuf(body, plan)
+        if plan is not None and plan is not self._plan:
+            decoded.writer_plan = writer
+        return decoded
 
-    async def decode_logs_off_loop(self, body: bytes, *, json: bool = False) -> DecodedLogs:
-        """:meth:`decode_logs`, in a worker thread when the body is large."""
+    async def decode_logs_off_loop(
+        self, body: bytes, *, json: bool = False, writer: Writer | None = None
+    ) -> DecodedLogs:
+        """:meth:`decode_logs`, in a worker thread of its own when the body is large."""
         threshold = self.decode_in_thread_bytes
         if threshold and len(body) >= threshold:
-            return await asyncio.to_thread(self.decode_logs, body, json=json)
-        return self.decode_logs(body, json=json)
+            if self._large_lane is None:
+                self._large_lane = ThreadPoolExecutor(1, thread_name_prefix="otlp-large-decode")
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._large_lane,
+                functools.partial(self.decode_logs, body, json=json, writer=writer),
+            )
+        return self.decode_logs(body, json=json, writer=writer)
+
+    def _writer_plan(self, writer: Writer | None) -> Any:
+        """The native plan for ``writer``'s requests: made once per writer, holding its
+        allowance and its stored object, so neither is read nor written per record in
+        Python (the consumer's own plan when there is nothing to check or store)."""
+        plan = self._plan
+        if plan is None or writer is None or (writer.stamp is None and writer.unrestricted):
+            return plan
+        cached = self._writer_plans.get(id(writer))
+        if cached is not None and cached[0] is writer:
+            return cached[1]
+        with_writer = getattr(plan, "with_writer", None)
+        if with_writer is None:
+            return plan
+        own = with_writer(
+            _WRITER_KEY + writer.stamp if writer.stamp is not None else b"",
+            None if writer.any_service else sorted(s.encode() for s in writer.services),
+            None if writer.any_tenant else sorted(t.encode() for t in writer.tenants or ("",)),
+            _SERVICE_ATTRIBUTE,
+            _TENANT_ATTRIBUTE,
+        )
+        if len(self._writer_plans) >= _MAX_WRITER_PLANS:
+            self._writer_plans.clear()
+        self._writer_plans[id(writer)] = (writer, own)
+        return own
 
     async def export_logs(
         self, decoded: DecodedLogs, writer: Writer | None = None
@@ -154,7 +210,9 @@ class ExportHandler:
         if writer is not None:
             writer.charge(decoded.total)
             if records and (writer.stamp is not None or not writer.unrestricted):
-                records, refused, refusals = self._apply_writer(records, writer)
+                records, refused, refusals = self._apply_writer(
+                    records, writer, decoded.writer_plan is writer
+                )
         if records:
             token = CURRENT_WRITER.set(writer)
             try:
@@ -180,10 +238,12 @@ class ExportHandler:
         return rejected, "; ".join(messages)
 
     def _apply_writer(
-        self, records: list[LogRecordData], writer: Writer
+        self, records: list[LogRecordData], writer: Writer, prepared_for_writer: bool = False
     ) -> tuple[list[LogRecordData], list[LogRecordData], list[str]]:
         """(records to store, records refused, one reason each); the prepared records to
-        store carry the writer."""
+        store carry the writer. With ``prepared_for_writer`` (decoded with the writer's
+        plan) the prepared records are already within the allowance and hold the writer:
+        only the others are looked at."""
         keep: list[LogRecordData] = []
         refused: list[LogRecordData] = []
         reasons: list[str] = []
@@ -193,6 +253,9 @@ class ExportHandler:
         decided: dict[tuple[Any, Any], str | None] = {}  # few distinct pairs per request
         for record in records:
             prepared = record.prepared
+            if prepared_for_writer and prepared is not None:
+                keep.append(record)
+                continue
             if check:
                 if prepared is not None:
                     service, tenant = read_stored(prepared)

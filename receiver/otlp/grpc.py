@@ -12,6 +12,11 @@ its message size times ``1 + limits.decoded_bytes_per_wire_byte`` before it is d
 gRPC holds a whole message before the handler runs, so the server takes at most
 ``limits.max_concurrent_grpc_calls`` calls at once (more get RESOURCE_EXHAUSTED before
 their message is read); idle connections are closed after ``limits.grpc_idle_timeout_s``.
+Large calls (a message of at least ``limits.decode_in_thread_bytes``) are a size class of
+their own: at most ``limits.max_concurrent_large_grpc_calls`` are held at once, more are
+refused as soon as their message is read, and they are decoded one at a time off the event
+loop, so a burst of them neither takes every call slot nor the event loop from the small
+calls of a normal exporter.
 The HTTP/2 flow-control window stays at its initial 64 KiB per call unless
 ``limits.grpc_window_autotune``: with the window grown by BDP probing, gRPC took in
 megabytes of every call waiting for a slot or about to be refused (a burst of 100 calls
@@ -27,7 +32,7 @@ from typing import Any
 import grpc
 
 from receiver import metrics
-from receiver.errors import ReceiverError, RetryableError
+from receiver.errors import Overloaded, ReceiverError, RetryableError
 from receiver.identity import Writer, WriterRegistry, WritersConfig, header_value
 from receiver.limits import LimitsConfig
 from receiver.otlp.decode_traces import decode_traces_protobuf
@@ -64,6 +69,9 @@ class _Services:
         self.handler = handler
         self.registry = registry
         self.factor = 1.0 + limits.decoded_bytes_per_wire_byte
+        self.large_bytes = limits.decode_in_thread_bytes or LimitsConfig().decode_in_thread_bytes
+        self.max_large = limits.max_concurrent_large_grpc_calls
+        self.large = 0
 
     def _writer(self, context: grpc.aio.ServicerContext[Any, Any]) -> Writer | None:
         registry = self.registry
@@ -88,14 +96,21 @@ class _Services:
         handler = self.handler
         try:
             writer = self._writer(context)
+            large = len(body) >= self.large_bytes
+            if large and self.large >= self.max_large:
+                raise Overloaded(
+                    f"receiver is busy: {self.large} large calls in progress; retry later",
+                    handler.budget.retry_after_s,
+                )
             handler.begin()
+            self.large += int(large)
             try:
                 with handler.budget.reserve() as reservation:
                     # At most the whole budget: a request of the maximum size still runs
                     # (alone) instead of being pushed back for ever.
                     reservation.add(min(int(len(body) * self.factor), handler.budget.limit_bytes))
                     if signal == "logs":
-                        decoded = await handler.decode_logs_off_loop(body)
+                        decoded = await handler.decode_logs_off_loop(body, writer=writer)
                         del body
                         rejected, message = await handler.export_logs(decoded, writer)
                         payload = logs_success(rejected, message, json=False)
@@ -105,6 +120,7 @@ class _Services:
                         rejected, message = await handler.export_spans(spans)
                         payload = traces_success(rejected, message, json=False)
             finally:
+                self.large -= int(large)
                 handler.end()
         except Exception as exc:
             answer = grpc_error(exc)

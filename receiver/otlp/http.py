@@ -216,7 +216,9 @@ class _OtlpRoutes:
                     room = handler.budget.limit_bytes - reservation.held_bytes
                     reservation.add(max(0, min(int(len(body) * self.factor), room)))
                     if signal == "logs":
-                        decoded = await handler.decode_logs_off_loop(body, json=is_json)
+                        decoded = await handler.decode_logs_off_loop(
+                            body, json=is_json, writer=writer
+                        )
                         del body
                         rejected, message = await handler.export_logs(decoded, writer)
                         payload = logs_success(rejected, message, json=is_json)

@@ -18,30 +18,57 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from elasticsearch import Elasticsearch
 
-from indexer.es_client import ROLES, EsConnection, async_client
+from indexer.es_client import ROLES, EsConnection, async_client, sync_client
+from indexer.lifecycle.archive import list_days
+from indexer.lifecycle.restore import restore_days
+from indexer.lifecycle.verify_archive import verify_archive
 from indexer.local_es import LocalElasticsearch
 from indexer.local_es.security import LocalUser, ensure_security_files
+from indexer.local_es.state import wipe_project_state
+from indexer.local_s3 import LocalS3, LocalS3Config
 from indexer.query.api import start_query_api
 from indexer.query.auth import hash_token
 from indexer.query.config import QueryConfig, TokenEntry
 from otel_audit.cli import main
-from otel_audit.integrity import generate_private_key, write_key_pair
+from otel_audit.integrity import Keyring, generate_private_key, write_key_pair
+from receiver.config import load_config
 from receiver.ingest.consumer import IngestConsumer, IngestSettings
 from receiver.ingest.spool import Spool
+from receiver.lifecycle import cold_store_of
 from receiver.sealing.sealer import Sealer
 from tests.receiver.conftest import audit_record
 from tests.support.integrity_harness import integrity_config
+from tests.support.lifecycle_harness import (
+    Clock,
+    Ingest,
+    day_name,
+    day_start_ms,
+    free_port,
+    lifecycle_events,
+    records_on,
+    run,
+    runner,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
-PASSWORDS = {name: f"pw-{name}-0123456789" for name in ROLES}
+# The lifecycle's role without its one destructive privilege.
+NO_DELETE = "lifecycle_without_delete"
+NO_DELETE_ROLE = json.loads(json.dumps(ROLES["otel_audit_lifecycle"]))  # a deep copy
+NO_DELETE_ROLE["indices"] = [
+    i for i in NO_DELETE_ROLE["indices"] if "delete_index" not in i["privileges"]
+]
+PASSWORDS = {name: f"pw-{name}-0123456789" for name in (*ROLES, NO_DELETE)}
 WRONG = "not-the-password-0123456789"
 KEY = generate_private_key()
 READER_TOKEN = "secured-reader-token-0123456789"
@@ -49,8 +76,9 @@ READER_TOKEN = "secured-reader-token-0123456789"
 
 @pytest.fixture(scope="module")
 def secured(secure_es: LocalElasticsearch) -> Iterator[dict[str, Any]]:
-    users = [LocalUser(name, PASSWORDS[name], (name,)) for name in ROLES]
-    secure_es.add_users(users, roles={k: dict(v) for k, v in ROLES.items()})
+    users = [LocalUser(name, PASSWORDS[name], (name,)) for name in (*ROLES, NO_DELETE)]
+    roles = {k: dict(v) for k, v in ROLES.items()}
+    secure_es.add_users(users, roles={**roles, NO_DELETE: NO_DELETE_ROLE})
     admin = Elasticsearch(**secure_es.client_options(), request_timeout=30)
     other_ca = ensure_security_files(Path(tempfile.mkdtemp(prefix="otel-audit-other-ca-")))
     try:
@@ -297,3 +325,112 @@ def test_wrong_ca_password_or_key_fail_clearly_and_lose_nothing(
     # Restarted with the right password: the spool drains into Elasticsearch.
     asyncio.run(write(_conn(secured, "otel_audit_writer"), []))
     assert _count(admin, ids) == 25
+
+
+@pytest.fixture(scope="module")
+def secured_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
+    """The real S3 server (s3proxy) the lifecycle archives to."""
+    base = LocalS3Config.from_env()
+    config = LocalS3Config(
+        url=f"http://127.0.0.1:{free_port()}",
+        cache_dir=base.cache_dir,
+        data_dir=tmp_path_factory.mktemp("secured-s3"),
+    )
+    with LocalS3(config=config) as server:
+        yield server
+
+
+def _as(path: Path, conn: EsConnection, name: str) -> Path:
+    """A copy of the receiver config at ``path`` that connects as ``conn``."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data.update(
+        es_url=conn.url,
+        es_username=conn.username,
+        es_password=conn.password,
+        es_ca_file=conn.ca_file,
+    )
+    out = path.with_name(name)
+    out.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return out
+
+
+def test_lifecycle_archives_deletes_and_restores_as_the_lifecycle_role(
+    secured: dict[str, Any], secured_s3: LocalS3, tmp_path: Path
+) -> None:
+    admin: Elasticsearch = secured["admin"]
+    wipe_project_state(admin)
+    installed = _cli(_conn(secured, "otel_audit_setup"), "templates", "install", "--json")
+    assert installed.returncode == 0, installed.stderr
+    base = write_config(tmp_path, secured["url"], secured_s3)
+    writer = load_config(_as(base, _conn(secured, "otel_audit_writer"), "writer.yaml"))
+    lifecycle = _as(base, _conn(secured, "otel_audit_lifecycle"), "lifecycle.yaml")
+    partial = _as(base, _conn(secured, NO_DELETE), "no-delete.yaml")
+    old, middle = day_start_ms(100), day_start_ms(40)
+    indices = [f"audit-events-{day_name(d)}" for d in (old, middle)]
+    store = cold_store_of(writer)
+    clock = Clock()
+
+    with Ingest(writer) as ingest:
+        ingest.store(records_on(old, 60) + records_on(middle, 40))
+        ingest.seal()
+        ring = Keyring.from_paths([tmp_path / "integrity-state" / "keys"])
+        # Without delete_index: the days are archived, their deletion is refused with the
+        # privilege and the user named, and the hot indices stay.
+        refused = runner(partial, ingest.record, clock).run()
+        assert not refused.ok
+        why = " ".join(refused.errors)
+        assert "403" in why and "delete_index" in why and NO_DELETE in why, refused.errors
+        assert all(admin.indices.exists(index=i) for i in indices)
+        assert list_days(store) == [day_name(old), day_name(middle)]
+        # hot_days 30: the lifecycle role deletes the archived days' hot indices.
+        first = run(runner(lifecycle, ingest.record, clock))
+        ingest.seal()
+        assert {d.day: d.action for d in first.days if d.action != "keep"} == {
+            day_name(old): "index_delete",
+            day_name(middle): "index_delete",
+        }
+        assert not any(admin.indices.exists(index=i) for i in indices)
+        archived = verify_archive(store, ring)
+        assert archived.ok and [d.state for d in archived.days] == ["archived"] * 2, archived
+
+        # Restored by the same role for 60 days: the events are back in their index.
+        es = sync_client(_conn(secured, "otel_audit_lifecycle"), request_timeout=60)
+        try:
+            day = datetime.fromtimestamp(middle / 1000, UTC).date()
+            restored = restore_days(
+                es,
+                store,
+                ring,
+                first=day,
+                last=day,
+                keep_days=60,
+                now_ms=clock(),
+                record=ingest.record,
+                actor="auditor",
+            )
+        finally:
+            es.close()
+        assert restored.restored == {day_name(middle): 40}, restored.to_json_dict()
+        ingest.seal()
+    assert admin.count(index=indices[1])["count"] == 40
+
+    # 30 days later the oldest is past retention (130 > 120): its archive is purged by a
+    # signed record; the restored day is kept.
+    clock.advance_days(30)
+    with Ingest(writer) as ingest:
+        second = run(runner(lifecycle, ingest.record, clock))
+        ingest.seal()
+    assert {d.day: d.action for d in second.days if d.action != "keep"} == {day_name(old): "purge"}
+    purged = verify_archive(store, ring)
+    assert purged.ok, purged.to_json_dict()
+    assert {d.day: d.state for d in purged.days} == {
+        day_name(old): "purged",
+        day_name(middle): "archived",
+    }
+    steps = {(e["event"]["action"], e["audit"]["resource"]["id"]) for e in lifecycle_events(admin)}
+    assert {
+        ("audit_log.archive", day_name(old)),
+        ("audit_log.index_delete", indices[0]),
+        ("audit_log.index_delete", indices[1]),
+        ("audit_log.purge", day_name(old)),
+    } <= steps, steps

@@ -277,3 +277,85 @@ def test_stored_fields_read_back_what_the_document_holds(
     assert prepared, "the native decoder prepared none of the records"
     for p in prepared * 2:  # the second pass answers from the cache
         assert fields.read(p) == fields._parse(p) == (service, "acme")
+
+
+@pytest.mark.parametrize(
+    ("services", "tenants"),
+    [
+        (("billing",), ("acme",)),
+        (("billing", "auth"), ("",)),
+        (("*",), ("acme", "")),
+        (("auth",), ("*",)),
+    ],
+)
+def test_the_writers_own_plan_prepares_exactly_what_it_may_store(
+    services: tuple[str, ...], tenants: tuple[str, ...]
+) -> None:
+    """Decoded with the writer's plan, a record within the writer's allowance is prepared
+    with the writer in it, byte for byte as the Python path stores it; a record outside it
+    is left to Python, which refuses it with its reason."""
+    import asyncio
+
+    from receiver import native
+    from receiver.ingest.prepare import native_plan, prepare_in_python
+    from receiver.otlp.decode import decode_logs_protobuf
+    from receiver.otlp.export import ExportHandler
+    from receiver.otlp.inflight import ByteBudget
+
+    if native.module() is None:
+        pytest.fail(f"the native extension is not installed: {native.DESCRIPTION}")
+    schema = load_schema()
+    stored: list[Any] = []
+    base_plan = native_plan(schema, leaf=True)
+
+    class Consumer:
+        native_plan = base_plan
+
+        async def consume_logs(self, records: list[Any]) -> Any:
+            from receiver.pipeline import IngestResult
+
+            stored.extend(records)
+            return IngestResult(accepted=len(records), rejected=0)
+
+        async def reject_records(self, records: list[Any], reasons: list[Any]) -> None:
+            pass
+
+    handler = ExportHandler(Consumer(), None, ByteBudget(1 << 30))
+    request = _request("billing", 2, audit__tenant__id="acme")
+    for service, tenant in (("billing", None), ("auth", "acme"), ("auth", None), ("x", "y")):
+        extra = {"audit__tenant__id": tenant} if tenant else {}
+        request.resource_logs.extend(_request(service, 2, **extra).resource_logs)
+    request.resource_logs.extend(_request("billing", 1, audit__tenant__id="other").resource_logs)
+    body = request.SerializeToString()
+    writer = Writer("w-1", "mtls", services, tenants)
+    received_ns = time.time_ns()
+    plan = handler._writer_plan(writer)
+    assert plan is not base_plan and handler._writer_plan(writer) is plan
+    records = decode_logs_protobuf(body, plan, received_ns).records
+    assert len(records) == 11
+    allowed = 0
+    for record in records:
+        full = record.full() if hasattr(record, "full") else record
+        why = writer.refusal(
+            full.resource.get("service.name"), full.attributes.get("audit.tenant.id")
+        )
+        if why is not None:
+            assert record.prepared is None, why
+            continue
+        allowed += 1
+        assert record.prepared is not None
+        token = CURRENT_WRITER.set(writer)
+        try:
+            python = prepare_in_python(full, received_ns=received_ns, schema=schema, leaf=True)
+        finally:
+            CURRENT_WRITER.reset(token)
+        assert record.prepared == python
+    assert 0 < allowed < 11
+    decoded = handler.decode_logs(body, writer=writer)
+    assert decoded.writer_plan is writer
+    rejected, message = asyncio.run(handler.export_logs(decoded, writer))
+    assert (len(stored), rejected) == (allowed, 11 - allowed), message
+    assert all(
+        orjson.loads(r.prepared[2][r.prepared[3] :])["writer"] == {"auth": "mtls", "id": "w-1"}
+        for r in stored
+    )
