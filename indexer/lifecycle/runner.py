@@ -57,6 +57,7 @@ from indexer.lifecycle.archive import (
     HOT_DELETED,
     MANIFEST,
     PURGED,
+    DayReport,
     FastLeaves,
     day_key,
     day_of_index,
@@ -341,14 +342,7 @@ class LifecycleRunner:
         """Archive the day unless a verified archive of exactly its events exists; returns
         the manifest's SHA-256, or None (the action says why)."""
         if has_manifest:
-            report = verify_day(
-                self.store,
-                day,
-                self.keyring,
-                workdir=self._workdir(),
-                fast_extend=self.fast_extend,
-                fast_leaves=self.fast_leaves,
-            )
+            report = self._verify_archive(day)
             if report.ok and report.manifest is not None and report.events == action.events:
                 append_entry(self.store, self.key, day, report.manifest_sha256, self.wall_ms())
                 self._record_archived(day, report.manifest)
@@ -394,14 +388,7 @@ class LifecycleRunner:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self.progress(f"{day}: reading the archive back")
-        report = verify_day(
-            self.store,
-            day,
-            self.keyring,
-            workdir=self._workdir(),
-            fast_extend=self.fast_extend,
-            fast_leaves=self.fast_leaves,
-        )
+        report = self._verify_archive(day)
         if not report.ok or report.events != action.events:
             problems = "; ".join(f.message for f in report.findings[:5]) or (
                 f"{report.events} events archived, {action.events} in the index"
@@ -415,6 +402,17 @@ class LifecycleRunner:
         action.action = "archive"
         action.archive_bytes = self._archive_bytes(report.manifest)
         return report.manifest_sha256
+
+    def _verify_archive(self, day: str) -> DayReport:
+        """The archived day read back from the cold store and checked against its seals."""
+        return verify_day(
+            self.store,
+            day,
+            self.keyring,
+            workdir=self._workdir(),
+            fast_extend=self.fast_extend,
+            fast_leaves=self.fast_leaves,
+        )
 
     @staticmethod
     def _archive_bytes(manifest: dict[str, Any]) -> int:

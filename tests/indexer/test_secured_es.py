@@ -34,7 +34,7 @@ from indexer.lifecycle.verify_archive import verify_archive
 from indexer.local_es import LocalElasticsearch
 from indexer.local_es.security import LocalUser, ensure_security_files
 from indexer.local_es.state import wipe_project_state
-from indexer.local_s3 import LocalS3, LocalS3Config
+from indexer.local_s3 import LocalS3
 from indexer.query.api import start_query_api
 from indexer.query.auth import hash_token
 from indexer.query.config import QueryConfig, TokenEntry
@@ -52,8 +52,8 @@ from tests.support.lifecycle_harness import (
     Ingest,
     day_name,
     day_start_ms,
-    free_port,
     lifecycle_events,
+    local_s3,
     records_on,
     run,
     runner,
@@ -330,13 +330,7 @@ def test_wrong_ca_password_or_key_fail_clearly_and_lose_nothing(
 @pytest.fixture(scope="module")
 def secured_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
     """The real S3 server (s3proxy) the lifecycle archives to."""
-    base = LocalS3Config.from_env()
-    config = LocalS3Config(
-        url=f"http://127.0.0.1:{free_port()}",
-        cache_dir=base.cache_dir,
-        data_dir=tmp_path_factory.mktemp("secured-s3"),
-    )
-    with LocalS3(config=config) as server:
+    with local_s3(tmp_path_factory.mktemp("secured-s3")) as server:
         yield server
 
 

@@ -16,7 +16,7 @@ import yaml
 from elasticsearch import Elasticsearch
 
 from indexer.lifecycle.runner import LifecycleRunner, RunReport, StepHook
-from indexer.local_s3 import LocalS3
+from indexer.local_s3 import LocalS3, LocalS3Config
 from otel_audit.emit import event_id_at
 from otel_audit.record import LogRecordData
 from receiver.config import ReceiverConfig, load_config
@@ -32,6 +32,16 @@ def free_port() -> int:
     from tests.support.collector_build import free_port as outside_ephemeral
 
     return outside_ephemeral()
+
+
+def local_s3(data_dir: Path) -> LocalS3:
+    """The real S3 server (s3proxy) on a free port, storing under ``data_dir``; use it as a
+    context manager (it starts on enter and stops on exit)."""
+    base = LocalS3Config.from_env()
+    config = LocalS3Config(
+        url=f"http://127.0.0.1:{free_port()}", cache_dir=base.cache_dir, data_dir=data_dir
+    )
+    return LocalS3(config=config)
 
 
 def write_config(

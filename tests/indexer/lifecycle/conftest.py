@@ -9,21 +9,15 @@ from pathlib import Path
 import pytest
 from elasticsearch import Elasticsearch
 
-from indexer.local_s3 import LocalS3, LocalS3Config
+from indexer.local_s3 import LocalS3
 from indexer.templates import install_templates
-from tests.support.lifecycle_harness import free_port
+from tests.support.lifecycle_harness import local_s3
 
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
     """A local S3 server on a free port for the whole session."""
-    base = LocalS3Config.from_env()
-    config = LocalS3Config(
-        url=f"http://127.0.0.1:{free_port()}",
-        cache_dir=base.cache_dir,
-        data_dir=tmp_path_factory.mktemp("s3"),
-    )
-    with LocalS3(config=config) as server:
+    with local_s3(tmp_path_factory.mktemp("s3")) as server:
         yield server
 
 
