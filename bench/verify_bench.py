@@ -11,9 +11,11 @@ as the CLI does (every check on: signatures, chain, placement, read alias), and 
 events/s are printed next to the raw read rate of the same pages in the same run
 (target: at least 1.0 times). Two more figures:
 
-- ``range_verify``: ``otel-audit verify --from/--to`` over the first tenth of the events'
-  time span, in a child process; its peak RSS (largest of the verifier's processes) must
-  stay under 300 MB whatever the total stored.
+- ``range_verify``: ``otel-audit verify --from/--to`` over the first ``--range-events``
+  events (20,000; one a millisecond), in a child process; its peak RSS (largest of the
+  verifier's processes) must stay under 300 MB whatever the total stored.
+  ``--range-totals 200000,400000`` measures only that, once per total stored (each is
+  loaded in turn), so the RSS of one range size is compared across totals.
 - ``incremental_verify``: ``verify --since`` the checkpoint sealed 10,000 events before the
   newest one (target under 2 s on 1M events).
 
@@ -68,6 +70,7 @@ DATA_VERSION = 3
 CHAIN_ID = "bench-verify"
 TARGET_EVENTS_PER_S = 50_000
 BLOCK = 5000
+RANGE_EVENTS = 20_000
 
 
 def _work_dir() -> Path:
@@ -339,15 +342,17 @@ sys.exit(code)
 # reader processes (spawned, so they start small), not the loading pool's.
 
 
-def range_verify(es: Elasticsearch, url: str, work: Path) -> dict[str, Any]:
-    """``otel-audit verify --from/--to`` over a tenth of the span, in a child: peak RSS."""
+def range_verify(
+    es: Elasticsearch, url: str, work: Path, range_events: int = RANGE_EVENTS
+) -> dict[str, Any]:
+    """``otel-audit verify --from/--to`` over the first ``range_events`` events (one a
+    millisecond), in a child: peak RSS."""
     import subprocess
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
-    lo, hi = _time_span(es)
+    lo, _hi = _time_span(es)
     t0 = datetime.fromisoformat(lo.replace("Z", "+00:00"))
-    t1 = datetime.fromisoformat(hi.replace("Z", "+00:00"))
-    to = (t0 + (t1 - t0) / 10).isoformat().replace("+00:00", "Z")
+    to = (t0 + timedelta(milliseconds=range_events - 1)).isoformat().replace("+00:00", "Z")
     began = time.monotonic()
     proc = subprocess.run(
         [
@@ -382,6 +387,7 @@ def range_verify(es: Elasticsearch, url: str, work: Path) -> dict[str, Any]:
     out = orjson.loads(proc.stdout) if proc.stdout.strip().startswith(b"{") else {}
     summary = out.get("summary", {})
     return {
+        "total_events": es.count(index="audit-events-*")["count"],
         "from": lo,
         "to": to,
         "exit": proc.returncode,
@@ -421,8 +427,38 @@ def incremental_verify(
     }
 
 
+def range_by_total(
+    totals: list[int], range_events: int = RANGE_EVENTS, url: str | None = None
+) -> dict[str, Any]:
+    """Range-verify RSS for one range size at each total stored (loading each in turn)."""
+    url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
+    work = _work_dir()
+    work.mkdir(parents=True, exist_ok=True)
+    es = _client(url)
+    runs: list[dict[str, Any]] = []
+    try:
+        for total in totals:
+            load(es, total, work)
+            runs.append(range_verify(es, url, work, range_events))
+            print(f"range verify at {total:,}: {runs[-1]}", file=sys.stderr)
+    finally:
+        es.close()
+    first, last = runs[0], runs[-1]
+    return {
+        "range_events": range_events,
+        "range_verify_by_total": runs,
+        "verifier_rss_growth_mb": round(last["verifier_rss_mb"] - first["verifier_rss_mb"], 1),
+        "reader_rss_growth_mb": round(last["reader_rss_mb"] - first["reader_rss_mb"], 1),
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
 def run(
-    events: int, url: str | None = None, slices: int = 2, baseline: bool = True
+    events: int,
+    url: str | None = None,
+    slices: int = 2,
+    baseline: bool = True,
+    range_events: int = RANGE_EVENTS,
 ) -> dict[str, Any]:
     """Load (or reuse) ``events`` sealed events and time one full verify; the figures."""
     url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
@@ -456,7 +492,7 @@ def run(
                 progress=progress,
             ),
         )
-        ranged = range_verify(es, url, work)
+        ranged = range_verify(es, url, work, range_events)
         print(f"range verify: {ranged}", file=sys.stderr)
         incremental = incremental_verify(es, ring, store, min(10_000, events // 2))
         print(f"incremental verify: {incremental}", file=sys.stderr)
@@ -492,11 +528,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip timing the raw page reads first"
     )
+    parser.add_argument(
+        "--range-events",
+        type=int,
+        default=RANGE_EVENTS,
+        help="events in the --from/--to range verified (default 20,000)",
+    )
+    parser.add_argument(
+        "--range-totals",
+        metavar="N,N,...",
+        help="only the range verify, once per total stored (e.g. 200000,400000)",
+    )
     args = parser.parse_args(argv)
     events = 100_000 if args.quick else args.events
-    if events < 1:
-        parser.error("--events must be at least 1")
-    figures = run(events, slices=max(1, args.slices), baseline=not args.no_baseline)
+    if events < 1 or args.range_events < 1:
+        parser.error("--events and --range-events must be at least 1")
+    if args.range_totals:
+        try:
+            totals = [int(t) for t in args.range_totals.split(",")]
+        except ValueError:
+            parser.error(f"--range-totals {args.range_totals!r}: give sizes like 200000,400000")
+        if any(t < args.range_events for t in totals):
+            parser.error("each --range-totals size must hold --range-events events")
+        by_total = range_by_total(totals, args.range_events)
+        sys.stdout.write(orjson.dumps(by_total, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0 if all(r["exit"] == 0 for r in by_total["range_verify_by_total"]) else 1
+    figures = run(
+        events,
+        slices=max(1, args.slices),
+        baseline=not args.no_baseline,
+        range_events=args.range_events,
+    )
     if args.json:
         sys.stdout.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
