@@ -130,12 +130,14 @@ def _key(work: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _loaded(es: Elasticsearch, events: int) -> bool:
+def _loaded(es: Elasticsearch, events: int, block: int) -> bool:
     if not es.indices.exists(index=META_INDEX):
         return False
     meta = es.options(ignore_status=404).get(index=META_INDEX, id="load")
     src = meta.get("_source") if meta.get("found") else None
     if not src or src.get("version") != DATA_VERSION or src.get("events") != events:
+        return False
+    if src.get("block_events", BLOCK) != block:
         return False
     # The test fixtures wipe the project indices but leave this marker behind.
     if not es.indices.exists(index=BLOCKS_INDEX):
@@ -146,10 +148,11 @@ def _loaded(es: Elasticsearch, events: int) -> bool:
     return bool(have == events and blocks == src.get("blocks"))
 
 
-def load(es: Elasticsearch, events: int, work: Path) -> None:
-    """Make ``events`` sealed events in ``audit-events-*`` and ``audit-blocks``."""
+def load(es: Elasticsearch, events: int, work: Path, block: int = BLOCK) -> None:
+    """Make ``events`` sealed events in ``audit-events-*`` and ``audit-blocks``, ``block``
+    events a block."""
     key = _key(work)
-    if _loaded(es, events):
+    if _loaded(es, events, block):
         print(f"reusing loaded data: {events:,} sealed events", file=sys.stderr)
         return
     # One name at a time: a missing concrete name fails the whole request.
@@ -190,8 +193,8 @@ def load(es: Elasticsearch, events: int, work: Path) -> None:
             errors.append(str(resp.get("items", [])[:1]))
 
     def chunks() -> Iterator[tuple[int, int, int]]:
-        for first in range(0, events, BLOCK):
-            yield first, min(BLOCK, events - first), base_ns
+        for first in range(0, events, block):
+            yield first, min(block, events - first), base_ns
 
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(max(1, os.cpu_count() or 2)) as pool, ThreadPoolExecutor(3) as senders:
@@ -253,7 +256,12 @@ def load(es: Elasticsearch, events: int, work: Path) -> None:
     es.index(
         index=META_INDEX,
         id="load",
-        document={"version": DATA_VERSION, "events": events, "blocks": blocks},
+        document={
+            "version": DATA_VERSION,
+            "events": events,
+            "blocks": blocks,
+            "block_events": block,
+        },
         refresh=True,
     )
 
@@ -428,7 +436,10 @@ def incremental_verify(
 
 
 def range_by_total(
-    totals: list[int], range_events: int = RANGE_EVENTS, url: str | None = None
+    totals: list[int],
+    range_events: int = RANGE_EVENTS,
+    url: str | None = None,
+    block: int = BLOCK,
 ) -> dict[str, Any]:
     """Range-verify RSS for one range size at each total stored (loading each in turn)."""
     url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
@@ -438,7 +449,7 @@ def range_by_total(
     runs: list[dict[str, Any]] = []
     try:
         for total in totals:
-            load(es, total, work)
+            load(es, total, work, block)
             runs.append(range_verify(es, url, work, range_events))
             print(f"range verify at {total:,}: {runs[-1]}", file=sys.stderr)
     finally:
@@ -446,6 +457,7 @@ def range_by_total(
     first, last = runs[0], runs[-1]
     return {
         "range_events": range_events,
+        "block_events": block,
         "range_verify_by_total": runs,
         "verifier_rss_growth_mb": round(last["verifier_rss_mb"] - first["verifier_rss_mb"], 1),
         "reader_rss_growth_mb": round(last["reader_rss_mb"] - first["reader_rss_mb"], 1),
@@ -459,6 +471,7 @@ def run(
     slices: int = 2,
     baseline: bool = True,
     range_events: int = RANGE_EVENTS,
+    block: int = BLOCK,
 ) -> dict[str, Any]:
     """Load (or reuse) ``events`` sealed events and time one full verify; the figures."""
     url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
@@ -467,7 +480,7 @@ def run(
     es = _client(url)
     raw: list[dict[str, Any]] = []
     try:
-        load(es, events, work)
+        load(es, events, work, block)
         key = _key(work)
         if baseline:
             for n in sorted({1, slices}):
@@ -502,6 +515,7 @@ def run(
     best_raw = max((r["events_per_s"] for r in raw), default=0)
     return {
         "events": events,
+        "block_events": block,
         "events_checked": report.events_checked,
         "blocks_checked": report.blocks_checked,
         "findings": report.counts(),
@@ -535,14 +549,20 @@ def main(argv: list[str] | None = None) -> int:
         help="events in the --from/--to range verified (default 20,000)",
     )
     parser.add_argument(
+        "--block-events",
+        type=int,
+        default=BLOCK,
+        help="events a block when loading (5,000; a quiet receiver seals far fewer)",
+    )
+    parser.add_argument(
         "--range-totals",
         metavar="N,N,...",
         help="only the range verify, once per total stored (e.g. 200000,400000)",
     )
     args = parser.parse_args(argv)
     events = 100_000 if args.quick else args.events
-    if events < 1 or args.range_events < 1:
-        parser.error("--events and --range-events must be at least 1")
+    if min(events, args.range_events, args.block_events) < 1:
+        parser.error("--events, --range-events and --block-events must be at least 1")
     if args.range_totals:
         try:
             totals = [int(t) for t in args.range_totals.split(",")]
@@ -550,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--range-totals {args.range_totals!r}: give sizes like 200000,400000")
         if any(t < args.range_events for t in totals):
             parser.error("each --range-totals size must hold --range-events events")
-        by_total = range_by_total(totals, args.range_events)
+        by_total = range_by_total(totals, args.range_events, block=args.block_events)
         sys.stdout.write(orjson.dumps(by_total, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0 if all(r["exit"] == 0 for r in by_total["range_verify_by_total"]) else 1
     figures = run(
@@ -558,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         slices=max(1, args.slices),
         baseline=not args.no_baseline,
         range_events=args.range_events,
+        block=args.block_events,
     )
     if args.json:
         sys.stdout.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")
