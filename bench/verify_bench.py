@@ -435,6 +435,14 @@ def incremental_verify(
     }
 
 
+def _connect(url: str | None) -> tuple[str, Path, Elasticsearch]:
+    """The node's URL, this benchmark's work directory and a client."""
+    url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
+    work = _work_dir()
+    work.mkdir(parents=True, exist_ok=True)
+    return url, work, _client(url)
+
+
 def range_by_total(
     totals: list[int],
     range_events: int = RANGE_EVENTS,
@@ -442,10 +450,7 @@ def range_by_total(
     block: int = BLOCK,
 ) -> dict[str, Any]:
     """Range-verify RSS for one range size at each total stored (loading each in turn)."""
-    url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
-    work = _work_dir()
-    work.mkdir(parents=True, exist_ok=True)
-    es = _client(url)
+    url, work, es = _connect(url)
     runs: list[dict[str, Any]] = []
     try:
         for total in totals:
@@ -474,10 +479,7 @@ def run(
     block: int = BLOCK,
 ) -> dict[str, Any]:
     """Load (or reuse) ``events`` sealed events and time one full verify; the figures."""
-    url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
-    work = _work_dir()
-    work.mkdir(parents=True, exist_ok=True)
-    es = _client(url)
+    url, work, es = _connect(url)
     raw: list[dict[str, Any]] = []
     try:
         load(es, events, work, block)
