@@ -249,7 +249,7 @@ def iter_block_docs(
     query: Mapping[str, Any],
     *,
     sort: Sequence[Mapping[str, Any]] = CHAIN_ORDER,
-    page_size: int = 20,
+    page_size: int = 100,
     whole: Callable[[Mapping[str, Any]], bool] | None = None,
     light_page_size: int = 1000,
 ) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -259,8 +259,9 @@ def iter_block_docs(
 
     With ``whole``, records are listed without their :data:`PER_EVENT_FIELDS` (pages of
     ``light_page_size``) and only those ``whole(source)`` accepts are then read whole,
-    ``page_size`` at a time; the others are yielded with those fields empty. A verify of a
-    time range thus holds the per-event fields of the blocks of its range only.
+    ``page_size`` records or about :data:`WHOLE_BATCH_EVENTS` events a request; the others
+    are yielded with those fields empty. A verify of a time range thus holds the
+    per-event fields of the blocks of its range only.
     """
     try:
         pit = es.open_point_in_time(index=BLOCKS_INDEX, keep_alive="2m", ignore_unavailable=True)[
@@ -303,6 +304,8 @@ def iter_block_docs(
 
 
 _EMPTY: dict[str, list[str]] = {k: [] for k in PER_EVENT_FIELDS}
+WHOLE_BATCH_EVENTS = 20_000
+"""At most about this many events' fields are read whole in one request (one block more)."""
 
 
 def _whole_where(
@@ -311,18 +314,29 @@ def _whole_where(
     whole: Callable[[Mapping[str, Any]], bool],
     batch: int,
 ) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """The hits in order, the ones ``whole`` accepts read whole (``batch`` per ``mget``)."""
-    for start in range(0, len(hits), batch):
-        chunk = hits[start : start + batch]
-        ids = [h["_id"] for h in chunk if whole(h["_source"])]
+    """The hits in order, the ones ``whole`` accepts read whole: one ``mget`` per
+    ``batch`` records or :data:`WHOLE_BATCH_EVENTS` events (their ``leaf_count``)."""
+    start = 0
+    while start < len(hits):
+        ids: list[str] = []
+        events = 0
+        end = start
+        while end < len(hits) and len(ids) < batch and events < WHOLE_BATCH_EVENTS:
+            source = hits[end]["_source"]
+            if whole(source):
+                ids.append(hits[end]["_id"])
+                count = source.get("leaf_count")
+                events += count if isinstance(count, int) and count > 0 else 1
+            end += 1
         full: dict[str, Mapping[str, Any]] = {}
         if ids:
             for doc in es.mget(index=BLOCKS_INDEX, ids=ids)["docs"]:
                 if doc.get("found"):
                     full[doc["_id"]] = doc["_source"]
-        for h in chunk:
+        for h in hits[start:end]:
             src = full.pop(h["_id"], None)
             yield h["_id"], src if src is not None else {**h["_source"], **_EMPTY}
+        start = end
 
 
 def _str_list(value: object, name: str) -> tuple[str, ...]:
