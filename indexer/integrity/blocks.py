@@ -17,6 +17,10 @@ without any other state, none of it trusted on its own:
 
 Document ``_id`` is ``<chain id>:<sequence, 20 digits>`` written with ``op_type=create``,
 so a block is never overwritten and a retry after a crash answers 409.
+
+:func:`iter_block_docs` is the one reader of the index that pages (point in time and
+``search_after``, one page held at a time): verify, ``prove`` and the witness's
+consistency proofs use it.
 """
 
 from __future__ import annotations
