@@ -11,9 +11,11 @@ as the CLI does (every check on: signatures, chain, placement, read alias), and 
 events/s are printed next to the raw read rate of the same pages in the same run
 (target: at least 1.0 times). Two more figures:
 
-- ``range_verify``: ``otel-audit verify --from/--to`` over the first tenth of the events'
-  time span, in a child process; its peak RSS (largest of the verifier's processes) must
-  stay under 300 MB whatever the total stored.
+- ``range_verify``: ``otel-audit verify --from/--to`` over the first ``--range-events``
+  events (20,000; one a millisecond), in a child process; its peak RSS (largest of the
+  verifier's processes) must stay under 300 MB whatever the total stored.
+  ``--range-totals 200000,400000`` measures only that, once per total stored (each is
+  loaded in turn), so the RSS of one range size is compared across totals.
 - ``incremental_verify``: ``verify --since`` the checkpoint sealed 10,000 events before the
   newest one (target under 2 s on 1M events).
 
@@ -68,6 +70,7 @@ DATA_VERSION = 3
 CHAIN_ID = "bench-verify"
 TARGET_EVENTS_PER_S = 50_000
 BLOCK = 5000
+RANGE_EVENTS = 20_000
 
 
 def _work_dir() -> Path:
@@ -127,12 +130,14 @@ def _key(work: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _loaded(es: Elasticsearch, events: int) -> bool:
+def _loaded(es: Elasticsearch, events: int, block: int) -> bool:
     if not es.indices.exists(index=META_INDEX):
         return False
     meta = es.options(ignore_status=404).get(index=META_INDEX, id="load")
     src = meta.get("_source") if meta.get("found") else None
     if not src or src.get("version") != DATA_VERSION or src.get("events") != events:
+        return False
+    if src.get("block_events", BLOCK) != block:
         return False
     # The test fixtures wipe the project indices but leave this marker behind.
     if not es.indices.exists(index=BLOCKS_INDEX):
@@ -143,10 +148,11 @@ def _loaded(es: Elasticsearch, events: int) -> bool:
     return bool(have == events and blocks == src.get("blocks"))
 
 
-def load(es: Elasticsearch, events: int, work: Path) -> None:
-    """Make ``events`` sealed events in ``audit-events-*`` and ``audit-blocks``."""
+def load(es: Elasticsearch, events: int, work: Path, block: int = BLOCK) -> None:
+    """Make ``events`` sealed events in ``audit-events-*`` and ``audit-blocks``, ``block``
+    events a block."""
     key = _key(work)
-    if _loaded(es, events):
+    if _loaded(es, events, block):
         print(f"reusing loaded data: {events:,} sealed events", file=sys.stderr)
         return
     # One name at a time: a missing concrete name fails the whole request.
@@ -187,8 +193,8 @@ def load(es: Elasticsearch, events: int, work: Path) -> None:
             errors.append(str(resp.get("items", [])[:1]))
 
     def chunks() -> Iterator[tuple[int, int, int]]:
-        for first in range(0, events, BLOCK):
-            yield first, min(BLOCK, events - first), base_ns
+        for first in range(0, events, block):
+            yield first, min(block, events - first), base_ns
 
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(max(1, os.cpu_count() or 2)) as pool, ThreadPoolExecutor(3) as senders:
@@ -250,7 +256,12 @@ def load(es: Elasticsearch, events: int, work: Path) -> None:
     es.index(
         index=META_INDEX,
         id="load",
-        document={"version": DATA_VERSION, "events": events, "blocks": blocks},
+        document={
+            "version": DATA_VERSION,
+            "events": events,
+            "blocks": blocks,
+            "block_events": block,
+        },
         refresh=True,
     )
 
@@ -327,27 +338,54 @@ def _time_span(es: Elasticsearch) -> tuple[str, str]:
 
 
 _MEASURED_CLI = """
-import resource, sys
+import glob, sys, threading
+
+def hwm(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+readers = {}
+def watch():
+    while True:
+        for path in glob.glob("/proc/self/task/*/children"):
+            try:
+                pids = open(path).read().split()
+            except OSError:
+                continue
+            for pid in pids:
+                readers[pid] = max(readers.get(pid, 0), hwm(pid))
+        threading.Event().wait(0.2)
+
+threading.Thread(target=watch, daemon=True).start()
 from otel_audit.cli import main
 code = main(sys.argv[1:])
-own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-sys.stderr.write(f"peak_rss_kb {own} {workers}\\n")
+sys.stderr.write(f"peak_rss_kb {hwm('self')} {max(readers.values(), default=0)}\\n")
 sys.exit(code)
 """
 # The verify command in a fresh interpreter that reports its own peak RSS and that of its
-# reader processes (spawned, so they start small), not the loading pool's.
+# reader processes, each read from /proc (VmHWM, the peak since the process's exec).
+# Not getrusage's ru_maxrss: Linux carries it across fork and exec, so a child started
+# by a big process (this benchmark after its full verify, or the verifier for its
+# readers) would report its parent's size, not its own.
 
 
-def range_verify(es: Elasticsearch, url: str, work: Path) -> dict[str, Any]:
-    """``otel-audit verify --from/--to`` over a tenth of the span, in a child: peak RSS."""
+def range_verify(
+    es: Elasticsearch, url: str, work: Path, range_events: int = RANGE_EVENTS
+) -> dict[str, Any]:
+    """``otel-audit verify --from/--to`` over the first ``range_events`` events (one a
+    millisecond), in a child: peak RSS."""
     import subprocess
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
-    lo, hi = _time_span(es)
+    lo, _hi = _time_span(es)
     t0 = datetime.fromisoformat(lo.replace("Z", "+00:00"))
-    t1 = datetime.fromisoformat(hi.replace("Z", "+00:00"))
-    to = (t0 + (t1 - t0) / 10).isoformat().replace("+00:00", "Z")
+    to = (t0 + timedelta(milliseconds=range_events - 1)).isoformat().replace("+00:00", "Z")
     began = time.monotonic()
     proc = subprocess.run(
         [
@@ -382,6 +420,7 @@ def range_verify(es: Elasticsearch, url: str, work: Path) -> dict[str, Any]:
     out = orjson.loads(proc.stdout) if proc.stdout.strip().startswith(b"{") else {}
     summary = out.get("summary", {})
     return {
+        "total_events": es.count(index="audit-events-*")["count"],
         "from": lo,
         "to": to,
         "exit": proc.returncode,
@@ -421,17 +460,54 @@ def incremental_verify(
     }
 
 
-def run(
-    events: int, url: str | None = None, slices: int = 2, baseline: bool = True
-) -> dict[str, Any]:
-    """Load (or reuse) ``events`` sealed events and time one full verify; the figures."""
+def _connect(url: str | None) -> tuple[str, Path, Elasticsearch]:
+    """The node's URL, this benchmark's work directory and a client."""
     url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
     work = _work_dir()
     work.mkdir(parents=True, exist_ok=True)
-    es = _client(url)
+    return url, work, _client(url)
+
+
+def range_by_total(
+    totals: list[int],
+    range_events: int = RANGE_EVENTS,
+    url: str | None = None,
+    block: int = BLOCK,
+) -> dict[str, Any]:
+    """Range-verify RSS for one range size at each total stored (loading each in turn)."""
+    url, work, es = _connect(url)
+    runs: list[dict[str, Any]] = []
+    try:
+        for total in totals:
+            load(es, total, work, block)
+            runs.append(range_verify(es, url, work, range_events))
+            print(f"range verify at {total:,}: {runs[-1]}", file=sys.stderr)
+    finally:
+        es.close()
+    first, last = runs[0], runs[-1]
+    return {
+        "range_events": range_events,
+        "block_events": block,
+        "range_verify_by_total": runs,
+        "verifier_rss_growth_mb": round(last["verifier_rss_mb"] - first["verifier_rss_mb"], 1),
+        "reader_rss_growth_mb": round(last["reader_rss_mb"] - first["reader_rss_mb"], 1),
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def run(
+    events: int,
+    url: str | None = None,
+    slices: int = 2,
+    baseline: bool = True,
+    range_events: int = RANGE_EVENTS,
+    block: int = BLOCK,
+) -> dict[str, Any]:
+    """Load (or reuse) ``events`` sealed events and time one full verify; the figures."""
+    url, work, es = _connect(url)
     raw: list[dict[str, Any]] = []
     try:
-        load(es, events, work)
+        load(es, events, work, block)
         key = _key(work)
         if baseline:
             for n in sorted({1, slices}):
@@ -456,7 +532,7 @@ def run(
                 progress=progress,
             ),
         )
-        ranged = range_verify(es, url, work)
+        ranged = range_verify(es, url, work, range_events)
         print(f"range verify: {ranged}", file=sys.stderr)
         incremental = incremental_verify(es, ring, store, min(10_000, events // 2))
         print(f"incremental verify: {incremental}", file=sys.stderr)
@@ -466,6 +542,7 @@ def run(
     best_raw = max((r["events_per_s"] for r in raw), default=0)
     return {
         "events": events,
+        "block_events": block,
         "events_checked": report.events_checked,
         "blocks_checked": report.blocks_checked,
         "findings": report.counts(),
@@ -492,11 +569,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip timing the raw page reads first"
     )
+    parser.add_argument(
+        "--range-events",
+        type=int,
+        default=RANGE_EVENTS,
+        help="events in the --from/--to range verified (default 20,000)",
+    )
+    parser.add_argument(
+        "--block-events",
+        type=int,
+        default=BLOCK,
+        help="events a block when loading (5,000; a quiet receiver seals far fewer)",
+    )
+    parser.add_argument(
+        "--range-totals",
+        metavar="N,N,...",
+        help="only the range verify, once per total stored (e.g. 200000,400000)",
+    )
     args = parser.parse_args(argv)
     events = 100_000 if args.quick else args.events
-    if events < 1:
-        parser.error("--events must be at least 1")
-    figures = run(events, slices=max(1, args.slices), baseline=not args.no_baseline)
+    if min(events, args.range_events, args.block_events) < 1:
+        parser.error("--events, --range-events and --block-events must be at least 1")
+    if args.range_totals:
+        try:
+            totals = [int(t) for t in args.range_totals.split(",")]
+        except ValueError:
+            parser.error(f"--range-totals {args.range_totals!r}: give sizes like 200000,400000")
+        if any(t < args.range_events for t in totals):
+            parser.error("each --range-totals size must hold --range-events events")
+        by_total = range_by_total(totals, args.range_events, block=args.block_events)
+        sys.stdout.write(orjson.dumps(by_total, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0 if all(r["exit"] == 0 for r in by_total["range_verify_by_total"]) else 1
+    figures = run(
+        events,
+        slices=max(1, args.slices),
+        baseline=not args.no_baseline,
+        range_events=args.range_events,
+        block=args.block_events,
+    )
     if args.json:
         sys.stdout.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:

@@ -17,13 +17,20 @@ without any other state, none of it trusted on its own:
 
 Document ``_id`` is ``<chain id>:<sequence, 20 digits>`` written with ``op_type=create``,
 so a block is never overwritten and a retry after a crash answers 409.
+
+:func:`iter_block_docs` is the one reader of the index that pages (point in time and
+``search_after``, one page held at a time): verify, ``prove`` and the witness's
+consistency proofs use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from elasticsearch import NotFoundError
 
 from indexer.indices import BLOCKS_INDEX
 from indexer.mappings import TemplateSettings, replica_settings
@@ -44,6 +51,7 @@ __all__ = [
     "BlockRecord",
     "block_doc_id",
     "blocks_template",
+    "iter_block_docs",
     "merge_time_range",
 ]
 
@@ -51,6 +59,13 @@ KIND_BLOCK = "block"
 KIND_HEARTBEAT = "heartbeat"
 
 _NOT_INDEXED = {"type": "keyword", "index": False, "doc_values": False}
+
+PER_EVENT_FIELDS = ("event_ids", "event_indices", "leaf_hashes", "frontier")
+"""The fields of a record that grow with its block (and the frontier with the chain)."""
+
+CHAIN_ORDER: list[dict[str, Any]] = [{"chain_id": "asc"}, {"sequence": "asc"}]
+"""Sort of :func:`iter_block_docs` by default: each chain's records in sequence order.
+The sort fields are unsigned copies of the checkpoint's; a reader must not trust the order."""
 
 
 def block_doc_id(chain_id: str, sequence: int) -> str:
@@ -231,6 +246,101 @@ class BlockRecord:
         if cr.root() != cp.root_hash:
             problems.append("leaf hashes do not recompute to the signed root")
         return problems
+
+
+def iter_block_docs(
+    es: Any,
+    query: Mapping[str, Any],
+    *,
+    sort: Sequence[Mapping[str, Any]] = CHAIN_ORDER,
+    page_size: int = 100,
+    whole: Callable[[Mapping[str, Any]], bool] | None = None,
+    light_page_size: int = 1000,
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every ``audit-blocks`` document matching ``query`` as ``(_id, _source)``, in ``sort``
+    order, read page by page with a point in time and ``search_after`` (nothing when the
+    index does not exist). At most one page is held at a time.
+
+    With ``whole``, records are listed without their :data:`PER_EVENT_FIELDS` (pages of
+    ``light_page_size``) and only those ``whole(source)`` accepts are then read whole,
+    ``page_size`` records or about :data:`WHOLE_BATCH_EVENTS` events a request; the others
+    are yielded with those fields empty. A verify of a time range thus holds the
+    per-event fields of the blocks of its range only.
+    """
+    try:
+        pit = es.open_point_in_time(index=BLOCKS_INDEX, keep_alive="2m", ignore_unavailable=True)[
+            "id"
+        ]
+    except NotFoundError:
+        return
+    size = page_size if whole is None else light_page_size
+    try:
+        after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {
+                "size": size,
+                "query": dict(query),
+                "pit": {"id": pit, "keep_alive": "2m"},
+                "sort": [*sort, {"_shard_doc": "asc"}],
+                "track_total_hits": False,
+            }
+            if whole is not None:
+                body["_source"] = {"excludes": list(PER_EVENT_FIELDS)}
+            if after is not None:
+                body["search_after"] = after
+            resp = es.search(**body)
+            pit = resp.get("pit_id", pit)
+            hits = resp["hits"]["hits"]
+            if not hits:
+                return
+            if whole is None:
+                for hit in hits:
+                    yield hit["_id"], hit["_source"]
+            else:
+                yield from _whole_where(es, hits, whole, page_size)
+            if len(hits) < size:
+                return
+            after = hits[-1]["sort"]
+    finally:
+        # The PIT expires on its own if this fails.
+        with contextlib.suppress(Exception):
+            es.close_point_in_time(id=pit)
+
+
+_EMPTY: dict[str, list[str]] = {k: [] for k in PER_EVENT_FIELDS}
+WHOLE_BATCH_EVENTS = 20_000
+"""At most about this many events' fields are read whole in one request (one block more)."""
+
+
+def _whole_where(
+    es: Any,
+    hits: list[dict[str, Any]],
+    whole: Callable[[Mapping[str, Any]], bool],
+    batch: int,
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """The hits in order, the ones ``whole`` accepts read whole: one ``mget`` per
+    ``batch`` records or :data:`WHOLE_BATCH_EVENTS` events (their ``leaf_count``)."""
+    start = 0
+    while start < len(hits):
+        ids: list[str] = []
+        events = 0
+        end = start
+        while end < len(hits) and len(ids) < batch and events < WHOLE_BATCH_EVENTS:
+            source = hits[end]["_source"]
+            if whole(source):
+                ids.append(hits[end]["_id"])
+                count = source.get("leaf_count")
+                events += count if isinstance(count, int) and count > 0 else 1
+            end += 1
+        full: dict[str, Mapping[str, Any]] = {}
+        if ids:
+            for doc in es.mget(index=BLOCKS_INDEX, ids=ids)["docs"]:
+                if doc.get("found"):
+                    full[doc["_id"]] = doc["_source"]
+        for h in hits[start:end]:
+            src = full.pop(h["_id"], None)
+            yield h["_id"], src if src is not None else {**h["_source"], **_EMPTY}
+        start = end
 
 
 def _str_list(value: object, name: str) -> tuple[str, ...]:

@@ -92,17 +92,19 @@ class DirectoryCheckpointStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())
 
-    def _files(self, chain_id: str) -> list[tuple[int, Path]]:
+    def _sequences(self, chain_id: str) -> list[int]:
+        """The chain's checkpoint sequence numbers, sorted; only the numbers are held (not
+        a path per file), as a verify reads the files one at a time."""
         directory = self._chain_dir(chain_id)
         if not directory.is_dir():
             return []
-        out = []
-        for child in directory.iterdir():
-            m = _NAME_RE.fullmatch(child.name)
-            if m:
-                out.append((int(m.group(1)), child))
-        out.sort()
-        return out
+        sequences: list[int] = []
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if _NAME_RE.fullmatch(entry.name):
+                    sequences.append(int(entry.name[:20]))
+        sequences.sort()
+        return sequences
 
     @staticmethod
     def _load(path: Path) -> Checkpoint | CheckpointFormatError:
@@ -115,13 +117,15 @@ class DirectoryCheckpointStore:
 
     def read(self, chain_id: str) -> Iterator[Checkpoint | CheckpointFormatError]:
         """Checkpoints of the chain in sequence order."""
-        for _seq, path in self._files(chain_id):
-            yield self._load(path)
+        directory = self._chain_dir(chain_id)
+        for seq in self._sequences(chain_id):
+            yield self._load(directory / f"{seq:020d}.json")
 
     def latest(self, chain_id: str) -> Checkpoint | None:
         """Newest readable checkpoint of the chain."""
-        for _seq, path in reversed(self._files(chain_id)):
-            loaded = self._load(path)
+        directory = self._chain_dir(chain_id)
+        for seq in reversed(self._sequences(chain_id)):
+            loaded = self._load(directory / f"{seq:020d}.json")
             if isinstance(loaded, Checkpoint):
                 return loaded
         return None

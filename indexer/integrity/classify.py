@@ -20,7 +20,7 @@ An event no trusted block covers is ``pending`` while the verifier's clock is be
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -166,9 +166,46 @@ class ChainState:
 
     chain_id: str
     trusted: list[BlockRecord] = field(default_factory=list)
+    """Trusted records kept for the event check (all, or those of the range checked)."""
     untrusted: list[BlockRecord] = field(default_factory=list)
+    """Untrusted records kept (as :attr:`trusted`)."""
     newest_trusted: Checkpoint | None = None
     """Newest trusted checkpoint seen (audit-blocks or the external store)."""
+    blocks: int = 0
+    """Records read."""
+    trusted_blocks: int = 0
+    """Records found trusted (kept or not)."""
+    last_trusted: Checkpoint | None = None
+    """Checkpoint of the newest trusted record in audit-blocks."""
+    last: Checkpoint | None = None
+    """Checkpoint of the last record read (the highest sequence)."""
+    untrusted_seen: bool = False
+    """Whether any record was found untrusted (kept or not)."""
+    key_ids: set[str] = field(default_factory=set)
+
+
+def _parse_block(doc_id: str, source: Mapping[str, Any]) -> BlockRecord | Finding:
+    """One ``(doc id, source)`` block document; a malformed one is a tampered block."""
+    try:
+        rec = BlockRecord.from_document(source)
+        if rec.doc_id != doc_id:
+            raise CheckpointFormatError(
+                f"stored under _id {doc_id!r} but its checkpoint names {rec.doc_id!r}"
+            )
+        # Readers page through audit-blocks sorted by these two fields: one that lies
+        # about its checkpoint would be read out of its chain's order.
+        if source.get("chain_id") != rec.chain_id or source.get("sequence") != rec.sequence:
+            raise CheckpointFormatError(
+                "its chain_id/sequence fields do not match its signed checkpoint "
+                f"({rec.chain_id!r}, {rec.sequence})"
+            )
+        return rec
+    except IntegrityError as exc:
+        return Finding(
+            FindingKind.BAD_SIGNATURE,
+            f"block record {doc_id} is malformed (tampered block): {exc}",
+            chain_id=str(source.get("chain_id")) if isinstance(source, Mapping) else None,
+        )
 
 
 def parse_blocks(
@@ -178,29 +215,156 @@ def parse_blocks(
     records: list[BlockRecord] = []
     findings: list[Finding] = []
     for doc_id, source in docs:
-        try:
-            rec = BlockRecord.from_document(source)
-            if rec.doc_id != doc_id:
-                raise CheckpointFormatError(
-                    f"stored under _id {doc_id!r} but its checkpoint names {rec.doc_id!r}"
-                )
-            records.append(rec)
-        except IntegrityError as exc:
-            findings.append(
-                Finding(
-                    FindingKind.BAD_SIGNATURE,
-                    f"block record {doc_id} is malformed (tampered block): {exc}",
-                    chain_id=str(source.get("chain_id")) if isinstance(source, Mapping) else None,
-                )
-            )
+        got = _parse_block(doc_id, source)
+        if isinstance(got, Finding):
+            findings.append(got)
+        else:
+            records.append(got)
     records.sort(key=lambda r: (r.chain_id, r.sequence))
     return records, findings
+
+
+def _chain_ordered(
+    docs: Iterable[tuple[str, Mapping[str, Any]]], report: VerifyReport
+) -> Iterator[BlockRecord]:
+    """Parsed records, one at a time, each chain's in rising sequence order (chains may
+    interleave); a malformed record, or one out of its chain's order, is reported as a
+    tampered block and not passed on."""
+    last: dict[str, int] = {}
+    for doc_id, source in docs:
+        got = _parse_block(doc_id, source)
+        if isinstance(got, Finding):
+            report.findings.append(got)
+            continue
+        before = last.get(got.chain_id)
+        if before is not None and got.sequence <= before:
+            report.findings.append(
+                Finding(
+                    FindingKind.BAD_SIGNATURE,
+                    f"block record {doc_id} was read after block {before} of its chain: "
+                    "audit-blocks does not hold it where its signed sequence puts it "
+                    "(tampered block)",
+                    chain_id=got.chain_id,
+                    sequence=got.sequence,
+                )
+            )
+            continue
+        last[got.chain_id] = got.sequence
+        yield got
 
 
 def _signature_finding(status: CheckpointStatus) -> FindingKind:
     if status is CheckpointStatus.UNKNOWN_KEY:
         return FindingKind.UNKNOWN_KEY
     return FindingKind.BAD_SIGNATURE
+
+
+class _ChainCheck:
+    """The record-by-record state of :func:`check_chain`: constant besides what ``keep``
+    retains (the previous checkpoint, the sequence expected next, counts)."""
+
+    def __init__(
+        self,
+        chain_id: str,
+        keyring: Keyring,
+        report: VerifyReport,
+        *,
+        anchor: Checkpoint | None = None,
+        seal: Callable[[BlockRecord], bool] | None = None,
+        start: int | None = None,
+        keep: Callable[[BlockRecord], bool] | None = None,
+    ) -> None:
+        self.state = ChainState(chain_id, newest_trusted=anchor)
+        self._keyring = keyring
+        self._report = report
+        self._seal = seal
+        self._keep = keep
+        self._prev: Checkpoint | None = anchor
+        self._expect = anchor.sequence + 1 if anchor is not None else 0
+        if start is not None:
+            self._expect = start
+
+    def _untrusted(self, rec: BlockRecord) -> None:
+        self.state.untrusted_seen = True
+        # Whatever the range: the events it lists are explained as listed by it alone.
+        if self._keep is None or rec.event_ids:
+            self.state.untrusted.append(rec)
+        self._expect = rec.sequence + 1
+
+    def feed(self, rec: BlockRecord) -> None:
+        """Check the next record of the chain (records come in rising sequence order)."""
+        state = self.state
+        report = self._report
+        chain_id = state.chain_id
+        state.blocks += 1
+        state.last = rec.checkpoint
+        state.key_ids.add(rec.checkpoint.key_id)
+        expect = self._expect
+        if rec.sequence < expect:
+            return
+        report.blocks_checked += 1
+        cp = rec.checkpoint
+        if rec.sequence > expect:
+            report.findings.append(
+                Finding(
+                    FindingKind.MISSING,
+                    f"blocks {expect}..{rec.sequence - 1} of chain {chain_id} are missing "
+                    "from audit-blocks",
+                    chain_id=chain_id,
+                    sequence=expect,
+                )
+            )
+            # Nothing after a gap links to a trusted record; the signed previous hash
+            # still names the one before, so only the link check is skipped.
+            self._prev = None
+        prev = self._prev
+        status = verify_checkpoint(cp, self._keyring)
+        if status is not CheckpointStatus.OK:
+            kind = _signature_finding(status)
+            report.findings.append(
+                Finding(
+                    kind,
+                    f"block {rec.sequence} of chain {chain_id} is signed by key {cp.key_id}, "
+                    + (
+                        "which is not in the keyring"
+                        if kind is FindingKind.UNKNOWN_KEY
+                        else "and the signature does not verify"
+                    ),
+                    chain_id=chain_id,
+                    sequence=rec.sequence,
+                )
+            )
+            self._untrusted(rec)
+            return
+        problems: list[str] = []
+        linked = prev is not None and prev.sequence + 1 == rec.sequence
+        if linked or (rec.sequence == 0 and prev is None):
+            problems.extend(chain_link_problems(prev if linked else None, cp))
+        if self._seal is None or self._seal(rec):
+            problems.extend(rec.seal_problems(prev if linked else None))
+        elif linked and prev is not None and rec.first_leaf != prev.tree_size:
+            problems.append(f"first_leaf {rec.first_leaf} != previous tree size {prev.tree_size}")
+        if problems:
+            report.findings.append(
+                Finding(
+                    FindingKind.BAD_SIGNATURE,
+                    f"block {rec.sequence} of chain {chain_id} was edited or does not chain "
+                    f"(tampered block): {'; '.join(problems)}",
+                    chain_id=chain_id,
+                    sequence=rec.sequence,
+                )
+            )
+            self._untrusted(rec)
+            return
+        if self._keep is None or self._keep(rec):
+            state.trusted.append(rec)
+        state.trusted_blocks += 1
+        state.last_trusted = cp
+        self._prev = cp
+        self._expect = rec.sequence + 1
+        # At one sequence the record wins over the external store's checkpoint.
+        if state.newest_trusted is None or cp.sequence >= state.newest_trusted.sequence:
+            state.newest_trusted = cp
 
 
 def check_chain(
@@ -222,76 +386,145 @@ def check_chain(
     are still checked. ``start`` is the first sequence expected (default: after
     ``anchor``, or 0).
     """
-    state = ChainState(records[0].chain_id if records else "", newest_trusted=anchor)
-    chain_id = state.chain_id
-    prev: Checkpoint | None = anchor
-    expect = anchor.sequence + 1 if anchor is not None else 0
-    if start is not None:
-        expect = start
+    check = _ChainCheck(
+        records[0].chain_id if records else "",
+        keyring,
+        report,
+        anchor=anchor,
+        seal=seal,
+        start=start,
+    )
     for rec in records:
-        if rec.sequence < expect:
-            continue
-        report.blocks_checked += 1
-        cp = rec.checkpoint
-        if rec.sequence > expect:
-            report.findings.append(
-                Finding(
+        check.feed(rec)
+    return check.state
+
+
+class _StoreCheck:
+    """:func:`check_store` record by record: the external checkpoints (in sequence order)
+    are merged with the chain's records (in sequence order), so neither is held whole."""
+
+    def __init__(
+        self,
+        chain_id: str,
+        external: Iterable[Checkpoint | CheckpointFormatError],
+        keyring: Keyring,
+        report: VerifyReport,
+        state: ChainState | None = None,
+        realtime: Callable[[str, int], Checkpoint | None] | None = None,
+    ) -> None:
+        self._chain_id = chain_id
+        self._external = iter(external)
+        self._keyring = keyring
+        self._report = report
+        self._state = state
+        self._realtime = realtime
+        self._prev: Checkpoint | None = None
+        self._head: Checkpoint | None = None
+        self._es_max = -1
+        self._es_size = 0
+
+    def _finding(self, kind: FindingKind, message: str, sequence: int | None = None) -> None:
+        self._report.findings.append(Finding(kind, message, self._chain_id, sequence))
+
+    def _peek(self) -> Checkpoint | None:
+        """The next external checkpoint that verifies (the others are findings)."""
+        chain_id = self._chain_id
+        while self._head is None:
+            item = next(self._external, None)
+            if item is None:
+                return None
+            if isinstance(item, CheckpointFormatError):
+                self._finding(FindingKind.BAD_SIGNATURE, f"external checkpoint unreadable: {item}")
+                continue
+            cp = item
+            status = verify_checkpoint(cp, self._keyring)
+            if status is not CheckpointStatus.OK or cp.origin != chain_id:
+                self._finding(
+                    _signature_finding(status),
+                    f"external checkpoint {cp.sequence} does not verify "
+                    f"({status if cp.origin == chain_id else 'names chain ' + cp.origin})",
+                    cp.sequence,
+                )
+                continue
+            prev = self._prev
+            if prev is not None and prev.sequence + 1 == cp.sequence:
+                for problem in chain_link_problems(prev, cp):
+                    self._finding(
+                        FindingKind.BAD_SIGNATURE,
+                        f"external checkpoints {prev.sequence}->{cp.sequence}: {problem}",
+                        cp.sequence,
+                    )
+            self._prev = cp
+            st = self._state
+            if st is not None and (
+                st.newest_trusted is None or cp.sequence > st.newest_trusted.sequence
+            ):
+                st.newest_trusted = cp
+            self._head = cp
+        return self._head
+
+    def feed(self, rec: BlockRecord) -> None:
+        """The chain's next record in audit-blocks (rising sequence)."""
+        while (cp := self._peek()) is not None and cp.sequence <= rec.sequence:
+            self._head = None
+            if cp.sequence < rec.sequence:
+                self._finding(
                     FindingKind.MISSING,
-                    f"blocks {expect}..{rec.sequence - 1} of chain {chain_id} are missing "
-                    "from audit-blocks",
-                    chain_id=chain_id,
-                    sequence=expect,
+                    f"block {cp.sequence} of chain {self._chain_id} is in the checkpoint store "
+                    "but not in audit-blocks",
+                    cp.sequence,
                 )
-            )
-            # Nothing after a gap links to a trusted record; the signed previous hash
-            # still names the one before, so only the link check is skipped.
-            prev = None
-        status = verify_checkpoint(cp, keyring)
-        if status is not CheckpointStatus.OK:
-            kind = _signature_finding(status)
-            report.findings.append(
-                Finding(
-                    kind,
-                    f"block {rec.sequence} of chain {chain_id} is signed by key {cp.key_id}, "
-                    + (
-                        "which is not in the keyring"
-                        if kind is FindingKind.UNKNOWN_KEY
-                        else "and the signature does not verify"
-                    ),
-                    chain_id=chain_id,
-                    sequence=rec.sequence,
-                )
-            )
-            state.untrusted.append(rec)
-            expect = rec.sequence + 1
-            continue
-        problems: list[str] = []
-        linked = prev is not None and prev.sequence + 1 == rec.sequence
-        if linked or (rec.sequence == 0 and prev is None):
-            problems.extend(chain_link_problems(prev if linked else None, cp))
-        if seal is None or seal(rec):
-            problems.extend(rec.seal_problems(prev if linked else None))
-        elif linked and prev is not None and rec.first_leaf != prev.tree_size:
-            problems.append(f"first_leaf {rec.first_leaf} != previous tree size {prev.tree_size}")
-        if problems:
-            report.findings.append(
-                Finding(
+            elif rec.checkpoint.digest() != cp.digest() or rec.checkpoint.signature != cp.signature:
+                self._finding(
                     FindingKind.BAD_SIGNATURE,
-                    f"block {rec.sequence} of chain {chain_id} was edited or does not chain "
-                    f"(tampered block): {'; '.join(problems)}",
-                    chain_id=chain_id,
-                    sequence=rec.sequence,
+                    f"block {cp.sequence} of chain {self._chain_id} differs from its external "
+                    "checkpoint (the block was replaced)",
+                    cp.sequence,
                 )
-            )
-            state.untrusted.append(rec)
-            expect = rec.sequence + 1
-            continue
-        state.trusted.append(rec)
-        prev = cp
-        expect = rec.sequence + 1
-        if state.newest_trusted is None or cp.sequence > state.newest_trusted.sequence:
-            state.newest_trusted = cp
-    return state
+        self._es_max = rec.sequence
+        self._es_size = rec.checkpoint.tree_size
+
+    def finish(self) -> int:
+        """The external checkpoints beyond the last record; returns the events cut off."""
+        chain_id = self._chain_id
+        beyond: list[Checkpoint] = []
+        while (cp := self._peek()) is not None:
+            self._head = None
+            if cp.sequence <= self._es_max:
+                # Only a store that does not list in sequence order gets here.
+                self._finding(
+                    FindingKind.BAD_SIGNATURE,
+                    f"external checkpoint {cp.sequence} of chain {chain_id} is out of "
+                    "sequence order in the checkpoint store",
+                    cp.sequence,
+                )
+                continue
+            found = self._realtime(chain_id, cp.sequence) if self._realtime else None
+            if (
+                found is not None
+                and found.digest() == cp.digest()
+                and found.signature == cp.signature
+            ):
+                continue
+            beyond.append(cp)
+        if not beyond:
+            return 0
+        es_max = self._es_max
+        newest = beyond[-1]
+        lost = max(0, newest.tree_size - self._es_size)
+        what = (
+            "every block of the chain is gone from audit-blocks"
+            if es_max < 0
+            else f"audit-blocks ends at block {es_max}"
+        )
+        self._finding(
+            FindingKind.TRUNCATED,
+            f"chain {chain_id} was truncated: the checkpoint store reaches block "
+            f"{newest.sequence} (tree size {newest.tree_size}) but {what}; "
+            f"{len(beyond)} blocks and {lost} sealed events are no longer anchored",
+            beyond[0].sequence,
+        )
+        return max(lost, 1)
 
 
 def check_store(
@@ -303,7 +536,8 @@ def check_store(
     state: ChainState | None = None,
     realtime: Callable[[str, int], Checkpoint | None] | None = None,
 ) -> int:
-    """Compare the external checkpoints with the stored chain; returns events cut off.
+    """Compare the external checkpoints (in sequence order) with the stored chain's
+    records (sorted by sequence); returns events cut off.
 
     A verified external checkpoint newer than ``state.newest_trusted`` becomes it.
     ``realtime(chain, sequence)`` reads one block record by id, in real time: the sealer
@@ -311,100 +545,10 @@ def check_store(
     makes the record searchable, so a checkpoint beyond the searched blocks whose record
     exists, with the same signed checkpoint, was written after the search, not cut off.
     """
-    by_seq = {r.sequence: r for r in records}
-    es_max = max(by_seq) if by_seq else -1
-    es_size = by_seq[es_max].checkpoint.tree_size if by_seq else 0
-    beyond: list[Checkpoint] = []
-    prev: Checkpoint | None = None
-    for item in external:
-        if isinstance(item, CheckpointFormatError):
-            report.findings.append(
-                Finding(
-                    FindingKind.BAD_SIGNATURE,
-                    f"external checkpoint unreadable: {item}",
-                    chain_id=chain_id,
-                )
-            )
-            continue
-        cp = item
-        status = verify_checkpoint(cp, keyring)
-        if status is not CheckpointStatus.OK or cp.origin != chain_id:
-            report.findings.append(
-                Finding(
-                    _signature_finding(status),
-                    f"external checkpoint {cp.sequence} does not verify "
-                    f"({status if cp.origin == chain_id else 'names chain ' + cp.origin})",
-                    chain_id=chain_id,
-                    sequence=cp.sequence,
-                )
-            )
-            continue
-        if prev is not None and prev.sequence + 1 == cp.sequence:
-            for problem in chain_link_problems(prev, cp):
-                report.findings.append(
-                    Finding(
-                        FindingKind.BAD_SIGNATURE,
-                        f"external checkpoints {prev.sequence}->{cp.sequence}: {problem}",
-                        chain_id=chain_id,
-                        sequence=cp.sequence,
-                    )
-                )
-        prev = cp
-        if state is not None and (
-            state.newest_trusted is None or cp.sequence > state.newest_trusted.sequence
-        ):
-            state.newest_trusted = cp
-        rec = by_seq.get(cp.sequence)
-        if rec is None:
-            if cp.sequence > es_max:
-                found = realtime(chain_id, cp.sequence) if realtime is not None else None
-                if (
-                    found is not None
-                    and found.digest() == cp.digest()
-                    and found.signature == cp.signature
-                ):
-                    continue
-                beyond.append(cp)
-            else:
-                report.findings.append(
-                    Finding(
-                        FindingKind.MISSING,
-                        f"block {cp.sequence} of chain {chain_id} is in the checkpoint store "
-                        "but not in audit-blocks",
-                        chain_id=chain_id,
-                        sequence=cp.sequence,
-                    )
-                )
-        elif rec.checkpoint.digest() != cp.digest() or rec.checkpoint.signature != cp.signature:
-            report.findings.append(
-                Finding(
-                    FindingKind.BAD_SIGNATURE,
-                    f"block {cp.sequence} of chain {chain_id} differs from its external "
-                    "checkpoint (the block was replaced)",
-                    chain_id=chain_id,
-                    sequence=cp.sequence,
-                )
-            )
-    if not beyond:
-        return 0
-    newest = beyond[-1]
-    lost = max(0, newest.tree_size - es_size)
-    what = (
-        "every block of the chain is gone from audit-blocks"
-        if es_max < 0
-        else f"audit-blocks ends at block {es_max}"
-    )
-    report.findings.append(
-        Finding(
-            FindingKind.TRUNCATED,
-            f"chain {chain_id} was truncated: the checkpoint store reaches block "
-            f"{newest.sequence} (tree size {newest.tree_size}) but {what}; "
-            f"{len(beyond)} blocks and {lost} sealed events are no longer anchored",
-            chain_id=chain_id,
-            sequence=beyond[0].sequence,
-        )
-    )
-    return max(lost, 1)
+    check = _StoreCheck(chain_id, external, keyring, report, state, realtime)
+    for rec in records:
+        check.feed(rec)
+    return check.finish()
 
 
 def check_freshness(
@@ -419,7 +563,7 @@ def check_freshness(
     for st in states:
         cp = st.newest_trusted
         if cp is None:
-            if st.untrusted:
+            if st.untrusted_seen:
                 report.stale[st.chain_id] = "the chain has no trusted checkpoint"
             continue
         age = now_ms - cp.timestamp_ms
@@ -645,46 +789,72 @@ class Inputs:
 
 
 def classify(inp: Inputs, report: VerifyReport | None = None) -> VerifyReport:
-    """Check the chains, the external checkpoints, freshness, and every event; pure."""
+    """Check the chains, the external checkpoints, freshness, and every event; pure.
+
+    ``inp.block_docs`` is consumed one record at a time and must list each chain's
+    records in sequence order (chains may interleave); a record out of that order is
+    reported as tampered. With ``inp.in_range`` only the records it accepts are kept for
+    the event check, so the memory held follows the range, not the history.
+    """
     report = report or VerifyReport()
-    records, malformed = parse_blocks(inp.block_docs)
-    report.findings.extend(malformed)
-    if inp.chain_id is not None:
-        records = [r for r in records if r.chain_id == inp.chain_id]
-    by_chain: dict[str, list[BlockRecord]] = {}
-    for rec in records:
-        by_chain.setdefault(rec.chain_id, []).append(rec)
-    states: dict[str, ChainState] = {}
-    for chain_id, recs in by_chain.items():
-        anchor = inp.anchor if inp.anchor is not None and inp.anchor.origin == chain_id else None
-        states[chain_id] = check_chain(recs, inp.keyring, report, anchor=anchor, seal=inp.in_range)
-    if inp.external is not None:
-        for chain_id in sorted(set(inp.external) | set(by_chain)):
-            if inp.chain_id is not None and chain_id != inp.chain_id:
-                continue
-            st = states.setdefault(chain_id, ChainState(chain_id))
-            ext = inp.external.get(chain_id, ())
-            check_store(
+    external = inp.external
+    checks: dict[str, _ChainCheck] = {}
+    stores: dict[str, _StoreCheck] = {}
+
+    def store_check(chain_id: str, st: ChainState) -> _StoreCheck | None:
+        if external is None:
+            return None
+        sc = stores.get(chain_id)
+        if sc is None:
+            sc = stores[chain_id] = _StoreCheck(
                 chain_id,
-                by_chain.get(chain_id, []),
-                ext,
+                external.get(chain_id, ()),
                 inp.keyring,
                 report,
                 st,
                 realtime=inp.realtime_block,
             )
+        return sc
+
+    for rec in _chain_ordered(inp.block_docs, report):
+        chain_id = rec.chain_id
+        if inp.chain_id is not None and chain_id != inp.chain_id:
+            continue
+        check = checks.get(chain_id)
+        if check is None:
+            anchor = (
+                inp.anchor if inp.anchor is not None and inp.anchor.origin == chain_id else None
+            )
+            check = checks[chain_id] = _ChainCheck(
+                chain_id, inp.keyring, report, anchor=anchor, seal=inp.in_range, keep=inp.in_range
+            )
+        check.feed(rec)
+        sc = store_check(chain_id, check.state)
+        if sc is not None:
+            sc.feed(rec)
+    states: dict[str, ChainState] = {c: checks[c].state for c in sorted(checks)}
+    if external is not None:
+        for chain_id in sorted(set(external) | set(states)):
+            if inp.chain_id is not None and chain_id != inp.chain_id:
+                continue
+            st = states.setdefault(chain_id, ChainState(chain_id))
+            sc = store_check(chain_id, st)
+            assert sc is not None
+            sc.finish()
     for chain_id, st in states.items():
-        if st.trusted:
-            report.anchors[chain_id] = st.trusted[-1].checkpoint
-        elif chain_id in by_chain and inp.anchor is not None and inp.anchor.origin == chain_id:
+        if st.last_trusted is not None:
+            report.anchors[chain_id] = st.last_trusted
+        elif st.blocks and inp.anchor is not None and inp.anchor.origin == chain_id:
             report.anchors[chain_id] = inp.anchor
-    for chain_id, recs in by_chain.items():
+    for chain_id, st in states.items():
+        if not st.blocks or st.last is None:
+            continue
         report.chains[chain_id] = {
-            "blocks": len(recs),
-            "trusted_blocks": len(states[chain_id].trusted),
-            "last_sequence": recs[-1].sequence,
-            "tree_size": recs[-1].checkpoint.tree_size,
-            "key_ids": sorted({r.checkpoint.key_id for r in recs}),
+            "blocks": st.blocks,
+            "trusted_blocks": st.trusted_blocks,
+            "last_sequence": st.last.sequence,
+            "tree_size": st.last.tree_size,
+            "key_ids": sorted(st.key_ids),
         }
     check_freshness(states.values(), inp.now_ms, inp.stale_after_ms, report)
 
@@ -693,8 +863,7 @@ def classify(inp: Inputs, report: VerifyReport | None = None) -> VerifyReport:
         for rec in st.untrusted:
             ledger.add_untrusted(rec)
         for rec in st.trusted:
-            if inp.in_range is None or inp.in_range(rec):
-                ledger.add_trusted(rec)
+            ledger.add_trusted(rec)
     for ids, indices, hashes in inp.pages:
         ledger.observe(ids, indices, hashes)
     ledger.settle_leftovers(inp.lookup, inp.policy)

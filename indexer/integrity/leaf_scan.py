@@ -15,7 +15,6 @@ falls back to reading in threads and hashing in the parent, with the same result
 from __future__ import annotations
 
 import contextlib
-import gc
 import multiprocessing
 import pickle
 import queue
@@ -23,13 +22,18 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
-from elastic_transport import HttpHeaders, NodeConfig, TransportError, Urllib3HttpNode
+from elastic_transport import NodeConfig, TransportError
 from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_exc
 
-from otel_audit.integrity import IntegrityError
-from otel_audit.integrity.canonical import leaf_hash_of_event
+from indexer.integrity.scan_worker import (
+    KEEP_ALIVE,
+    SEARCH_HEADERS,
+    HashedPage,
+    hash_hits,
+    pit_search_body,
+    scan_slice,
+)
 
 __all__ = [
     "PIT_FILTER_PATH",
@@ -41,59 +45,10 @@ __all__ = [
 ]
 
 
-HashedPage = tuple[list[str], list[str], list["bytes | str"]]
-"""Event ids, their indices, leaf hashes (or why one cannot be hashed)."""
-
 PIT_FILTER_PATH = "hits.hits._index,hits.hits._id,hits.hits._source,hits.hits.sort"
 # Worker processes parse whole pages in C anyway; without ``filter_path`` Elasticsearch
 # copies each stored source into the response instead of re-parsing it through the
 # filter (about a fifth more events per second from the same node).
-_SEARCH = "/_search"
-_HEADERS = {"content-type": "application/json", "accept": "application/json"}
-_REQUEST_TIMEOUT_S = 300.0
-_KEEP_ALIVE = "2m"
-
-
-def hash_hits(hits: list[dict[str, Any]]) -> HashedPage:
-    """What the verifier needs of one page of hits (see :data:`HashedPage`)."""
-    ids: list[str] = []
-    indices: list[str] = []
-    hashes: list[bytes | str] = []
-    # Equal index names become one object, so a page pickles each name once.
-    names: dict[str, str] = {}
-    for hit in hits:
-        source = hit["_source"]
-        ids.append(hit["_id"])
-        index = hit["_index"]
-        indices.append(names.setdefault(index, index))
-        try:
-            hashes.append(leaf_hash_of_event(source))
-        except IntegrityError as exc:
-            hashes.append(str(exc))
-    return ids, indices, hashes
-
-
-def pit_search_body(
-    pit: str,
-    query: dict[str, Any],
-    size: int,
-    slice_id: int,
-    slices: int,
-    after: list[Any] | None,
-) -> dict[str, Any]:
-    """One page's ``_search`` body: a point-in-time read of slice ``slice_id``, after ``after``."""
-    body: dict[str, Any] = {
-        "size": size,
-        "query": query,
-        "pit": {"id": pit, "keep_alive": _KEEP_ALIVE},
-        "sort": [{"_shard_doc": "asc"}],
-        "track_total_hits": False,
-    }
-    if slices > 1:
-        body["slice"] = {"id": slice_id, "max": slices}
-    if after is not None:
-        body["search_after"] = after
-    return body
 
 
 def pit_pages(
@@ -109,9 +64,9 @@ def pit_pages(
     while True:
         resp = es.perform_request(
             "POST",
-            _SEARCH,
+            "/_search",
             params={"filter_path": PIT_FILTER_PATH},
-            headers=_HEADERS,
+            headers=SEARCH_HEADERS,
             body=pit_search_body(pit, query, size, slice_id, slices, after),
         ).body
         hits = resp.get("hits", {}).get("hits", [])
@@ -123,52 +78,12 @@ def pit_pages(
         after = hits[-1]["sort"]
 
 
-def _scan_slice(
-    config: NodeConfig,
-    headers: dict[str, str],
-    pit: str,
-    query: dict[str, Any],
-    size: int,
-    slice_id: int,
-    slices: int,
-    out: Any,
-) -> None:
-    """Worker process: read one slice page by page and put its hashed pages on ``out``."""
-    # Each page makes ~100k short-lived containers and nothing here is cyclic: the
-    # collector's passes would cost a quarter of the worker's time.
-    gc.disable()
-    try:
-        node = Urllib3HttpNode(config)
-        after: list[Any] | None = None
-        while True:
-            meta, raw = node.perform_request(
-                "POST",
-                _SEARCH,
-                body=orjson.dumps(pit_search_body(pit, query, size, slice_id, slices, after)),
-                headers=HttpHeaders(headers),
-                request_timeout=_REQUEST_TIMEOUT_S,
-            )
-            if meta.status >= 300:
-                text = bytes(raw[:500]).decode("utf-8", "replace")
-                raise TransportError(f"search returned HTTP {meta.status}: {text}")
-            hits = orjson.loads(raw).get("hits", {}).get("hits", [])
-            if not hits:
-                break
-            out.put(("page", hash_hits(hits)))
-            after = hits[-1]["sort"]
-            if len(hits) < size:
-                break
-        out.put(("done", None))
-    except BaseException as exc:
-        out.put(("error", f"{type(exc).__name__}: {exc}"))
-
-
 def _worker_connection(es: Elasticsearch) -> tuple[list[NodeConfig], dict[str, str]] | None:
     """Node configurations and headers a worker process can use, or None."""
     configs = [node.config for node in es.transport.node_pool.all()]
     if not configs:
         return None
-    headers = dict(_HEADERS)
+    headers = dict(SEARCH_HEADERS)
     headers.update(configs[0].headers)
     # Client-level headers carry authentication (basic auth, API key, bearer token).
     headers.update(getattr(es, "_headers", None) or {})
@@ -217,7 +132,7 @@ class LeafScan:
     def __enter__(self) -> LeafScan:
         try:
             self._pit = self._es.open_point_in_time(
-                index=self._index, keep_alive=_KEEP_ALIVE, ignore_unavailable=True
+                index=self._index, keep_alive=KEEP_ALIVE, ignore_unavailable=True
             )["id"]
         except es_exc.NotFoundError:
             return self
@@ -261,7 +176,7 @@ class LeafScan:
         self._out = ctx.Queue(maxsize=16 * self._slices)
         for i in range(self._slices):
             p = ctx.Process(
-                target=_scan_slice,
+                target=scan_slice,
                 args=(
                     configs[i % len(configs)],
                     headers,

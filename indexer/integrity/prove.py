@@ -9,12 +9,10 @@ verify-proof`` checks with nothing but the public key.
 
 from __future__ import annotations
 
-from typing import Any
-
 from elasticsearch import Elasticsearch
 
 from indexer.indices import BLOCKS_INDEX
-from indexer.integrity.blocks import KIND_BLOCK, BlockRecord
+from indexer.integrity.blocks import KIND_BLOCK, BlockRecord, iter_block_docs
 from otel_audit.integrity import ProofBundle, inclusion_proof, make_bundle
 
 __all__ = ["ProveError", "prove"]
@@ -43,34 +41,22 @@ def _find_block(es: Elasticsearch, event_id: str) -> BlockRecord:
 
 def _chain_leaves(es: Elasticsearch, block: BlockRecord) -> list[bytes]:
     leaves: list[bytes] = []
-    after: list[Any] | None = None
-    while True:
-        body: dict[str, Any] = {
-            "query": {
-                "bool": {
-                    "filter": [
-                        {"term": {"chain_id": block.chain_id}},
-                        {"range": {"sequence": {"lte": block.sequence}}},
-                    ]
-                }
-            },
-            "sort": [{"sequence": "asc"}],
-            "size": 100,
+    query = {
+        "bool": {
+            "filter": [
+                {"term": {"chain_id": block.chain_id}},
+                {"range": {"sequence": {"lte": block.sequence}}},
+            ]
         }
-        if after is not None:
-            body["search_after"] = after
-        hits = es.search(index=BLOCKS_INDEX, **body)["hits"]["hits"]
-        if not hits:
-            break
-        for hit in hits:
-            rec = BlockRecord.from_document(hit["_source"])
-            if rec.first_leaf != len(leaves):
-                raise ProveError(
-                    f"chain {block.chain_id} has a gap before block {rec.sequence}: "
-                    f"expected leaf {len(leaves)}, block starts at {rec.first_leaf}"
-                )
-            leaves.extend(rec.leaf_hashes)
-        after = hits[-1]["sort"]
+    }
+    for _doc_id, source in iter_block_docs(es, query):
+        rec = BlockRecord.from_document(source)
+        if rec.first_leaf != len(leaves):
+            raise ProveError(
+                f"chain {block.chain_id} has a gap before block {rec.sequence}: "
+                f"expected leaf {len(leaves)}, block starts at {rec.first_leaf}"
+            )
+        leaves.extend(rec.leaf_hashes)
     if len(leaves) != block.checkpoint.tree_size:
         raise ProveError(
             f"chain {block.chain_id} holds {len(leaves)} leaves up to block {block.sequence}, "

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_exc
 
 from indexer.indices import BLOCKS_INDEX, EVENTS_ALIAS, EVENTS_PATTERN
-from indexer.integrity.blocks import BlockRecord, block_doc_id
+from indexer.integrity.blocks import PER_EVENT_FIELDS, BlockRecord, block_doc_id, iter_block_docs
 from indexer.integrity.classify import (
     Finding,
     FindingKind,
@@ -46,7 +46,7 @@ from indexer.integrity.classify import (
     classify,
     recheck_pending,
 )
-from indexer.integrity.leaf_scan import LeafScan, pit_pages
+from indexer.integrity.leaf_scan import LeafScan
 from otel_audit.integrity import (
     Checkpoint,
     CheckpointFormatError,
@@ -73,8 +73,6 @@ DEFAULT_HEARTBEAT_S = 60.0
 """The receiver's default ``integrity.heartbeat_interval_s``."""
 DEFAULT_GRACE_S = 30.0
 """Slack added to both: a loaded sealer, clock skew between receiver and verifier."""
-
-_HEAVY_BLOCK_FIELDS = ["event_ids", "event_indices", "leaf_hashes", "frontier"]
 
 
 @dataclass(slots=True)
@@ -131,22 +129,6 @@ class VerifyOptions:
         return int(1000 * (self.heartbeat_s + self.grace_s if s is None else s))
 
 
-def _all_hits(
-    es: Elasticsearch, index: str, query: dict[str, Any], size: int
-) -> Iterator[list[dict[str, Any]]]:
-    """Every hit of ``query`` in pages, read with a point in time (none if no index)."""
-    try:
-        pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True)["id"]
-    except es_exc.NotFoundError:
-        return
-    try:
-        yield from pit_pages(es, pit, query, size)
-    finally:
-        # The PIT expires on its own if this fails.
-        with contextlib.suppress(Exception):
-            es.close_point_in_time(id=pit)
-
-
 def _block_query(chain_id: str | None, after: Mapping[str, int] | None = None) -> dict[str, Any]:
     must: list[dict[str, Any]] = []
     if chain_id:
@@ -179,56 +161,9 @@ def _block_docs(
     query: dict[str, Any],
     wanted: Callable[[Mapping[str, Any]], bool] | None,
 ) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """Block documents; with ``wanted``, only those it accepts are read whole.
-
-    The others (out of the range checked) come without their per-event fields, so a
-    range verify holds the leaves of its range only.
-    """
-    if wanted is None:
-        for page in _all_hits(es, BLOCKS_INDEX, query, 200):
-            for hit in page:
-                yield hit["_id"], hit["_source"]
-        return
-    light = {"bool": {"filter": [query]}}
-    try:
-        pit = es.open_point_in_time(index=BLOCKS_INDEX, keep_alive="2m", ignore_unavailable=True)[
-            "id"
-        ]
-    except es_exc.NotFoundError:
-        return
-    try:
-        after: list[Any] | None = None
-        while True:
-            body: dict[str, Any] = {
-                "size": 1000,
-                "query": light,
-                "pit": {"id": pit, "keep_alive": "2m"},
-                "sort": [{"_shard_doc": "asc"}],
-                "_source": {"excludes": _HEAVY_BLOCK_FIELDS},
-                "track_total_hits": False,
-            }
-            if after is not None:
-                body["search_after"] = after
-            hits = es.search(**body)["hits"]["hits"]
-            if not hits:
-                break
-            whole = [h["_id"] for h in hits if wanted(h["_source"])]
-            full: dict[str, Mapping[str, Any]] = {}
-            if whole:
-                for doc in es.mget(index=BLOCKS_INDEX, ids=whole)["docs"]:
-                    if doc.get("found"):
-                        full[doc["_id"]] = doc["_source"]
-            for h in hits:
-                src = full.get(h["_id"], h["_source"])
-                if h["_id"] not in full:
-                    src = {**src, **{k: [] for k in _HEAVY_BLOCK_FIELDS}}
-                yield h["_id"], src
-            after = hits[-1]["sort"]
-            if len(hits) < 1000:
-                break
-    finally:
-        with contextlib.suppress(Exception):
-            es.close_point_in_time(id=pit)
+    """Block documents, each chain's in sequence order; with ``wanted``, only those it
+    accepts are read whole (see :func:`indexer.integrity.blocks.iter_block_docs`)."""
+    return iter_block_docs(es, query, whole=wanted)
 
 
 def _lookup(es: Elasticsearch) -> Callable[[Sequence[tuple[str, str]]], list[bytes | str | None]]:
@@ -279,7 +214,7 @@ def _in_range(options: VerifyOptions) -> Callable[[BlockRecord], bool] | None:
 def _doc_in_range(in_range: Callable[[BlockRecord], bool]) -> Callable[[Mapping[str, Any]], bool]:
     def wanted(src: Mapping[str, Any]) -> bool:
         try:
-            rec = BlockRecord.from_document({**src, **{k: [] for k in _HEAVY_BLOCK_FIELDS}})
+            rec = BlockRecord.from_document({**src, **{k: [] for k in PER_EVENT_FIELDS}})
         except IntegrityError:
             return True  # read whole, so the malformed record is reported as it is
         return in_range(rec)
@@ -326,6 +261,18 @@ def _realtime_block(es: Elasticsearch) -> Callable[[str, int], Checkpoint | None
     return get
 
 
+def _external(
+    store: CheckpointStore, chain_id: str, since: Checkpoint | None
+) -> Iterator[Checkpoint | CheckpointFormatError]:
+    for item in store.read(chain_id):
+        if (
+            since is None
+            or isinstance(item, CheckpointFormatError)
+            or item.sequence > since.sequence
+        ):
+            yield item
+
+
 def verify(
     es: Elasticsearch,
     keyring: Keyring,
@@ -344,19 +291,11 @@ def verify(
     chain_id = options.chain_id
     if options.since is not None:
         chain_id = options.since.origin
-    external: dict[str, list[Checkpoint | CheckpointFormatError]] | None = None
+    external: dict[str, Iterable[Checkpoint | CheckpointFormatError]] | None = None
     if store is not None:
         chains = [c for c in store.chains() if chain_id is None or c == chain_id]
-        external = {}
-        for c in chains:
-            items = list(store.read(c))
-            if options.since is not None:
-                items = [
-                    i
-                    for i in items
-                    if isinstance(i, CheckpointFormatError) or i.sequence > options.since.sequence
-                ]
-            external[c] = items
+        # Read lazily, in step with the chain's block records.
+        external = {c: _external(store, c, options.since) for c in chains}
     in_range = _in_range(options)
     lookup = _lookup(es)
     scanned = 0

@@ -115,8 +115,7 @@ def proof_from_blocks(es: Any, chain_id: str, old_size: int, new: Checkpoint) ->
     sequence (its frontier and the leaves since); the witness or the checker verifies the
     result, so these untrusted records cannot make a false proof pass.
     """
-    from indexer.indices import BLOCKS_INDEX
-    from indexer.integrity.blocks import BlockRecord
+    from indexer.integrity.blocks import BlockRecord, iter_block_docs
     from otel_audit.integrity.consistency import consistency_proof_from_frontier
     from otel_audit.integrity.errors import ProofError
 
@@ -124,36 +123,24 @@ def proof_from_blocks(es: Any, chain_id: str, old_size: int, new: Checkpoint) ->
         return []
     leaves: list[bytes] = []
     frontier: tuple[bytes, ...] | None = None
-    after: list[Any] | None = None
-    while True:
-        body: dict[str, Any] = {
-            "query": {
-                "bool": {
-                    "filter": [
-                        {"term": {"chain_id": chain_id}},
-                        {"range": {"first_leaf": {"gte": old_size}}},
-                        {"range": {"sequence": {"lte": new.sequence}}},
-                    ]
-                }
-            },
-            "sort": [{"sequence": "asc"}],
-            "size": 100,
+    query = {
+        "bool": {
+            "filter": [
+                {"term": {"chain_id": chain_id}},
+                {"range": {"first_leaf": {"gte": old_size}}},
+                {"range": {"sequence": {"lte": new.sequence}}},
+            ]
         }
-        if after is not None:
-            body["search_after"] = after
-        hits = es.search(index=BLOCKS_INDEX, **body)["hits"]["hits"]
-        if not hits:
-            break
-        for hit in hits:
-            rec = BlockRecord.from_document(hit["_source"])
-            if frontier is None:
-                if rec.first_leaf != old_size:
-                    raise ProofError(f"no block record of {chain_id} starts at leaf {old_size}")
-                frontier = rec.frontier
-            if rec.first_leaf != old_size + len(leaves):
-                raise ProofError(f"chain {chain_id} has a gap before block {rec.sequence}")
-            leaves.extend(rec.leaf_hashes)
-        after = hits[-1]["sort"]
+    }
+    for _doc_id, source in iter_block_docs(es, query):
+        rec = BlockRecord.from_document(source)
+        if frontier is None:
+            if rec.first_leaf != old_size:
+                raise ProofError(f"no block record of {chain_id} starts at leaf {old_size}")
+            frontier = rec.frontier
+        if rec.first_leaf != old_size + len(leaves):
+            raise ProofError(f"chain {chain_id} has a gap before block {rec.sequence}")
+        leaves.extend(rec.leaf_hashes)
     if frontier is None or old_size + len(leaves) != new.tree_size:
         raise ProofError(
             f"audit-blocks holds leaves {old_size}..{old_size + len(leaves)} of {chain_id}, "
