@@ -1,0 +1,111 @@
+"""The scheduled verify inside ``serve`` finds any edit, insert or delete, of an event of
+any age, in its next run, though only every ``full_every``-th run reads everything.
+
+Each attack happens after a clean incremental run, to an event sealed before the last
+verified checkpoint, with the default ``watch.full_every`` (12): the next run must report
+it in the metrics and turn ``/readyz`` unready. A run may already be under way when the
+store is changed, so the finding is due by the second run completed after the change,
+ten runs before the next full one. Real Elasticsearch and a real ``serve``."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from tests.receiver.test_watch import Serve, serve_factory, wait  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.integration
+
+FULL_EVERY = 12
+"""The default ``watch.full_every``."""
+
+
+def _runs(serve: Serve) -> int:
+    return int(
+        sum(
+            serve.metric(f'verify_runs_total{{outcome="{o}"}}') or 0
+            for o in ("clean", "findings", "error")
+        )
+    )
+
+
+def _verified(serve: Serve, events: int, *, incremental: bool) -> None:
+    wait(
+        f"a clean {'incremental' if incremental else 'full'} run over {events} events",
+        lambda: (
+            serve.metric("verify_last_events_checked") == events
+            and serve.metric("verify_last_incremental") == float(incremental)
+            and serve.ready() == 200
+            and not serve.metric('verify_runs_total{outcome="findings"}')
+        ),
+    )
+
+
+def _old_sealed_store(serve: Serve, es: Elasticsearch) -> dict[str, object]:
+    """20 events verified by a full run, then 10 more by an incremental one; returns one
+    of the first 20 (sealed before the incremental run's checkpoint)."""
+    serve.send(0, 20)
+    _verified(serve, 20, incremental=False)
+    serve.send(20, 10)
+    _verified(serve, 10, incremental=True)
+    # Nothing changed: the runs after read nothing, and stay clean.
+    _verified(serve, 0, incremental=True)
+    es.indices.refresh(index="audit-events-*")
+    hit = es.search(index="audit-events-*", size=1, sort=[{"@timestamp": "asc"}])["hits"]["hits"]
+    return dict(hit[0])
+
+
+def _found_in_next_run(serve: Serve, kind: str) -> None:
+    before = _runs(serve)
+    wait(
+        f"a {kind} finding",
+        lambda: serve.metric(f'verify_findings{{kind="{kind}"}}') or _runs(serve) >= before + 2,
+    )
+    assert serve.metric(f'verify_findings{{kind="{kind}"}}'), (
+        f"two runs completed after the change without a {kind} finding"
+    )
+    assert _runs(serve) <= before + 2
+    assert serve.ready() == 503
+    assert serve.metric('verify_runs_total{outcome="findings"}')
+
+
+@pytest.fixture
+def watched(serve_factory: Callable[..., Serve]) -> Serve:  # noqa: F811
+    return serve_factory(full_every=FULL_EVERY)
+
+
+def test_an_edit_of_an_old_sealed_event_is_found_by_the_next_run(
+    watched: Serve, es: Elasticsearch
+) -> None:
+    hit = _old_sealed_store(watched, es)
+    source = copy.deepcopy(hit["_source"])
+    assert isinstance(source, dict)
+    source["event"]["outcome"] = "failure"
+    es.index(index=str(hit["_index"]), id=str(hit["_id"]), document=source, refresh=True)
+    _found_in_next_run(watched, "modified")
+
+
+def test_a_back_dated_insert_is_found_by_the_next_run(watched: Serve, es: Elasticsearch) -> None:
+    hit = _old_sealed_store(watched, es)
+    forged = copy.deepcopy(hit["_source"])
+    assert isinstance(forged, dict)
+    eid = str(uuid.uuid4())
+    forged["event"]["id"] = eid
+    # A day long gone, in its own daily index, ingested (it says) back then.
+    forged["@timestamp"] = "2025-01-02T03:04:05.000Z"
+    forged["event"]["ingested"] = "2025-01-02T03:04:06.000Z"
+    es.index(index="audit-events-2025.01.02", id=eid, document=forged, op_type="create")
+    es.indices.refresh(index="audit-events-*")
+    _found_in_next_run(watched, "inserted")
+
+
+def test_a_delete_of_an_old_sealed_event_is_found_by_the_next_run(
+    watched: Serve, es: Elasticsearch
+) -> None:
+    hit = _old_sealed_store(watched, es)
+    es.delete(index=str(hit["_index"]), id=str(hit["_id"]), refresh=True)
+    _found_in_next_run(watched, "missing")
