@@ -56,6 +56,9 @@ _PREFERENCE = "changes"
 """Custom search preference: each shard is read from the same copy run after run, so a
 replica that refreshes later than its primary does not look like a change."""
 
+_SORT: list[dict[str, Any]] = [{"_seq_no": {"order": "asc", "unmapped_type": "long"}}]
+"""By sequence number; an index without a mapping yet (no document) answers empty."""
+
 
 @dataclass(frozen=True, slots=True)
 class ShardMark:
@@ -209,7 +212,7 @@ def _shard_body(mark: int, size: int) -> dict[str, Any]:
         "size": size,
         "query": {"match_all": {}},
         "post_filter": {"range": {"_seq_no": {"gt": mark}}},
-        "sort": [{"_seq_no": "asc"}],
+        "sort": _SORT,
         "track_total_hits": True,
         "aggs": {
             "below": {"filter": {"range": {"_seq_no": {"lte": mark}}}},
@@ -228,7 +231,7 @@ def _rest(
             preference=f"_shards:{shard}|{_PREFERENCE}",
             size=size,
             query={"range": {"_seq_no": {"gt": after, "lte": upto}}},
-            sort=[{"_seq_no": "asc"}],
+            sort=_SORT,
             track_total_hits=False,
         )["hits"]["hits"]
         if not hits:
