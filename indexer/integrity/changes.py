@@ -249,34 +249,38 @@ def read_changes(
     page_size: int = 2000,
     msearch_batch: int = 200,
 ) -> Changes:
-    """The store now against ``before`` (None: no mark yet, nothing is read but the
-    marks); see the module docstring.
+    """The store now against ``before``; see the module docstring.
 
     Without ``before`` only the marks are taken (no documents read), for a run that reads
-    everything anyway.
+    everything anyway. Documents are read only while no reason for a full verify is
+    known: a replaced index is not read whole just to be read again.
     """
     layout = _layout(es)
     alias = _alias(es)
     requests = 2
     marks = before.indices if before is not None else {}
+    reasons = (
+        escalations(before, layout, alias, {}) if before is not None else []
+    )  # what the layout alone shows
+    read_docs = before is not None and not reasons
     shards: list[tuple[str, int, int]] = []
-    for name, lay in sorted(layout.items()):
+    for name, (uuid, count) in sorted(layout.items()):
         mark = marks.get(name)
-        uuid, count = lay
         same = mark is not None and mark.uuid == uuid and len(mark.shards) == count
         for shard in range(count):
             start = mark.shards[shard].max_seq_no if same and mark is not None else -1
             shards.append((name, shard, start))
     below: dict[tuple[str, int], int] = {}
     new_marks: dict[str, list[ShardMark]] = {name: [] for name in layout}
+    more: list[tuple[str, int, int, int]] = []
     changes = Changes(Watermark())
     for i in range(0, len(shards), msearch_batch):
         batch = shards[i : i + msearch_batch]
         searches: list[dict[str, Any]] = []
         for name, shard, start in batch:
-            read_docs = before is not None and name != BLOCKS_INDEX
+            size = page_size if read_docs and name != BLOCKS_INDEX else 0
             searches.append({"index": name, "preference": f"_shards:{shard}|{_PREFERENCE}"})
-            searches.append(_shard_body(start, page_size if read_docs else 0))
+            searches.append(_shard_body(start, size))
         responses = es.msearch(searches=searches)["responses"]
         requests += 1
         for (name, shard, start), resp in zip(batch, responses, strict=True):
@@ -295,15 +299,19 @@ def read_changes(
             changes.pages.append(_page(hits))
             changes.fetched += len(hits)
             if len(hits) < above:
-                for more in _rest(es, name, shard, int(hits[-1]["sort"][0]), upto, page_size):
-                    requests += 1
-                    changes.pages.append(_page(more))
-                    changes.fetched += len(more)
+                more.append((name, shard, int(hits[-1]["sort"][0]), upto))
+    if before is not None:
+        reasons = escalations(before, layout, alias, below)
+    if not reasons:
+        for name, shard, after, upto in more:
+            for hits in _rest(es, name, shard, after, upto, page_size):
+                requests += 1
+                changes.pages.append(_page(hits))
+                changes.fetched += len(hits)
     changes.watermark = Watermark(
         {name: IndexMark(layout[name][0], tuple(ms)) for name, ms in new_marks.items()},
         alias,
     )
     changes.requests = requests
-    if before is not None:
-        changes.escalate = escalations(before, layout, alias, below)
+    changes.escalate = reasons
     return changes

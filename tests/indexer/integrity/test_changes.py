@@ -99,6 +99,10 @@ def test_many_changes_are_read_in_pages_each_once(clean_es: Elasticsearch) -> No
     changes = read_changes(es, mark, page_size=3)
     assert _ids(changes) == sorted(f"e{i}" for i in range(100, 125))
     assert changes.requests > 3
+    # With a reason for a full verify, only the first page of each shard is read.
+    es.delete(index=OLD, id="e0", refresh=True)
+    escalated = read_changes(es, mark, page_size=3)
+    assert escalated.escalate and escalated.fetched <= 3 * 2
 
 
 @pytest.mark.integration
@@ -155,8 +159,10 @@ def test_a_replaced_vanished_or_unaliased_index_calls_for_a_full_verify(
     es.index(index=OLD, id="e1", document=_doc(1), refresh=True)
     replaced = read_changes(es, mark)
     assert len(replaced.escalate) == 1 and "was replaced" in replaced.escalate[0]
-    # The new copy is read whole (its shards start below any mark).
-    assert _ids(replaced) == ["e1"]
+    # A full verify reads it: not read here as well.
+    assert replaced.fetched == 0
+    # Its mark counts it from the start.
+    assert sum(s.docs for s in replaced.watermark.indices[OLD].shards) == 1
 
     es.indices.delete_alias(index="audit-events-2026.01.02", name=EVENTS_ALIAS)
     unaliased = read_changes(es, replaced.watermark)
