@@ -14,9 +14,10 @@ Each run sets the ``verify_*`` metrics. ``/readyz`` turns unready
 - sealing is stuck, as the sealer itself reports it (:meth:`Sealer.stuck`: refused chain,
   dead seal loop, events unsealed longer than ``integrity.stuck_after_s``).
 
-The first run reads everything stored. While the store holds one chain, the runs after a
-clean run are incremental: they read only what was written since, by Elasticsearch's own
-per-shard sequence numbers (:mod:`indexer.integrity.changes`), which no writer can skip.
+The first run (without saved state, below) reads everything stored. While the store holds
+one chain, the runs after a clean run are incremental: they read only what was written
+since, by Elasticsearch's own per-shard sequence numbers (:mod:`indexer.integrity.changes`),
+which no writer can skip.
 Each run first notes the chain's newest external checkpoint, makes the events written
 until then searchable, and records every shard's highest ``_seq_no`` and document count
 (the watermark). After a clean run, the next one
@@ -35,7 +36,10 @@ run that finds nothing changed costs one small request per shard. After
 ``full_every - 1`` incremental runs a run reads everything again, the deep re-check. Each
 run waits at most ``max_wait_s`` for the sealing deadline of events stored just before
 it; while some stay pending, the watermark and checkpoint are kept, so the next run reads
-them again. The watermark lives in memory: a restarted receiver starts with a full run.
+them again. The mark, the checkpoint and the number of incremental runs since the last
+full one are kept in ``integrity.state_dir/watch-state.json`` (the verifier's own state,
+like the saved checkpoint of ``verify --since``): a restarted receiver goes on from them;
+without that file (or with one whose checkpoint does not verify) the first run is full.
 
 With ``watch.witness_urls`` (and their ``watch.witness_keys``), each run then sends the
 newest checkpoint to those witnesses and stores their cosignatures beside it
@@ -56,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from elasticsearch import exceptions as es_exc
 
 from otel_audit.integrity import CheckpointStatus, verify_checkpoint
@@ -63,7 +68,11 @@ from otel_audit.integrity.errors import IntegrityError
 from otel_audit.integrity.note import CosignatureVerifier, parse_vkey
 from receiver import metrics
 
-__all__ = ["VerifySchedule", "WatchConfig"]
+__all__ = ["STATE_FILE", "VerifySchedule", "WatchConfig"]
+
+STATE_FILE = "watch-state.json"
+"""In ``integrity.state_dir``: the last clean run's mark and checkpoint, so a restarted
+receiver goes on with incremental runs."""
 
 _log = logging.getLogger("otel_audit.watch")
 
@@ -178,6 +187,8 @@ class VerifySchedule:
         self._watermark: Any = None
         """The store's sequence numbers when the last clean run began (with ``_anchor``)."""
         self._stuck = False
+        self._state_path: Path | None = None
+        """``<integrity.state_dir>/watch-state.json``: mark, checkpoint, runs since full."""
 
     def start(self) -> None:
         """Start the schedule when ``watch.enabled`` and the events go to Elasticsearch."""
@@ -257,6 +268,47 @@ class VerifySchedule:
         changes = read_changes(es, self._watermark if since is not None else None)
         return head, changes
 
+    def _load_state(self, state_dir: str, keyring: Any) -> None:
+        """The mark and checkpoint a clean run before a restart recorded, if any."""
+        from indexer.integrity.changes import Watermark
+        from otel_audit.integrity import Checkpoint, CheckpointFormatError
+
+        path = self._state_path = Path(state_dir) / STATE_FILE
+        try:
+            data = orjson.loads(path.read_bytes())
+            anchor = Checkpoint.from_json_dict(data["checkpoint"])
+            watermark = Watermark.from_json_dict(data["watermark"])
+            in_row = int(data["incremental_in_row"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, CheckpointFormatError) as exc:
+            _log.warning("watch state unreadable: full verify", extra={"error": str(exc)[:500]})
+            return
+        if verify_checkpoint(anchor, keyring) is not CheckpointStatus.OK:
+            _log.warning("watch state checkpoint does not verify: full verify")
+            return
+        self._anchor, self._watermark, self._incremental_in_row = anchor, watermark, in_row
+
+    def _save_state(self) -> None:
+        from indexer.state_files import write_atomic
+
+        path = self._state_path
+        if path is None:
+            return
+        try:
+            if self._anchor is None or self._watermark is None:
+                path.unlink(missing_ok=True)
+                return
+            data = {
+                "checkpoint": self._anchor.to_json_dict(),
+                "watermark": self._watermark.to_json_dict(),
+                "incremental_in_row": self._incremental_in_row,
+            }
+            write_atomic(path, orjson.dumps(data))
+        except OSError as exc:
+            _log.warning("watch state not saved", extra={"error": str(exc)[:500]})
+            raise
+
     def _run_sync(self) -> _Run:
         from indexer.es_client import EsConnection, sync_client
         from indexer.integrity.checkpoint_store import open_checkpoint_store
@@ -266,6 +318,8 @@ class VerifySchedule:
 
         integrity = integrity_config_of(self.config)
         keyring = keyring_of(self.config)
+        if self._state_path is None:
+            self._load_state(integrity.state_dir, keyring)
         store = open_checkpoint_store(integrity.checkpoint_dir)
         es = sync_client(EsConnection.from_config(self.config), request_timeout=120)
         try:
@@ -354,6 +408,8 @@ class VerifySchedule:
             self._watermark = changes.watermark if usable else None
         elif counts or newest is None:
             self._anchor = self._watermark = None  # the next run reads everything
+        with contextlib.suppress(OSError):  # logged; the next clean run writes it again
+            await asyncio.to_thread(self._save_state)
         metrics.VERIFY_RUNS.labels(outcome="findings" if counts else "clean").inc()
         metrics.VERIFY_INCREMENTAL.set(1 if incremental else 0)
         metrics.VERIFY_STALE.set(1 if report.stale else 0)

@@ -33,12 +33,13 @@ def _runs(serve: Serve) -> int:
     )
 
 
-def _verified(serve: Serve, events: int, *, incremental: bool) -> None:
+def _verified(serve: Serve, events: int, *, incremental: bool | None) -> None:
+    kind = {True: "incremental", False: "full", None: "scheduled"}[incremental]
     wait(
-        f"a clean {'incremental' if incremental else 'full'} run over {events} events",
+        f"a clean {kind} run over {events} events",
         lambda: (
             serve.metric("verify_last_events_checked") == events
-            and serve.metric("verify_last_incremental") == float(incremental)
+            and (incremental is None or serve.metric("verify_last_incremental") == incremental)
             and serve.ready() == 200
             and not serve.metric('verify_runs_total{outcome="findings"}')
         ),
@@ -46,10 +47,12 @@ def _verified(serve: Serve, events: int, *, incremental: bool) -> None:
 
 
 def _old_sealed_store(serve: Serve, es: Elasticsearch) -> dict[str, object]:
-    """20 events verified by a full run, then 10 more by an incremental one; returns one
-    of the first 20 (sealed before the incremental run's checkpoint)."""
+    """20 events verified (by the first full run, or by an incremental one when the first
+    run came before them), then 10 more by an incremental one; returns one of the first 20
+    (sealed before the incremental run's checkpoint)."""
     serve.send(0, 20)
-    _verified(serve, 20, incremental=False)
+    _verified(serve, 20, incremental=None)
+    _verified(serve, 0, incremental=True)
     serve.send(20, 10)
     _verified(serve, 10, incremental=True)
     # Nothing changed: the runs after read nothing, and stay clean.
@@ -109,3 +112,27 @@ def test_a_delete_of_an_old_sealed_event_is_found_by_the_next_run(
     hit = _old_sealed_store(watched, es)
     es.delete(index=str(hit["_index"]), id=str(hit["_id"]), refresh=True)
     _found_in_next_run(watched, "missing")
+
+
+def test_a_restarted_receiver_goes_on_from_its_saved_mark(
+    watched: Serve, es: Elasticsearch
+) -> None:
+    hit = _old_sealed_store(watched, es)
+    assert watched.stop() == 0
+    assert (watched.state / "watch-state.json").is_file()
+    # Changed while the receiver was down: below the saved mark.
+    es.delete(index=str(hit["_index"]), id=str(hit["_id"]), refresh=True)
+    watched.start()
+    wait("the first run after the restart", lambda: _runs(watched) >= 1)
+    assert watched.metric('verify_findings{kind="missing"}') == 1.0
+    assert watched.ready() == 503
+
+
+def test_a_restart_without_changes_runs_incremental(watched: Serve, es: Elasticsearch) -> None:
+    _old_sealed_store(watched, es)
+    assert watched.stop() == 0
+    watched.start()
+    wait("the first run after the restart", lambda: _runs(watched) >= 1)
+    assert watched.metric("verify_last_incremental") == 1.0
+    assert watched.metric("verify_last_events_checked") == 0.0
+    assert watched.ready() == 200
