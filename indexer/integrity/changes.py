@@ -4,7 +4,8 @@ per-shard sequence numbers.
 Every write to a shard (create, index over, update, delete) consumes the next ``_seq_no``
 of that shard; no client can write without one, and none can choose it. A verifier that
 recorded, after a verified run, each shard's highest ``_seq_no`` and how many documents
-it held (the :class:`Watermark`) can later tell, in one small request per shard:
+it held (the :class:`Watermark`) can later tell, with one small search per shard that
+counts from the index structures (points, doc values) without reading documents:
 
 - every document written since (``_seq_no`` above the mark): new events, a forged insert
   (whatever its ``@timestamp`` or ``event.ingested``), and the new version of an edited
@@ -205,19 +206,27 @@ def _page(hits: Sequence[Mapping[str, Any]]) -> Page:
     )
 
 
-def _shard_body(mark: int, size: int) -> dict[str, Any]:
-    """Documents above ``mark`` (post filter), and over the whole shard the count at or
-    below it and the highest ``_seq_no``: one reader, so the three agree."""
+def _marks_body(mark: int) -> dict[str, Any]:
+    """The shard's documents, those at or below ``mark`` and its highest ``_seq_no``: one
+    reader, counted from the points and doc values, not by reading documents."""
     return {
-        "size": size,
+        "size": 0,
         "query": {"match_all": {}},
-        "post_filter": {"range": {"_seq_no": {"gt": mark}}},
-        "sort": _SORT,
         "track_total_hits": True,
         "aggs": {
             "below": {"filter": {"range": {"_seq_no": {"lte": mark}}}},
             "max": {"max": {"field": "_seq_no"}},
         },
+    }
+
+
+def _docs_body(after: int, upto: int, size: int) -> dict[str, Any]:
+    """A page of the shard's documents in ``(after, upto]``, by ``_seq_no``."""
+    return {
+        "size": size,
+        "query": {"range": {"_seq_no": {"gt": after, "lte": upto}}},
+        "sort": _SORT,
+        "track_total_hits": False,
     }
 
 
@@ -229,10 +238,7 @@ def _rest(
         hits = es.search(
             index=index,
             preference=f"_shards:{shard}|{_PREFERENCE}",
-            size=size,
-            query={"range": {"_seq_no": {"gt": after, "lte": upto}}},
-            sort=_SORT,
-            track_total_hits=False,
+            **_docs_body(after, upto, size),
         )["hits"]["hits"]
         if not hits:
             return
@@ -240,6 +246,23 @@ def _rest(
         after = int(hits[-1]["sort"][0])
         if len(hits) < size:
             return
+
+
+def _msearch(
+    es: Elasticsearch, bodies: Sequence[tuple[str, int, dict[str, Any]]], batch: int
+) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
+    """``(index, shard, body)`` searched in batches; ``(index, shard, response)``."""
+    for i in range(0, len(bodies), batch):
+        chunk = bodies[i : i + batch]
+        searches: list[dict[str, Any]] = []
+        for name, shard, body in chunk:
+            searches.append({"index": name, "preference": f"_shards:{shard}|{_PREFERENCE}"})
+            searches.append(body)
+        responses = es.msearch(searches=searches)["responses"]
+        for (name, shard, _body), resp in zip(chunk, responses, strict=True):
+            if "error" in resp:
+                raise RuntimeError(f"reading the changes of {name} shard {shard}: {resp['error']}")
+            yield name, shard, resp
 
 
 def read_changes(
@@ -254,60 +277,68 @@ def read_changes(
     Without ``before`` only the marks are taken (no documents read), for a run that reads
     everything anyway. Documents are read only while no reason for a full verify is
     known: a replaced index is not read whole just to be read again.
+
+    First, per shard, the count at or below the old mark and the highest ``_seq_no`` (one
+    multi-search); then the documents between the two, from the same shard copy, so a
+    later reader: every document the first round counted is there unless deleted since.
     """
     layout = _layout(es)
     alias = _alias(es)
     requests = 2
     marks = before.indices if before is not None else {}
-    reasons = (
-        escalations(before, layout, alias, {}) if before is not None else []
-    )  # what the layout alone shows
-    read_docs = before is not None and not reasons
-    shards: list[tuple[str, int, int]] = []
+    shards: list[tuple[str, int, dict[str, Any]]] = []
+    starts: dict[tuple[str, int], int] = {}
     for name, (uuid, count) in sorted(layout.items()):
         mark = marks.get(name)
         same = mark is not None and mark.uuid == uuid and len(mark.shards) == count
         for shard in range(count):
             start = mark.shards[shard].max_seq_no if same and mark is not None else -1
-            shards.append((name, shard, start))
+            starts[(name, shard)] = start
+            shards.append((name, shard, _marks_body(start)))
     below: dict[tuple[str, int], int] = {}
-    new_marks: dict[str, list[ShardMark]] = {name: [] for name in layout}
-    more: list[tuple[str, int, int, int]] = []
+    tops: dict[tuple[str, int], int] = {}
+    totals: dict[tuple[str, int], int] = {}
+    for name, shard, resp in _msearch(es, shards, msearch_batch):
+        aggs = resp["aggregations"]
+        top = aggs["max"]["value"]
+        below[(name, shard)] = int(aggs["below"]["doc_count"])
+        tops[(name, shard)] = int(top) if top is not None else -1
+        totals[(name, shard)] = int(resp["hits"]["total"]["value"])
+    requests += (len(shards) + msearch_batch - 1) // msearch_batch
+    reasons = escalations(before, layout, alias, below) if before is not None else []
     changes = Changes(Watermark())
-    for i in range(0, len(shards), msearch_batch):
-        batch = shards[i : i + msearch_batch]
-        searches: list[dict[str, Any]] = []
-        for name, shard, start in batch:
-            size = page_size if read_docs and name != BLOCKS_INDEX else 0
-            searches.append({"index": name, "preference": f"_shards:{shard}|{_PREFERENCE}"})
-            searches.append(_shard_body(start, size))
-        responses = es.msearch(searches=searches)["responses"]
-        requests += 1
-        for (name, shard, start), resp in zip(batch, responses, strict=True):
-            if "error" in resp:
-                raise RuntimeError(f"reading the changes of {name} shard {shard}: {resp['error']}")
-            aggs = resp["aggregations"]
-            top = aggs["max"]["value"]
-            upto = int(top) if top is not None else -1
-            n_below = int(aggs["below"]["doc_count"])
-            above = int(resp["hits"]["total"]["value"])
-            below[(name, shard)] = n_below
-            new_marks[name].append(ShardMark(max(upto, start), n_below + above))
+    fetched: dict[tuple[str, int], int] = {}
+    if before is not None and not reasons:
+        wanted = [
+            (name, shard, _docs_body(starts[(name, shard)], tops[(name, shard)], page_size))
+            for (name, shard), top in sorted(tops.items())
+            if name != BLOCKS_INDEX and top > starts[(name, shard)]
+        ]
+        for name, shard, resp in _msearch(es, wanted, msearch_batch):
             hits = resp["hits"]["hits"]
             if not hits:
                 continue
-            changes.pages.append(_page(hits))
-            changes.fetched += len(hits)
-            if len(hits) < above:
-                more.append((name, shard, int(hits[-1]["sort"][0]), upto))
-    if before is not None:
-        reasons = escalations(before, layout, alias, below)
-    if not reasons:
-        for name, shard, after, upto in more:
-            for hits in _rest(es, name, shard, after, upto, page_size):
-                requests += 1
-                changes.pages.append(_page(hits))
-                changes.fetched += len(hits)
+            pages = [hits]
+            if len(hits) == page_size:
+                pages.extend(
+                    _rest(es, name, shard, int(hits[-1]["sort"][0]), tops[(name, shard)], page_size)
+                )
+            for page in pages:
+                changes.pages.append(_page(page))
+                fetched[(name, shard)] = fetched.get((name, shard), 0) + len(page)
+            requests += len(pages) - 1
+        requests += (len(wanted) + msearch_batch - 1) // msearch_batch
+        changes.fetched = sum(fetched.values())
+    new_marks: dict[str, list[ShardMark]] = {name: [] for name in layout}
+    for (name, shard), top in sorted(tops.items()):
+        start = starts[(name, shard)]
+        if before is not None and not reasons and name != BLOCKS_INDEX:
+            # What this read saw at or below the new mark: a document made visible after
+            # the first round (written before it) is counted too.
+            docs = below[(name, shard)] + fetched.get((name, shard), 0)
+        else:
+            docs = totals[(name, shard)]
+        new_marks[name].append(ShardMark(max(top, start), docs))
     changes.watermark = Watermark(
         {name: IndexMark(layout[name][0], tuple(ms)) for name, ms in new_marks.items()},
         alias,

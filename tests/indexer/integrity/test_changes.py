@@ -99,14 +99,14 @@ def test_many_changes_are_read_in_pages_each_once(clean_es: Elasticsearch) -> No
     changes = read_changes(es, mark, page_size=3)
     assert _ids(changes) == sorted(f"e{i}" for i in range(100, 125))
     assert changes.requests > 3
-    # With a reason for a full verify, only the first page of each shard is read.
+    # With a reason for a full verify, no document is read (the full verify reads them).
     es.delete(index=OLD, id="e0", refresh=True)
     escalated = read_changes(es, mark, page_size=3)
-    assert escalated.escalate and escalated.fetched <= 3 * 2
+    assert escalated.escalate and escalated.fetched == 0
 
 
 @pytest.mark.integration
-def test_an_edit_below_the_mark_is_read_and_calls_for_a_full_verify(
+def test_an_edit_below_the_mark_calls_for_a_full_verify(
     clean_es: Elasticsearch,
 ) -> None:
     es = clean_es
@@ -114,7 +114,7 @@ def test_an_edit_below_the_mark_is_read_and_calls_for_a_full_verify(
     mark = read_changes(es, None).watermark
     es.index(index=OLD, id="e3", document={**_doc(3), "n": -1}, refresh=True)
     changes = read_changes(es, mark)
-    assert _ids(changes) == ["e3"]
+    assert changes.fetched == 0, "the full verify reads it"
     assert len(changes.escalate) == 1
     assert OLD in changes.escalate[0] and "deleted or rewritten" in changes.escalate[0]
 
@@ -137,8 +137,8 @@ def test_a_delete_hidden_by_a_new_document_is_still_seen(clean_es: Elasticsearch
     mark = read_changes(es, None).watermark
     es.delete(index=OLD, id="e5")
     es.index(index=OLD, id="e5b", document=_doc(5), op_type="create", refresh=True)
+    assert es.count(index=OLD)["count"] == 20
     changes = read_changes(es, mark)
-    assert _ids(changes) == ["e5b"]
     assert changes.escalate, "the total count is unchanged, but not the count below the mark"
 
 
