@@ -36,8 +36,11 @@ run that finds nothing changed costs one small request per shard. After
 ``full_every - 1`` incremental runs a run reads everything again, the deep re-check. Each
 run waits at most ``max_wait_s`` for the sealing deadline of events stored just before
 it; while some stay pending, the watermark and checkpoint are kept, so the next run reads
-them again. The mark, the checkpoint and the number of incremental runs since the last
-full one are kept in ``integrity.state_dir/watch-state.json`` (the verifier's own state,
+them again, and one still uncovered the sealing deadline after the run that first found
+it pending ended is ``inserted``.
+
+The mark, the checkpoint and the number of incremental runs since the last full one are
+kept in ``integrity.state_dir/watch-state.json`` (the verifier's own state,
 like the saved checkpoint of ``verify --since``): a restarted receiver goes on from them;
 without that file (or with one whose checkpoint does not verify) the first run is full.
 
@@ -187,6 +190,8 @@ class VerifySchedule:
         self._watermark: Any = None
         """The store's sequence numbers when the last clean run began (with ``_anchor``)."""
         self._stuck = False
+        self._pending_seen: dict[str, float] = {}
+        """Event id -> when a run that found it pending ended (this verifier's clock)."""
         self._state_path: Path | None = None
         """``<integrity.state_dir>/watch-state.json``: mark, checkpoint, runs since full."""
 
@@ -289,6 +294,35 @@ class VerifySchedule:
             return
         self._anchor, self._watermark, self._incremental_in_row = anchor, watermark, in_row
 
+    def _settle_pending(self, report: Any, deadline_s: float) -> None:
+        """Pending events an earlier run already read are ``inserted`` once the sealing
+        deadline has passed since that run ended.
+
+        A run counts the deadline from its own start and waits at most ``max_wait_s``, so
+        with a deadline longer than that, an event no block covers would be pending in
+        every run. This verifier's clock saw it stored when the earlier run ended.
+        """
+        from indexer.integrity.classify import Finding, FindingKind
+
+        now = time.time()
+        seen = self._pending_seen
+        for eid, index in list(report.pending.items()):
+            first = seen.get(eid)
+            if first is None or now - first < deadline_s:
+                continue
+            del report.pending[eid]
+            report.findings.append(
+                Finding(
+                    FindingKind.INSERTED,
+                    "event is not covered by any trusted block within the sealing deadline "
+                    f"(uncovered since a scheduled run {now - first:.0f} s ago)",
+                    event_id=eid,
+                    index=index,
+                )
+            )
+        report.events_pending = len(report.pending)
+        self._pending_seen = {e: seen.get(e, now) for e in report.pending}
+
     def _save_state(self) -> None:
         from indexer.state_files import write_atomic
 
@@ -344,6 +378,7 @@ class VerifySchedule:
             # Indices the lifecycle policy removed (signed records) are archived, not missing.
             options.policy_deletions = PolicyDeletions.from_elasticsearch(es, keyring)
             report = verify(es, keyring, store, options)
+            self._settle_pending(report, options.deadline_ms() / 1000)
             if since is not None:
                 _anchor_freshness(report, since, options)
             if self.watch.witness_urls:

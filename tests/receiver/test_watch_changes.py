@@ -136,3 +136,30 @@ def test_a_restart_without_changes_runs_incremental(watched: Serve, es: Elastics
     assert watched.metric("verify_last_incremental") == 1.0
     assert watched.metric("verify_last_events_checked") == 0.0
     assert watched.ready() == 200
+
+
+def test_an_insert_still_pending_when_a_run_ends_is_reported_by_the_next(
+    serve_factory: Callable[..., Serve],  # noqa: F811
+    es: Elasticsearch,
+) -> None:
+    # A sealing deadline (grace 3 s) longer than a run waits for it (max_wait 0.5 s), as
+    # with the defaults (5 s, 2 s): the run that first reads the forged event can only
+    # call it pending; the next run, more than the deadline later, must call it inserted
+    # (each run counting the deadline from its own start would leave it pending forever).
+    serve = serve_factory(full_every=FULL_EVERY, grace_s=3.0, max_wait_s=0.5, interval_s=4.0)
+    serve.send(0, 5)
+    _verified(serve, 5, incremental=None)
+    hit = es.search(index="audit-events-*", size=1)["hits"]["hits"][0]
+    forged = copy.deepcopy(hit["_source"])
+    eid = str(uuid.uuid4())
+    forged["event"]["id"] = eid
+    es.index(index=hit["_index"], id=eid, document=forged, op_type="create", refresh=True)
+    before = _runs(serve)
+    wait("a run that reads the forged event", lambda: _runs(serve) >= before + 2)
+    wait(
+        "an inserted finding",
+        lambda: serve.metric('verify_findings{kind="inserted"}') or _runs(serve) >= before + 4,
+        timeout_s=60,
+    )
+    assert serve.metric('verify_findings{kind="inserted"}') == 1.0
+    assert serve.ready() == 503
