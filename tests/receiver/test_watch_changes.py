@@ -46,18 +46,29 @@ def _verified(serve: Serve, events: int, *, incremental: bool | None) -> None:
     )
 
 
+def _settled(serve: Serve, es: Elasticsearch, total: int) -> None:
+    """All ``total`` events stored and verified: two runs completed after they were all
+    stored, and the last run read nothing new, so the mark and checkpoint are past them.
+    (The receiver may store one request in several bulks, so no single run need read
+    them all.)"""
+
+    def stored() -> bool:
+        es.indices.refresh(index="audit-events-*")
+        return bool(es.count(index="audit-events-*")["count"] == total)
+
+    wait(f"{total} events stored", stored)
+    before = _runs(serve)
+    wait("two runs after them", lambda: _runs(serve) >= before + 2)
+    _verified(serve, 0, incremental=True)
+
+
 def _old_sealed_store(serve: Serve, es: Elasticsearch) -> dict[str, object]:
-    """20 events verified (by the first full run, or by an incremental one when the first
-    run came before them), then 10 more by an incremental one; returns one of the first 20
-    (sealed before the incremental run's checkpoint)."""
+    """20 events verified, then 10 more; returns one of the first 20 (sealed before the
+    checkpoint the runs now start from)."""
     serve.send(0, 20)
-    _verified(serve, 20, incremental=None)
-    _verified(serve, 0, incremental=True)
+    _settled(serve, es, 20)
     serve.send(20, 10)
-    _verified(serve, 10, incremental=True)
-    # Nothing changed: the runs after read nothing, and stay clean.
-    _verified(serve, 0, incremental=True)
-    es.indices.refresh(index="audit-events-*")
+    _settled(serve, es, 30)
     hit = es.search(index="audit-events-*", size=1, sort=[{"@timestamp": "asc"}])["hits"]["hits"]
     return dict(hit[0])
 
@@ -148,7 +159,7 @@ def test_an_insert_still_pending_when_a_run_ends_is_reported_by_the_next(
     # (each run counting the deadline from its own start would leave it pending forever).
     serve = serve_factory(full_every=FULL_EVERY, grace_s=3.0, max_wait_s=0.5, interval_s=4.0)
     serve.send(0, 5)
-    _verified(serve, 5, incremental=None)
+    _settled(serve, es, 5)
     hit = es.search(index="audit-events-*", size=1)["hits"]["hits"][0]
     forged = copy.deepcopy(hit["_source"])
     eid = str(uuid.uuid4())
