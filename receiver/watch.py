@@ -266,9 +266,15 @@ class VerifySchedule:
         chains = store.chains()
         head = _newest_checkpoint(store, chains[0]) if len(chains) == 1 else None
         try:
-            es.indices.refresh(index=EVENTS_PATTERN, allow_no_indices=True, ignore_unavailable=True)
+            resp = es.indices.refresh(
+                index=EVENTS_PATTERN, allow_no_indices=True, ignore_unavailable=True
+            )
+            refreshed = int(resp["_shards"]["successful"]) > 0
         except es_exc.AuthorizationException:
-            # A receiver role without refresh: the index's own refresh does it meanwhile.
+            refreshed = False
+        if not refreshed:
+            # A role without refresh (a wildcard then resolves to no index, or is refused):
+            # the indices' own periodic refresh makes them searchable meanwhile.
             time.sleep(float(getattr(self.config, "refresh_interval_s", 1.0)) + 0.5)
         changes = read_changes(es, self._watermark if since is not None else None)
         return head, changes
