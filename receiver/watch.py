@@ -367,7 +367,7 @@ class VerifySchedule:
             head, changes = self._snapshot(es, store, since)
             if since is not None and changes.escalate:
                 _log.warning(
-                    "store changed below the watermark: full verify",
+                    "store changed beyond new writes: full verify",
                     extra={"why": changes.escalate[:20]},
                 )
                 since = None
