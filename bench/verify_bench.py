@@ -18,6 +18,9 @@ events/s are printed next to the raw read rate of the same pages in the same run
   loaded in turn), so the RSS of one range size is compared across totals.
 - ``incremental_verify``: ``verify --since`` the checkpoint sealed 10,000 events before the
   newest one (target under 2 s on 1M events).
+- ``no_change_read``: what the scheduled verify's change feed
+  (``indexer.integrity.changes``) costs when nothing changed, against one ``_count`` of the
+  same indices in the same run: it should not grow with the events stored.
 
 The load is static (no receiver signs heartbeats), so the freshness check is off here.
 
@@ -460,6 +463,35 @@ def incremental_verify(
     }
 
 
+def no_change_read(es: Elasticsearch, repeat: int = 5) -> dict[str, Any]:
+    """The change feed over an unchanged store, against one ``_count``: median times."""
+    import statistics
+
+    from indexer.indices import EVENTS_PATTERN
+    from indexer.integrity.changes import read_changes
+
+    mark = read_changes(es, None).watermark
+    feed: list[float] = []
+    count: list[float] = []
+    requests = fetched = 0
+    for _ in range(repeat):
+        began = time.perf_counter()
+        changes = read_changes(es, mark)
+        feed.append(time.perf_counter() - began)
+        requests, fetched = changes.requests, changes.fetched
+        began = time.perf_counter()
+        es.count(index=EVENTS_PATTERN)
+        count.append(time.perf_counter() - began)
+    feed_s, count_s = statistics.median(feed), statistics.median(count)
+    return {
+        "seconds": round(feed_s, 4),
+        "requests": requests,
+        "documents_read": fetched,
+        "count_request_s": round(count_s, 4),
+        "to_count_request": round(feed_s / count_s, 1) if count_s else None,
+    }
+
+
 def _connect(url: str | None) -> tuple[str, Path, Elasticsearch]:
     """The node's URL, this benchmark's work directory and a client."""
     url = url or os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
@@ -536,6 +568,8 @@ def run(
         print(f"range verify: {ranged}", file=sys.stderr)
         incremental = incremental_verify(es, ring, store, min(10_000, events // 2))
         print(f"incremental verify: {incremental}", file=sys.stderr)
+        unchanged = no_change_read(es)
+        print(f"no-change read: {unchanged}", file=sys.stderr)
     finally:
         es.close()
     rate = report.events_checked / report.elapsed_s if report.elapsed_s else 0.0
@@ -555,6 +589,7 @@ def run(
         "verify_to_raw_read": round(rate / best_raw, 2) if best_raw else None,
         "range_verify": ranged,
         "incremental_verify": incremental,
+        "no_change_read": unchanged,
         "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 

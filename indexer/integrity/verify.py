@@ -110,6 +110,13 @@ class VerifyOptions:
     """Read and hash each slice in its own worker process (else threads of this one)."""
     progress: Callable[[int, float], None] | None = None
     """Called about once a second with (events so far, seconds elapsed)."""
+    event_pages: Callable[[], Iterable[tuple[list[str], list[str], list[bytes | str]]]] | None = (
+        None
+    )
+    """The events to check, already read and hashed (``(ids, indices, leaf hashes)`` pages),
+    instead of reading them: what :mod:`indexer.integrity.changes` found written since the
+    last verified run. Sealed events of the blocks checked that are not among them are
+    read by id."""
     policy_deletions: Any = None
     """Signed lifecycle records (:class:`indexer.lifecycle.verify_archive.PolicyDeletions`):
     a sealed event they say the policy removed is counted as archived, not missing."""
@@ -303,18 +310,28 @@ def verify(
 
     # The events are read (and hashed) from here on, while the blocks are checked.
     scan_ms = int(clock() * 1000)
-    with LeafScan(
-        es,
-        EVENTS_PATTERN,
-        _event_query(options),
-        options.page_size,
-        options.slices,
-        processes=options.processes,
+    given = options.event_pages
+    with (
+        contextlib.nullcontext(None)
+        if given is not None
+        else LeafScan(
+            es,
+            EVENTS_PATTERN,
+            _event_query(options),
+            options.page_size,
+            options.slices,
+            processes=options.processes,
+        )
     ) as scan:
 
         def pages() -> Iterator[tuple[list[str], list[str], list[bytes | str]]]:
             nonlocal scanned, last_progress
-            for page in scan.pages():
+            if given is not None:
+                source = given()
+            else:
+                assert scan is not None
+                source = scan.pages()
+            for page in source:
                 yield page
                 scanned += len(page[0])
                 now = time.monotonic()

@@ -1,6 +1,7 @@
 """The receiver watches itself: ``serve`` runs verify on a schedule against the real
 Elasticsearch; tampering, a stale chain or a sealer that stopped sealing shows in
-``/metrics`` and turns ``/readyz`` unready. Runs after the first read only what was added."""
+``/metrics`` and turns ``/readyz`` unready. Runs after the first read only what was written
+since (tests/receiver/test_watch_changes.py: edits, inserts and deletes of old events)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ class Serve:
                 "enabled": True,
                 "interval_s": 2.0,
                 "first_delay_s": 0.5,
-                "grace_s": 0.0,
+                "grace_s": 0.5,
                 "max_wait_s": 1.0,
                 "full_every": 4,
                 **(watch or {}),
@@ -176,8 +177,9 @@ def test_scheduled_verify_is_incremental_and_finds_a_tampered_event(
     assert serve.metric("verify_last_run_timestamp_seconds")
     assert serve.metric("verify_stale") == 0.0
     assert serve.metric("verify_overdue") == 0.0
-    # After a clean run the next ones read only the events stored since its checkpoint;
+    # After a clean run the next ones read only the documents written since it began;
     # after three of them (watch.full_every 4) a run reads everything again.
+    _clean_run_over(serve, 0, incremental=True)
     serve.send(20, 10)
     _clean_run_over(serve, 10, incremental=True)
     _clean_run_over(serve, 30)
@@ -188,7 +190,7 @@ def test_scheduled_verify_is_incremental_and_finds_a_tampered_event(
     source["event"]["outcome"] = "failure"
     es.index(index=hit["_index"], id=hit["_id"], document=source, refresh=True)
 
-    # An event sealed before the last verified checkpoint: the next full run finds it.
+    # An event sealed before the last verified checkpoint: the next run finds it.
     wait("/readyz to turn unready", lambda: serve.ready() == 503, timeout_s=60)
     assert serve.metric('verify_findings{kind="modified"}') == 1.0
     assert serve.metric('verify_runs_total{outcome="findings"}')
