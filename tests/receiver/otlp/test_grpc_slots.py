@@ -122,9 +122,7 @@ def test_stalled_calls_are_cancelled_and_refusals_carry_retry_info(live: LiveRec
             await asyncio.sleep(0.5)
             during_s, during = await _normal(live.grpc_target)
             try:
-                codes = await asyncio.wait_for(
-                    asyncio.gather(*stalled), MESSAGE_TIMEOUT_S + 10
-                )
+                codes = await asyncio.wait_for(asyncio.gather(*stalled), MESSAGE_TIMEOUT_S + 10)
             finally:
                 stop.set()
             after_s, after = await _normal(live.grpc_target)
