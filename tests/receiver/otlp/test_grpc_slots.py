@@ -14,12 +14,19 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
 
 from receiver.identity import WriterIdentity, WritersConfig, hash_token
 from receiver.limits import LimitsConfig
+from tests.collector.conftest import collector_binary, start_collector  # noqa: F401
 from tests.support.front_harness import (
     CapturingConsumer,
     LiveReceiver,
+    audit_attributes,
     front_config,
     logs_request,
     running_receiver,
@@ -31,13 +38,13 @@ CAP = 4
 MESSAGE_TIMEOUT_S = 2.0
 
 
-def _config(**sections: Any) -> Any:
+def _config(*, timeout_s: float = MESSAGE_TIMEOUT_S, **sections: Any) -> Any:
     config = front_config()
     merged = dict(config.sections)
     merged["limits"] = LimitsConfig(
         max_concurrent_grpc_calls=CAP,
         max_concurrent_large_grpc_calls=1,
-        grpc_message_timeout_s=MESSAGE_TIMEOUT_S,
+        grpc_message_timeout_s=timeout_s,
     )
     merged.update(sections)
     return dataclasses.replace(config, sections=types.MappingProxyType(merged))
@@ -221,3 +228,54 @@ def test_second_message_is_invalid_argument(
 
     assert asyncio.run(scenario()) == "INVALID_ARGUMENT"
     assert consumer.records == []
+
+
+@pytest.mark.collector
+def test_real_collector_retries_a_busy_refusal(
+    start_collector: Any,  # noqa: F811
+    consumer: CapturingConsumer,
+) -> None:
+    """The Collector's OTLP exporter drops a RESOURCE_EXHAUSTED without RetryInfo for good;
+    with every slot held by stalled calls, its audit record is refused, retried, and
+    delivered once the message timeout has freed the slots."""
+    hold_s = 6.0
+    with running_receiver(consumer, _config(timeout_s=hold_s)) as live:
+        collector = start_collector(
+            live.grpc_target, env={"OTEL_AUDIT_BACKEND_ENDPOINT": "http://127.0.0.1:9"}
+        )
+
+        async def scenario() -> list[str]:
+            stop = asyncio.Event()
+            async with grpc.aio.insecure_channel(live.grpc_target) as channel:
+                stalled = [asyncio.ensure_future(_stalled(channel, stop)) for _ in range(CAP)]
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(_emit_audit_record, collector.otlp_grpc_endpoint)
+                try:
+                    return await asyncio.wait_for(asyncio.gather(*stalled), hold_s + 10)
+                finally:
+                    stop.set()
+
+        codes = asyncio.run(scenario())
+        assert codes == ["DEADLINE_EXCEEDED"] * CAP
+        deadline = time.monotonic() + 30
+        while not consumer.records and time.monotonic() < deadline:
+            time.sleep(0.2)
+        log = collector.log_tail(400)
+        assert [r.attributes["audit.resource.id"] for r in consumer.records] == ["inv-0"], log
+        assert "receiver is busy" in log and "Will retry" in log, log
+
+
+def _emit_audit_record(endpoint: str) -> None:
+    provider = LoggerProvider(resource=Resource.create({"service.name": "billing"}))
+    exporter = OTLPLogExporter(endpoint=endpoint, insecure=True, timeout=10)
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    provider.get_logger("tests.slots").emit(
+        LogRecord(
+            timestamp=time.time_ns(),
+            severity_number=SeverityNumber.INFO,
+            body="invoice updated",
+            attributes=audit_attributes(0),
+        )
+    )
+    assert provider.force_flush(timeout_millis=15_000)
+    provider.shutdown()
