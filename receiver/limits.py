@@ -27,8 +27,13 @@ class LimitsConfig:
     http_idle_timeout_s: float = 60.0
     """An idle HTTP keep-alive connection is closed after this."""
     max_concurrent_grpc_calls: int = 32
-    """gRPC calls in progress at once; more are refused with RESOURCE_EXHAUSTED before
-    their message is read."""
+    """Authenticated gRPC calls in progress at once; more are refused with
+    RESOURCE_EXHAUSTED and a RetryInfo delay before their message is read (the Collector
+    retries that). gRPC's own cap is set to four times this, as a backstop only."""
+    grpc_message_timeout_s: float = 30.0
+    """A gRPC call's request message not fully received within this (counted from the
+    call's start) is answered DEADLINE_EXCEEDED and frees its call slot, so calls that
+    open and never send their message hold no slot past it."""
     max_concurrent_large_grpc_calls: int = 2
     """Of those, calls whose message is at least ``decode_in_thread_bytes`` held at once;
     more are refused with RESOURCE_EXHAUSTED as soon as their message is read, so the rest
@@ -58,6 +63,11 @@ class LimitsConfig:
                 f"max_concurrent_grpc_calls ({self.max_concurrent_grpc_calls}), so that small "
                 "calls always find a slot"
             )
-        for key in ("http_body_timeout_s", "http_idle_timeout_s", "grpc_idle_timeout_s"):
+        for key in (
+            "http_body_timeout_s",
+            "http_idle_timeout_s",
+            "grpc_idle_timeout_s",
+            "grpc_message_timeout_s",
+        ):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key}: must be positive")

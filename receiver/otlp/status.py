@@ -3,13 +3,20 @@
 ================================  ==================================  ==========================
 error kind                        gRPC                                HTTP
 ================================  ==================================  ==========================
+Unauthenticated                   UNAUTHENTICATED                     401 + Status
+BodyTimeout                       DEADLINE_EXCEEDED                   408 + Status
 InvalidRequest                    INVALID_ARGUMENT                    400 + google.rpc.Status
 UnsupportedMediaType (HTTP only)  -                                   415 + Status
 RequestTooLarge                   RESOURCE_EXHAUSTED (no RetryInfo)   413 + Status
-Overloaded                        RESOURCE_EXHAUSTED + RetryInfo      429 + Retry-After
+Overloaded (busy, over budget)    RESOURCE_EXHAUSTED + RetryInfo      429 + Retry-After
 Unavailable                       UNAVAILABLE + RetryInfo             503 + Retry-After
 any other exception               UNAVAILABLE + RetryInfo             503 + Retry-After
 ================================  ==================================  ==========================
+
+The OpenTelemetry Collector's OTLP exporter retries RESOURCE_EXHAUSTED only when it
+carries RetryInfo (and waits the delay given), so every "busy, retry later" refusal
+(in-flight budget, call slots, large-call lane, writer rate limit) is an Overloaded:
+without RetryInfo the Collector would drop the batch for good.
 
 An unexpected exception is answered as retryable: the records are not known to be durable,
 and a permanent answer would make the client drop them. Partial rejection is not an error:
@@ -65,7 +72,8 @@ class UnsupportedMediaType(InvalidRequest):
 
 
 class BodyTimeout(InvalidRequest):
-    """HTTP only: the body did not arrive within the body-read timeout (408)."""
+    """The body (HTTP) or the request message (gRPC) did not arrive within its timeout
+    (408 / DEADLINE_EXCEEDED)."""
 
 
 @dataclass(frozen=True, slots=True)

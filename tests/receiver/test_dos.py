@@ -22,6 +22,7 @@ import grpc
 import orjson
 import pytest
 import requests
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 
 from indexer.deadletter import MAX_ORIGINAL_BYTES, rejected_item
@@ -68,6 +69,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "limits:\n"
         f"  http_body_timeout_s: {BODY_TIMEOUT_S}\n"
         "  max_concurrent_grpc_calls: 4\n"
+        f"  grpc_message_timeout_s: {BODY_TIMEOUT_S}\n"
         "lifecycle:\n"
         "  enabled: false\n"
     )
@@ -97,6 +99,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def retry_delay_s(error: grpc.RpcError) -> float | None:
+    """The RetryInfo delay of ``grpc-status-details-bin``, as the Collector reads it."""
+    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status()
+            status.ParseFromString(value)
+            for detail in status.details:
+                info = error_details_pb2.RetryInfo()
+                if detail.Unpack(info):
+                    return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+    return None
 
 
 def _normal_export_s(served: Served) -> float:
@@ -138,6 +153,57 @@ def test_stalled_gzip_uploads_do_not_hold_up_a_normal_exporter(served: Served) -
             s.close()
 
 
+def test_stalled_grpc_calls_free_their_slots(served: Served) -> None:
+    """40 gRPC calls that send their headers and never their message: a normal exporter is
+    answered within 1 s (accepted, or refused with a retry delay while they hold every
+    slot), and they are cancelled after the message timeout."""
+    import asyncio
+
+    method = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+
+    async def stalled(channel: grpc.aio.Channel, stop: asyncio.Event) -> str:
+        async def nothing() -> Any:
+            await stop.wait()
+            return
+            yield b""
+
+        try:
+            await channel.stream_unary(method)(nothing(), timeout=60)
+            return "OK"
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+
+    async def scenario() -> list[str]:
+        stop = asyncio.Event()
+        async with grpc.aio.insecure_channel(served.grpc) as channel:
+            calls = [asyncio.ensure_future(stalled(channel, stop)) for _ in range(40)]
+            await asyncio.sleep(0.5)
+            try:
+                own = [("grpc.use_local_subchannel_pool", 1)]
+                with grpc.insecure_channel(served.grpc, options=own) as normal:
+                    stub = logs_service_pb2_grpc.LogsServiceStub(normal)  # type: ignore[no-untyped-call]
+                    started = time.monotonic()
+                    try:
+                        stub.Export(logs_request(5), timeout=10)
+                    except grpc.RpcError as exc:
+                        assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                        assert retry_delay_s(exc) is not None
+                    assert time.monotonic() - started < 1.0
+                return await asyncio.wait_for(asyncio.gather(*calls), BODY_TIMEOUT_S + 10)
+            finally:
+                stop.set()
+
+    codes = asyncio.run(scenario())
+    assert codes.count("DEADLINE_EXCEEDED") == 4, codes  # the slots, freed by the timeout
+    assert set(codes) == {"DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}, codes
+    own = [("grpc.use_local_subchannel_pool", 1)]
+    with grpc.insecure_channel(served.grpc, options=own) as normal:
+        stub = logs_service_pb2_grpc.LogsServiceStub(normal)  # type: ignore[no-untyped-call]
+        started = time.monotonic()
+        stub.Export(logs_request(5), timeout=10)
+        assert time.monotonic() - started < 1.0
+
+
 _BURST = """
 import asyncio, json, sys
 import grpc
@@ -156,7 +222,9 @@ async def main() -> None:
                 await export(body, timeout=60)
                 return "OK"
             except grpc.aio.AioRpcError as exc:
-                return exc.code().name
+                # A refusal counts as retryable only with RetryInfo, as the Collector has it.
+                details = dict(exc.trailing_metadata() or ()).get("grpc-status-details-bin")
+                return exc.code().name + ("+RetryInfo" if details else "")
 
         print(json.dumps({"body_bytes": len(body)}), flush=True)
         codes = await asyncio.gather(*(call() for _ in range(100)))
@@ -187,8 +255,9 @@ def test_burst_of_large_grpc_calls_keeps_rss_bounded(served: Served) -> None:
             started = time.monotonic()
             try:
                 stub.Export(logs_request(5), timeout=10)
-            except grpc.RpcError as exc:  # pushed back at once is an answer too
+            except grpc.RpcError as exc:  # pushed back at once, to retry, is an answer too
                 assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert retry_delay_s(exc) is not None, "the Collector drops it without RetryInfo"
             normal_s = time.monotonic() - started
         codes = json.loads(burst.stdout.readline())["codes"]
         assert burst.wait(60) == 0
@@ -202,7 +271,7 @@ def test_burst_of_large_grpc_calls_keeps_rss_bounded(served: Served) -> None:
         f"peak RSS {peak / MIB:.0f} MiB (RSS before {rss_before / MIB:.0f} MiB)"
     )
     assert normal_s < 1.0
-    assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}
+    assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED+RetryInfo"}, codes
     assert "OK" in codes
     assert peak < BUDGET + 200 * MIB, f"peak RSS {peak / MIB:.0f} MiB"
     assert _normal_export_s(served) < 1.0
