@@ -10,9 +10,9 @@ A request is charged its wire bytes as they arrive, its decompressed bytes while
 inflated, and then ``limits.decoded_bytes_per_wire_byte`` times its decompressed size
 *before* it is decoded: the decoded records take several times the bytes they came in,
 and charging only the body let concurrent large requests push the process far past the
-budget. gRPC receives a whole message before the handler sees it, so the messages gRPC
-can hold at once are bounded by ``limits.max_concurrent_grpc_calls`` instead (calls past
-it are refused with RESOURCE_EXHAUSTED before their message is read).
+budget. A gRPC message is charged once it has been read whole; the messages gRPC can hold
+at once are bounded by the call slots (``limits.max_concurrent_grpc_calls``), which a call
+takes before its message is read (past them: RESOURCE_EXHAUSTED with RetryInfo).
 """
 
 from __future__ import annotations
