@@ -31,15 +31,11 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import Any
 
 from bench.figures import kv_table
@@ -106,37 +102,14 @@ class _Meter:
         return out
 
 
-def _free_port_run(count: int) -> int:
-    from indexer.local_es.node import bindable
-
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            first: int = sock.getsockname()[1]
-        if first + count <= 65535 and all(
-            bindable("127.0.0.1", first + i) for i in range(1, count)
-        ):
-            return first
-    raise SystemExit(f"no {count} consecutive free ports on 127.0.0.1")
-
-
 @contextmanager
 def _cluster() -> Iterator[tuple[list[str], list[int]]]:
     """(node URLs, node pids) of a running three-node cluster."""
-    from indexer.local_es import LocalElasticsearch
+    from indexer.local_es.scratch import scratch_cluster
 
-    url = os.environ.get("OTEL_AUDIT_ES_CLUSTER_URL") or (f"http://127.0.0.1:{_free_port_run(3)}")
-    data_dir = Path(tempfile.mkdtemp(prefix="otel-audit-cluster-bench-"))
-    heap = os.environ.get("OTEL_AUDIT_CLUSTER_HEAP", "384m")
-    cluster = LocalElasticsearch(url=url, data_dir=data_dir, nodes=3, heap=heap)
-    started = cluster.ensure_started()
-    try:
-        pids = [cluster.node_pid(i) for i in range(3)]
+    with scratch_cluster("otel-audit-cluster-bench-") as cluster:
+        pids = [cluster.node_pid(i) for i in range(len(cluster.urls))]
         yield cluster.urls, [p for p in pids if p is not None]
-    finally:
-        if started:
-            cluster.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _ceiling(
