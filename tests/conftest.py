@@ -7,8 +7,9 @@ it. ``es`` is a sync client; ``clean_es`` also wipes project-owned state first.
 Two more nodes, started on first use and stopped at the end of the session, each in a
 directory of its own that is removed afterwards:
 
-- ``es_cluster``: a three-node cluster (indices get one replica there) on
-  OTEL_AUDIT_ES_CLUSTER_URL, or on three free consecutive ports; ``cluster_es`` is a
+- ``es_cluster``: a three-node cluster (indices get one replica there) from
+  ``indexer.local_es.scratch.scratch_cluster``: on OTEL_AUDIT_ES_CLUSTER_URL, or on three
+  consecutive free ports below the ephemeral range; ``cluster_es`` is a
   client of it, ``clean_cluster`` one after wiping project-owned state;
 - ``secure_es``: a secured node (HTTPS with a CA made for it, the ``elastic`` password,
   file-realm users through ``secure_es.add_users``) on OTEL_AUDIT_ES_SECURE_URL, or a
