@@ -129,6 +129,15 @@ class _Meter:
             for cpu, n, idle in zip(rcv, per_receiver_events, idle_cpu_per_s, strict=True)
         ]
 
+    def idle_share(self, idle_cpu_per_s: list[float]) -> list[float]:
+        """The share of each receiver's CPU over the window its idle rate accounts for:
+        small when the phase has enough events for fixed costs not to dominate."""
+        wall, rcv = self.delta[0], self.delta[4:]
+        return [
+            round(min(1.0, idle * wall / cpu), 3) if cpu > 0 else 0.0
+            for cpu, idle in zip(rcv, idle_cpu_per_s, strict=True)
+        ]
+
 
 def _counters(http_port: int) -> dict[str, float]:
     """The receiver's counters named in ``_COUNTERS`` (0 for one not exported yet)."""
@@ -276,6 +285,7 @@ def _receivers_phase(
         **meter.figures(events, per_receiver),
         "receiver_cpu_us_per_event_net_of_idle": meter.net_of_idle(per_receiver, idle),
         "receiver_idle_cpu_ms_per_s": [round(v * 1e3, 2) for v in idle],
+        "receiver_idle_share_of_cpu": meter.idle_share(idle),
         "receiver_counters": counters,
         "peak_rss_mib": peaks,
         "stored_events": stored,
@@ -339,14 +349,15 @@ def format_report(result: dict[str, Any]) -> str:
     if receivers:
         lines.append("")
         lines.append(
-            f"{'per receiver':<30} {'idle ms/s':>9} {'us/ev net':>9} {'bulks':>6} "
-            f"{'spooled':>8} {'blocks':>6} {'seal err':>8}"
+            f"{'per receiver':<30} {'idle ms/s':>9} {'idle share':>10} {'us/ev net':>9} "
+            f"{'bulks':>6} {'spooled':>8} {'blocks':>6} {'seal err':>8}"
         )
         for p in receivers:
             for i, c in enumerate(p["receiver_counters"]):
                 lines.append(
                     f"{p['phase'].split(' (')[0] + f' #{i + 1}':<30} "
                     f"{p['receiver_idle_cpu_ms_per_s'][i]:>9} "
+                    f"{p['receiver_idle_share_of_cpu'][i]:>10} "
                     f"{p['receiver_cpu_us_per_event_net_of_idle'][i]!s:>9} "
                     f"{c['bulk_requests']:>6} {c['records_spooled']:>8} "
                     f"{c['blocks_sealed']:>6} {c['sealing_errors']:>8}"
