@@ -7,8 +7,9 @@ it. ``es`` is a sync client; ``clean_es`` also wipes project-owned state first.
 Two more nodes, started on first use and stopped at the end of the session, each in a
 directory of its own that is removed afterwards:
 
-- ``es_cluster``: a three-node cluster (indices get one replica there) on
-  OTEL_AUDIT_ES_CLUSTER_URL, or on three free consecutive ports; ``cluster_es`` is a
+- ``es_cluster``: a three-node cluster (indices get one replica there) from
+  ``indexer.local_es.scratch.scratch_cluster``: on OTEL_AUDIT_ES_CLUSTER_URL, or on three
+  consecutive free ports below the ephemeral range; ``cluster_es`` is a
   client of it, ``clean_cluster`` one after wiping project-owned state;
 - ``secure_es``: a secured node (HTTPS with a CA made for it, the ``elastic`` password,
   file-realm users through ``secure_es.add_users``) on OTEL_AUDIT_ES_SECURE_URL, or a
@@ -19,24 +20,16 @@ Under CI=true a skipped test is turned into a failure: CI must exercise everythi
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import socket
-import tempfile
 from collections.abc import Generator, Iterator
-from pathlib import Path
 
 import pytest
 from elasticsearch import Elasticsearch
 
 from indexer.local_es import LocalElasticsearch
-from indexer.local_es.node import bindable
+from indexer.local_es.scratch import free_port_run, scratch_cluster, scratch_node
 from indexer.local_es.state import wipe_project_state
 
-CLUSTER_NODES = 3
-# Three JVMs share the machine with the tests: small heaps, as the cluster docs advise.
-CLUSTER_HEAP = "384m"
 SECURE_HEAP = "384m"
 
 
@@ -90,38 +83,6 @@ def clean_es(es: Elasticsearch) -> Elasticsearch:
     return es
 
 
-def _free_port_run(count: int) -> int:
-    """The first of ``count`` consecutive ports that are free on 127.0.0.1 now."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            first: int = sock.getsockname()[1]
-        if first + count <= 65535 and all(
-            bindable("127.0.0.1", first + i) for i in range(1, count)
-        ):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports found on 127.0.0.1")
-
-
-@contextlib.contextmanager
-def _own_node(url: str, prefix: str, **kwargs: object) -> Iterator[LocalElasticsearch]:
-    """A node or cluster in a fresh directory; stopped and removed at the end when this
-    started it (a healthy one already at the URL is reused and left running)."""
-    # Not under pytest's tmp_path: that is private to the invoking user, and under root
-    # the node runs as an unprivileged account that must reach its directory.
-    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
-    node = LocalElasticsearch(url=url, data_dir=data_dir, **kwargs)  # type: ignore[arg-type]
-    try:
-        started = node.ensure_started()
-        try:
-            yield node
-        finally:
-            if started:
-                node.stop()
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def es_cluster() -> Iterator[LocalElasticsearch]:
     """A three-node cluster of the local distribution for the session.
@@ -129,10 +90,7 @@ def es_cluster() -> Iterator[LocalElasticsearch]:
     ``es_cluster.urls`` lists every node; ``kill_node(i)`` and ``ensure_started()`` take a
     node away and bring it back (the drills do).
     """
-    url = os.environ.get("OTEL_AUDIT_ES_CLUSTER_URL") or (
-        f"http://127.0.0.1:{_free_port_run(CLUSTER_NODES)}"
-    )
-    with _own_node(url, "otel-audit-cluster-", nodes=CLUSTER_NODES, heap=CLUSTER_HEAP) as cluster:
+    with scratch_cluster("otel-audit-cluster-") as cluster:
         yield cluster
 
 
@@ -164,6 +122,6 @@ def secure_es() -> Iterator[LocalElasticsearch]:
     ``client_options(user, password)`` the keyword arguments of a client. API keys cannot
     be created on this distribution (see indexer/local_es/README.md).
     """
-    url = os.environ.get("OTEL_AUDIT_ES_SECURE_URL") or f"https://127.0.0.1:{_free_port_run(1)}"
-    with _own_node(url, "otel-audit-secure-", heap=SECURE_HEAP) as node:
+    url = os.environ.get("OTEL_AUDIT_ES_SECURE_URL") or f"https://127.0.0.1:{free_port_run(1)}"
+    with scratch_node(url, "otel-audit-secure-", heap=SECURE_HEAP) as node:
         yield node

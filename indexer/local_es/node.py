@@ -35,6 +35,7 @@ from indexer.local_es.probe import port_accepts
 
 __all__ = [
     "CLUSTER_NAME",
+    "FREE_PORTS",
     "SERVICE_USER",
     "NodeLayout",
     "ensure_service_user",
@@ -116,7 +117,7 @@ def pick_transport_port(http_port: int, host: str, taken: Collection[int] = ()) 
 
 # Below Linux's ephemeral range (32768-60999 by default): a port chosen there can be taken
 # by any process's outgoing connection between our check and a (re)start that binds it.
-_FREE_PORTS = range(20000, 32000)
+FREE_PORTS = range(20000, 32000)
 
 
 def free_port(host: str = "127.0.0.1", taken: Collection[int] = ()) -> int:
@@ -124,10 +125,10 @@ def free_port(host: str = "127.0.0.1", taken: Collection[int] = ()) -> int:
     server restarted on it later is not beaten to it by an outgoing connection."""
     rng = random.Random()
     for _ in range(1000):
-        port = rng.choice(_FREE_PORTS)
+        port = rng.choice(FREE_PORTS)
         if port not in taken and bindable(host, port) and bindable(host, port + 100):
             return port
-    raise OSError(f"no free port in {_FREE_PORTS.start}-{_FREE_PORTS.stop - 1} on {host}")
+    raise OSError(f"no free port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1} on {host}")
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -1,11 +1,11 @@
 """``python -m tests.drill`` (``make drill``): every drill at full size, one table row each.
 
-Starts its own three-node cluster of the local distribution in a scratch directory (or
-uses OTEL_AUDIT_ES_CLUSTER_URL's, when one of ours runs there), builds or reuses the
-Collector, runs the drills named in DRILLS (default: all) and prints the table; with
-DRILL_JSON=<file> the rows are also written as JSON. SOAK_SECONDS sets the soak's length
-(default 1800), DRILL_RATE the load of the other drills (events/s, default 500); DRILL_KEEP=1 keeps
-the receivers' logs and state directories.
+Starts its own three-node cluster of the local distribution in a scratch directory
+(``indexer.local_es.scratch``: on OTEL_AUDIT_ES_CLUSTER_URL when set, reused when one of
+ours runs there), builds or reuses the Collector, runs the drills named in DRILLS (default:
+all) and prints the table; with DRILL_JSON=<file> the rows are also written as JSON.
+SOAK_SECONDS sets the soak's length (default 1800), DRILL_RATE the load of the other drills
+(events/s, default 500); DRILL_KEEP=1 keeps the receivers' logs and state directories.
 Exit 0 when every row has lost = 0, duplicated = 0 and verify clean; 1 otherwise.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -22,24 +21,11 @@ from pathlib import Path
 
 from elasticsearch import Elasticsearch
 
-from indexer.local_es import LocalElasticsearch
-from indexer.local_es.node import bindable
+from indexer.local_es.scratch import scratch_cluster
 from otel_audit.exits import Exit
 from tests.drill.harness import DrillRow, environ_float, format_row, print_table
 from tests.drill.scenarios import ALL_DRILLS, DrillContext, DrillSizes, can_mount
 from tests.support.collector_build import ensure_collector
-
-
-def _free_port_run(count: int) -> int:
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            first: int = sock.getsockname()[1]
-        if first + count <= 65535 and all(
-            bindable("127.0.0.1", first + i) for i in range(1, count)
-        ):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
 def main() -> int:
@@ -58,29 +44,27 @@ def main() -> int:
         soak_rate_per_s=environ_float("SOAK_RATE", rate),
     )
     binary = ensure_collector()
-    url = os.environ.get("OTEL_AUDIT_ES_CLUSTER_URL") or (f"http://127.0.0.1:{_free_port_run(3)}")
-    data_dir = Path(tempfile.mkdtemp(prefix="otel-audit-drill-es-"))
     work_root = Path(tempfile.mkdtemp(prefix="otel-audit-drill-"))
-    cluster = LocalElasticsearch(url=url, data_dir=data_dir, nodes=3, heap="384m")
-    started = cluster.ensure_started()
-    es = Elasticsearch(cluster.urls, request_timeout=60, retry_on_timeout=True, max_retries=5)
-    ctx = DrillContext(cluster, es, binary, work_root, sizes)
     rows: list[DrillRow] = []
     try:
-        for name in names:
-            t0 = time.monotonic()
-            sys.stderr.write(f"drill: {name} ...\n")
-            row = ALL_DRILLS[name](ctx)
-            rows.append(row)
-            sys.stderr.write(f"drill: {name} took {time.monotonic() - t0:.0f}s\n")
-            sys.stderr.write(format_row(row) + "\n")
+        with scratch_cluster("otel-audit-drill-es-") as cluster:
+            es = Elasticsearch(
+                cluster.urls, request_timeout=60, retry_on_timeout=True, max_retries=5
+            )
+            ctx = DrillContext(cluster, es, binary, work_root, sizes)
+            try:
+                for name in names:
+                    t0 = time.monotonic()
+                    sys.stderr.write(f"drill: {name} ...\n")
+                    row = ALL_DRILLS[name](ctx)
+                    rows.append(row)
+                    sys.stderr.write(f"drill: {name} took {time.monotonic() - t0:.0f}s\n")
+                    sys.stderr.write(format_row(row) + "\n")
+            finally:
+                es.close()
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
     finally:
-        es.close()
-        if started:
-            cluster.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
         if os.environ.get("DRILL_KEEP"):
             sys.stderr.write(f"drill: receivers' logs and state kept in {work_root}\n")
         else:

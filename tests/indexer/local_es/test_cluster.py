@@ -11,9 +11,10 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from indexer.indices import BLOCKS_INDEX, event_index
-from indexer.local_es import LocalElasticsearch, LocalEsConfig, LocalEsConfigError
+from indexer.local_es import LocalElasticsearch, LocalEsConfig, LocalEsConfigError, scratch
 from indexer.local_es.cluster import plan_cluster
-from indexer.local_es.node import NodeLayout, node_settings
+from indexer.local_es.node import FREE_PORTS, NodeLayout, bindable, node_settings
+from indexer.local_es.scratch import free_port_run
 from indexer.local_es.security import security_settings
 from indexer.local_es.state import wipe_project_state
 from indexer.templates import install_templates
@@ -122,6 +123,26 @@ def test_taken_transport_ports_move_only_for_nodes_about_to_start(tmp_path: Path
         moved = crowded.with_free_ports({1})
         assert moved.members[1].transport_port != taken
         assert moved.members[2].transport_port == taken  # may be running: left alone
+
+
+def test_a_cluster_gets_consecutive_ports_below_the_ephemeral_range() -> None:
+    first = free_port_run(3)
+    assert FREE_PORTS.start <= first and first + 2 < FREE_PORTS.stop
+    for port in (*range(first, first + 3), *range(first + 100, first + 103)):
+        assert bindable("127.0.0.1", port)
+
+
+def test_a_port_run_skips_taken_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = set(range(FREE_PORTS.start, FREE_PORTS.start + 50))
+    monkeypatch.setattr(scratch, "bindable", lambda _host, port: port not in taken)
+    monkeypatch.setattr(scratch, "FREE_PORTS", range(FREE_PORTS.start, FREE_PORTS.start + 60))
+    first = scratch.free_port_run(2)
+    assert first >= FREE_PORTS.start + 50
+    taken |= set(range(FREE_PORTS.start, FREE_PORTS.start + 200))
+    with pytest.raises(OSError, match="no 2 consecutive free ports"):
+        scratch.free_port_run(2)
+    with pytest.raises(ValueError, match="at least 1"):
+        scratch.free_port_run(0)
 
 
 def test_cluster_node_settings(tmp_path: Path) -> None:
