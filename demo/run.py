@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,6 +180,24 @@ def print_arrivals(es: Any, report: TrafficReport, since: str, timeout_s: float 
     return int(stored)
 
 
+def _start_clean(es: Any, state: Path) -> None:
+    """Start each demo from an empty store on the project's local node.
+
+    The local node is scratch space that the tests also write to (with their own keys
+    and chains), and a state directory left by an earlier run names checkpoints that
+    node may no longer hold. Either would make the printed ``verify`` command report
+    findings that belong to no tampering. So both go: the project's indices on that node,
+    and the demo's state directory (keys, checkpoints, spool, local S3 data). With
+    ``OTEL_AUDIT_ES_URL`` set, nothing is deleted.
+    """
+    from indexer.local_es.state import wipe_project_state
+
+    if state.exists():
+        shutil.rmtree(state)
+    wipe_project_state(es)
+    _say(f"== starting clean: the project's indices on the local node and {state} removed")
+
+
 def run_demo(
     checkouts: int = 40,
     keep_serving: bool = True,
@@ -197,6 +216,7 @@ def run_demo(
     from indexer.local_es import LocalElasticsearch
     from indexer.templates import install_templates
 
+    own_node = "OTEL_AUDIT_ES_URL" not in os.environ
     es_url = os.environ.get("OTEL_AUDIT_ES_URL", "http://127.0.0.1:9200")
     node = LocalElasticsearch(url=es_url)
     _say(f"== Elasticsearch at {es_url}")
@@ -205,8 +225,10 @@ def run_demo(
     lifecycle: Any = None
     try:
         es = Elasticsearch(es_url, request_timeout=30)
-        _say("== installing index templates: " + ", ".join(install_templates(es)))
         state = state_dir()
+        if own_node:
+            _start_clean(es, state)
+        _say("== installing index templates: " + ", ".join(install_templates(es)))
         state.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.setdefault("OTEL_AUDIT_ES_URL", es_url)
