@@ -14,6 +14,8 @@ without any other state, none of it trusted on its own:
   must recompute to the previous checkpoint's root; a record edited in Elasticsearch
   fails one of the two.
 - ``time_range`` (event ``@timestamp`` min/max) to pick blocks for a time-range verify.
+- ``id_keys``: the few terms a block is found by from an event id (:func:`id_key`); the
+  per-event fields above are kept in ``_source`` only, never indexed.
 
 Document ``_id`` is ``<chain id>:<sequence, 20 digits>`` written with ``op_type=create``,
 so a block is never overwritten and a retry after a crash answers 409.
@@ -26,7 +28,7 @@ consistency proofs use it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +48,16 @@ from otel_audit.integrity import (
 from otel_audit.schema import Schema
 
 __all__ = [
+    "ID_KEYS_MAPPING",
     "KIND_BLOCK",
     "KIND_HEARTBEAT",
     "BlockRecord",
     "block_doc_id",
     "blocks_template",
+    "find_holding",
+    "holding_query",
+    "id_key",
+    "id_keys",
     "iter_block_docs",
     "merge_time_range",
 ]
@@ -58,10 +65,54 @@ __all__ = [
 KIND_BLOCK = "block"
 KIND_HEARTBEAT = "heartbeat"
 
-_NOT_INDEXED = {"type": "keyword", "index": False, "doc_values": False}
+_KEPT_ONLY = {"type": "object", "enabled": False}
+"""Kept in ``_source`` and never parsed into fields: thousands of values per record."""
 
-PER_EVENT_FIELDS = ("event_ids", "event_indices", "leaf_hashes", "frontier")
+PER_EVENT_FIELDS = ("event_ids", "event_indices", "leaf_hashes", "frontier", "id_keys")
 """The fields of a record that grow with its block (and the frontier with the chain)."""
+
+ID_KEYS_MAPPING = {"type": "keyword", "doc_values": False}
+"""Term lookups only: no doc values."""
+
+_ID_KEY_CHARS = 11
+"""A UUIDv7's first 11 characters: its 40 high bits, the time in steps of 256 ms."""
+
+
+def id_key(event_id: str) -> str:
+    """The lookup key of an event id in ``id_keys``: for a UUIDv7 (what the SDKs mint)
+    its time to 256 ms, shared by the ids minted together; any other id is its own key.
+
+    Finding the blocks that hold an id is then a term query on a few keys per block
+    rather than on every id: indexing 5,000 ids per record cost Elasticsearch more CPU
+    than the block's events' share of sealing allows. A key is only a way to find
+    candidates: the record's ``event_ids`` decide, and ``id_keys`` are checked against
+    them when a record is read whole.
+    """
+    if len(event_id) == 36 and event_id[14] == "7" and event_id[8] == "-":
+        return event_id[:_ID_KEY_CHARS]
+    return event_id
+
+
+def id_keys(event_ids: Sequence[str]) -> list[str]:
+    """The sorted distinct :func:`id_key` of ``event_ids``."""
+    return sorted({id_key(e) for e in event_ids})
+
+
+def holding_query(event_ids: Sequence[str]) -> dict[str, Any]:
+    """A query for the block records that may hold any of ``event_ids`` (candidates: the
+    caller keeps those whose ``event_ids`` do). Records written before ``id_keys``
+    existed are found by their indexed ``event_ids``."""
+    return {
+        "bool": {
+            "filter": [{"term": {"kind": KIND_BLOCK}}],
+            "should": [
+                {"terms": {"id_keys": id_keys(event_ids)}},
+                {"terms": {"event_ids": list(event_ids)}},
+            ],
+            "minimum_should_match": 1,
+        }
+    }
+
 
 CHAIN_ORDER: list[dict[str, Any]] = [{"chain_id": "asc"}, {"sequence": "asc"}]
 """Sort of :func:`iter_block_docs` by default: each chain's records in sequence order.
@@ -107,12 +158,13 @@ def blocks_template(schema: Schema, settings: TemplateSettings) -> dict[str, Any
                             "lte": {"type": "date_nanos"},
                         }
                     },
-                    # Indexed: `prove` and the sealer's duplicate check find a block by id.
-                    # Term lookups only: no doc values for thousands of ids per block.
-                    "event_ids": {"type": "keyword", "doc_values": False},
-                    "event_indices": _NOT_INDEXED,
-                    "leaf_hashes": _NOT_INDEXED,
-                    "frontier": _NOT_INDEXED,
+                    # `prove`, the API and the sealer's duplicate check find a block by an
+                    # event id through its few keys (id_key); term lookups only.
+                    "id_keys": ID_KEYS_MAPPING,
+                    "event_ids": _KEPT_ONLY,
+                    "event_indices": _KEPT_ONLY,
+                    "leaf_hashes": _KEPT_ONLY,
+                    "frontier": _KEPT_ONLY,
                     "checkpoint": {"type": "object", "enabled": False},
                 },
             },
@@ -168,6 +220,7 @@ class BlockRecord:
             "key_id": cp.key_id,
             "sealed_at": cp.timestamp_ms,
             "event_ids": list(self.event_ids),
+            "id_keys": id_keys(self.event_ids),
             "event_indices": list(self.event_indices),
             "leaf_hashes": encode_hashes(self.leaf_hashes),
             "frontier": [encode_hash(h) for h in self.frontier],
@@ -202,6 +255,8 @@ class BlockRecord:
                 raise CheckpointFormatError(
                     f"{len(ids)} event ids, {len(indices)} indices and {len(hashes)} leaf hashes"
                 )
+            if ids and "id_keys" in doc and doc["id_keys"] != id_keys(ids):
+                raise CheckpointFormatError("id_keys do not match event_ids")
             kind = doc.get("kind")
             if kind not in (KIND_BLOCK, KIND_HEARTBEAT):
                 raise CheckpointFormatError(f"kind {kind!r} is not block or heartbeat")
@@ -246,6 +301,42 @@ class BlockRecord:
         if cr.root() != cp.root_hash:
             problems.append("leaf hashes do not recompute to the signed root")
         return problems
+
+
+async def find_holding(
+    es: Any,
+    event_ids: Sequence[str],
+    *,
+    index: str = BLOCKS_INDEX,
+    source_includes: Sequence[str] | None = None,
+    page_size: int = 20,
+) -> AsyncIterator[dict[str, Any]]:
+    """The hits of the block records that hold any of ``event_ids``, by chain and
+    sequence, paged with ``search_after`` (``source_includes`` narrows ``_source``; the
+    record's ``event_ids`` are always read, they decide). Elasticsearch errors propagate."""
+    wanted = set(event_ids)
+    after: list[Any] | None = None
+    while True:
+        body: dict[str, Any] = {
+            "index": index,
+            "query": holding_query(event_ids),
+            "sort": [*CHAIN_ORDER],
+            "size": page_size,
+            "track_total_hits": False,
+        }
+        if source_includes is not None:
+            body["source_includes"] = [*source_includes, "event_ids"]
+        if after is not None:
+            body["search_after"] = after
+        resp = await es.search(**body)
+        hits = resp["hits"]["hits"]
+        for hit in hits:
+            ids = hit["_source"].get("event_ids")
+            if isinstance(ids, list) and not wanted.isdisjoint(ids):
+                yield hit
+        if len(hits) < page_size:
+            return
+        after = hits[-1]["sort"]
 
 
 def iter_block_docs(

@@ -1,6 +1,6 @@
 """``otel-audit prove EVENT_ID``: an offline inclusion proof bundle for one stored event.
 
-Finds the block that sealed the event (``audit-blocks`` indexes ``event_ids``), reads the
+Finds the block that sealed the event (found through the ``id_keys`` of ``audit-blocks``), reads the
 chain's leaf hashes up to that block, computes the RFC 9162 audit path for the event's
 leaf under that block's signed checkpoint, and packs event, leaf index, path and
 checkpoint into a bundle (``otel_audit.integrity.bundle``) that ``otel-audit
@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from elasticsearch import Elasticsearch
 
-from indexer.indices import BLOCKS_INDEX
-from indexer.integrity.blocks import KIND_BLOCK, BlockRecord, iter_block_docs
+from indexer.integrity.blocks import BlockRecord, holding_query, iter_block_docs
 from otel_audit.integrity import ProofBundle, inclusion_proof, make_bundle
 
 __all__ = ["ProveError", "prove"]
@@ -23,20 +22,11 @@ class ProveError(Exception):
 
 
 def _find_block(es: Elasticsearch, event_id: str) -> BlockRecord:
-    resp = es.options(ignore_status=404).search(
-        index=BLOCKS_INDEX,
-        query={
-            "bool": {"filter": [{"term": {"event_ids": event_id}}, {"term": {"kind": KIND_BLOCK}}]}
-        },
-        sort=[{"chain_id": "asc"}, {"sequence": "asc"}],
-        size=1,
-    )
-    hits = resp.body.get("hits", {}).get("hits", []) if resp.meta.status == 200 else []
-    if not hits:
-        raise ProveError(
-            f"event {event_id} is not in any sealed block (not stored, or not sealed yet)"
-        )
-    return BlockRecord.from_document(hits[0]["_source"])
+    for _doc_id, source in iter_block_docs(es, holding_query([event_id])):
+        ids = source.get("event_ids")
+        if isinstance(ids, list) and event_id in ids:
+            return BlockRecord.from_document(source)
+    raise ProveError(f"event {event_id} is not in any sealed block (not stored, or not sealed yet)")
 
 
 def _chain_leaves(es: Elasticsearch, block: BlockRecord) -> list[bytes]:

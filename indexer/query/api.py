@@ -49,6 +49,7 @@ from aiohttp import web
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError, TransportError
 
 from indexer.es_client import async_client
+from indexer.integrity.blocks import find_holding
 from indexer.query.archive import ArchiveSearch, archive_search_of
 from indexer.query.audit import QueryAuditor, WriteRecords
 from indexer.query.auth import Authenticator, AuthError, Principal, RefusalLimiter
@@ -518,36 +519,33 @@ async def _find_block(es: AsyncElasticsearch, cfg: QueryConfig, event_id: str) -
     """The sealed block holding ``event_id`` and the event's leaf index in its chain, or
     None (no blocks index yet, or not sealed yet)."""
     try:
-        resp = await es.search(
-            index=cfg.blocks_index,
-            query={"term": {"event_ids": event_id}},
-            size=1,
-            source_includes=[
-                "chain_id",
-                "sequence",
-                "first_leaf",
-                "tree_size",
-                "leaf_count",
-                "root_hash",
-                "block_hash",
-                "prev_block_hash",
-                "key_id",
-                "sealed_at",
-                "time_range",
-                "event_ids",
-            ],
-        )
+        async for hit in find_holding(
+            es, [event_id], index=cfg.blocks_index, source_includes=_BLOCK_SUMMARY, page_size=5
+        ):
+            src = dict(hit["_source"])
+            ids = src.pop("event_ids")
+            block: dict[str, Any] = {"id": hit["_id"], **src}
+            if isinstance(src.get("first_leaf"), int):
+                block["leaf_index"] = src["first_leaf"] + ids.index(event_id)
+            return block
     except ApiError:
         return None
-    hits = resp["hits"]["hits"]
-    if not hits:
-        return None
-    src = dict(hits[0]["_source"])
-    ids = src.pop("event_ids", [])
-    block: dict[str, Any] = {"id": hits[0]["_id"], **src}
-    if event_id in ids and isinstance(src.get("first_leaf"), int):
-        block["leaf_index"] = src["first_leaf"] + ids.index(event_id)
-    return block
+    return None
+
+
+_BLOCK_SUMMARY = (
+    "chain_id",
+    "sequence",
+    "first_leaf",
+    "tree_size",
+    "leaf_count",
+    "root_hash",
+    "block_hash",
+    "prev_block_hash",
+    "key_id",
+    "sealed_at",
+    "time_range",
+)
 
 
 async def _trace(request: web.Request) -> web.Response:

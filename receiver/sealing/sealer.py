@@ -45,9 +45,11 @@ from elasticsearch import exceptions as es_exc
 
 from indexer.indices import BLOCKS_INDEX, CHAIN_LEASES_INDEX
 from indexer.integrity.blocks import (
+    ID_KEYS_MAPPING,
     KIND_BLOCK,
     KIND_HEARTBEAT,
     BlockRecord,
+    find_holding,
     merge_time_range,
 )
 from indexer.integrity.checkpoint_store import open_checkpoint_store
@@ -341,6 +343,7 @@ class Sealer:
         entries already sealed."""
         if self._lease is not None and not self._lease.held:
             await self._lease.acquire()
+        await self._upgrade_blocks_mapping()
         state = await self._adopt_records_from_es(self.state)
         self._check_store_not_ahead(state)
         async with self._lock:
@@ -366,6 +369,27 @@ class Sealer:
             state.tree_size,
             self.key_id,
         )
+
+    async def _upgrade_blocks_mapping(self) -> None:
+        """Give an ``audit-blocks`` index made by an earlier release (its mapping strict)
+        the ``id_keys`` field every record now carries. A new index has it from the
+        template; a user without ``manage`` on the index is told what to ask for."""
+        try:
+            await self._es.indices.put_mapping(
+                index=BLOCKS_INDEX, properties={"id_keys": ID_KEYS_MAPPING}
+            )
+        except es_exc.NotFoundError:
+            pass
+        except es_exc.AuthorizationException as exc:
+            _log.warning(
+                "cannot add id_keys to the mapping of %s (%s): if an earlier release "
+                "created it, its strict mapping refuses blocks until a user with manage "
+                "on it sends PUT %s/_mapping %s",
+                BLOCKS_INDEX,
+                exc.message,
+                BLOCKS_INDEX,
+                '{"properties": {"id_keys": {"type": "keyword", "doc_values": false}}}',
+            )
 
     async def _lease_loop(self) -> None:
         """Renew the chain's lease every third of its TTL; losing it stops sealing."""
@@ -733,19 +757,11 @@ class Sealer:
         wanted = set(ids)
         found: set[str] = set()
         for i in range(0, len(ids), 5000):
-            chunk = ids[i : i + 5000]
             try:
-                resp = await self._es.search(
-                    index=BLOCKS_INDEX,
-                    query={"terms": {"event_ids": chunk}},
-                    source_includes=["event_ids"],
-                    size=10000,
-                    ignore_unavailable=True,
-                )
+                async for hit in find_holding(self._es, ids[i : i + 5000], source_includes=[]):
+                    found.update(e for e in hit["_source"]["event_ids"] if e in wanted)
             except es_exc.NotFoundError:
                 return found
-            for hit in resp["hits"]["hits"]:
-                found.update(i for i in hit["_source"].get("event_ids", []) if i in wanted)
         return found
 
     # -- recovery -------------------------------------------------------------

@@ -31,6 +31,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from demo.run import send_traffic
+from indexer.integrity.blocks import holding_query
 from indexer.local_es.state import wipe_project_state
 from indexer.query.auth import hash_token
 from indexer.templates import install_templates
@@ -176,7 +177,7 @@ def _wait_sealed(es: Elasticsearch, ids: list[str], timeout_s: float = 60.0) -> 
         es.indices.refresh(index="audit-*")
         hits = es.search(
             index="audit-blocks",
-            query={"terms": {"event_ids": sorted(missing)}},
+            query=holding_query(sorted(missing)),
             source_includes=["event_ids"],
             size=1000,
             ignore_unavailable=True,

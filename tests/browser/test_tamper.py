@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from indexer.integrity.blocks import holding_query
 from otel_audit.integrity import (
     Checkpoint,
     CompactRange,
@@ -43,12 +44,8 @@ def _event(console: Console, event_id: str) -> tuple[str, dict[str, Any]]:
 
 
 def _block(console: Console, event_id: str) -> tuple[str, dict[str, Any]]:
-    hit = console.es.search(
-        index="audit-blocks",
-        query={
-            "bool": {"filter": [{"term": {"event_ids": event_id}}, {"term": {"kind": "block"}}]}
-        },
-    )["hits"]["hits"][0]
+    hits = console.es.search(index="audit-blocks", query=holding_query([event_id]))["hits"]["hits"]
+    hit = next(h for h in hits if event_id in h["_source"]["event_ids"])
     return hit["_id"], hit["_source"]
 
 

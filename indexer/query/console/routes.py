@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 
-from indexer.integrity.blocks import KIND_BLOCK, BlockRecord
+from indexer.integrity.blocks import BlockRecord, find_holding
 from indexer.query.auth import AuthError, Principal
 from indexer.query.config import QueryConfig
 from indexer.query.console.chains import chains_body, shape_chains
@@ -194,20 +194,13 @@ def _proof(access: ApiAccess) -> Callable[[web.Request], Awaitable[web.Response]
 async def _bundle(
     es: AsyncElasticsearch, cfg: QueryConfig, event_id: str, tenants: frozenset[str] | None
 ) -> dict[str, Any]:
+    hits: list[dict[str, Any]] = []
     try:
-        resp = await es.search(
-            index=cfg.blocks_index,
-            query={
-                "bool": {
-                    "filter": [{"term": {"event_ids": event_id}}, {"term": {"kind": KIND_BLOCK}}]
-                }
-            },
-            sort=[{"sequence": "asc"}],
-            size=1,
-        )
-        hits = resp["hits"]["hits"]
+        async for hit in find_holding(es, [event_id], index=cfg.blocks_index, page_size=5):
+            hits.append(hit)
+            break
     except NotFoundError:
-        hits = []
+        pass
     if not hits:
         raise QueryError("event_id", f"event {event_id} is not in a sealed block yet", status=404)
     try:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
+from indexer.integrity.blocks import id_keys
 from tests.indexer.query.query_harness import Api, index_records, prepare, record
 
 pytestmark = pytest.mark.integration
@@ -290,6 +291,7 @@ def test_event_shows_its_sealed_block(clean_es: Elasticsearch, es_url: str, tmp_
             "leaf_count": 4,
             "root_hash": "cm9vdA==",
             "event_ids": ids,
+            "id_keys": id_keys(ids),
             "leaf_hashes": ["aA=="] * 4,
         },
         refresh=True,
