@@ -39,6 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 from elastic_transport import TransportError
 from elasticsearch import AsyncElasticsearch
 from elasticsearch import exceptions as es_exc
@@ -1007,7 +1008,10 @@ class Sealer:
             raise ChainInUse(f"this receiver does not hold the lease on chain {self.chain_id}")
         doc = record.to_document()
         try:
-            await self._es.create(index=BLOCKS_INDEX, id=record.doc_id, document=doc)
+            # Serialized here: the client's stdlib JSON took ~2 ms for 5,000 events' fields
+            # (the transport sends bytes as they are; the stubs only name mappings).
+            body: Any = orjson.dumps(doc)
+            await self._es.create(index=BLOCKS_INDEX, id=record.doc_id, document=body)
         except es_exc.ConflictError:
             existing = await self._es.get(index=BLOCKS_INDEX, id=record.doc_id)
             if existing["_source"].get("block_hash") != doc["block_hash"]:
