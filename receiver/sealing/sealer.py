@@ -2,7 +2,7 @@
 
 ::
 
-    ingest write path --on_durable(stored)--> leaf hashes -> journal (fsync) -> pending
+    ingest write path --on_durable(stored)--> leaf hashes -> journal -> pending
                                                                              |
     seal loop: block_max_events reached or oldest pending older than block_max_interval_ms
       -> extend the chain's compact range, sign the checkpoint (root over the whole chain)
@@ -524,7 +524,8 @@ class Sealer:
         return settle
 
     async def on_durable(self, stored: Entries, created: Sequence[bool]) -> None:
-        """Journal events Elasticsearch confirmed; returns once the journal is fsynced.
+        """Journal events Elasticsearch confirmed; returns once the journal is written
+        (synced before the intents naming them are deleted, see :class:`Journal`).
 
         ``created[i]`` is False for an event this write found already stored (a 409 with
         the same content): it is journaled only if no block holds it yet.
@@ -638,7 +639,7 @@ class Sealer:
         while self._intents_from_before:
             gen = self._intents_from_before[0]
             await self._resolve_intents(gen, "intended before a restart")
-            await asyncio.to_thread(self._dir.intent_path(gen).unlink, missing_ok=True)
+            await self._delete_intents(gen)
             self._intents_from_before.pop(0)
 
     async def _rotate_intents(self) -> None:
@@ -667,8 +668,16 @@ class Sealer:
                     if self._intent_open[gen][0]:
                         continue
                     self._awaiting = {k: v for k, v in self._awaiting.items() if v[1] != gen}
-            await asyncio.to_thread(self._dir.intent_path(gen).unlink, missing_ok=True)
+            await self._delete_intents(gen)
             del self._intent_open[gen]
+
+    async def _delete_intents(self, gen: int) -> None:
+        """Delete intent generation ``gen`` once the journal holding what it names is on
+        disk (journal appends are not fsynced one by one; see :class:`Journal`)."""
+        async with self._lock:
+            if self._journal is not None:
+                await asyncio.to_thread(self._journal.sync)
+        await asyncio.to_thread(self._dir.intent_path(gen).unlink, missing_ok=True)
 
     async def _resolve_intents(self, gen: int, why: str) -> None:
         """Seal the events of intent generation ``gen`` that Elasticsearch holds with the

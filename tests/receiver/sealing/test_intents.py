@@ -165,3 +165,52 @@ def test_retried_failing_writes_do_not_grow_the_intent_log(tmp_path: Path) -> No
     assert sizes[0] > 0
     assert set(sizes) == {sizes[0]}, sizes
     assert list(state.glob("intent-*.log")), "unresolved intents are kept for the next start"
+
+
+def test_an_intent_file_goes_only_once_the_journal_naming_its_events_is_on_disk(
+    clean_es: Elasticsearch, es_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Journal appends are not fsynced one by one: after a power loss the intent files
+    name what the lost journal tail held. So no intent file may be deleted while the
+    journal still holds unsynced lines (events pending in no block yet, here)."""
+    state = tmp_path / "state"
+    seen: list[tuple[str, bool]] = []
+    sealers: list[Sealer] = []
+    unlink = Path.unlink
+
+    def recording_unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.name.startswith("intent-") and sealers:
+            journal = sealers[0]._journal
+            seen.append((self.name, bool(journal is not None and journal.unsynced)))
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", recording_unlink)
+
+    async def scenario() -> int:
+        es = AsyncElasticsearch(es_url, request_timeout=30, max_retries=0)
+        config = integrity_config(
+            state, sweep_interval_s=0.05, block_max_events=10_000, block_max_interval_ms=60_000
+        )
+        sealer = Sealer(es, config, private_key=KEY)
+        sealers.append(sealer)
+        consumer = IngestConsumer(
+            es,
+            Spool(str(state / "spool"), 64 * 1024 * 1024),
+            IngestSettings(es_url=es_url, spool_dir=str(state / "spool")),
+            sealer=sealer,
+            close_client=True,
+        )
+        await consumer.start()
+        try:
+            for round_ in range(4):
+                await consumer.consume_logs([audit_record(round_ * 10 + i) for i in range(10)])
+                await asyncio.sleep(0.2)
+            return sealer.pending_count
+        finally:
+            await consumer.shutdown(10)
+
+    pending = asyncio.run(scenario())
+    assert pending == 40, "the events were to stay journaled, in no block, while intents go"
+    deleted = [name for name, _ in seen]
+    assert len(deleted) >= 3, seen
+    assert not [name for name, unsynced in seen if unsynced], seen
