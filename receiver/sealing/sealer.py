@@ -137,14 +137,20 @@ def load_signing_key(
     else:
         key = generate_private_key()
         write_key_pair(key, key_dir)
-    _log.warning(
-        "DEVELOPMENT SIGNING KEY IN USE: no integrity.key_file or %s configured, so blocks "
-        "are signed with %s (key id %s). Configure a real key before production.",
-        config.key_env,
-        path,
-        key_id(key),
-    )
+    if path not in _DEV_KEYS_WARNED:
+        # Once per process: the sealer, the lifecycle and its CLI each load the key.
+        _DEV_KEYS_WARNED.add(path)
+        _log.warning(
+            "DEVELOPMENT SIGNING KEY IN USE: no integrity.key_file or %s configured, so "
+            "blocks are signed with %s (key id %s). Configure a real key before production.",
+            config.key_env,
+            path,
+            key_id(key),
+        )
     return key
+
+
+_DEV_KEYS_WARNED: set[Path] = set()
 
 
 class Sealer:

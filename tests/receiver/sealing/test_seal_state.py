@@ -155,3 +155,18 @@ def test_pending_keeps_ends_ids_and_columns_aligned() -> None:
     assert pending.ends == [40, 50] and pending.ids == {"d", "e"}
     assert _rows(pending.entries) == [_rows(_entries("d", "e"))[i] for i in (0, 1)]
     assert pending.discard_head(set(), 2) == 2 and len(pending) == 2
+
+
+def test_the_development_key_warning_is_logged_once_per_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from receiver.sealing.config import IntegrityConfig
+    from receiver.sealing.sealer import load_signing_key
+
+    config = IntegrityConfig(state_dir=str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="otel_audit.receiver.sealer"):
+        keys = {load_signing_key(config, environ={}).public_key().public_bytes_raw()}
+        keys |= {load_signing_key(config, environ={}).public_key().public_bytes_raw()}
+    warnings = [r for r in caplog.records if "DEVELOPMENT SIGNING KEY" in r.getMessage()]
+    assert len(keys) == 1, "the generated key is kept and loaded again"
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
