@@ -31,6 +31,27 @@ def integrity_config(state: Path, **kw: Any) -> IntegrityConfig:
     return IntegrityConfig(**values)
 
 
+def sealed_consumer(
+    es: AsyncElasticsearch,
+    es_url: str,
+    state: Path,
+    key: Ed25519PrivateKey,
+    settings: dict[str, Any] | None = None,
+    **config: Any,
+) -> tuple[Sealer, IngestConsumer]:
+    """A sealer (``integrity_config(state, **config)``) behind the real ingest consumer,
+    spooling under ``state``; the consumer closes ``es`` at shutdown."""
+    sealer = Sealer(es, integrity_config(state, **config), private_key=key)
+    consumer = IngestConsumer(
+        es,
+        Spool(str(state / "spool"), 64 * 1024 * 1024),
+        IngestSettings(es_url=es_url, spool_dir=str(state / "spool"), **(settings or {})),
+        sealer=sealer,
+        close_client=True,
+    )
+    return sealer, consumer
+
+
 async def ingest(
     es_url: str,
     state: Path,
@@ -42,13 +63,8 @@ async def ingest(
 ) -> list[str]:
     """Ingest ``batches`` of records (one consume_logs each), seal all; returns event ids."""
     es = AsyncElasticsearch(es_url, request_timeout=30, max_retries=0)
-    sealer = Sealer(es, integrity_config(state, **config), private_key=key)
-    consumer = IngestConsumer(
-        es,
-        Spool(str(state / "spool"), 64 * 1024 * 1024),
-        IngestSettings(es_url=es_url, spool_dir=str(state / "spool"), bulk_flush_interval_ms=2),
-        sealer=sealer,
-        close_client=True,
+    sealer, consumer = sealed_consumer(
+        es, es_url, state, key, {"bulk_flush_interval_ms": 2}, **config
     )
     await consumer.start()
     ids: list[str] = []

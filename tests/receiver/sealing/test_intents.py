@@ -20,13 +20,11 @@ from indexer.indices import BLOCKS_INDEX
 from indexer.integrity.blocks import BlockRecord
 from otel_audit.emit import new_event_id
 from otel_audit.integrity import generate_private_key, leaf_hash_of_event
-from receiver.ingest.consumer import IngestConsumer, IngestSettings
-from receiver.ingest.spool import Spool
 from receiver.sealing.sealer import Sealer
 from receiver.sealing.state import Entries, IntentLog, Journal, StateDir
 from tests.receiver.conftest import audit_record
 from tests.support.collector_build import free_port
-from tests.support.integrity_harness import integrity_config
+from tests.support.integrity_harness import integrity_config, sealed_consumer
 
 pytestmark = pytest.mark.integration
 
@@ -105,14 +103,7 @@ def test_settled_intent_generations_are_deleted_while_running(
 
     async def scenario() -> tuple[list[int], dict[str, float]]:
         es = AsyncElasticsearch(es_url, request_timeout=30, max_retries=0)
-        sealer = Sealer(es, integrity_config(state, sweep_interval_s=0.1), private_key=KEY)
-        consumer = IngestConsumer(
-            es,
-            Spool(str(state / "spool"), 64 * 1024 * 1024),
-            IngestSettings(es_url=es_url, spool_dir=str(state / "spool")),
-            sealer=sealer,
-            close_client=True,
-        )
+        sealer, consumer = sealed_consumer(es, es_url, state, KEY, sweep_interval_s=0.1)
         await consumer.start()
         files: list[int] = []
         try:
@@ -188,18 +179,16 @@ def test_an_intent_file_goes_only_once_the_journal_naming_its_events_is_on_disk(
 
     async def scenario() -> int:
         es = AsyncElasticsearch(es_url, request_timeout=30, max_retries=0)
-        config = integrity_config(
-            state, sweep_interval_s=0.05, block_max_events=10_000, block_max_interval_ms=60_000
-        )
-        sealer = Sealer(es, config, private_key=KEY)
-        sealers.append(sealer)
-        consumer = IngestConsumer(
+        sealer, consumer = sealed_consumer(
             es,
-            Spool(str(state / "spool"), 64 * 1024 * 1024),
-            IngestSettings(es_url=es_url, spool_dir=str(state / "spool")),
-            sealer=sealer,
-            close_client=True,
+            es_url,
+            state,
+            KEY,
+            sweep_interval_s=0.05,
+            block_max_events=10_000,
+            block_max_interval_ms=60_000,
         )
+        sealers.append(sealer)
         await consumer.start()
         try:
             for round_ in range(4):

@@ -19,12 +19,9 @@ from elasticsearch import AsyncElasticsearch, Elasticsearch
 from otel_audit.integrity import generate_private_key
 from receiver import metrics
 from receiver.errors import Unavailable
-from receiver.ingest.consumer import IngestConsumer, IngestSettings
-from receiver.ingest.spool import Spool
 from receiver.sealing import state as sealing_state
-from receiver.sealing.sealer import Sealer
 from tests.receiver.conftest import audit_record
-from tests.support.integrity_harness import integrity_config, run_verify
+from tests.support.integrity_harness import run_verify, sealed_consumer
 
 pytestmark = pytest.mark.integration
 
@@ -48,17 +45,8 @@ def test_stored_events_whose_journaling_failed_are_swept_into_a_block(
     async def scenario() -> dict[str, Any]:
         nonlocal disk_broken
         es = AsyncElasticsearch(es_url, request_timeout=30, max_retries=0)
-        sealer = Sealer(
-            es,
-            integrity_config(state, sweep_interval_s=0.2, stuck_after_s=0.5),
-            private_key=KEY,
-        )
-        consumer = IngestConsumer(
-            es,
-            Spool(str(state / "spool"), 64 * 1024 * 1024),
-            IngestSettings(es_url=es_url, spool_dir=str(state / "spool")),
-            sealer=sealer,
-            close_client=True,
+        sealer, consumer = sealed_consumer(
+            es, es_url, state, KEY, sweep_interval_s=0.2, stuck_after_s=0.5
         )
         await consumer.start()
         try:
