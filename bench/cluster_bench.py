@@ -247,10 +247,11 @@ def _receivers_phase(
         warm_stored = asyncio.run(_count_events(urls))
         _progress(f"{name}: {len(bodies) * records} events, {concurrency} calls per receiver")
         errors: list[BaseException] = []
+        retried: list[int] = []
 
         def feed(receiver: Receiver, share: list[bytes]) -> None:
             try:
-                replay(receiver.target, share, concurrency)
+                retried.append(replay(receiver.target, share, concurrency).retries)
             except BaseException as exc:  # reported after the phase
                 errors.append(exc)
 
@@ -290,6 +291,7 @@ def _receivers_phase(
         "receiver_counters": counters,
         "peak_rss_mib": peaks,
         "stored_events": stored,
+        "retried_calls": sum(retried),
     }
 
 

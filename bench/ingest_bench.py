@@ -380,6 +380,7 @@ def _ingest(
         "latency_p99_ms": round(percentile(load.latencies_s, 0.99) * 1000, 1),
         "latency_of": "OTLP export request",
         "rejected": load.rejected,
+        "retried_calls": load.retries,
         "peak_rss_mib": round(peak_rss / 2**20, 1),
     }
     if consumer == "ingest":

@@ -143,11 +143,17 @@ def percentile(values: list[float], q: float) -> float:
 
 @dataclass(slots=True)
 class Replay:
-    """What the load client saw: one latency per request, wall time, rejected records."""
+    """What the load client saw: one latency per request (retries included), wall time,
+    rejected records, and how many calls were refused retryably and sent again."""
 
     latencies_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     rejected: int = 0
+    retries: int = 0
+
+
+_RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+_MAX_RETRIES = 20
 
 
 async def _replay(target: str, bodies: list[bytes], concurrency: int) -> Replay:
@@ -163,11 +169,26 @@ async def _replay(target: str, bodies: list[bytes], concurrency: int) -> Replay:
     ) as channel:
         export = channel.unary_unary(LOGS_EXPORT_METHOD)
 
+        async def send(body: bytes) -> bytes:
+            # As an exporter does: a retryable refusal (the receiver's backpressure, or
+            # a receiver restarting) is sent again after a growing pause.
+            pause = 0.05
+            for attempt in range(_MAX_RETRIES + 1):
+                try:
+                    return bytes(await export(body, timeout=120))
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code().name not in _RETRYABLE or attempt == _MAX_RETRIES:
+                        raise
+                out.retries += 1
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+            raise AssertionError("unreachable")
+
         async def worker() -> None:
             while not queue.empty():
                 body = queue.get_nowait()
                 started = time.perf_counter()
-                raw = await export(body, timeout=120)
+                raw = await send(body)
                 out.latencies_s.append(time.perf_counter() - started)
                 answer = ExportLogsServiceResponse()
                 answer.ParseFromString(raw)
