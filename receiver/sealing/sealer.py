@@ -504,12 +504,15 @@ class Sealer:
         """
         if self._intent is None or self._closing:
             raise RuntimeError("sealer is not running")
+        written: tuple[IntentLog, int] | None = None
         async with self._intent_lock:
             gens = self._already_intended(entries)
             if gens is None:
                 # Not all intended already (a retried replay of the spool is): log them.
                 if entries:
-                    await asyncio.to_thread(self._intent.append, entries)
+                    intent = self._intent
+                    ends = await asyncio.to_thread(intent.write, entries)
+                    written = (intent, ends[-1])
                 gens = {self._intent_gen}
             counted = [self._intent_open[g] for g in gens]
             for counts in counted:
@@ -527,6 +530,13 @@ class Sealer:
                 for event_id, leaf in zip(entries.event_ids, entries.leaf_hashes, strict=True):
                     self._awaiting.setdefault(event_id, (leaf, gen))
 
+        if written is not None:
+            # Outside the lock: a write logging its intent meanwhile shares this fsync.
+            try:
+                await asyncio.to_thread(written[0].sync_to, written[1])
+            except BaseException:
+                settle(False)
+                raise
         return settle
 
     async def on_durable(self, stored: Entries, created: Sequence[bool]) -> None:

@@ -29,11 +29,11 @@ point neither loses an entry nor seals one twice.
 from __future__ import annotations
 
 import binascii
-import contextlib
 import logging
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import accumulate
@@ -267,7 +267,14 @@ class Journal:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.size = os.fstat(self._fd).st_size
-        self.unsynced = False
+        self.synced = self.size
+        """Bytes known to be on disk."""
+        self._sync_lock = threading.Lock()
+
+    @property
+    def unsynced(self) -> bool:
+        """Whether lines were written since the last fsync."""
+        return self.size > self.synced
 
     def append(self, entries: Entries) -> list[int]:
         """Write the entries (fsynced when :attr:`SYNC_EACH_APPEND`); returns the offset
@@ -275,13 +282,32 @@ class Journal:
 
         Blocking (call from a worker thread).
         """
+        ends = self.write(entries)
+        if ends and self.SYNC_EACH_APPEND:
+            self.sync_to(ends[-1])
+        return ends
+
+    def write(self, entries: Entries) -> list[int]:
+        """Write the entries without an fsync (one writer at a time); the offset just
+        past each. Blocking."""
         return self._write(entries)
 
     def sync(self) -> None:
-        """fsync what was appended since the last sync (blocking)."""
-        if self.unsynced and self._fd >= 0:
+        """fsync what was written so far (blocking)."""
+        self.sync_to(self.size)
+
+    def sync_to(self, end: int) -> None:
+        """Return once the file is on disk up to ``end`` (blocking). Writers that sync
+        at the same time share an fsync: one that finds its bytes already synced by
+        another's returns at once (group commit)."""
+        with self._sync_lock:
+            if self.synced >= end:
+                return
+            if self._fd < 0:
+                raise OSError(f"{self.path} is closed with bytes not synced")
+            size = self.size
             os.fsync(self._fd)
-            self.unsynced = False
+            self.synced = max(self.synced, size)
 
     def _write(self, entries: Entries) -> list[int]:
         data, ends = self._lines(entries)
@@ -290,10 +316,6 @@ class Journal:
                 written = os.write(self._fd, data)
                 if written != len(data):
                     raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
-                if self.SYNC_EACH_APPEND:
-                    os.fsync(self._fd)
-                else:
-                    self.unsynced = True
             except OSError:
                 self._after_failed_append()
                 raise
@@ -400,11 +422,18 @@ class Journal:
 
     def close(self) -> None:
         """Sync and close the file descriptor (idempotent)."""
-        with contextlib.suppress(OSError):
-            self.sync()
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
+        with self._sync_lock:
+            fd, self._fd = self._fd, -1
+            if fd < 0:
+                return
+            try:
+                if self.size > self.synced:
+                    os.fsync(fd)
+                    self.synced = self.size
+            except OSError as exc:
+                _log.error("could not sync %s before closing it: %s", self.path, exc)
+            finally:
+                os.close(fd)
 
 
 class IntentLog(Journal):
@@ -416,10 +445,6 @@ class IntentLog(Journal):
     """
 
     SYNC_EACH_APPEND = True
-
-    def append(self, entries: Entries) -> list[int]:
-        """Write the entries and fsync (blocking; call from a worker thread)."""
-        return self._write(entries)
 
 
 class StateDir:

@@ -170,3 +170,36 @@ def test_the_development_key_warning_is_logged_once_per_process(
     warnings = [r for r in caplog.records if "DEVELOPMENT SIGNING KEY" in r.getMessage()]
     assert len(keys) == 1, "the generated key is kept and loaded again"
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+def test_writers_syncing_together_share_one_fsync_and_close_syncs_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from receiver.sealing import state as sealing_state
+
+    fsyncs: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(sealing_state.os, "fsync", lambda fd: (fsyncs.append(fd), real(fd)))
+    log = sealing_state.IntentLog(tmp_path / "intent.log")
+    first = log.write(_entries(*_ids(0, 3)))
+    second = log.write(_entries(*_ids(3, 3)))
+    assert log.unsynced and fsyncs == []
+    log.sync_to(first[-1])  # covers the second write too: it was written before
+    log.sync_to(second[-1])
+    assert len(fsyncs) == 1 and not log.unsynced
+    log.append(_entries(*_ids(6, 2)))  # an intent log syncs each append
+    assert len(fsyncs) == 2
+    journal = Journal(tmp_path / "journal.log")
+    end = journal.append(_entries(*_ids(0, 2)))[-1]
+    assert journal.unsynced and len(fsyncs) == 2, "journal appends are not synced one by one"
+    journal.close()
+    assert not journal.unsynced and len(fsyncs) == 3
+    journal.sync_to(end)  # closed, nothing left to sync: no error
+    log.close()
+    assert len(fsyncs) == 3, "nothing was left unsynced in the intent log"
+
+
+def _ids(start: int, n: int) -> list[str]:
+    return [f"e{k}" for k in range(start, start + n)]
