@@ -28,6 +28,7 @@ import pickle
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,7 +213,10 @@ def _decode_hashes(hashes: list[Any]) -> tuple[bytes, ...] | None:
 
 
 class _EventsWriter:
-    """Pages of events (Arrow record batches) into the events file, a row group at a time."""
+    """Pages of events (Arrow record batches) into the events file, a row group at a time.
+
+    Each row group is encoded and compressed in a thread of its own (pyarrow releases the
+    GIL), while the next one is gathered; at most one is being written at a time."""
 
     def __init__(self, path: Path) -> None:
         import pyarrow as pa
@@ -239,6 +243,8 @@ class _EventsWriter:
         self.rows = 0
         self.ts_min = ""
         self.ts_max = ""
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="archive-writer")
+        self.writing: Future[None] | None = None
 
     def extend(self, chains: Any, leaves: Any, page: _Page, keep: list[int] | None) -> None:
         """Add the rows of ``page`` (only the positions in ``keep`` when given) at the
@@ -265,13 +271,29 @@ class _EventsWriter:
         if not self.pending:
             return
         table = self.pa.Table.from_batches(self.pending, self.schema)
-        self.writer.write_table(table, row_group_size=table.num_rows)
         self.pending = []
         self.pending_rows = 0
+        self._wait()
+        self.writing = self.pool.submit(
+            self.writer.write_table, table, row_group_size=table.num_rows
+        )
+
+    def _wait(self) -> None:
+        """Until the row group being written is written (its error raised here)."""
+        if self.writing is not None:
+            writing, self.writing = self.writing, None
+            writing.result()
 
     def close(self) -> None:
-        self.flush()
-        self.writer.close()
+        try:
+            self.flush()
+            self._wait()
+        finally:
+            if self.writing is not None:  # an error left one running: let it end first
+                with contextlib.suppress(Exception):
+                    self.writing.result()
+            self.pool.shutdown()
+            self.writer.close()
 
 
 EVENTS_ZSTD_LEVEL = 1
