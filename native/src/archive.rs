@@ -662,7 +662,9 @@ pub fn archive_page<'py>(
 /// borrowed from `buffer`.
 fn contiguous<'a>(buffer: &'a PyUntypedBuffer, what: &str) -> PyResult<&'a [u8]> {
     if !buffer.is_c_contiguous() {
-        return Err(PyValueError::new_err(format!("{what} is not a contiguous buffer")));
+        return Err(PyValueError::new_err(format!(
+            "{what} is not a contiguous buffer"
+        )));
     }
     if buffer.len_bytes() == 0 {
         return Ok(&[]);
