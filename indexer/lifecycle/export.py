@@ -634,6 +634,7 @@ class _Sealed:
             codes += [code_of[rec.chain_id]] * count
             leaves += range(rec.first_leaf, rec.first_leaf + count)
             number += count
+        self.count = len(self.by_id)
         self.numbers = dict(self.by_id) if len(self.by_id) != self.here else None
         """A copy of ``by_id`` when some positions of this index are shadowed by a later
         one of the same id (only those in it are archived)."""
@@ -649,7 +650,8 @@ class _Sealed:
         """Ids not seen yet (each is taken out when its event is read)."""
 
     def __len__(self) -> int:
-        return len(self.by_id) if self.numbers is None else len(self.numbers)
+        """Sealed events of this index (distinct ids)."""
+        return self.count
 
     def take(self, ids: list[str]) -> tuple[list[int], list[int] | None]:
         """The position numbers of a page's events, taking them out of :attr:`left`; and
