@@ -190,7 +190,7 @@ def run(events: int, url: str | None = None, *, python_reader: bool = False) -> 
         read_page = getattr(ext, "archive_page", None) if ext is not None else None
         fast_leaves = getattr(ext, "leaf_hashes", None) if ext is not None else None
         if python_reader:
-            read_page = fast_leaves = None
+            read_page = fast_leaves = fast_extend = None
         indices = sorted(es.indices.get(index=EVENTS_PATTERN))
         phases = {"export_s": 0.0, "upload_s": 0.0, "verify_s": 0.0}
         archive_bytes = events_archived = 0
@@ -204,7 +204,9 @@ def run(events: int, url: str | None = None, *, python_reader: bool = False) -> 
             es_bytes += _store_size(es, index)
             out = tmp / day
             t0 = time.monotonic()
-            files = export_day(es, index, keyring, checkpoints, out, read_page=read_page)
+            files = export_day(
+                es, index, keyring, checkpoints, out, read_page=read_page, fast_extend=fast_extend
+            )
             t1 = time.monotonic()
             for name in files.files:
                 store.put_file(day_key(day, name), out / name)

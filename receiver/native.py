@@ -30,7 +30,7 @@ __all__ = [
 ENV_NATIVE_DECODER = "OTEL_AUDIT_NATIVE_DECODER"
 """``0`` runs the pure-Python paths even when the extension is installed."""
 
-NATIVE_VERSION = "0.9.0"
+NATIVE_VERSION = "0.10.0"
 """The extension release whose semantics the Python references were checked against."""
 
 

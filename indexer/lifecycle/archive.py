@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ __all__ = [
     "list_days",
     "manifest_body",
     "read_parquet",
+    "seal_problems",
     "sha256_file",
     "verify_day",
 ]
@@ -102,6 +104,9 @@ ARCHIVE_FIELDS: tuple[str, ...] = (
 )
 """Stored fields kept as their own columns, so an archived day is filtered without
 parsing every document (the query API's filters; anything else is read from ``source``)."""
+
+_PREFIX_BYTES = 8
+"""Bytes of each event's leaf hash the exporter stores in ``leaf_prefix``."""
 
 
 def day_key(day: str, name: str) -> str:
@@ -235,6 +240,10 @@ class DayReport:
     hot_deleted: dict[str, Any] | None = None
     purged: dict[str, Any] | None = None
     findings: list[ArchiveFinding] = field(default_factory=list)
+    whole_columns: bool = False
+    """True when the events and blocks were verified by :func:`_verify_columns` (the
+    ordinary case, whole columns at once); False when the per-event reference ran (no
+    native hashing, or something disagreed: it names every finding)."""
 
     @property
     def ok(self) -> bool:
@@ -370,6 +379,21 @@ def _verify_files(
         report.findings.append(ArchiveFinding("malformed", day, "the manifest lists no events"))
         return
     index = str(manifest.get("index"))
+    if (
+        not report.findings
+        and fast_leaves is not None
+        and fast_extend is not None
+        and EVENTS in present
+        and BLOCKS in present
+    ):
+        trusted = _verify_columns(
+            present[EVENTS], present[BLOCKS], index, manifest, keyring, fast_leaves, fast_extend
+        )
+        if trusted is not None:
+            report.whole_columns = True
+            if CHECKPOINTS in present:
+                _verify_checkpoints(present[CHECKPOINTS], day, trusted, report)
+            return
     rows = _read_rows(present.get(EVENTS), day, report, fast_leaves)
     blocks = _verify_blocks(
         present.get(BLOCKS), day, index, rows, manifest, keyring, report, fast_extend
@@ -394,6 +418,189 @@ def _verify_files(
                 f"{manifest.get('events')}",
             )
         )
+
+
+def _file_leaves(path: Path, fast_leaves: FastLeaves) -> bytes | None:
+    """The leaf hash of every archived ``source`` of an events file, concatenated in row
+    order; None when a value is missing or not binary. Each row group is read and hashed
+    in place from its Arrow buffers by one of two threads (decoding and the native hashing
+    run without the GIL), so only two row groups of sources are in memory at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def hash_group(group: int) -> bytes | None:
+        column = (
+            pq.ParquetFile(path)
+            .read_row_group(group, columns=["source"], use_threads=False)
+            .column(0)
+            .combine_chunks()
+        )
+        if column.type != pa.binary() or column.null_count:
+            return None
+        if not len(column):
+            return b""
+        _, offsets, data = column.buffers()
+        ends = memoryview(offsets)[column.offset * 4 : (column.offset + len(column) + 1) * 4]
+        return fast_leaves(ends, data, len(column))  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(2, thread_name_prefix="archive-leaves") as pool:
+        parts = list(pool.map(hash_group, range(pq.ParquetFile(path).num_row_groups)))
+    if any(part is None for part in parts):
+        return None
+    return b"".join(parts)  # type: ignore[arg-type]
+
+
+def _verify_columns(
+    events: Path,
+    blocks_path: Path,
+    index: str,
+    manifest: Mapping[str, Any],
+    keyring: Keyring,
+    fast_leaves: FastLeaves,
+    fast_extend: FastExtend,
+) -> dict[tuple[str, int], BlockRecord] | None:
+    """The ordinary case of the events and blocks checks of :func:`verify_day`, over
+    whole columns: the trusted blocks (their signed part) when every check passes, None
+    as soon as anything disagrees or is unusual; the per-event reference then runs and
+    says what (the findings come from it alone).
+
+    What passing means, as in the reference: every block's checkpoint verifies and is the
+    one the manifest signs, and each manifest block is there once; the archived rows'
+    (chain, leaf) are, sorted, exactly the positions the blocks give this day (each block's
+    range less its ``others``, which name other indices), so every row is placed once and
+    no sealed event is missing; each row's stored prefix is the start of its recomputed
+    leaf; each block's leaves (the rows' leaves at their positions, ``others`` between
+    them) extend its signed frontier to its signed root; and the count is the manifest's.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        table = read_parquet(events, ["chain", "leaf", "leaf_prefix"])
+        flat = _file_leaves(events, fast_leaves)
+    except Exception:  # pyarrow raises several kinds; the reference reports the damage
+        return None
+    rows = table.num_rows
+    if rows != manifest.get("events") or any(table.column(i).null_count for i in range(3)):
+        return None
+    chain_col, leaf_col, prefix_col = (table.column(i).combine_chunks() for i in range(3))
+    if (
+        chain_col.type != pa.string()
+        or leaf_col.type != pa.int64()
+        or prefix_col.type != pa.binary()
+    ):
+        return None
+    if flat is None or len(flat) != rows * HASH_SIZE:
+        return None
+    leaves = pa.Array.from_buffers(pa.binary(HASH_SIZE), rows, [None, pa.py_buffer(flat)])
+    if rows and not (
+        pc.all(pc.equal(pc.binary_length(prefix_col), _PREFIX_BYTES)).as_py()
+        and pc.all(
+            pc.equal(
+                prefix_col.cast(pa.binary(_PREFIX_BYTES)), pc.binary_slice(leaves, 0, _PREFIX_BYTES)
+            )
+        ).as_py()
+    ):
+        return None
+    order = pc.sort_indices(
+        pa.table({"chain": chain_col, "leaf": leaf_col}),
+        sort_keys=[("chain", "ascending"), ("leaf", "ascending")],
+    )
+    sorted_leaf = leaf_col.take(order)
+    sorted_hashes = leaves.take(order).buffers()[1].to_pybytes()
+    runs = pc.run_end_encode(chain_col.take(order)) if rows else None
+    segments: dict[str, tuple[int, int]] = {}
+    if runs is not None:
+        start = 0
+        for chain, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
+            segments[chain] = (start, end)
+            start = end
+
+    # The blocks: signed, the manifest's, and what each gives this day.
+    signed = {(b["chain_id"], b["sequence"]): b for b in manifest.get("blocks", [])}
+    by_chain: dict[str, list[tuple[BlockRecord, dict[int, bytes]]]] = {}
+    trusted: dict[tuple[str, int], BlockRecord] = {}
+    try:
+        for line in blocks_path.read_bytes().splitlines():
+            doc = orjson.loads(line)
+            others = doc.pop("others", {}) or {}
+            listed: dict[int, bytes] = {}
+            for n, (pos, idx, lh) in enumerate(
+                zip(
+                    others.get("positions", []),
+                    others.get("event_indices", []),
+                    others.get("leaf_hashes", []),
+                    strict=True,
+                )
+            ):
+                if type(pos) is not int or pos in listed or str(idx) == index:
+                    return None
+                listed[pos] = decode_hash(lh, f"others.leaf_hashes[{n}]")
+            if len(others.get("event_ids", [])) != len(listed):
+                return None
+            count = doc.get("leaf_count")
+            doc.update({"event_ids": [], "event_indices": [], "leaf_hashes": []})
+            shell = BlockRecord.from_document(doc)
+            if (
+                type(count) is not int
+                or shell.first_leaf + count != shell.checkpoint.tree_size
+                or any(not 0 <= p < count for p in listed)
+            ):
+                return None
+            if verify_checkpoint(shell.checkpoint, keyring) is not CheckpointStatus.OK:
+                return None
+            want = signed.pop((shell.chain_id, shell.sequence), None)
+            if want is None or want["root_hash"] != encode_hash(shell.checkpoint.root_hash):
+                return None
+            by_chain.setdefault(shell.chain_id, []).append((shell, listed))
+            trusted[(shell.chain_id, shell.sequence)] = shell
+    except (orjson.JSONDecodeError, CheckpointFormatError, ValueError, TypeError, KeyError):
+        return None
+    if signed or not set(segments) <= set(by_chain):
+        return None
+
+    # Each chain's sorted rows against its blocks' positions, and every block's root.
+    for chain, blocks in by_chain.items():
+        start, end = segments.get(chain, (0, 0))
+        segment = sorted_leaf.slice(start, end - start)
+        if len(segment) > 1 and not pc.all(pc.less(segment[:-1], segment[1:])).as_py():
+            return None  # a position archived twice
+        at = start
+        previous_end = -1
+        for shell, listed in sorted(blocks, key=lambda b: b[0].first_leaf):
+            first = shell.first_leaf
+            count = shell.checkpoint.tree_size - first
+            if first < previous_end:
+                return None
+            previous_end = first + count
+            pieces: list[bytes] = []
+            pos = 0
+            for stop in [*sorted(listed), count]:
+                if stop > pos:  # positions pos..stop-1 are this day's rows
+                    taken = stop - pos
+                    if (
+                        at + taken > end
+                        or sorted_leaf[at].as_py() != first + pos
+                        or sorted_leaf[at + taken - 1].as_py() != first + stop - 1
+                    ):
+                        return None
+                    pieces.append(sorted_hashes[at * HASH_SIZE : (at + taken) * HASH_SIZE])
+                    at += taken
+                if stop < count:
+                    pieces.append(listed[stop])
+                pos = stop + 1
+            joined = b"".join(pieces)
+            block_leaves = [joined[i : i + HASH_SIZE] for i in range(0, len(joined), HASH_SIZE)]
+            try:
+                cr = CompactRange.from_state(first, shell.frontier, fast_extend=fast_extend)
+                cr.extend(block_leaves)
+            except (ProofError, ValueError):
+                return None
+            if cr.root() != shell.checkpoint.root_hash:
+                return None
+        if at != end:
+            return None  # rows of this chain that no block places
+    return trusted
 
 
 @dataclass(slots=True)
@@ -445,32 +652,27 @@ def _read_rows(
     return rows
 
 
-def compact_block(record: BlockRecord, archived: set[tuple[str, int]]) -> dict[str, Any]:
+def compact_block(record: BlockRecord, others: Iterable[int]) -> dict[str, Any]:
     """A block record without what the archive's own events give back.
 
     The leaf hash, id and index of every position whose event is in this archive are
-    left out (the verifier recomputes them from the events); the others (events of other
-    days in the same block) are kept under ``others``. The signed checkpoint, frontier
-    and time range stay, so the block still recomputes to its signed root.
+    left out (the verifier recomputes them from the events); the ``others`` positions
+    (events of other days in the same block) are kept under ``others``. The signed
+    checkpoint, frontier and time range stay, so the block still recomputes to its
+    signed root.
     """
-    doc = record.to_document()
+    shell = dataclasses.replace(record, event_ids=(), event_indices=(), leaf_hashes=())
+    doc = shell.to_document()  # without encoding every leaf only to drop it
+    doc["leaf_count"] = len(record.leaf_hashes)
     for name in ("event_ids", "event_indices", "leaf_hashes"):
         doc.pop(name)
-    others: dict[str, list[Any]] = {
-        "positions": [],
-        "event_ids": [],
-        "event_indices": [],
-        "leaf_hashes": [],
+    positions = sorted(others)
+    doc["others"] = {
+        "positions": positions,
+        "event_ids": [record.event_ids[p] for p in positions],
+        "event_indices": [record.event_indices[p] for p in positions],
+        "leaf_hashes": [encode_hash(record.leaf_hashes[p]) for p in positions],
     }
-    for pos, (eid, idx, lh) in enumerate(
-        zip(record.event_ids, record.event_indices, record.leaf_hashes, strict=True)
-    ):
-        if (record.chain_id, record.first_leaf + pos) not in archived:
-            others["positions"].append(pos)
-            others["event_ids"].append(eid)
-            others["event_indices"].append(idx)
-            others["leaf_hashes"].append(encode_hash(lh))
-    doc["others"] = others
     return doc
 
 
@@ -582,7 +784,7 @@ def _verify_blocks(
                         event_id=row.event_id,
                     )
                 )
-        problems = _seal_problems(rec, fast_extend)
+        problems = seal_problems(rec, fast_extend)
         if problems and not missing and not changed:
             report.findings.append(
                 ArchiveFinding(
@@ -601,7 +803,7 @@ def _verify_blocks(
     return out
 
 
-def _seal_problems(rec: BlockRecord, fast_extend: FastExtend | None) -> list[str]:
+def seal_problems(rec: BlockRecord, fast_extend: FastExtend | None) -> list[str]:
     """:meth:`BlockRecord.seal_problems` (no previous checkpoint), the leaves extended
     with ``fast_extend`` when given; any disagreement is explained by the reference."""
     if fast_extend is None or rec.first_leaf + len(rec.leaf_hashes) != rec.checkpoint.tree_size:

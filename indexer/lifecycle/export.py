@@ -22,11 +22,13 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import itertools
 import multiprocessing
 import pickle
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ from indexer.lifecycle.archive import (
     compact_block,
     day_of_index,
     leaf_ranges,
+    seal_problems,
     sha256_file,
 )
 from otel_audit.integrity import (
@@ -64,6 +67,7 @@ from otel_audit.integrity import (
     leaf_hash,
     verify_checkpoint,
 )
+from otel_audit.integrity.merkle import FastExtend
 from otel_audit.integrity.store import CheckpointStore
 
 __all__ = [
@@ -101,8 +105,11 @@ def day_bounds(day: str) -> tuple[str, str]:
     return start.strftime("%Y-%m-%dT00:00:00Z"), end.strftime("%Y-%m-%dT00:00:00Z")
 
 
-def load_day_blocks(es: Elasticsearch, index: str, keyring: Keyring) -> list[BlockRecord]:
-    """Every block record holding an event of ``index``, checked against its signature."""
+def load_day_blocks(
+    es: Elasticsearch, index: str, keyring: Keyring, *, fast_extend: FastExtend | None = None
+) -> list[BlockRecord]:
+    """Every block record holding an event of ``index``, checked against its signature
+    and its signed root (the leaves extended with ``fast_extend`` when given)."""
     lo, hi = day_bounds(day_of_index(index))
     # Blocks sealed a moment ago must count: read what is written, not what was refreshed.
     es.options(ignore_status=404).indices.refresh(index=f"{BLOCKS_INDEX},{index}")
@@ -139,7 +146,7 @@ def load_day_blocks(es: Elasticsearch, index: str, keyring: Keyring) -> list[Blo
             status = verify_checkpoint(rec.checkpoint, keyring)
             if status is not CheckpointStatus.OK:
                 raise ExportError(f"block {rec.doc_id}: {status}; run otel-audit verify")
-            problems = rec.seal_problems(None)
+            problems = seal_problems(rec, fast_extend)
             if problems:
                 raise ExportError(f"block {rec.doc_id} was edited: {'; '.join(problems)}")
             out.append(rec)
@@ -150,36 +157,66 @@ def load_day_blocks(es: Elasticsearch, index: str, keyring: Keyring) -> list[Blo
 
 def _block_of(doc: dict[str, Any]) -> BlockRecord:
     """:meth:`BlockRecord.from_document` with the leaf hashes decoded in bulk (a day's
-    blocks hold one per event): as strictly, one base64 encoding per hash."""
+    blocks hold one per event): as strictly, one canonical base64 encoding per hash."""
     ids, indices, hashes = (doc.get(n) for n in ("event_ids", "event_indices", "leaf_hashes"))
     if not (type(ids) is list and type(indices) is list and type(hashes) is list):
         return BlockRecord.from_document(doc)  # it names what is wrong
-    try:
-        raw = [binascii.a2b_base64(h, strict_mode=True) for h in hashes]
-        exact = all(
-            len(r) == HASH_SIZE and binascii.b2a_base64(r, newline=False).decode() == h
-            for r, h in zip(raw, hashes, strict=True)
-        )
-    except (binascii.Error, TypeError, ValueError):
-        exact = False
+    raw = _decode_hashes(hashes)
     if (
-        not exact
-        or not all(type(x) is str for x in ids)
-        or not all(type(x) is str for x in indices)
+        raw is None
+        or not set(map(type, ids)) <= _STR
+        or not set(map(type, indices)) <= _STR
+        or not len(ids) == len(indices) == len(raw)
     ):
-        return BlockRecord.from_document(doc)
-    if not len(ids) == len(indices) == len(raw):
         return BlockRecord.from_document(doc)
     shell = BlockRecord.from_document(
         {**doc, "event_ids": [], "event_indices": [], "leaf_hashes": []}
     )
     return dataclasses.replace(
-        shell, event_ids=tuple(ids), event_indices=tuple(indices), leaf_hashes=tuple(raw)
+        shell, event_ids=tuple(ids), event_indices=tuple(indices), leaf_hashes=raw
     )
 
 
+_STR = frozenset({str})
+_B64_HASH = 44
+"""Characters of a 32-byte hash in padded base64: 43 significant, then one ``=``."""
+
+
+def _decode_hashes(hashes: list[Any]) -> tuple[bytes, ...] | None:
+    """The 32-byte hashes of a list of base64 strings in one decode, or None unless every
+    one is the canonical padded encoding of 32 bytes (what ``a2b_base64(strict_mode=True)``
+    then ``b2a_base64`` would give back unchanged).
+
+    Each 44-character hash with its ``=`` read as ``A`` (six zero bits) is 33 bytes: the
+    hash, then a byte holding the last character's two low bits, zero exactly when the
+    encoding is canonical. So the strings are joined, checked to have ``=`` at the 44th
+    character of each and nowhere else, and decoded at once."""
+    count = len(hashes)
+    if not count:
+        return ()
+    if not set(map(type, hashes)) <= _STR or set(map(len, hashes)) != {_B64_HASH}:
+        return None
+    try:
+        joined = "".join(hashes).encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if joined.count(b"=") != count or joined[_B64_HASH - 1 :: _B64_HASH] != b"=" * count:
+        return None
+    try:
+        raw = binascii.a2b_base64(joined.replace(b"=", b"A"), strict_mode=True)
+    except binascii.Error:
+        return None
+    step = HASH_SIZE + 1
+    if len(raw) != count * step or raw[HASH_SIZE::step] != bytes(count):
+        return None
+    return tuple([raw[i : i + HASH_SIZE] for i in range(0, len(raw), step)])
+
+
 class _EventsWriter:
-    """Pages of events (Arrow record batches) into the events file, a row group at a time."""
+    """Pages of events (Arrow record batches) into the events file, a row group at a time.
+
+    Each row group is encoded and compressed in a thread of its own (pyarrow releases the
+    GIL), while the next one is gathered; at most one is being written at a time."""
 
     def __init__(self, path: Path) -> None:
         import pyarrow as pa
@@ -206,18 +243,15 @@ class _EventsWriter:
         self.rows = 0
         self.ts_min = ""
         self.ts_max = ""
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="archive-writer")
+        self.writing: Future[None] | None = None
 
-    def extend(
-        self,
-        chains: list[str],
-        leaves: list[int],
-        page: _Page,
-        keep: list[int] | None,
-    ) -> None:
-        """Add the rows of ``page`` (only the positions in ``keep`` when given)."""
+    def extend(self, chains: Any, leaves: Any, page: _Page, keep: list[int] | None) -> None:
+        """Add the rows of ``page`` (only the positions in ``keep`` when given) at the
+        ``chains`` and ``leaves`` given (Arrow string and int64 arrays, one per row)."""
         pa, pc = self.pa, self.pc
         batch = page.batch if keep is None else page.batch.take(pa.array(keep, pa.int64()))
-        columns = [pa.array(chains, pa.string()), pa.array(leaves, pa.int64())]
+        columns = [chains, leaves]
         columns += batch.columns[:-1]  # without the full leaf hashes
         self.pending.append(pa.RecordBatch.from_arrays(columns, schema=self.schema))
         self.rows += batch.num_rows
@@ -237,13 +271,29 @@ class _EventsWriter:
         if not self.pending:
             return
         table = self.pa.Table.from_batches(self.pending, self.schema)
-        self.writer.write_table(table, row_group_size=table.num_rows)
         self.pending = []
         self.pending_rows = 0
+        self._wait()
+        self.writing = self.pool.submit(
+            self.writer.write_table, table, row_group_size=table.num_rows
+        )
+
+    def _wait(self) -> None:
+        """Until the row group being written is written (its error raised here)."""
+        if self.writing is not None:
+            writing, self.writing = self.writing, None
+            writing.result()
 
     def close(self) -> None:
-        self.flush()
-        self.writer.close()
+        try:
+            self.flush()
+            self._wait()
+        finally:
+            if self.writing is not None:  # an error left one running: let it end first
+                with contextlib.suppress(Exception):
+                    self.writing.result()
+            self.pool.shutdown()
+            self.writer.close()
 
 
 EVENTS_ZSTD_LEVEL = 1
@@ -465,61 +515,55 @@ def export_day(
     *,
     progress: Callable[[int], None] | None = None,
     read_page: PageReader | None = None,
+    fast_extend: FastExtend | None = None,
 ) -> DayFiles:
     """Write the data files of ``index``'s day into ``directory``; see the module docstring.
 
-    ``read_page`` is the native page reader (:data:`PageReader`) when it is in use.
+    ``read_page`` is the native page reader (:data:`PageReader`) when it is in use,
+    ``fast_extend`` the native Merkle extension for checking the blocks' roots.
 
     Raises :class:`DayNotReady` or :class:`ExportError`.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    blocks = load_day_blocks(es, index, keyring)
-    sealed: dict[str, tuple[str, int, bytes]] = {}
-    for rec in blocks:
-        chain, first = rec.chain_id, rec.first_leaf
-        for pos, (eid, idx, lh) in enumerate(
-            zip(rec.event_ids, rec.event_indices, rec.leaf_hashes, strict=True)
-        ):
-            if idx == index:
-                sealed[eid] = (chain, first + pos, lh)
+    blocks = load_day_blocks(es, index, keyring, fast_extend=fast_extend)
+    sealed = _Sealed(blocks, index)
     writer = _EventsWriter(directory / EVENTS)
-    pairs: list[tuple[str, int]] = []
     unsealed = 0
     try:
         for page in _pages(es, index, processes=len(sealed) >= _PROCESSES_FROM, native=read_page):
-            found = [sealed.pop(eid, None) for eid in page.ids]
-            keep: list[int] | None = None
-            wants: list[tuple[str, int, bytes]]
-            if any(w is None for w in found):
-                keep = [i for i, w in enumerate(found) if w is not None]
-                unsealed += len(found) - len(keep)
-                wants = [w for w in found if w is not None]
-                leaves = [page.leaves[i] for i in keep]
-            else:
-                wants = found  # type: ignore[assignment]
-                leaves = page.leaves
-            if any(w[2] != lh for w, lh in zip(wants, leaves, strict=True)):
+            found, keep = sealed.take(page.ids)
+            if keep is not None:
+                unsealed += len(page.ids) - len(keep)
+            chains, positions, agree = sealed.check(found, page, keep)
+            if not agree:
+                wants = list(
+                    zip(
+                        chains.to_pylist(),
+                        positions.to_pylist(),
+                        sealed.leaves_at(found),
+                        strict=True,
+                    )
+                )
                 _canonical_instead(page, wants, index, keep)
-            chains = [w[0] for w in wants]
-            positions = [w[1] for w in wants]
             writer.extend(chains, positions, page, keep)
-            pairs += zip(chains, positions, strict=True)
             if progress is not None:
                 progress(writer.rows)
     finally:
         writer.close()
     if unsealed:
         raise DayNotReady(f"{index}: {unsealed} events are not sealed yet")
-    if sealed:
-        some = ", ".join(sorted(sealed)[:5])
+    if sealed.left:
+        some = ", ".join(sorted(sealed.left)[:5])
         raise ExportError(
-            f"{len(sealed)} sealed events of {index} are not in it (e.g. {some}); "
+            f"{len(sealed.left)} sealed events of {index} are not in it (e.g. {some}); "
             "run otel-audit verify"
         )
     cps = _checkpoints(checkpoints, blocks)
-    here = set(pairs)
+    others = sealed.others()
     (directory / BLOCKS).write_bytes(
-        b"".join(orjson.dumps(compact_block(b, here)) + b"\n" for b in blocks)
+        b"".join(
+            orjson.dumps(compact_block(b, o)) + b"\n" for b, o in zip(blocks, others, strict=True)
+        )
     )
     (directory / CHECKPOINTS).write_bytes(
         b"".join(orjson.dumps(c.to_json_dict(), option=_SORT) + b"\n" for c in cps)
@@ -534,11 +578,9 @@ def export_day(
             "tree_size": b.checkpoint.tree_size,
             "root_hash": encode_hash(b.checkpoint.root_hash),
             "block_hash": encode_hash(b.checkpoint.digest()),
-            "events_here": sum(
-                1 for pos in range(len(b.event_ids)) if (b.chain_id, b.first_leaf + pos) in here
-            ),
+            "events_here": len(b.event_ids) - len(o),
         }
-        for b in blocks
+        for b, o in zip(blocks, others, strict=True)
     ]
     return DayFiles(
         directory=directory,
@@ -549,8 +591,155 @@ def export_day(
             for n in names
         },
         blocks=block_entries,
-        leaves=leaf_ranges(pairs),
+        leaves=sealed.ranges(others),
     )
+
+
+class _Sealed:
+    """Where each sealed event of a day's index sits, for the checks of its pages.
+
+    Every position of the day's blocks has a number (the blocks' positions one after
+    another); ``by_id`` maps an event id to the number of the position the blocks give it
+    in this index (the last one, when an id is sealed twice), and each number's chain,
+    leaf index and sealed leaf hash are Arrow columns, so a page is matched with one dict
+    lookup per event and checked and placed column by column.
+    """
+
+    def __init__(self, blocks: list[BlockRecord], index: str) -> None:
+        import pyarrow as pa
+
+        self.blocks = blocks
+        self.index = index
+        self.by_id: dict[str, int] = {}
+        self.here = 0
+        """Positions the blocks give this index (more than ``by_id`` holds when an id is
+        sealed at several)."""
+        names = sorted({b.chain_id for b in blocks})
+        code_of = {name: code for code, name in enumerate(names)}
+        codes: list[int] = []
+        leaves: list[int] = []
+        number = 0
+        for rec in blocks:
+            count = len(rec.event_ids)
+            if rec.event_indices.count(index) == count:
+                self.by_id.update(zip(rec.event_ids, range(number, number + count), strict=True))
+                self.here += count
+            else:
+                for pos, (eid, idx) in enumerate(
+                    zip(rec.event_ids, rec.event_indices, strict=True)
+                ):
+                    if idx == index:
+                        self.by_id[eid] = number + pos
+                        self.here += 1
+            codes += [code_of[rec.chain_id]] * count
+            leaves += range(rec.first_leaf, rec.first_leaf + count)
+            number += count
+        self.count = len(self.by_id)
+        self.numbers = dict(self.by_id) if len(self.by_id) != self.here else None
+        """A copy of ``by_id`` when some positions of this index are shadowed by a later
+        one of the same id (only those in it are archived)."""
+        self.chain = pa.DictionaryArray.from_arrays(
+            pa.array(codes, pa.int32()), pa.array(names, pa.string())
+        )
+        self.leaf = pa.array(leaves, pa.int64())
+        flat = b"".join(b"".join(rec.leaf_hashes) for rec in blocks)
+        self.hashes = pa.Array.from_buffers(
+            pa.binary(HASH_SIZE), number, [None, pa.py_buffer(flat)]
+        )
+        self.left = self.by_id
+        """Ids not seen yet (each is taken out when its event is read)."""
+
+    def __len__(self) -> int:
+        """Sealed events of this index (distinct ids)."""
+        return self.count
+
+    def take(self, ids: list[str]) -> tuple[list[int], list[int] | None]:
+        """The position numbers of a page's events, taking them out of :attr:`left`; and
+        the page's rows that are sealed, None for all (an id not sealed, or seen before,
+        is not)."""
+        found = list(map(self.left.pop, ids, itertools.repeat(-1)))
+        if -1 not in found:
+            return found, None
+        keep = [i for i, n in enumerate(found) if n >= 0]
+        return [found[i] for i in keep], keep
+
+    def check(self, found: list[int], page: _Page, keep: list[int] | None) -> tuple[Any, Any, bool]:
+        """The chains and leaf indices of the events at ``found`` (Arrow columns), and
+        whether each of the page's kept events hashes to its sealed leaf."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        at = pa.array(found, pa.int64())
+        chains = self.chain.take(at).cast(pa.string())
+        positions = self.leaf.take(at)
+        got = page.batch.column(page.batch.num_columns - 1)
+        if keep is not None:
+            got = got.take(pa.array(keep, pa.int64()))
+        try:
+            agree = (
+                not len(at)
+                or pc.all(pc.equal(got.cast(pa.binary(HASH_SIZE)), self.hashes.take(at))).as_py()
+            )
+        except pa.ArrowInvalid:  # a hash of another length: compared one by one
+            agree = False
+        return chains, positions, bool(agree)
+
+    def leaves_at(self, found: list[int]) -> list[bytes]:
+        """The sealed leaf hashes at ``found``."""
+        import pyarrow as pa
+
+        return self.hashes.take(pa.array(found, pa.int64())).to_pylist()  # type: ignore[no-any-return]
+
+    def others(self) -> list[list[int]]:
+        """Each block's positions whose event is not in this archive (events of other
+        indices, or shadowed by a later position of the same id)."""
+        out: list[list[int]] = []
+        archived = set(self.numbers.values()) if self.numbers is not None else None
+        number = 0
+        for rec in self.blocks:
+            count = len(rec.event_ids)
+            if archived is None and rec.event_indices.count(self.index) == count:
+                out.append([])
+            else:
+                out.append(
+                    [
+                        pos
+                        for pos, idx in enumerate(rec.event_indices)
+                        if idx != self.index
+                        or (archived is not None and number + pos not in archived)
+                    ]
+                )
+            number += count
+        return out
+
+    def ranges(self, others: list[list[int]]) -> dict[str, list[list[int]]]:
+        """:func:`leaf_ranges` of the archived positions, from the blocks' ranges less
+        ``others`` (one pair per position only where a chain's blocks overlap)."""
+        spans: dict[str, list[tuple[int, int]]] = {}
+        for rec, skip in zip(self.blocks, others, strict=True):
+            first, pos = rec.first_leaf, 0
+            for stop in [*skip, len(rec.event_ids)]:
+                if stop > pos:
+                    spans.setdefault(rec.chain_id, []).append((first + pos, first + stop))
+                pos = stop + 1
+        out: dict[str, list[list[int]]] = {}
+        for chain, found in sorted(spans.items()):
+            found.sort()
+            merged: list[list[int]] = []
+            for lo, hi in found:
+                if merged and lo < merged[-1][1]:  # overlapping blocks: position by position
+                    return leaf_ranges(
+                        (rec.chain_id, rec.first_leaf + pos)
+                        for rec, skip in zip(self.blocks, others, strict=True)
+                        for pos in range(len(rec.event_ids))
+                        if pos not in set(skip)
+                    )
+                if merged and lo == merged[-1][1]:
+                    merged[-1][1] = hi
+                else:
+                    merged.append([lo, hi])
+            out[chain] = merged
+        return out
 
 
 def _pages(

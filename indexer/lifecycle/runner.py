@@ -368,6 +368,7 @@ class LifecycleRunner:
                     tmp,
                     progress=lambda n: self.progress(f"{day}: {n:,} events exported"),
                     read_page=self.read_page,
+                    fast_extend=self.fast_extend,
                 )
             except DayNotReady as exc:
                 action.action = "not_ready"

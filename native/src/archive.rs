@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 
+use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
@@ -657,18 +658,39 @@ pub fn archive_page<'py>(
     Ok(out.into_pyobject(py)?.into_any())
 }
 
+/// The bytes of a C-contiguous buffer (`bytes`, a `pyarrow.Buffer`, a memoryview),
+/// borrowed from `buffer`.
+fn contiguous<'a>(buffer: &'a PyUntypedBuffer, what: &str) -> PyResult<&'a [u8]> {
+    if !buffer.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "{what} is not a contiguous buffer"
+        )));
+    }
+    if buffer.len_bytes() == 0 {
+        return Ok(&[]);
+    }
+    // SAFETY: the buffer is contiguous, `len_bytes` long, and stays exported (read-only
+    // use) while `buffer` is alive, which outlives the returned slice.
+    Ok(unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) })
+}
+
 /// The Merkle leaf hash (`SHA-256(0x00 || value)`) of every value of an Arrow binary
-/// column given by its `offsets` (`count + 1` little-endian i32) and `data` buffers, as
+/// column given by its `offsets` (`count + 1` little-endian i32) and `data` buffers (any
+/// contiguous buffer: `bytes` or the column's own `pyarrow.Buffer`s, read in place), as
 /// one `bytes` of `count` 32-byte hashes; computed without the GIL (the archive's
-/// read-back check hashes every archived event). Raises ValueError for offsets that do not
-/// describe `data`.
+/// read-back check hashes every archived event, several columns at once from threads).
+/// Raises ValueError for offsets that do not describe `data`.
 #[pyfunction]
 pub fn leaf_hashes<'py>(
     py: Python<'py>,
-    offsets: &[u8],
-    data: &[u8],
+    offsets: &Bound<'py, PyAny>,
+    data: &Bound<'py, PyAny>,
     count: usize,
 ) -> PyResult<Bound<'py, PyBytes>> {
+    let offsets_buffer = PyUntypedBuffer::get(offsets)?;
+    let data_buffer = PyUntypedBuffer::get(data)?;
+    let offsets = contiguous(&offsets_buffer, "offsets")?;
+    let data = contiguous(&data_buffer, "data")?;
     let hashes = py
         .detach(|| -> Option<Vec<u8>> {
             if offsets.len() != (count + 1) * 4 {

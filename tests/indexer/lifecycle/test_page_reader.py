@@ -165,3 +165,23 @@ def test_native_leaf_hashes_are_the_leaf_hashes_of_each_value() -> None:
         assert _leaves_of(part, None) == want
     with pytest.raises(ValueError, match="do not describe"):
         ext.leaf_hashes(b"\x00\x00\x00\x00\x10\x00\x00\x00", b"short", 1)
+
+
+def test_native_leaf_hashes_read_arrow_buffers_in_place() -> None:
+    """The read-back check hands the events file's own Arrow buffers (and a memoryview of
+    the offsets of a sliced column) to the native hashing, without copying them first; a
+    buffer that is not contiguous is refused."""
+    import pyarrow as pa
+
+    ext = native.module()
+    if ext is None:
+        pytest.skip(f"the native extension is not in use: {native.DESCRIPTION}")
+    values = [b"", b"{}", bytes(range(256)) * 3, b'{"a":1}'] * 4
+    part = pa.array(values, pa.binary()).slice(3, 9)
+    _, offsets, data = part.buffers()
+    ends = memoryview(offsets)[part.offset * 4 : (part.offset + len(part) + 1) * 4]
+    flat = ext.leaf_hashes(ends, data, len(part))
+    assert flat == b"".join(leaf_hash(v) for v in part.to_pylist())
+    assert flat == ext.leaf_hashes(bytes(ends), data.to_pybytes(), len(part))
+    with pytest.raises(ValueError, match="contiguous"):
+        ext.leaf_hashes(memoryview(bytes(ends))[::2], data, len(part))
