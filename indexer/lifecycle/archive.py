@@ -664,8 +664,8 @@ def compact_block(record: BlockRecord, others: Iterable[int]) -> dict[str, Any]:
     shell = dataclasses.replace(record, event_ids=(), event_indices=(), leaf_hashes=())
     doc = shell.to_document()  # without encoding every leaf only to drop it
     doc["leaf_count"] = len(record.leaf_hashes)
-    for name in ("event_ids", "event_indices", "leaf_hashes"):
-        doc.pop(name)
+    for name in ("event_ids", "event_indices", "leaf_hashes", "id_keys"):
+        doc.pop(name, None)  # id_keys: Elasticsearch's lookup keys, of no use here
     positions = sorted(others)
     doc["others"] = {
         "positions": positions,
