@@ -14,8 +14,8 @@ without any other state, none of it trusted on its own:
   must recompute to the previous checkpoint's root; a record edited in Elasticsearch
   fails one of the two.
 - ``time_range`` (event ``@timestamp`` min/max) to pick blocks for a time-range verify.
-- ``id_keys``: the terms a block is found by from an event id (:func:`id_key`, a few
-  hundred a block); the per-event fields above are kept in ``_source`` only, never indexed.
+- ``id_keys``: the few terms a block is found by from an event id (:func:`id_key`); the
+  per-event fields above are kept in ``_source`` only, never indexed.
 
 Document ``_id`` is ``<chain id>:<sequence, 20 digits>`` written with ``op_type=create``,
 so a block is never overwritten and a retry after a crash answers 409.
@@ -74,34 +74,33 @@ PER_EVENT_FIELDS = ("event_ids", "event_indices", "leaf_hashes", "frontier", "id
 ID_KEYS_MAPPING = {"type": "keyword", "doc_values": False}
 """Term lookups only: no doc values."""
 
-_ID_KEY_TIME = 11
+_ID_KEY_CHARS = 11
 """A UUIDv7's first 11 characters: its 40 high bits, the time in steps of 256 ms."""
-_ID_KEY_TAIL = 2
-"""... and its last 2: 8 random bits, one of 256 keys per time step."""
 
 
 def id_key(event_id: str) -> str:
     """The lookup key of an event id in ``id_keys``: for a UUIDv7 (what the SDKs mint)
-    its time to 256 ms and its last two (random) hex digits; any other id is its own key.
+    its time to 256 ms, shared by the ids minted together; any other id is its own key.
 
-    Finding the blocks that hold an id is then a term query on a few hundred keys per
-    block rather than on every id: indexing 5,000 ids per record cost Elasticsearch more
-    CPU than the block's events' share of sealing allows. The random digits keep the
-    candidates few when many ids carry one time (a writer may mint them so; a test's
-    ids do): 1 in 256 of those blocks. A key is only a way to find candidates: the
-    record's ``event_ids`` decide, and ``id_keys`` are checked against them when a
-    record is read whole.
+    Finding the blocks that hold an id is then a term query on a few keys per block
+    rather than on every id: indexing 5,000 ids per record cost Elasticsearch more CPU
+    than the block's events' share of sealing allows. A key is only a way to find
+    candidates: the record's ``event_ids`` decide, and ``id_keys`` are checked against
+    them when a record is read whole.
     """
     if len(event_id) == 36 and event_id[14] == "7" and event_id[8] == "-":
-        return event_id[:_ID_KEY_TIME] + event_id[-_ID_KEY_TAIL:]
+        return event_id[:_ID_KEY_CHARS]
     return event_id
 
 
 def id_keys(event_ids: Sequence[str]) -> list[str]:
     """The sorted distinct :func:`id_key` of ``event_ids`` (one pass in C for the
     usual block, whose ids are all UUIDv7)."""
-    if all(len(e) == 36 and e[14] == "7" and e[8] == "-" for e in event_ids):
-        return sorted({e[:_ID_KEY_TIME] + e[-_ID_KEY_TAIL:] for e in event_ids})
+    keys = {e[:_ID_KEY_CHARS] for e in event_ids}
+    if all(len(k) == _ID_KEY_CHARS and k[8] == "-" for k in keys) and all(
+        len(e) == 36 and e[14] == "7" for e in event_ids
+    ):
+        return sorted(keys)
     return sorted({id_key(e) for e in event_ids})
 
 
