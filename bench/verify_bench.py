@@ -54,6 +54,7 @@ from indexer.integrity.leaf_scan import pit_search_body
 from indexer.integrity.verify import VerifyOptions, verify
 from indexer.templates import registered_templates
 from otel_audit.document import build_document, format_ns
+from otel_audit.emit import event_id_at
 from otel_audit.integrity import (
     GENESIS_HASH,
     CompactRange,
@@ -105,7 +106,8 @@ def _block_docs(args: tuple[int, int, int]) -> tuple[bytes, list[str], list[str]
                 "audit.actor.type": "user",
                 "audit.resource.type": "invoice",
                 "audit.resource.id": f"inv-{n}",
-                "audit.event.id": f"01900000-0000-7000-8000-{n:012x}",
+                # Minted at the event's time, as the SDKs do (lookups by id rely on it).
+                "audit.event.id": event_id_at(ts // 1_000_000, n),
             },
             resource={"service.name": "billing", "service.version": "1.4.2"},
             time_unix_nano=ts,
