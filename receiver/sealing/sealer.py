@@ -350,7 +350,6 @@ class Sealer:
         entries already sealed."""
         if self._lease is not None and not self._lease.held:
             await self._lease.acquire()
-        await self._upgrade_blocks_mapping()
         state = await self._adopt_records_from_es(self.state)
         self._check_store_not_ahead(state)
         async with self._lock:
@@ -379,8 +378,9 @@ class Sealer:
 
     async def _upgrade_blocks_mapping(self) -> None:
         """Give an ``audit-blocks`` index made by an earlier release (its mapping strict)
-        the ``id_keys`` field every record now carries. A new index has it from the
-        template; a user without ``manage`` on the index is told what to ask for."""
+        the ``id_keys`` field every record now carries, when a record was refused for it.
+        A new index has it from the template; a user without ``manage`` on the index is
+        told what to ask for."""
         try:
             await self._es.indices.put_mapping(
                 index=BLOCKS_INDEX, properties={"id_keys": ID_KEYS_MAPPING}
@@ -1036,7 +1036,14 @@ class Sealer:
             # Serialized here: the client's stdlib JSON took ~2 ms for 5,000 events' fields
             # (the transport sends bytes as they are; the stubs only name mappings).
             body: Any = orjson.dumps(doc)
-            await self._es.create(index=BLOCKS_INDEX, id=record.doc_id, document=body)
+            try:
+                await self._es.create(index=BLOCKS_INDEX, id=record.doc_id, document=body)
+            except es_exc.BadRequestError as exc:
+                if "id_keys" not in str(exc):
+                    raise
+                # An index an earlier release created: its strict mapping lacks the field.
+                await self._upgrade_blocks_mapping()
+                await self._es.create(index=BLOCKS_INDEX, id=record.doc_id, document=body)
         except es_exc.ConflictError:
             existing = await self._es.get(index=BLOCKS_INDEX, id=record.doc_id)
             if existing["_source"].get("block_hash") != doc["block_hash"]:
