@@ -96,11 +96,8 @@ def id_key(event_id: str) -> str:
 def id_keys(event_ids: Sequence[str]) -> list[str]:
     """The sorted distinct :func:`id_key` of ``event_ids`` (one pass in C for the
     usual block, whose ids are all UUIDv7)."""
-    keys = {e[:_ID_KEY_CHARS] for e in event_ids}
-    if all(len(k) == _ID_KEY_CHARS and k[8] == "-" for k in keys) and all(
-        len(e) == 36 and e[14] == "7" for e in event_ids
-    ):
-        return sorted(keys)
+    if all(len(e) == 36 and e[14] == "7" and e[8] == "-" for e in event_ids):
+        return sorted({e[:_ID_KEY_CHARS] for e in event_ids})
     return sorted({id_key(e) for e in event_ids})
 
 

@@ -194,17 +194,14 @@ def _proof(access: ApiAccess) -> Callable[[web.Request], Awaitable[web.Response]
 async def _bundle(
     es: AsyncElasticsearch, cfg: QueryConfig, event_id: str, tenants: frozenset[str] | None
 ) -> dict[str, Any]:
-    hits: list[dict[str, Any]] = []
     try:
-        async for hit in find_holding(es, [event_id], index=cfg.blocks_index, page_size=5):
-            hits.append(hit)
-            break
+        hit = await anext(find_holding(es, [event_id], index=cfg.blocks_index, page_size=5), None)
     except NotFoundError:
-        pass
-    if not hits:
+        hit = None
+    if hit is None:
         raise QueryError("event_id", f"event {event_id} is not in a sealed block yet", status=404)
     try:
-        block = BlockRecord.from_document(hits[0]["_source"])
+        block = BlockRecord.from_document(hit["_source"])
     except IntegrityError as exc:
         raise QueryError(
             "event_id", f"the block record holding {event_id} is malformed: {exc}", status=409
