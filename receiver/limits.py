@@ -29,7 +29,7 @@ class LimitsConfig:
     max_concurrent_grpc_calls: int = 32
     """Authenticated gRPC calls in progress at once; more are refused with
     RESOURCE_EXHAUSTED and a RetryInfo delay before their message is read (the Collector
-    retries that). gRPC's own cap is set to four times this, as a backstop only."""
+    retries that). gRPC's own concurrent-call cap is not set: its refusal has no RetryInfo."""
     grpc_message_timeout_s: float = 30.0
     """A gRPC call's request message not fully received within this (counted from the
     call's start) is answered DEADLINE_EXCEEDED and frees its call slot, so calls that

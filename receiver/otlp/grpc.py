@@ -22,10 +22,10 @@ that order, a call is
 The handlers take the raw request bytes (no deserializer) so that a body that does not
 parse is INVALID_ARGUMENT rather than gRPC's generic INTERNAL. gRPC itself refuses
 messages over ``max_request_bytes`` (RESOURCE_EXHAUSTED) and decompresses gzip requests.
-Errors map through :mod:`receiver.otlp.status`. gRPC's own concurrent-call cap is kept as a
-backstop only, at four times the slots (its refusal carries no RetryInfo; our handler
-refuses or frees a call well before it is reached). Idle connections are closed after
-``limits.grpc_idle_timeout_s``.
+Errors map through :mod:`receiver.otlp.status`. gRPC's own concurrent-call cap is not set:
+its refusal carries no RetryInfo (a Collector drops the batch), and it was reached when a
+burst piled up calls faster than the handler refused them; every refusal is the
+handler's. Idle connections are closed after ``limits.grpc_idle_timeout_s``.
 
 Large calls (a message of at least ``limits.decode_in_thread_bytes``) are a size class of
 their own: at most ``limits.max_concurrent_large_grpc_calls`` are held at once, more are
@@ -59,9 +59,6 @@ from receiver.otlp.status import BodyTimeout, grpc_error, logs_success, traces_s
 __all__ = ["LOGS_SERVICE", "TRACE_SERVICE", "build_grpc_server"]
 
 log = logging.getLogger("otel_audit.receiver.grpc")
-
-BACKSTOP_FACTOR = 4
-"""gRPC's own concurrent-call cap, in call slots: a backstop only."""
 
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -212,7 +209,6 @@ def build_grpc_server(
             ("grpc.max_connection_idle_ms", int(limits.grpc_idle_timeout_s * 1000)),
             ("grpc.http2.bdp_probe", int(limits.grpc_window_autotune)),
         ],
-        maximum_concurrent_rpcs=BACKSTOP_FACTOR * limits.max_concurrent_grpc_calls,
     )
     services = _Services(handler, registry or WriterRegistry(WritersConfig()), limits)
     handlers = [
