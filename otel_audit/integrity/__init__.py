@@ -4,6 +4,7 @@ Pure Python, no Elasticsearch: the receiver's sealer builds on these, and so doe
 verifier that holds nothing but the public key.
 
 - :mod:`.merkle`: RFC 9162 hashing, inclusion/consistency proofs, :class:`CompactRange`
+- :mod:`.block_proof`: an event's audit path from the one block record that sealed it
 - :mod:`.canonical`: RFC 8785 canonical JSON and the leaf hash of an event document
 - :mod:`.content`: the content hash of a record (what the emitter sent)
 - :mod:`.keys`: Ed25519 key files, key ids, keyrings, sign/verify

@@ -38,10 +38,10 @@ from indexer.query.console.chains import chains_body, shape_chains
 from indexer.query.console.config import ConsoleConfig
 from indexer.query.console.export import csv_header, csv_row, ndjson_line
 from indexer.query.console.keys import PublicKeyInfo, load_public_keys
-from indexer.query.console.proof import audit_path_from_block
 from indexer.query.console.witnesses import WitnessStatus
 from indexer.query.filters import QueryError, events_sort, parse_event_filter, scope_filter
 from otel_audit.integrity import IntegrityError, make_bundle
+from otel_audit.integrity.block_proof import audit_path_from_block
 
 __all__ = ["ApiAccess", "ScheduledVerifyStatus", "add_console"]
 

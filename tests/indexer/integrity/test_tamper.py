@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import subprocess
@@ -19,7 +20,7 @@ from indexer.integrity.blocks import KIND_BLOCK, BlockRecord
 from indexer.integrity.checkpoint_store import DirectoryCheckpointStore
 from indexer.integrity.classify import Inputs, classify
 from indexer.integrity.leaf_scan import hash_hits
-from indexer.integrity.prove import prove
+from indexer.integrity.prove import ProveError, prove
 from otel_audit.integrity import (
     Checkpoint,
     CompactRange,
@@ -451,3 +452,34 @@ def test_since_checks_only_what_was_added(sealed: Any, es_url: str) -> None:
     forked = sign_checkpoint(dataclasses.replace(anchor, root_hash=bytes(32)), KEY)
     split = run_verify(es, state, [KEY], since=forked)
     assert "bad_signature" in kinds(split)
+
+
+def test_prove_reads_only_the_block_that_sealed_the_event(sealed: Any) -> None:
+    """An event's proof comes from its own block record (its frontier and leaves): with
+    every earlier block record of the chain gone, the newest event still gets a bundle
+    that verifies against the signed checkpoint."""
+    es, _state, ids = sealed
+    blocks = _blocks(es)
+    for hit in blocks[:-1]:
+        es.delete(index=BLOCKS_INDEX, id=hit["_id"], refresh=True)
+    bundle = prove(es, ids[-1])
+    assert bundle.leaf_index == len(ids) - 1
+    assert verify_bundle(bundle, Keyring([KEY.public_key()])).ok
+
+
+def test_prove_refuses_a_block_record_whose_hashes_were_edited(sealed: Any) -> None:
+    """An administrator edits the unsigned frontier of the event's block record: prove
+    must say the record does not lead to its signed root, not hand out a bundle that
+    fails later."""
+    es, _state, ids = sealed
+    hit = _blocks(es)[-1]
+    doc = hit["_source"]
+    frontier = list(doc["frontier"])
+    assert frontier, "the last block follows others: its frontier is not empty"
+    edited = bytearray(base64.b64decode(frontier[0]))
+    edited[0] ^= 1
+    frontier[0] = base64.b64encode(bytes(edited)).decode()
+    doc["frontier"] = frontier
+    es.index(index=BLOCKS_INDEX, id=hit["_id"], document=doc, refresh=True)
+    with pytest.raises(ProveError, match="signed root"):
+        prove(es, ids[-1])

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from indexer.query.console.config import ConsoleConfig, ConsoleConfigError
 from indexer.query.console.export import CSV_COLUMNS, csv_cell, csv_header, csv_row
 from indexer.query.console.keys import load_public_keys
-from indexer.query.console.proof import audit_path_from_block
 from otel_audit.integrity import CompactRange, ProofError, inclusion_proof, verify_inclusion
+from otel_audit.integrity.block_proof import audit_path_from_block
 from otel_audit.integrity.keys import generate_private_key, key_id, write_key_pair
 from otel_audit.integrity.merkle import root_hash
 

@@ -1,9 +1,10 @@
 """An inclusion proof from the one block record that sealed the event.
 
-``otel-audit prove`` reads every leaf of the chain up to the event's block. The console
-needs the same bundle in milliseconds on a chain of millions of events, and one block
-record holds enough: its ``frontier`` is the compact range of the leaves before it (one
-subtree root per set bit of ``first_leaf``) and its ``leaf_hashes`` are the leaves after.
+Reading every leaf of a chain up to the event's block takes seconds on a chain of
+millions of events, and one block record holds enough: its ``frontier`` is the compact
+range of the leaves before it (one subtree root per set bit of ``first_leaf``) and its
+``leaf_hashes`` are the leaves after. ``otel-audit prove`` and the console both build
+their bundles here.
 
 Why that suffices: in the RFC 9162 audit path of a leaf ``i >= F`` (``F = first_leaf``)
 every sibling lies either wholly at or after ``F`` (hashed from the block's leaves), or
@@ -14,14 +15,15 @@ sibling across ``F`` splits into such frontier subtrees and block leaves the sam
 
 Nothing here is trusted: the frontier and leaf hashes are unsigned fields an
 Elasticsearch administrator could edit, and a path built from edited ones does not lead
-to the signed root, which the browser (and ``otel-audit verify-proof``) checks.
+to the signed root, which ``otel-audit prove`` checks before it writes a bundle and the
+browser (and ``otel-audit verify-proof``) check on receipt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from otel_audit.integrity import ProofError
+from otel_audit.integrity.errors import ProofError
 from otel_audit.integrity.merkle import node_hash, root_hash
 
 __all__ = ["audit_path_from_block"]
