@@ -104,3 +104,26 @@ def test_bulk_hash_decoding_is_as_strict_as_one_at_a_time() -> None:
         "\u00e9" * 43 + "=",  # not ASCII
     ):
         assert _decode_hashes([*texts[:2], bad, *texts[2:]]) is None, bad
+
+
+def _covered(ranges: dict[str, list[list[int]]]) -> set[tuple[str, int]]:
+    return {(c, leaf) for c, spans in ranges.items() for lo, hi in spans for leaf in range(lo, hi)}
+
+
+def test_a_forked_chain_is_decided_position_by_position() -> None:
+    """Two blocks of one chain give leaves 2 and 3 to different events (a chain id reused
+    by two receivers, or a restored stale state): each position is this day's or not by
+    its own event, and the manifest's ranges cover exactly the positions archived here."""
+    first = _block("a", 0, [("e1", DAY), ("e2", DAY), ("e3", DAY), ("e4", DAY)])
+    fork = _block("a", 2, [("f1", OTHER), ("f2", DAY)])
+    sealed = _Sealed([first, fork], DAY)
+    found, keep = sealed.take(["e1", "e2", "e3", "e4", "f2"])
+    assert keep is None and found == [0, 1, 2, 3, 5] and not sealed.left
+    others = sealed.others()
+    assert others == [[], [0]]  # f1 is another day's event, though leaf 2 is archived here
+    ranges = sealed.ranges(others)
+    assert _covered(ranges) == {("a", 0), ("a", 1), ("a", 2), ("a", 3)}
+    assert all(lo < hi for rs in ranges.values() for lo, hi in rs)
+    doc = compact_block(fork, others[1])
+    assert doc["others"]["positions"] == [0]
+    assert doc["others"]["leaf_hashes"] == [encode_hash(fork.leaf_hashes[0])]
