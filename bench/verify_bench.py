@@ -43,14 +43,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from elastic_transport import HttpHeaders, NodeConfig, Urllib3HttpNode
+from elastic_transport import NodeConfig, Urllib3HttpNode
 from elasticsearch import Elasticsearch
 from elasticsearch.serializer import OrjsonSerializer
 
 from indexer.indices import BLOCKS_INDEX, EVENTS_TEMPLATE, event_index
 from indexer.integrity.blocks import KIND_BLOCK, BlockRecord, merge_time_range
 from indexer.integrity.checkpoint_store import DirectoryCheckpointStore
-from indexer.integrity.leaf_scan import pit_search_body
+from indexer.integrity.leaf_scan import raw_pit_pages
+from indexer.integrity.scan_worker import SEARCH_HEADERS
 from indexer.integrity.verify import VerifyOptions, verify
 from indexer.templates import registered_templates
 from otel_audit.document import build_document, format_ns
@@ -274,24 +275,18 @@ def load(es: Elasticsearch, events: int, work: Path, block: int = BLOCK) -> None
 def _raw_slice(url: str, pit: str, slice_id: int, slices: int, size: int) -> tuple[int, int]:
     """Pull one slice's pages as the verifier's workers do, parsing only to page on."""
     node = Urllib3HttpNode(NodeConfig(**_node_args(url)))
-    headers = HttpHeaders({"content-type": "application/json", "accept": "application/json"})
-    hits = raw_bytes = 0
-    after: list[Any] | None = None
-    while True:
-        body = pit_search_body(pit, {"match_all": {}}, size, slice_id, slices, after)
-        _, raw = node.perform_request(
-            "POST",
-            "/_search",
-            body=orjson.dumps(body),
-            headers=headers,
-            request_timeout=600,
-        )
+    raw_bytes = 0
+
+    def parse(raw: bytes) -> tuple[int, int, list[Any] | None]:
+        nonlocal raw_bytes
         raw_bytes += len(raw)
         page = orjson.loads(raw).get("hits", {}).get("hits", [])
-        hits += len(page)
-        if len(page) < size:
-            return hits, raw_bytes
-        after = page[-1]["sort"]
+        return len(page), len(page), page[-1]["sort"] if page else None
+
+    pages = raw_pit_pages(
+        node, dict(SEARCH_HEADERS), pit, {"match_all": {}}, size, slice_id, slices, parse
+    )
+    return sum(pages), raw_bytes
 
 
 def _node_args(url: str) -> dict[str, Any]:

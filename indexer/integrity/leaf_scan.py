@@ -32,6 +32,7 @@ from indexer.integrity.scan_worker import (
     HashedPage,
     hash_hits,
     pit_search_body,
+    raw_pit_pages,
     scan_slice,
 )
 
@@ -42,6 +43,8 @@ __all__ = [
     "hash_hits",
     "pit_pages",
     "pit_search_body",
+    "raw_pit_pages",
+    "worker_connection",
 ]
 
 
@@ -78,8 +81,9 @@ def pit_pages(
         after = hits[-1]["sort"]
 
 
-def _worker_connection(es: Elasticsearch) -> tuple[list[NodeConfig], dict[str, str]] | None:
-    """Node configurations and headers a worker process can use, or None."""
+def worker_connection(es: Elasticsearch) -> tuple[list[NodeConfig], dict[str, str]] | None:
+    """Node configurations and headers (authentication included) a worker process or
+    thread can use, or None (a custom SSL context cannot cross a process boundary)."""
     configs = [node.config for node in es.transport.node_pool.all()]
     if not configs:
         return None
@@ -137,7 +141,7 @@ class LeafScan:
         except es_exc.NotFoundError:
             return self
         try:
-            connection = _worker_connection(self._es) if self._processes else None
+            connection = worker_connection(self._es) if self._processes else None
             if connection is None:
                 self._start_threads()
             else:

@@ -9,7 +9,8 @@ reader never needs.
 from __future__ import annotations
 
 import gc
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import orjson
 from elastic_transport import HttpHeaders, NodeConfig, TransportError, Urllib3HttpNode
@@ -23,11 +24,14 @@ __all__ = [
     "HashedPage",
     "hash_hits",
     "pit_search_body",
+    "raw_pit_pages",
     "scan_slice",
 ]
 
 HashedPage = tuple[list[str], list[str], list["bytes | str"]]
 """Event ids, their indices, leaf hashes (or why one cannot be hashed)."""
+
+T = TypeVar("T")
 
 _SEARCH = "/_search"
 SEARCH_HEADERS = {"content-type": "application/json", "accept": "application/json"}
@@ -77,6 +81,46 @@ def pit_search_body(
     return body
 
 
+def raw_pit_pages(
+    node: Urllib3HttpNode,
+    headers: dict[str, str],
+    pit: str,
+    query: dict[str, Any],
+    size: int,
+    slice_id: int,
+    slices: int,
+    parse: Callable[[bytes], tuple[T, int, list[Any] | None]],
+    request_timeout_s: float = _REQUEST_TIMEOUT_S,
+    error: type[Exception] = TransportError,
+) -> Iterator[T]:
+    """The pages of slice ``slice_id`` of a point-in-time read over ``node``, each search
+    response read as raw bytes and turned into a page by ``parse`` (the page, its hit
+    count and the last hit's ``sort`` values). An HTTP error status raises ``error``."""
+    after: list[Any] | None = None
+    while True:
+        meta, raw = node.perform_request(
+            "POST",
+            _SEARCH,
+            body=orjson.dumps(pit_search_body(pit, query, size, slice_id, slices, after)),
+            headers=HttpHeaders(headers),
+            request_timeout=request_timeout_s,
+        )
+        if meta.status >= 300:
+            text = bytes(raw[:500]).decode("utf-8", "replace")
+            raise error(f"search returned HTTP {meta.status}: {text}")
+        page, count, after = parse(bytes(raw))
+        if not count:
+            return
+        yield page
+        if count < size:
+            return
+
+
+def _hashed(raw: bytes) -> tuple[HashedPage, int, list[Any] | None]:
+    hits = orjson.loads(raw).get("hits", {}).get("hits", [])
+    return hash_hits(hits), len(hits), hits[-1]["sort"] if hits else None
+
+
 def scan_slice(
     config: NodeConfig,
     headers: dict[str, str],
@@ -93,25 +137,8 @@ def scan_slice(
     gc.disable()
     try:
         node = Urllib3HttpNode(config)
-        after: list[Any] | None = None
-        while True:
-            meta, raw = node.perform_request(
-                "POST",
-                _SEARCH,
-                body=orjson.dumps(pit_search_body(pit, query, size, slice_id, slices, after)),
-                headers=HttpHeaders(headers),
-                request_timeout=_REQUEST_TIMEOUT_S,
-            )
-            if meta.status >= 300:
-                text = bytes(raw[:500]).decode("utf-8", "replace")
-                raise TransportError(f"search returned HTTP {meta.status}: {text}")
-            hits = orjson.loads(raw).get("hits", {}).get("hits", [])
-            if not hits:
-                break
-            out.put(("page", hash_hits(hits)))
-            after = hits[-1]["sort"]
-            if len(hits) < size:
-                break
+        for page in raw_pit_pages(node, headers, pit, query, size, slice_id, slices, _hashed):
+            out.put(("page", page))
         out.put(("done", None))
     except BaseException as exc:
         out.put(("error", f"{type(exc).__name__}: {exc}"))

@@ -24,7 +24,6 @@ import functools
 import gc
 import itertools
 import multiprocessing
-import pickle
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -34,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from elastic_transport import HttpHeaders, NodeConfig, Urllib3HttpNode
+from elastic_transport import NodeConfig, Urllib3HttpNode
 from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_exc
 
 from indexer.indices import BLOCKS_INDEX, REJECTED_INDEX_PREFIX
 from indexer.integrity.blocks import KIND_BLOCK, BlockRecord
-from indexer.integrity.leaf_scan import pit_pages, pit_search_body
+from indexer.integrity.leaf_scan import pit_pages, raw_pit_pages, worker_connection
 from indexer.lifecycle.archive import (
     ARCHIVE_FIELDS,
     BLOCKS,
@@ -751,7 +750,7 @@ def _pages(
     process), by threads otherwise or when the client's connection cannot be handed over."""
     pit = str(es.open_point_in_time(index=index, keep_alive="5m")["id"])
     try:
-        connection = _worker_connection(es) if processes or native is not None else None
+        connection = worker_connection(es) if processes or native is not None else None
         if connection is None:
             yield from _thread_pages(es, pit)
         elif native is not None:
@@ -827,44 +826,19 @@ def _read_slice(
     native: PageReader | None,
 ) -> Iterator[_Page]:
     """One slice's pages, each search response read as raw bytes and prepared at once."""
+
+    def parse(raw: bytes) -> tuple[_Page, int, list[Any] | None]:
+        page, after = _parse_page(raw, native)
+        return page, len(page.ids), after
+
     node = Urllib3HttpNode(config)
     try:
-        after: list[Any] | None = None
-        while True:
-            body = pit_search_body(pit, {"match_all": {}}, _PAGE, slice_id, _SLICES, after)
-            meta, raw = node.perform_request(
-                "POST",
-                "/_search",
-                body=orjson.dumps(body),
-                headers=HttpHeaders(headers),
-                request_timeout=300.0,
-            )
-            if meta.status >= 300:
-                text = bytes(raw[:500]).decode("utf-8", "replace")
-                raise ExportError(f"search returned HTTP {meta.status}: {text}")
-            page, after = _parse_page(bytes(raw), native)
-            if not page.ids:
-                return
-            yield page
-            if len(page.ids) < _PAGE:
-                return
+        query: dict[str, Any] = {"match_all": {}}
+        yield from raw_pit_pages(
+            node, headers, pit, query, _PAGE, slice_id, _SLICES, parse, error=ExportError
+        )
     finally:
         node.close()
-
-
-def _worker_connection(es: Elasticsearch) -> tuple[list[NodeConfig], dict[str, str]] | None:
-    """Node configurations and headers (authentication included) a worker can use."""
-    configs = [node.config for node in es.transport.node_pool.all()]
-    if not configs:
-        return None
-    headers = {"content-type": "application/json", "accept": "application/json"}
-    headers.update(configs[0].headers)
-    headers.update(getattr(es, "_headers", None) or {})
-    try:
-        pickle.dumps((configs, headers))
-    except Exception:  # a custom SSL context cannot cross a process boundary
-        return None
-    return configs, headers
 
 
 def _export_slice(
