@@ -203,8 +203,8 @@ class LoadGenerator:
 
     ``sent`` counts events emitted (each once); ``acked`` holds the ids of events whose
     request the Collector answered OK (it answers after its persistent queue took them).
-    A failed request is sent again after a short pause, like an SDK's retry, until the
-    Collector takes it or the generator stops.
+    Each request is tried at least once; a failed one is sent again after a short pause,
+    like an SDK's retry, until the Collector takes it or the generator stops.
     """
 
     def __init__(
@@ -240,12 +240,13 @@ class LoadGenerator:
             while not self._stop.is_set():
                 body, ids = export_request(self.run, self.sent, self.batch)
                 self.sent += len(ids)
-                while not self._stop.is_set():
+                while True:  # tried at least once: what counts as sent was sent
                     try:
                         export(body, timeout=10)
                     except grpc.RpcError:
                         self.failures += 1
-                        self._stop.wait(0.5)
+                        if self._stop.wait(0.5):
+                            break
                         continue
                     self.acked.update(ids)
                     break
